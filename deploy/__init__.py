@@ -1,0 +1,1 @@
+"""Deployment: the local supervisor behind `make run`, container and cluster files."""

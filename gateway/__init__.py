@@ -1,0 +1,1 @@
+"""The gateway: the one public API (auth, routing, composition, webhooks, SSE)."""

@@ -1,0 +1,3 @@
+"""Request and response models of the demand API (the HTTP contract)."""
+
+from __future__ import annotations

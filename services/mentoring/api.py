@@ -1,0 +1,7 @@
+"""HTTP routes of the mentoring service: validation and authorization only, no SQL."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,171 @@
+"""Async engine, session factories, constraint naming and the per-request session.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys on and a busy
+timeout; write transactions start with ``BEGIN IMMEDIATE`` so that two writers
+queue for the lock instead of failing when a read transaction tries to upgrade.
+PostgreSQL runs on asyncpg with a pool sized for concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def new_metadata() -> sa.MetaData:
+    """A MetaData with the project's constraint naming convention."""
+    return sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def is_sqlite_url(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours to emit.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_begin") == "immediate"
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, pooled: bool = True
+) -> AsyncEngine:
+    """Create the async engine for a service database URL (``pooled=False`` for one-shot jobs)."""
+    pool: dict[str, Any] = (
+        {"pool_size": pool_size, "max_overflow": pool_size * 2}
+        if pooled
+        else {"poolclass": NullPool}
+    )
+    if is_sqlite_url(url):
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool
+        )
+        _configure_sqlite(engine)
+        return engine
+    if pooled:
+        pool |= {"pool_pre_ping": True, "pool_recycle": 1800}
+    return create_async_engine(url, echo=echo, **pool)
+
+
+class Database:
+    """One service's database: the engine and its read and write session factories."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_size=pool_size, echo=echo)
+        self.is_sqlite = is_sqlite_url(url)
+        # Set after a commit that wrote outbox rows, so the relay publishes at once.
+        self.outbox_signal = asyncio.Event()
+        self.info: dict[str, Any] = {"outbox_signal": self.outbox_signal}
+        writer = (
+            self.engine.execution_options(sqlite_begin="immediate")
+            if self.is_sqlite
+            else self.engine
+        )
+        self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.info)
+        self.write_sessions = async_sessionmaker(writer, expire_on_commit=False, info=self.info)
+
+    def session(self, *, write: bool = True) -> AsyncSession:
+        """A new session; ``write`` sessions take SQLite's write lock when they begin."""
+        return (self.write_sessions if write else self.read_sessions)()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction that commits on success and rolls back on error."""
+        async with self.session(write=write) as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The session of one request: committed once after the endpoint, rolled back on error.
+
+    Use-case code never commits; a rejected request leaves nothing half-written.
+    """
+    database: Database = request.app.state.database
+    async with database.session(write=request.method not in READ_METHODS) as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+# scope="function": commit before the response is sent, so a 2xx means committed.
+SessionDep = Annotated[AsyncSession, Depends(request_session, scope="function")]
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite stores it naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where an aware UTC time is required")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# Tables every service has (outbox, inbox, dead letters, idempotency keys) live here;
+# each service copies them into its own metadata and creates them in its first migration.
+KIT_METADATA = new_metadata()
+
+BigIntegerKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -1,0 +1,71 @@
+"""HTTP conventions shared by every API: cursor pagination and ETag preconditions."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Generic, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel
+
+from shared.problems import Problem
+
+T = TypeVar("T")
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: ``items`` and the cursor of the next page (null at the end)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(values: list[Any]) -> str:
+    """An opaque cursor holding the sort key of the last item returned."""
+    raw = json.dumps(values, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str | None, size: int) -> list[Any] | None:
+    """The sort key in a cursor; 422 naming ``cursor`` when it is not one of ours."""
+    if cursor is None:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or len(values) != size:
+        raise Problem(
+            422,
+            "Request validation failed",
+            "The cursor is not valid; use the next_cursor of a previous page.",
+            type="validation-error",
+            errors=[{"field": "cursor", "message": "not a cursor issued by this API"}],
+        )
+    return values
+
+
+def etag(version: int | str) -> str:
+    """A strong ETag for a row version."""
+    return f'"{version}"'
+
+
+def check_if_match(request: Request, current: str) -> None:
+    """Honour ``If-Match``: 412 when the client's copy is not the current one."""
+    header = request.headers.get("if-match")
+    if header is None:
+        return
+    tags = [t.strip() for t in header.split(",")]
+    if "*" in tags or current in tags:
+        return
+    raise Problem(
+        412,
+        "Precondition Failed",
+        "The resource changed since you read it; fetch it again and retry with its new ETag.",
+        type="precondition-failed",
+        current_etag=current,
+    )

@@ -1,0 +1,139 @@
+"""``Idempotency-Key`` for create requests.
+
+The first request with a key stores its response in the same transaction as the
+change it made; a retry with the same key and the same request gets that
+response again (``Idempotent-Replayed: true``); the same key with a different
+request is refused with 422. Keys belong to the caller and last 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import Depends, Request, Response
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import KIT_METADATA, UtcDateTime, utcnow
+from shared.principal import Principal
+from shared.problems import Problem
+
+HEADER = "Idempotency-Key"
+KEEP_FOR = timedelta(hours=24)
+REPLAYED_HEADERS = ("location", "etag", "content-type")
+
+idempotency_table = sa.Table(
+    "idempotency_keys",
+    KIT_METADATA,
+    sa.Column("owner", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    sa.Column("headers", sa.Text, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False, index=True),
+)
+
+
+class Idempotency:
+    """The idempotency context of one request (``key`` is None without the header)."""
+
+    def __init__(self, key: str | None, owner: str, fingerprint: str) -> None:
+        self.key = key
+        self.owner = owner
+        self.fingerprint = fingerprint
+
+    async def replay(self, session: AsyncSession) -> Response | None:
+        """The stored response of an earlier identical request, if any."""
+        if self.key is None:
+            return None
+        row = (
+            await session.execute(
+                sa.select(idempotency_table).where(
+                    idempotency_table.c.owner == self.owner,
+                    idempotency_table.c.key == self.key,
+                    idempotency_table.c.created_at > utcnow() - KEEP_FOR,
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.fingerprint != self.fingerprint:
+            raise Problem(
+                422,
+                "Idempotency-Key reused",
+                "This Idempotency-Key was used for a different request; use a new key.",
+                type="idempotency-key-reused",
+                errors=[{"field": HEADER, "message": "already used with a different request body"}],
+            )
+        headers = json.loads(row.headers)
+        headers["Idempotent-Replayed"] = "true"
+        return Response(content=row.body, status_code=row.status_code, headers=headers)
+
+    async def remember(self, session: AsyncSession, response: Response) -> Response:
+        """Store ``response`` for retries (in the caller's transaction) and return it."""
+        if self.key is None:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() in REPLAYED_HEADERS}
+        await session.execute(
+            sa.delete(idempotency_table).where(
+                idempotency_table.c.owner == self.owner,
+                idempotency_table.c.key == self.key,
+                idempotency_table.c.created_at <= utcnow() - KEEP_FOR,
+            )
+        )
+        try:
+            async with session.begin_nested():
+                await session.execute(
+                    sa.insert(idempotency_table).values(
+                        owner=self.owner,
+                        key=self.key,
+                        fingerprint=self.fingerprint,
+                        status_code=response.status_code,
+                        headers=json.dumps(headers),
+                        body=bytes(response.body),
+                        created_at=utcnow(),
+                    )
+                )
+        except IntegrityError as exc:
+            raise Problem(
+                409,
+                "Request in progress",
+                "Another request with this Idempotency-Key was processed at the same time; "
+                "retry to receive its response.",
+                type="idempotency-key-in-use",
+            ) from exc
+        return response
+
+
+async def idempotency(request: Request) -> Idempotency:
+    key = request.headers.get(HEADER)
+    if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):
+        raise Problem(
+            422,
+            "Request validation failed",
+            "Idempotency-Key must be 1 to 255 printable characters.",
+            type="validation-error",
+            errors=[{"field": HEADER, "message": "must be 1 to 255 printable characters"}],
+        )
+    principal: Principal | None = getattr(request.state, "principal", None)
+    owner = (
+        f"{principal.role}:{principal.subject_id}:{principal.actor}" if principal else "anonymous"
+    )
+    digest = hashlib.sha256()
+    digest.update(f"{request.method} {request.url.path}\n".encode())
+    digest.update(await request.body())
+    return Idempotency(key, owner, digest.hexdigest())
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
+
+
+async def purge_expired_keys(session: AsyncSession) -> None:
+    await session.execute(
+        sa.delete(idempotency_table).where(idempotency_table.c.created_at <= utcnow() - KEEP_FOR)
+    )

@@ -1,0 +1,238 @@
+"""The idempotent consumer: durable pull consumers with an inbox and dead letters.
+
+The handler's changes and the inbox row (event id, consumer) commit together;
+the message is acked only after that commit, so a redelivery finds the inbox
+row and is acked without running the handler again. Transient failures are
+``nak``-ed with a growing delay; after ``max_deliver`` attempts, or at once for
+a :class:`PermanentEventError`, the message becomes a dead-letter row and is
+``term``-ed, and the messages behind it keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import KIT_METADATA, BigIntegerKey, Database, UtcDateTime, utcnow
+from shared.events import CloudEvent
+from shared.nats import NatsLink
+
+log = logging.getLogger("seedbed.inbox")
+
+inbox_table = sa.Table(
+    "inbox",
+    KIT_METADATA,
+    sa.Column("consumer", sa.String(100), primary_key=True),
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("event_type", sa.String(255), nullable=False),
+    sa.Column("processed_at", UtcDateTime, nullable=False),
+)
+
+dead_letters_table = sa.Table(
+    "dead_letters",
+    KIT_METADATA,
+    sa.Column("id", BigIntegerKey, primary_key=True, autoincrement=True),
+    sa.Column("consumer", sa.String(100), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=True),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("deliveries", sa.Integer, nullable=False),
+    sa.Column("stream_sequence", sa.BigInteger, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+sa.Index(
+    "ix_dead_letters_consumer_created_at",
+    dead_letters_table.c.consumer,
+    dead_letters_table.c.created_at,
+)
+
+EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+
+
+class PermanentEventError(Exception):
+    """The event can never be handled (bad payload): dead-letter it without retrying."""
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer on another (or the same) service's stream."""
+
+    durable: str
+    stream: str
+    subjects: Sequence[str]
+    handler: EventHandler
+    max_deliver: int = 5
+    ack_wait_seconds: float = 30.0
+    nak_delays: Sequence[float] = field(default=(0.5, 2.0, 5.0, 15.0, 30.0))
+    batch: int = 64
+    fetch_timeout: float = 1.0
+
+
+class EventConsumer:
+    """Runs one :class:`ConsumerSpec` against a service's database."""
+
+    def __init__(self, database: Database, link: NatsLink, spec: ConsumerSpec) -> None:
+        self.database = database
+        self.link = link
+        self.spec = spec
+        self.processed_total = 0
+        self.duplicates_total = 0
+        self.dead_lettered_total = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.spec.durable}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _config(self) -> ConsumerConfig:
+        subjects = list(self.spec.subjects)
+        return ConsumerConfig(
+            durable_name=self.spec.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_deliver=self.spec.max_deliver,
+            ack_wait=self.spec.ack_wait_seconds,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+            max_ack_pending=1000,
+        )
+
+    async def _subscribe(self) -> object:
+        js = self.link.js
+        await js.add_consumer(self.spec.stream, self._config())
+        return await js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+
+    async def _run(self) -> None:
+        subscription = None
+        backoff = 0.0
+        while True:
+            await self.link.wait_ready()
+            try:
+                if subscription is None:
+                    subscription = await self._subscribe()
+                messages = await subscription.fetch(
+                    self.spec.batch, timeout=self.spec.fetch_timeout
+                )  # type: ignore[attr-defined]
+                backoff = 0.0
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Stream not created yet, consumer deleted, or NATS down: try again later.
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                log.info(
+                    "consumer waiting",
+                    extra={"consumer": self.spec.durable, "error": repr(exc), "backoff_s": backoff},
+                )
+                if subscription is not None and not self.link.connected:
+                    subscription = None
+                await asyncio.sleep(backoff)
+                continue
+            for message in messages:
+                try:
+                    await self.process(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # The database failed while recording the outcome: let NATS redeliver.
+                    log.warning(
+                        "consumer failed", extra={"consumer": self.spec.durable, "error": repr(exc)}
+                    )
+                    with contextlib.suppress(Exception):
+                        await message.nak(delay=self.spec.nak_delays[0])
+
+    async def process(self, message: Msg) -> None:
+        """Apply one message exactly once, then ack; nak, or dead-letter, on failure."""
+        deliveries = message.metadata.num_delivered or 1
+        try:
+            event = CloudEvent.from_bytes(message.data)
+        except ValidationError as exc:
+            await self._dead_letter(message, None, f"malformed CloudEvent: {exc}", deliveries)
+            return
+        try:
+            await self._apply(event)
+        except Exception as exc:
+            permanent = isinstance(exc, PermanentEventError | ValidationError)
+            if permanent or deliveries >= self.spec.max_deliver:
+                log.error(
+                    "event dead-lettered",
+                    extra={"consumer": self.spec.durable, "event_id": event.id, "error": repr(exc)},
+                )
+                await self._dead_letter(message, event.id, repr(exc), deliveries)
+                return
+            delays = self.spec.nak_delays
+            delay = delays[min(deliveries - 1, len(delays) - 1)]
+            log.warning(
+                "event handling failed, will retry",
+                extra={
+                    "consumer": self.spec.durable,
+                    "event_id": event.id,
+                    "error": repr(exc),
+                    "delay_s": delay,
+                },
+            )
+            with contextlib.suppress(Exception):
+                await message.nak(delay=delay)
+            return
+        with contextlib.suppress(Exception):
+            # A lost ack means a redelivery, which the inbox row turns into a no-op.
+            await message.ack()
+
+    async def _apply(self, event: CloudEvent) -> None:
+        async with self.database.transaction() as session:
+            seen = await session.scalar(
+                sa.select(sa.literal(1)).where(
+                    inbox_table.c.consumer == self.spec.durable, inbox_table.c.event_id == event.id
+                )
+            )
+            if seen:
+                self.duplicates_total += 1
+                return
+            await self.spec.handler(session, event)
+            await session.execute(
+                sa.insert(inbox_table).values(
+                    consumer=self.spec.durable,
+                    event_id=event.id,
+                    event_type=event.type,
+                    processed_at=utcnow(),
+                )
+            )
+        self.processed_total += 1
+
+    async def _dead_letter(
+        self, message: Msg, event_id: str | None, error: str, deliveries: int
+    ) -> None:
+        async with self.database.transaction() as session:
+            await session.execute(
+                sa.insert(dead_letters_table).values(
+                    consumer=self.spec.durable,
+                    event_id=event_id,
+                    subject=message.subject,
+                    body=message.data,
+                    error=error[:4000],
+                    deliveries=deliveries,
+                    stream_sequence=message.metadata.sequence.stream,
+                    created_at=utcnow(),
+                )
+            )
+        self.dead_lettered_total += 1
+        with contextlib.suppress(Exception):
+            await message.term()

@@ -1,0 +1,206 @@
+"""The signed internal principal header.
+
+The gateway authenticates the caller and forwards the principal to a service in
+``X-Seedbed-Principal: <payload>.<timestamp>.<signature>``, where the signature
+is HMAC-SHA256 over method, request target (path and query), payload and time.
+Services accept a request only with a valid, fresh header, so nobody reaches a
+service around the gateway; each service then enforces ownership of its data.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+import httpx
+from fastapi import Depends, Request
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.problems import Problem, problem_response
+
+HEADER = "x-seedbed-principal"
+_HEADER_BYTES = HEADER.encode()
+
+Role = Literal["staff", "anchor", "enterprise", "mentor", "integrator"]
+ROLES: tuple[Role, ...] = ("staff", "anchor", "enterprise", "mentor", "integrator")
+
+
+class Principal(BaseModel):
+    """Who is calling: a role, the object the role is bound to, and the credential used."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    subject_id: str | None = None  # the anchor, enterprise or mentor id the role is bound to
+    actor: str  # the API key id or the OIDC subject: who did it, for histories
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role == "staff"
+
+    def owns(self, role: Role, object_id: object) -> bool:
+        """True when this principal is bound to exactly that object."""
+        return (
+            self.role == role and self.subject_id is not None and self.subject_id == str(object_id)
+        )
+
+
+class InvalidPrincipal(Exception):
+    pass
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: bytes, method: str, target: str, payload: str, timestamp: str) -> str:
+    message = f"{method}\n{target}\n{payload}\n{timestamp}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def encode_principal(principal: Principal) -> str:
+    """The payload part of the header; the gateway may cache it per credential."""
+    return _b64(principal.model_dump_json(exclude_none=True).encode())
+
+
+def sign(secret: bytes, method: str, target: str, payload: str, now: float | None = None) -> str:
+    """The header value for ``method target`` carrying an encoded principal."""
+    timestamp = str(int(now if now is not None else time.time()))
+    return f"{payload}.{timestamp}.{_mac(secret, method, target, payload, timestamp)}"
+
+
+def sign_principal(secret: bytes, method: str, target: str, principal: Principal) -> str:
+    return sign(secret, method, target, encode_principal(principal))
+
+
+def verify(
+    secret: bytes,
+    method: str,
+    target: str,
+    value: str,
+    *,
+    max_age: float = 30.0,
+    now: float | None = None,
+) -> Principal:
+    """The principal in a header value, or :class:`InvalidPrincipal`."""
+    try:
+        payload, timestamp, mac = value.split(".")
+        issued = int(timestamp)
+    except ValueError as exc:
+        raise InvalidPrincipal("malformed principal header") from exc
+    expected = _mac(secret, method, target, payload, timestamp)
+    if not hmac.compare_digest(mac, expected):
+        raise InvalidPrincipal("bad principal signature")
+    current = now if now is not None else time.time()
+    if abs(current - issued) > max_age:
+        raise InvalidPrincipal("principal header expired")
+    try:
+        return Principal.model_validate(json.loads(_unb64(payload)))
+    except (ValueError, ValidationError) as exc:
+        raise InvalidPrincipal("malformed principal") from exc
+
+
+def request_target(scope: Scope) -> str:
+    """Path and query exactly as received, the string the gateway signed."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else scope["path"]
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+class PrincipalMiddleware:
+    """Pure ASGI: refuse (401) any request without a valid principal header.
+
+    Open paths (health and readiness) need none. The verified principal is put in
+    ``scope["state"]["principal"]``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        secret: bytes,
+        max_age: float = 30.0,
+        open_paths: frozenset[str] = frozenset({"/healthz", "/readyz"}),
+    ) -> None:
+        self.app = app
+        self.secret = secret
+        self.max_age = max_age
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        value = None
+        for name, raw in scope["headers"]:
+            if name == _HEADER_BYTES:
+                value = raw.decode("latin-1")
+                break
+        try:
+            if value is None:
+                raise InvalidPrincipal(
+                    "no principal header: requests must come through the gateway"
+                )
+            principal = verify(
+                self.secret, scope["method"], request_target(scope), value, max_age=self.max_age
+            )
+        except InvalidPrincipal as exc:
+            response = problem_response(
+                Problem(401, "Unauthorized", str(exc), type="unauthorized"), scope["path"]
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def current_principal(request: Request) -> Principal:
+    principal = request.state.principal
+    assert isinstance(principal, Principal)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: Role) -> object:
+    """A dependency that allows only the given roles (403 for the others)."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.role not in roles:
+            raise Problem(
+                403,
+                "Forbidden",
+                f"This action needs one of the roles: {', '.join(roles)}.",
+                type="forbidden",
+            )
+        return principal
+
+    return Depends(check)
+
+
+StaffDep = Annotated[Principal, require_roles("staff")]
+
+
+class PrincipalAuth(httpx.Auth):
+    """httpx auth that signs each request with a principal (gateway composite calls, tests)."""
+
+    def __init__(self, secret: bytes, principal: Principal) -> None:
+        self.secret = secret
+        self.payload = encode_principal(principal)
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        target = request.url.raw_path.decode("latin-1")
+        request.headers[HEADER] = sign(self.secret, request.method, target, self.payload)
+        yield request

@@ -1,0 +1,148 @@
+"""RFC 9457 problem details (``application/problem+json``) for every error."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.logs import request_id_var
+
+log = logging.getLogger("seedbed.problems")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://seedbed.dev/problems/"
+
+
+class Problem(Exception):
+    """An error answered as problem+json. Raise it from use cases and dependencies."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type: str | None = None,
+        errors: Sequence[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type
+        self.errors = list(errors) if errors is not None else None
+        self.headers = headers
+        self.extra = extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.type if self.type else "about:blank",
+            "title": self.title,
+            "status": self.status,
+        }
+        if self.detail:
+            body["detail"] = self.detail
+        if instance:
+            body["instance"] = instance
+        if self.errors is not None:
+            body["errors"] = self.errors
+        body.update(self.extra)
+        request_id = request_id_var.get()
+        if request_id:
+            body["request_id"] = request_id
+        return body
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.body(instance),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=problem.headers,
+    )
+
+
+def not_found(what: str, ident: object) -> Problem:
+    return Problem(
+        404, f"{what} not found", f"No {what.lower()} with id {ident}.", type="not-found"
+    )
+
+
+def forbidden(detail: str) -> Problem:
+    return Problem(403, "Forbidden", detail, type="forbidden")
+
+
+def conflict(detail: str, **extra: Any) -> Problem:
+    return Problem(409, "Conflict", detail, type="conflict", **extra)
+
+
+def field_errors(errors: Sequence[dict[str, Any]], detail: str | None = None) -> Problem:
+    """422 listing each bad field: ``[{"field": "postcode", "message": "..."}]``."""
+    fields = ", ".join(dict.fromkeys(str(e["field"]) for e in errors))
+    return Problem(
+        422,
+        "Request validation failed",
+        detail or f"Invalid value for: {fields}.",
+        type="validation-error",
+        errors=errors,
+    )
+
+
+def _field_name(loc: Sequence[int | str]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic error dicts as ``[{"field", "message"}]``."""
+    out = []
+    for error in errors:
+        message = str(error.get("msg", "invalid value"))
+        message = message.removeprefix("Value error, ")
+        out.append({"field": _field_name(error.get("loc", ())), "message": message})
+    return out
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error of ``app`` as problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(field_errors(validation_errors(exc.errors())), request.url.path)
+
+    @app.exception_handler(ValidationError)
+    async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
+        return problem_response(field_errors(validation_errors(exc.errors())), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = HTTPStatus(exc.status_code).phrase
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        return problem_response(
+            Problem(exc.status_code, title, detail, headers=getattr(exc, "headers", None)),
+            request.url.path,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem_response(
+            Problem(500, "Internal Server Error", "An unexpected error occurred.", type="internal"),
+            request.url.path,
+        )

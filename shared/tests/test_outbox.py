@@ -1,0 +1,245 @@
+"""The outbox never loses an event and never publishes a rolled-back one, NATS faults included."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import nats
+import pytest
+import sqlalchemy as sa
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from shared import outbox
+from shared.db import Database
+from shared.events import event_type, new_event, stream_for
+from shared.inbox import ConsumerSpec, EventConsumer
+from shared.nats import NatsLink
+from shared.nats_server import NatsServer
+from shared.outbox import OutboxRelay, outbox_table
+from shared.tests.conftest import received, things
+
+
+async def stream_event_ids(url: str, stream: str) -> list[str]:
+    """Every event id stored in a stream, in order (duplicates included)."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        total = info.state.messages
+        sub = await js.pull_subscribe(
+            "", durable=None, stream=stream, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        )
+        ids: list[str] = []
+        while len(ids) < total:
+            for msg in await sub.fetch(min(500, total - len(ids)), timeout=5):
+                ids.append(json.loads(msg.data)["id"])
+                await msg.ack()
+        return ids
+    finally:
+        await nc.close()
+
+
+async def write_thing(database: Database, service: str, n: int, *, roll_back: bool) -> str:
+    event = new_event(event_type(service, "thing", "created"), {"n": n}, source=f"/test/{service}")
+    try:
+        async with database.transaction() as session:
+            await session.execute(sa.insert(things).values(name=f"thing {n}"))
+            await outbox.add(session, event)
+            if roll_back:
+                raise RuntimeError("the use case failed after writing its event")
+    except RuntimeError:
+        pass
+    return event.id
+
+
+async def record(session, event) -> None:
+    await session.execute(sa.insert(received).values(event_id=event.id, type=event.type))
+
+
+async def wait_for(predicate, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError
+        await asyncio.sleep(0.1)
+
+
+async def test_no_event_lost_or_doubled_while_nats_is_killed_and_restarted_twice(
+    database: Database, own_nats_server: NatsServer
+) -> None:
+    service = "kit" + uuid.uuid4().hex[:6]
+    spec = stream_for(service)
+    link = NatsLink(own_nats_server.url, name="writer", streams=[spec])
+    await link.start()
+    assert await link.wait_ready(10)
+    relay = OutboxRelay(database, link, batch_size=200, sweep_seconds=0.5, publish_timeout=1.0)
+    await relay.start()
+    consumer = EventConsumer(
+        database,
+        link,
+        ConsumerSpec(
+            durable="kit-reader", stream=spec.name, subjects=[f"{service}.>"], handler=record
+        ),
+    )
+    await consumer.start()
+
+    committed: list[str] = []
+    rolled_back: list[str] = []
+    try:
+        for n in range(2000):
+            if n in (500, 1300):
+                own_nats_server.kill()
+            if n in (700, 1500):
+                own_nats_server.start()
+            if n % 10 == 7:
+                rolled_back.append(await write_thing(database, service, n, roll_back=True))
+            committed.append(await write_thing(database, service, n, roll_back=False))
+            if n % 50 == 0:
+                await asyncio.sleep(0.02)  # let the relay and the consumer run between writes
+
+        async def all_received() -> bool:
+            async with database.transaction(write=False) as s:
+                return (await s.scalar(sa.select(sa.func.count()).select_from(received))) >= len(
+                    committed
+                )
+
+        await wait_for(all_received, timeout=60)
+    finally:
+        await consumer.stop()
+        await relay.stop()
+        await link.close()
+
+    async with database.transaction(write=False) as session:
+        got = set((await session.scalars(sa.select(received.c.event_id))).all())
+        unsent = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(outbox_table)
+            .where(outbox_table.c.sent_at.is_(None))
+        )
+    assert got == set(committed)
+    assert not got & set(rolled_back)
+    assert unsent == 0
+    # JetStream's duplicate window kept every event id once in the stream itself.
+    stored = await stream_event_ids(own_nats_server.url, spec.name)
+    assert len(stored) == len(set(stored)) == len(committed)
+    assert set(stored) == set(committed)
+
+
+async def test_writes_succeed_while_nats_is_down_and_drain_when_it_returns(
+    database: Database, tmp_path
+) -> None:
+    server = NatsServer(tmp_path / "late-nats")  # not started yet
+    service = "kit" + uuid.uuid4().hex[:6]
+    spec = stream_for(service)
+    link = NatsLink(server.url, name="writer", streams=[spec], connect_timeout=0.5)
+    await link.start()
+    relay = OutboxRelay(database, link, sweep_seconds=0.2)
+    await relay.start()
+    try:
+        ids = [await write_thing(database, service, n, roll_back=False) for n in range(50)]
+        assert await relay.backlog() == 50
+        server.start()
+        assert await link.wait_ready(15)
+
+        async def drained() -> bool:
+            return await relay.backlog() == 0
+
+        await wait_for(drained, timeout=30)
+        assert sorted(await stream_event_ids(server.url, spec.name)) == sorted(ids)
+    finally:
+        await relay.stop()
+        await link.close()
+        server.stop()
+
+
+async def test_event_published_right_after_commit_without_waiting_for_the_sweep(
+    database: Database, nats_variant: str
+) -> None:
+    service = "kit" + uuid.uuid4().hex[:6]
+    spec = stream_for(service)
+    link = NatsLink(nats_variant, name="writer", streams=[spec])
+    await link.start()
+    assert await link.wait_ready(10)
+    relay = OutboxRelay(database, link, sweep_seconds=3600)  # only the commit can wake it
+    await relay.start()
+    nc = await nats.connect(nats_variant)
+    try:
+        sub = await nc.jetstream().subscribe(f"{service}.>", ordered_consumer=True)
+        event_id = await write_thing(database, service, 1, roll_back=False)
+        msg = await sub.next_msg(timeout=5)
+        assert msg.headers["Nats-Msg-Id"] == event_id
+        assert msg.headers["Content-Type"] == "application/cloudevents+json"
+    finally:
+        await nc.close()
+        await relay.stop()
+        await link.close()
+        cleanup = await nats.connect(nats_variant)  # the external server outlives the test
+        await cleanup.jetstream().delete_stream(spec.name)
+        await cleanup.close()
+
+
+@pytest.mark.parametrize("replicas", [3])
+async def test_several_relays_on_one_database_publish_each_event_once(
+    database: Database, nats_url: str, replicas: int
+) -> None:
+    service = "kit" + uuid.uuid4().hex[:6]
+    spec = stream_for(service)
+    links = [NatsLink(nats_url, name=f"replica-{i}", streams=[spec]) for i in range(replicas)]
+    relays = [OutboxRelay(database, link, batch_size=50, sweep_seconds=0.05) for link in links]
+    for link in links:
+        await link.start()
+        assert await link.wait_ready(10)
+    for relay in relays:
+        await relay.start()
+    try:
+        ids = []
+        for n in range(600):
+            ids.append(await write_thing(database, service, n, roll_back=False))
+
+        async def drained() -> bool:
+            return await relays[0].backlog() == 0
+
+        await wait_for(drained, timeout=30)
+    finally:
+        for relay in relays:
+            await relay.stop()
+        for link in links:
+            await link.close()
+    stored = await stream_event_ids(nats_url, spec.name)
+    assert sorted(stored) == sorted(ids)
+
+
+class CrashAfterPublish(OutboxRelay):
+    """A relay whose process dies after JetStream acked a batch but before it was marked sent."""
+
+    crashes = 1
+
+    async def _record(self, session, rows, outcome) -> None:
+        if self.crashes:
+            self.crashes -= 1
+            raise ConnectionResetError("database connection lost before marking the batch sent")
+        await super()._record(session, rows, outcome)
+
+
+async def test_batch_republished_after_a_crash_between_ack_and_mark_is_stored_once(
+    database: Database, nats_url: str
+) -> None:
+    service = "kit" + uuid.uuid4().hex[:6]
+    spec = stream_for(service)
+    link = NatsLink(nats_url, name="writer", streams=[spec])
+    await link.start()
+    assert await link.wait_ready(10)
+    ids = [await write_thing(database, service, n, roll_back=False) for n in range(20)]
+    relay = CrashAfterPublish(database, link)
+    try:
+        with pytest.raises(ConnectionResetError):
+            await relay.drain()
+        assert await relay.backlog() == 20  # published, but not known to be
+        assert await relay.drain() == 20  # so it publishes them again...
+        assert await relay.backlog() == 0
+    finally:
+        await link.close()
+    stored = await stream_event_ids(nats_url, spec.name)
+    assert sorted(stored) == sorted(ids)  # ...and JetStream kept one copy of each
