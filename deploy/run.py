@@ -245,9 +245,7 @@ class Supervisor:
                 try:
                     await asyncio.wait_for(child.process.wait(), STOP_TIMEOUT)
                 except TimeoutError:
-                    self.say(
-                        "supervisor", f"{child.name} did not stop in {STOP_TIMEOUT:g}s; killing it"
-                    )
+                    self.say("supervisor", f"{child.name} did not stop in {STOP_TIMEOUT:g}s; killing it")
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(child.process.pid, signal.SIGKILL)
                     await child.process.wait()

@@ -65,14 +65,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_engine(
-    url: str, *, pool_size: int = 10, echo: bool = False, pooled: bool = True
-) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False, pooled: bool = True) -> AsyncEngine:
     """Create the async engine for a service database URL (``pooled=False`` for one-shot jobs)."""
     pool: dict[str, Any] = (
-        {"pool_size": pool_size, "max_overflow": pool_size * 2}
-        if pooled
-        else {"poolclass": NullPool}
+        {"pool_size": pool_size, "max_overflow": pool_size * 2} if pooled else {"poolclass": NullPool}
     )
     if is_sqlite_url(url):
         engine = create_async_engine(
@@ -95,11 +91,7 @@ class Database:
         # Set after a commit that wrote outbox rows, so the relay publishes at once.
         self.outbox_signal = asyncio.Event()
         self.info: dict[str, Any] = {"outbox_signal": self.outbox_signal}
-        writer = (
-            self.engine.execution_options(sqlite_begin="immediate")
-            if self.is_sqlite
-            else self.engine
-        )
+        writer = self.engine.execution_options(sqlite_begin="immediate") if self.is_sqlite else self.engine
         self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.info)
         self.write_sessions = async_sessionmaker(writer, expire_on_commit=False, info=self.info)
 

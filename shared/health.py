@@ -31,9 +31,7 @@ async def run_checks(checks: Mapping[str, ReadinessCheck], timeout: float = 2.0)
     return dict(zip(names, results, strict=True))
 
 
-def readiness_response(
-    required: dict[str, str], optional: dict[str, str] | None = None
-) -> JSONResponse:
+def readiness_response(required: dict[str, str], optional: dict[str, str] | None = None) -> JSONResponse:
     """200 when every required check passed (``degraded`` if an optional one failed), else 503."""
     optional = optional or {}
     checks = {**required, **optional}

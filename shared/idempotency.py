@@ -121,9 +121,7 @@ async def idempotency(request: Request) -> Idempotency:
             errors=[{"field": HEADER, "message": "must be 1 to 255 printable characters"}],
         )
     principal: Principal | None = getattr(request.state, "principal", None)
-    owner = (
-        f"{principal.role}:{principal.subject_id}:{principal.actor}" if principal else "anonymous"
-    )
+    owner = f"{principal.role}:{principal.subject_id}:{principal.actor}" if principal else "anonymous"
     digest = hashlib.sha256()
     digest.update(f"{request.method} {request.url.path}\n".encode())
     digest.update(await request.body())

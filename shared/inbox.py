@@ -127,9 +127,7 @@ class EventConsumer:
             try:
                 if subscription is None:
                     subscription = await self._subscribe()
-                messages = await subscription.fetch(
-                    self.spec.batch, timeout=self.spec.fetch_timeout
-                )  # type: ignore[attr-defined]
+                messages = await subscription.fetch(self.spec.batch, timeout=self.spec.fetch_timeout)  # type: ignore[attr-defined]
                 backoff = 0.0
             except (NatsTimeoutError, TimeoutError):
                 continue
@@ -153,9 +151,7 @@ class EventConsumer:
                     raise
                 except Exception as exc:
                     # The database failed while recording the outcome: let NATS redeliver.
-                    log.warning(
-                        "consumer failed", extra={"consumer": self.spec.durable, "error": repr(exc)}
-                    )
+                    log.warning("consumer failed", extra={"consumer": self.spec.durable, "error": repr(exc)})
                     with contextlib.suppress(Exception):
                         await message.nak(delay=self.spec.nak_delays[0])
 
@@ -217,9 +213,7 @@ class EventConsumer:
             )
         self.processed_total += 1
 
-    async def _dead_letter(
-        self, message: Msg, event_id: str | None, error: str, deliveries: int
-    ) -> None:
+    async def _dead_letter(self, message: Msg, event_id: str | None, error: str, deliveries: int) -> None:
         async with self.database.transaction() as session:
             await session.execute(
                 sa.insert(dead_letters_table).values(

@@ -19,9 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "request_id", default=None
-)
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -90,9 +88,7 @@ class RequestContextMiddleware:
             if name == REQUEST_ID_HEADER:
                 incoming = value
                 break
-        request_id = (
-            incoming.decode() if incoming and _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        )
+        request_id = incoming.decode() if incoming and _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

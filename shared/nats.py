@@ -88,9 +88,7 @@ class NatsLink:
         return self._js
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(
-            self._connect_until_done(), name=f"nats-connect-{self.name}"
-        )
+        self._task = asyncio.create_task(self._connect_until_done(), name=f"nats-connect-{self.name}")
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until connected and the streams exist; False on timeout."""
@@ -144,9 +142,7 @@ class NatsLink:
                 raise
             except Exception as exc:
                 self.last_error = repr(exc)
-                log.warning(
-                    "nats not reachable yet", extra={"nats_url": self.url, "error": repr(exc)}
-                )
+                log.warning("nats not reachable yet", extra={"nats_url": self.url, "error": repr(exc)})
                 if self._nc is not None:
                     with contextlib.suppress(Exception):
                         await self._nc.close()

@@ -75,9 +75,7 @@ class NatsServer:
         deadline = time.monotonic() + timeout
         while not port_open(self.host, self.port):
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"nats-server exited with {self.process.returncode}; see {self.log_path}"
-                )
+                raise RuntimeError(f"nats-server exited with {self.process.returncode}; see {self.log_path}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nats-server did not listen on {self.url}")
             time.sleep(0.02)

@@ -62,9 +62,7 @@ async def add(session: AsyncSession, event: CloudEvent) -> None:
 async def add_many(session: AsyncSession, events: Iterable[CloudEvent]) -> int:
     """Record several events in one statement (bulk imports)."""
     now = utcnow()
-    rows = [
-        {"id": e.id, "subject": e.type, "body": e.to_bytes(), "created_at": now} for e in events
-    ]
+    rows = [{"id": e.id, "subject": e.type, "body": e.to_bytes(), "created_at": now} for e in events]
     if rows:
         await session.execute(sa.insert(outbox_table), rows)
         session.info[PENDING_KEY] = True
@@ -136,9 +134,7 @@ class OutboxRelay:
             except Exception as exc:
                 self.last_error = repr(exc)
                 backoff = min(max(backoff * 2, 0.05), self.max_backoff)
-                log.warning(
-                    "outbox relay backing off", extra={"error": repr(exc), "backoff_s": backoff}
-                )
+                log.warning("outbox relay backing off", extra={"error": repr(exc), "backoff_s": backoff})
                 await asyncio.sleep(backoff)
                 continue
             with contextlib.suppress(TimeoutError):
@@ -220,20 +216,14 @@ class OutboxRelay:
                 await self.link.ensure_streams()
         return outcome
 
-    async def _record(
-        self, session: AsyncSession, rows: list[Any], outcome: list[str | None]
-    ) -> None:
+    async def _record(self, session: AsyncSession, rows: list[Any], outcome: list[str | None]) -> None:
         sent = [row.position for row, error in zip(rows, outcome, strict=True) if error is None]
         if sent:
             await session.execute(
-                sa.update(outbox_table)
-                .where(outbox_table.c.position.in_(sent))
-                .values(sent_at=utcnow())
+                sa.update(outbox_table).where(outbox_table.c.position.in_(sent)).values(sent_at=utcnow())
             )
         failed = [
-            (row.position, error)
-            for row, error in zip(rows, outcome, strict=True)
-            if error is not None
+            (row.position, error) for row, error in zip(rows, outcome, strict=True) if error is not None
         ]
         if failed:
             await session.execute(
@@ -255,8 +245,6 @@ class OutboxRelay:
     async def backlog(self) -> int:
         async with self.database.transaction(write=False) as session:
             count = await session.scalar(
-                sa.select(sa.func.count())
-                .select_from(outbox_table)
-                .where(outbox_table.c.sent_at.is_(None))
+                sa.select(sa.func.count()).select_from(outbox_table).where(outbox_table.c.sent_at.is_(None))
             )
         return int(count or 0)

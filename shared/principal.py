@@ -46,9 +46,7 @@ class Principal(BaseModel):
 
     def owns(self, role: Role, object_id: object) -> bool:
         """True when this principal is bound to exactly that object."""
-        return (
-            self.role == role and self.subject_id is not None and self.subject_id == str(object_id)
-        )
+        return self.role == role and self.subject_id is not None and self.subject_id == str(object_id)
 
 
 class InvalidPrincipal(Exception):
@@ -149,9 +147,7 @@ class PrincipalMiddleware:
                 break
         try:
             if value is None:
-                raise InvalidPrincipal(
-                    "no principal header: requests must come through the gateway"
-                )
+                raise InvalidPrincipal("no principal header: requests must come through the gateway")
             principal = verify(
                 self.secret, scope["method"], request_target(scope), value, max_age=self.max_age
             )

@@ -73,9 +73,7 @@ def problem_response(problem: Problem, instance: str | None = None) -> JSONRespo
 
 
 def not_found(what: str, ident: object) -> Problem:
-    return Problem(
-        404, f"{what} not found", f"No {what.lower()} with id {ident}.", type="not-found"
-    )
+    return Problem(404, f"{what} not found", f"No {what.lower()} with id {ident}.", type="not-found")
 
 
 def forbidden(detail: str) -> Problem:

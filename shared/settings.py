@@ -33,18 +33,14 @@ class BaseAppSettings(BaseSettings):
     )
     database_url: str = ""
     db_pool_size: int = 10
-    nats_url: str = Field(
-        "nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "nats_url")
-    )
+    nats_url: str = Field("nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "nats_url"))
     internal_secret: SecretStr = Field(
         SecretStr(DEVELOPMENT_SECRET),
         validation_alias=AliasChoices("SEEDBED_INTERNAL_SECRET", "internal_secret"),
     )
     internal_header_max_age_seconds: float = 30.0
     log_level: str = Field("INFO", validation_alias=AliasChoices("SEEDBED_LOG_LEVEL", "log_level"))
-    access_log: bool = Field(
-        True, validation_alias=AliasChoices("SEEDBED_ACCESS_LOG", "access_log")
-    )
+    access_log: bool = Field(True, validation_alias=AliasChoices("SEEDBED_ACCESS_LOG", "access_log"))
 
     @model_validator(mode="after")
     def _defaults_and_secrets(self) -> BaseAppSettings:

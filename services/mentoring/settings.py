@@ -10,7 +10,5 @@ from shared.settings import ServiceSettings
 
 
 class MentoringSettings(ServiceSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="MENTORING_", extra="ignore", validate_default=True
-    )
+    model_config = SettingsConfigDict(env_prefix="MENTORING_", extra="ignore", validate_default=True)
     service_name: ClassVar[str] = "mentoring"

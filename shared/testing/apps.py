@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from shared.principal import Principal, PrincipalAuth
 
+TEST_SECRET = "test-internal-secret-of-at-least-32-characters"
 STAFF = Principal(role="staff", subject_id=None, actor="test-staff")
 
 
@@ -21,11 +22,11 @@ async def running(app: FastAPI) -> AsyncIterator[FastAPI]:
 
 
 def client(
-    app: FastAPI, principal: Principal | None = STAFF, *, secret: bytes
+    app: FastAPI, principal: Principal | None = STAFF, *, secret: str = TEST_SECRET
 ) -> httpx.AsyncClient:
     """An httpx client calling ``app`` in-process, signed as ``principal`` (None: unsigned)."""
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://service",
-        auth=PrincipalAuth(secret, principal) if principal is not None else None,
+        auth=PrincipalAuth(secret.encode(), principal) if principal is not None else None,
     )

@@ -7,6 +7,7 @@ TEMPLATE`` on PostgreSQL), so tests are isolated and still fast.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -93,3 +94,14 @@ class DatabaseFactory:
         for database in reversed(self._created_pg):
             await self._admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         self._created_pg.clear()
+
+
+def alembic_prepare(service_dir: Path) -> Prepare:
+    """A ``prepare`` that runs the service's migrations (``alembic upgrade head``)."""
+
+    async def prepare(url: str) -> None:
+        from shared.migrations import upgrade
+
+        await asyncio.to_thread(upgrade, service_dir, url)
+
+    return prepare

@@ -90,9 +90,7 @@ class Harness:
             await asyncio.sleep(0.05)
 
 
-async def test_event_delivered_three_times_is_applied_once(
-    database: Database, nats_url: str
-) -> None:
+async def test_event_delivered_three_times_is_applied_once(database: Database, nats_url: str) -> None:
     h = Harness(database, nats_url)
     await h.start()
     try:
@@ -112,9 +110,7 @@ async def test_event_delivered_three_times_is_applied_once(
         await h.stop()
 
 
-async def test_transient_failures_are_retried_and_applied_once(
-    database: Database, nats_url: str
-) -> None:
+async def test_transient_failures_are_retried_and_applied_once(database: Database, nats_url: str) -> None:
     h = Harness(database, nats_url)
     await h.start(max_deliver=5)
     try:
@@ -166,9 +162,7 @@ async def test_poison_message_is_dead_lettered_after_max_deliver_and_the_rest_st
         await h.stop()
 
 
-async def test_malformed_message_is_dead_lettered_at_once(
-    database: Database, nats_url: str
-) -> None:
+async def test_malformed_message_is_dead_lettered_at_once(database: Database, nats_url: str) -> None:
     h = Harness(database, nats_url)
     await h.start(max_deliver=5)
     try:
@@ -185,9 +179,7 @@ async def test_malformed_message_is_dead_lettered_at_once(
         await h.stop()
 
 
-async def test_permanent_error_is_dead_lettered_without_retries(
-    database: Database, nats_url: str
-) -> None:
+async def test_permanent_error_is_dead_lettered_without_retries(database: Database, nats_url: str) -> None:
     h = Harness(database, nats_url)
 
     async def reject(session, event) -> None:

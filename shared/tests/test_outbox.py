@@ -79,9 +79,7 @@ async def test_no_event_lost_or_doubled_while_nats_is_killed_and_restarted_twice
     consumer = EventConsumer(
         database,
         link,
-        ConsumerSpec(
-            durable="kit-reader", stream=spec.name, subjects=[f"{service}.>"], handler=record
-        ),
+        ConsumerSpec(durable="kit-reader", stream=spec.name, subjects=[f"{service}.>"], handler=record),
     )
     await consumer.start()
 
@@ -101,9 +99,7 @@ async def test_no_event_lost_or_doubled_while_nats_is_killed_and_restarted_twice
 
         async def all_received() -> bool:
             async with database.transaction(write=False) as s:
-                return (await s.scalar(sa.select(sa.func.count()).select_from(received))) >= len(
-                    committed
-                )
+                return (await s.scalar(sa.select(sa.func.count()).select_from(received))) >= len(committed)
 
         await wait_for(all_received, timeout=60)
     finally:
@@ -114,9 +110,7 @@ async def test_no_event_lost_or_doubled_while_nats_is_killed_and_restarted_twice
     async with database.transaction(write=False) as session:
         got = set((await session.scalars(sa.select(received.c.event_id))).all())
         unsent = await session.scalar(
-            sa.select(sa.func.count())
-            .select_from(outbox_table)
-            .where(outbox_table.c.sent_at.is_(None))
+            sa.select(sa.func.count()).select_from(outbox_table).where(outbox_table.c.sent_at.is_(None))
         )
     assert got == set(committed)
     assert not got & set(rolled_back)
