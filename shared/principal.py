@@ -27,7 +27,9 @@ from shared.problems import Problem, problem_response
 HEADER = "x-seedbed-principal"
 _HEADER_BYTES = HEADER.encode()
 
-Role = Literal["staff", "anchor", "enterprise", "mentor", "integrator"]
+# "public" is nobody signed in; the gateway sends it only for the few routes that
+# authenticate by other means (a calendar feed's secret URL).
+Role = Literal["staff", "anchor", "enterprise", "mentor", "integrator", "public"]
 ROLES: tuple[Role, ...] = ("staff", "anchor", "enterprise", "mentor", "integrator")
 
 
