@@ -8,7 +8,6 @@ PostgreSQL runs on asyncpg with a pool sized for concurrency.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -88,9 +87,10 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
         self.is_sqlite = is_sqlite_url(url)
-        # Set after a commit that wrote outbox rows, so the relay publishes at once.
-        self.outbox_signal = asyncio.Event()
-        self.info: dict[str, Any] = {"outbox_signal": self.outbox_signal}
+        # Kit components attach per-database state here (the outbox hand-off);
+        # every session's ``info`` points back to this Database.
+        self.extensions: dict[str, Any] = {}
+        self.info: dict[str, Any] = {"database": self}
         writer = self.engine.execution_options(sqlite_begin="immediate") if self.is_sqlite else self.engine
         self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.info)
         self.write_sessions = async_sessionmaker(writer, expire_on_commit=False, info=self.info)

@@ -52,6 +52,41 @@ sa.Index(
 sa.Index("ix_outbox_sent_at", outbox_table.c.sent_at)
 
 PENDING_KEY = "outbox_pending"
+TAINTED_KEY = "outbox_tainted"
+HANDOFF_LIMIT = 10_000
+
+
+class OutboxHandoff:
+    """Events committed in this process, handed to the relay so it can publish them at once.
+
+    The database stays the truth: the hand-off only saves the relay a query, and
+    anything it cannot vouch for (a savepoint rolled back, an overflow) makes the
+    relay sweep the table instead.
+    """
+
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self.events: list[dict[str, Any]] = []
+        self.sweep_needed = True  # sweep at start: rows may be left from before
+
+    def committed(self, rows: list[dict[str, Any]] | None) -> None:
+        if rows is None or len(self.events) + len(rows) > HANDOFF_LIMIT:
+            self.sweep_needed = True
+        else:
+            self.events.extend(rows)
+        self.wake.set()
+
+    def take(self, limit: int) -> list[dict[str, Any]]:
+        batch, self.events = self.events[:limit], self.events[limit:]
+        return batch
+
+
+def handoff(database: Database) -> OutboxHandoff:
+    """The hand-off of a database (one per Database object)."""
+    found = database.extensions.get("outbox")
+    if found is None:
+        found = database.extensions["outbox"] = OutboxHandoff()
+    return found
 
 
 async def add(session: AsyncSession, event: CloudEvent) -> None:
@@ -65,21 +100,28 @@ async def add_many(session: AsyncSession, events: Iterable[CloudEvent]) -> int:
     rows = [{"id": e.id, "subject": e.type, "body": e.to_bytes(), "created_at": now} for e in events]
     if rows:
         await session.execute(sa.insert(outbox_table), rows)
-        session.info[PENDING_KEY] = True
+        session.info.setdefault(PENDING_KEY, []).extend(rows)
     return len(rows)
 
 
 @sa_event.listens_for(Session, "after_commit")
-def _wake_relay_after_commit(session: Session) -> None:
-    if session.info.pop(PENDING_KEY, False):
-        signal = session.info.get("outbox_signal")
-        if signal is not None:
-            signal.set()
+def _hand_off_after_commit(session: Session) -> None:
+    rows = session.info.pop(PENDING_KEY, None)
+    tainted = session.info.pop(TAINTED_KEY, False)
+    database = session.info.get("database")
+    if rows and isinstance(database, Database):
+        handoff(database).committed(None if tainted else rows)
 
 
-@sa_event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(PENDING_KEY, None)
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous: Any) -> None:
+    if not previous.nested:
+        session.info.pop(PENDING_KEY, None)
+        session.info.pop(TAINTED_KEY, None)
+    elif session.info.get(PENDING_KEY):
+        # Events recorded before the rolled-back savepoint may be gone; after the commit
+        # the relay reads the table instead of trusting the hand-off.
+        session.info[TAINTED_KEY] = True
 
 
 class OutboxRelay:
@@ -103,45 +145,107 @@ class OutboxRelay:
         self.publish_timeout = publish_timeout
         self.retention = retention
         self.max_backoff = max_backoff
+        self.handoff = handoff(database)
         self.published_total = 0
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._marker: asyncio.Task[None] | None = None
+        self._acked: list[str] = []  # published from the hand-off, not yet marked sent
+        self._acked_wake = asyncio.Event()
         self._last_purge = 0.0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._marker = asyncio.create_task(self._mark_acked(), name="outbox-marker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._marker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._marker = None
+        with contextlib.suppress(Exception):
+            await self._flush_acked()
 
     async def _run(self) -> None:
-        signal = self.database.outbox_signal
+        loop = asyncio.get_running_loop()
+        handoff = self.handoff
         backoff = 0.0
+        next_sweep = 0.0
         while True:
             await self.link.wait_ready()
-            signal.clear()
+            handoff.wake.clear()
             try:
-                await self.drain()
-                await self._purge_sent_rows()
+                while handoff.events and not handoff.sweep_needed:
+                    await self._relay_known(handoff.take(self.batch_size))
+                if handoff.sweep_needed or loop.time() >= next_sweep:
+                    handoff.sweep_needed = False
+                    handoff.events.clear()  # the sweep reads them from the table
+                    await self._flush_acked()  # so the sweep does not publish them again
+                    await self.drain()
+                    await self._purge_sent_rows()
+                    next_sweep = loop.time() + self.sweep_seconds
                 backoff = 0.0
                 self.last_error = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.last_error = repr(exc)
+                handoff.sweep_needed = True
                 backoff = min(max(backoff * 2, 0.05), self.max_backoff)
                 log.warning("outbox relay backing off", extra={"error": repr(exc), "backoff_s": backoff})
                 await asyncio.sleep(backoff)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal.wait(), self.sweep_seconds)
+            if not handoff.wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(handoff.wake.wait(), max(0.0, next_sweep - loop.time()))
+
+    async def _relay_known(self, rows: list[dict[str, Any]]) -> None:
+        """Publish rows this process just committed, without reading them back.
+
+        Marking them sent is left to the marker task, so the next commit's events
+        do not wait behind this batch's UPDATE.
+        """
+        outcome = await self._publish([(row["id"], row["subject"], row["body"]) for row in rows])
+        sent = [row["id"] for row, error in zip(rows, outcome, strict=True) if error is None]
+        if sent:
+            self._acked.extend(sent)
+            self._acked_wake.set()
+            self.published_total += len(sent)
+        if len(sent) < len(rows):
+            self.handoff.sweep_needed = True  # the sweep retries them, counting attempts
+
+    async def _mark_acked(self) -> None:
+        while True:
+            await self._acked_wake.wait()
+            self._acked_wake.clear()
+            try:
+                await self._flush_acked()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Left unmarked, they are published again by a sweep and dropped as duplicates.
+                log.warning("could not mark outbox rows sent", extra={"error": repr(exc)})
+                self.handoff.sweep_needed = True
+
+    async def _flush_acked(self) -> None:
+        ids, self._acked = self._acked, []
+        for start in range(0, len(ids), 1000):
+            async with self.database.transaction() as session:
+                await session.execute(
+                    sa.update(outbox_table)
+                    .where(outbox_table.c.id.in_(ids[start : start + 1000]), outbox_table.c.sent_at.is_(None))
+                    .values(sent_at=utcnow())
+                )
 
     async def drain(self) -> int:
-        """Publish every unsent row now; returns how many were published."""
+        """Publish every unsent row in the table now; returns how many were published.
+
+        Raises when a batch could not be published at all (NATS down), so the caller
+        backs off. A batch that partly failed (a row without a stream) stops this drain
+        without raising: the rest flows and the failed rows are retried at the next sweep.
+        """
         total = 0
         while True:
             published, claimed = await self._relay_batch()
@@ -167,7 +271,7 @@ class OutboxRelay:
                 rows = (await session.execute(claim)).all()
             if not rows:
                 return 0, 0
-            outcome = await self._publish(rows)
+            outcome = await self._publish([(row.id, row.subject, row.body) for row in rows])
             async with self.database.transaction() as session:
                 await self._record(session, rows, outcome)
         else:
@@ -175,27 +279,31 @@ class OutboxRelay:
                 rows = (await session.execute(claim.with_for_update(skip_locked=True))).all()
                 if not rows:
                     return 0, 0
-                outcome = await self._publish(rows)
+                outcome = await self._publish([(row.id, row.subject, row.body) for row in rows])
                 await self._record(session, rows, outcome)
         published = sum(1 for error in outcome if error is None)
         self.published_total += published
         failures = [error for error in outcome if error is not None]
         if failures:
-            raise ConnectionError(f"{len(failures)} of {len(rows)} events not acked: {failures[0]}")
+            if not published:
+                raise ConnectionError(f"{len(failures)} of {len(rows)} events not acked: {failures[0]}")
+            self.last_error = failures[0]
+            log.warning(
+                "outbox events not acked, retrying at the next sweep",
+                extra={"failed": len(failures), "batch": len(rows), "error": failures[0]},
+            )
         return published, len(rows)
 
-    async def _publish(self, rows: list[Any]) -> list[str | None]:
-        """Publish a batch and wait for the acks; one error (or None) per row."""
+    async def _publish(self, messages: list[tuple[str, str, bytes]]) -> list[str | None]:
+        """Publish (id, subject, body) messages and wait for the acks; one error (or None) each."""
         if not self.link.connected:
             raise ConnectionError("NATS is not connected")
         js = self.link.js
         futures: list[asyncio.Future[Any]] = []
-        for row in rows:
+        for event_id, subject, body in messages:
             futures.append(
                 await js.publish_async(
-                    row.subject,
-                    row.body,
-                    headers={"Nats-Msg-Id": row.id, "Content-Type": CONTENT_TYPE},
+                    subject, body, headers={"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
                 )
             )
         _done, pending = await asyncio.wait(futures, timeout=self.publish_timeout)

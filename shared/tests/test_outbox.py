@@ -237,3 +237,32 @@ async def test_batch_republished_after_a_crash_between_ack_and_mark_is_stored_on
         await link.close()
     stored = await stream_event_ids(nats_url, spec.name)
     assert sorted(stored) == sorted(ids)  # ...and JetStream kept one copy of each
+
+
+async def test_event_of_a_rolled_back_savepoint_is_never_published(database: Database, nats_url: str) -> None:
+    service = "kit" + uuid.uuid4().hex[:6]
+    spec = stream_for(service)
+    link = NatsLink(nats_url, name="writer", streams=[spec])
+    await link.start()
+    assert await link.wait_ready(10)
+    relay = OutboxRelay(database, link, sweep_seconds=3600)  # only the commit can wake it
+    await relay.start()
+    kind = event_type(service, "thing", "created")
+    kept, dropped = new_event(kind, {"n": 1}, source="/t"), new_event(kind, {"n": 2}, source="/t")
+    try:
+        async with database.transaction() as session:
+            await outbox.add(session, kept)
+            with pytest.raises(RuntimeError):
+                async with session.begin_nested():
+                    await outbox.add(session, dropped)
+                    raise RuntimeError("this part of the use case failed")
+
+        async def drained() -> bool:
+            return await relay.backlog() == 0
+
+        await wait_for(drained, timeout=10)
+        await asyncio.sleep(0.5)  # give a wrongly handed-off event time to be published
+    finally:
+        await relay.stop()
+        await link.close()
+    assert await stream_event_ids(nats_url, spec.name) == [kept.id]
