@@ -94,15 +94,43 @@ class RequestContextMiddleware:
         status = 500
         raw_id = request_id.encode()
 
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, raw_id)]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Answer here, inside the request's context, so the 500 carries its request id.
+            logging.getLogger("seedbed.errors").exception("unhandled error", extra={"path": scope["path"]})
+            if started_response:
+                raise
+            body = json.dumps(
+                {
+                    "type": "https://seedbed.dev/problems/internal",
+                    "title": "Internal Server Error",
+                    "status": 500,
+                    "detail": "An unexpected error occurred.",
+                    "request_id": request_id,
+                }
+            ).encode()
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
         finally:
             if self.access_log_enabled:
                 access_log.info(

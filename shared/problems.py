@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -14,8 +13,6 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.logs import request_id_var
-
-log = logging.getLogger("seedbed.problems")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://seedbed.dev/problems/"
@@ -137,10 +134,5 @@ def install_problem_handlers(app: FastAPI) -> None:
             request.url.path,
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return problem_response(
-            Problem(500, "Internal Server Error", "An unexpected error occurred.", type="internal"),
-            request.url.path,
-        )
+    # Unexpected exceptions are answered by RequestContextMiddleware (shared.logs), inside the
+    # request's context, so the 500 problem carries the request id.
