@@ -61,7 +61,11 @@ class ServiceRuntime:
         self.settings = settings
         self.service = settings.service_name
         self.stream: StreamSpec | None = (
-            stream_for(self.service, max_age_seconds=settings.stream_max_age_days * 86400)
+            stream_for(
+                self.service,
+                max_age_seconds=settings.stream_max_age_days * 86400,
+                replicas=settings.stream_replicas,
+            )
             if publishes
             else None
         )

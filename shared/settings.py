@@ -63,3 +63,6 @@ class ServiceSettings(BaseAppSettings):
     outbox_retention_days: float = 7.0
     consumer_max_deliver: int = 5
     stream_max_age_days: float = 365.0
+    stream_replicas: int = Field(
+        1, validation_alias=AliasChoices("SEEDBED_STREAM_REPLICAS", "stream_replicas")
+    )
