@@ -1,20 +1,40 @@
-"""Composition root of the gateway."""
+"""Composition root of the gateway.
+
+Requests meet, outermost first: the request-id and access-log middleware, then
+the edge (CORS, authentication, rate and body limits), which forwards
+pass-through traffic to the services itself and hands the gateway's own routes
+(keys, ``/me``, composite views, documents, health) to FastAPI.
+
+Adding a router of the gateway's own (webhooks, the event stream, the AsyncAPI
+document): put it in ``ROUTERS``; the route table (``gateway.routes``) already
+sends ``/api/v1/webhooks``, ``/events`` and ``/asyncapi.json`` here, the edge
+authenticates them (``shared.principal.PrincipalDep`` and ``StaffDep`` work in
+them, the credential is ``gateway.api.CredentialDep``), and ``app.state.nats``,
+``app.state.database`` and ``app.state.runtime`` are there for them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
 
-from gateway import api
+from gateway import api, dashboard
+from gateway.edge import EdgeMiddleware
+from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
-from shared.db import Database
 from shared.health import ReadinessCheck, health_router
 from shared.logs import RequestContextMiddleware, configure_logging
-from shared.nats import NatsLink
 from shared.problems import install_problem_handlers
+
+API_PREFIX = "/api/v1"
+ROUTERS: list[APIRouter] = [api.router, dashboard.router]
 
 
 def _service_check(client: httpx.AsyncClient, name: str, base_url: str) -> ReadinessCheck:
@@ -32,36 +52,56 @@ def _service_check(client: httpx.AsyncClient, name: str, base_url: str) -> Readi
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     configure_logging("gateway", settings.log_level)
+    runtime = GatewayRuntime(settings)
+
+    def own_document() -> dict[str, Any]:
+        return get_openapi(title=app.title, version=app.version, routes=app.routes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(settings.database_url, pool_size=settings.db_pool_size)
-        link = NatsLink(settings.nats_url, name="gateway")
-        await link.start()
-        client = httpx.AsyncClient(timeout=settings.upstream_timeout_seconds)
+        await runtime.start(own_document)
         app.state.settings = settings
-        app.state.database = database
-        app.state.nats = link
-        app.state.http = client
+        app.state.runtime = runtime
+        app.state.database = runtime.database
+        app.state.nats = runtime.nats
+        app.state.http = runtime.http
         try:
             yield
         finally:
-            await client.aclose()
-            await link.close()
-            await database.dispose()
+            await runtime.stop()
 
     def checks() -> dict[str, ReadinessCheck]:
         checks: dict[str, ReadinessCheck] = {
-            "database": app.state.database.ping,
-            "nats": app.state.nats.ping,
+            "database": runtime.database.ping,
+            "nats": runtime.nats.ping,
         }
         for name, url in settings.upstreams().items():
-            checks[name] = _service_check(app.state.http, name, url)
+            checks[name] = _service_check(runtime.http, name, url)
         return checks
 
-    app = FastAPI(title="Seedbed API", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Seedbed API",
+        version="1.0.0",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     install_problem_handlers(app)
-    app.include_router(api.router, prefix="/api/v1")
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router(checks))
+
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(await runtime.openapi.document())
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Seedbed API")
+
+    for prefix in ("", API_PREFIX):
+        app.add_api_route(f"{prefix}/openapi.json", openapi_json, include_in_schema=False)
+        app.add_api_route(f"{prefix}/docs", docs, include_in_schema=False)
+
+    app.add_middleware(EdgeMiddleware, runtime=runtime)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app

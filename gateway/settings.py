@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import BaseAppSettings
+
+# Asymmetric algorithms only: a symmetric one would let anyone holding the IdP's public
+# JWKS forge tokens (the HS256-with-public-key confusion), and "none" is no signature at all.
+SAFE_OIDC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 class GatewaySettings(BaseAppSettings):
@@ -20,12 +27,76 @@ class GatewaySettings(BaseAppSettings):
     bootstrap_staff_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("SEEDBED_BOOTSTRAP_STAFF_KEY", "bootstrap_staff_key")
     )
+
+    # Upstream calls: a bounded connect, and a bound on the wait for each chunk of the
+    # answer (not on the whole exchange, so a large export can stream for longer).
     upstream_timeout_seconds: float = 10.0
+    upstream_connect_timeout_seconds: float = 2.0
+    upstream_connections: int = 256
+    # Below uvicorn's 5 s keep-alive, so the gateway never reuses a socket the service closed.
+    upstream_keepalive_seconds: float = 4.0
+    upstream_retries: int = 2
+
+    # API keys: the pepper keys the HMAC the key table stores (see gateway.keys).
+    api_key_pepper: SecretStr = SecretStr("")
+    # How long a verified credential is trusted from memory; revocations are broadcast over
+    # NATS at once, this bounds how long a lost broadcast could keep a revoked key alive.
+    credential_cache_seconds: float = 30.0
+    credential_cache_size: int = 10_000
+
+    # OIDC bearer tokens from a portal's identity provider.
+    oidc_issuer: str | None = None
+    oidc_audience: list[str] = Field(default_factory=list)
+    oidc_jwks_url: str | None = None
+    oidc_jwks_file: Path | None = None
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    oidc_role_claim: str = "seedbed_role"  # dotted path into the claims, e.g. "realm_access.roles"
+    oidc_subject_id_claim: str = "seedbed_subject_id"
+    oidc_role_map: dict[str, str] = Field(default_factory=dict)  # IdP value -> Seedbed role
+    oidc_leeway_seconds: float = 30.0
+    oidc_jwks_refresh_seconds: float = 3600.0
+    oidc_jwks_min_refresh_seconds: float = 60.0  # an unknown kid refetches at most this often
+
+    # Limits.
+    rate_limit_per_minute: int = 600
+    staff_rate_limit_per_minute: int = 6000
+    public_rate_limit_per_minute: int = 120  # per client address, for credential-less feeds
+    max_body_bytes: int = 1024 * 1024
+    max_import_body_bytes: int = 50 * 1024 * 1024
+    cors_origins: list[str] = Field(default_factory=list)
+    cors_max_age_seconds: int = 600
+
+    # Composition and documents.
+    dashboard_part_timeout_seconds: float = 3.0
+    dashboard_top_matches: int = 5
+    dashboard_upcoming_sessions: int = 10
+    openapi_refresh_seconds: float = 300.0
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _only_asymmetric_algorithms(cls, value: list[str]) -> list[str]:
+        unsafe = [alg for alg in value if alg not in SAFE_OIDC_ALGORITHMS]
+        if unsafe:
+            raise ValueError(
+                f"refused OIDC algorithms {unsafe}: only asymmetric ones are allowed "
+                f"({', '.join(sorted(SAFE_OIDC_ALGORITHMS))})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> GatewaySettings:
+        if self.oidc_enabled and not (self.oidc_issuer and self.oidc_audience):
+            raise ValueError("OIDC needs GATEWAY_OIDC_ISSUER and GATEWAY_OIDC_AUDIENCE besides its keys")
+        return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_jwks_url or self.oidc_jwks_file)
 
     def upstreams(self) -> dict[str, str]:
         """Service name -> base URL."""
         return {
-            "enterprises": self.enterprises_url,
-            "demand": self.demand_url,
-            "mentoring": self.mentoring_url,
+            "enterprises": self.enterprises_url.rstrip("/"),
+            "demand": self.demand_url.rstrip("/"),
+            "mentoring": self.mentoring_url.rstrip("/"),
         }

@@ -1,0 +1,295 @@
+"""One OpenAPI document for the whole API, generated from the services' own documents.
+
+Each service's ``GET /openapi.json`` (fetched with a signed staff principal, actor
+``gateway``; retried while a service is down, refreshed periodically) gives the
+paths the route table sends to it; the gateway's own FastAPI routes add theirs.
+Schemas that two documents name differently are kept apart by a service prefix.
+The merge then states what the gateway itself adds to every operation: the
+security schemes, and the problem+json answers the gateway gives (401, 413, 429,
+502, 503, 504), and it declares every error as problem+json, which is what the
+shared kit answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from gateway.routes import GATEWAY, SERVICES, is_public_feed, owner_of
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger("seedbed.gateway.openapi")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+SCHEMA_REF = "#/components/schemas/"
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": True},
+            "description": "Each bad field (or row): field, message (and row for imports).",
+        },
+    },
+    "additionalProperties": True,
+}
+
+GATEWAY_RESPONSES: dict[str, tuple[str, str]] = {
+    "401": ("Unauthorized", "No credential, or one that is not valid."),
+    "413": ("ContentTooLarge", "The request body is larger than the route accepts."),
+    "429": ("RateLimited", "Too many requests for this credential; see Retry-After."),
+    "502": ("BadGateway", "The connection to the service was lost mid-request."),
+    "503": ("ServiceUnavailable", "The service that answers this path is not reachable."),
+    "504": ("ServiceTimeout", "The service did not answer in time."),
+}
+
+
+def _problem_content() -> dict[str, Any]:
+    return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": SCHEMA_REF + "Problem"}}}
+
+
+def _rewrite_refs(node: Any, prefix: str, renames: Mapping[str, str]) -> Any:
+    """A copy of ``node`` with ``$ref``s to renamed components pointing at their new names."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str) and value.startswith(prefix):
+                name = value[len(prefix) :]
+                out[key] = prefix + renames.get(name, name)
+            else:
+                out[key] = _rewrite_refs(value, prefix, renames)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(item, prefix, renames) for item in node]
+    return node
+
+
+def _merge_components(target: dict[str, Any], source: dict[str, Any], service: str) -> dict[str, Any]:
+    """Add ``source``'s components to ``target``; returns the source with its refs rewritten."""
+    renames: dict[str, dict[str, str]] = {}
+    for kind, items in source.get("components", {}).items():
+        existing = target.setdefault(kind, {})
+        kind_renames: dict[str, str] = {}
+        for name, item in items.items():
+            if name in existing and existing[name] != item:
+                new = f"{service.capitalize()}{name}"
+                suffix = 2
+                while new in existing:
+                    new, suffix = f"{service.capitalize()}{name}{suffix}", suffix + 1
+                kind_renames[name] = new
+        renames[kind] = kind_renames
+    rewritten = source
+    for kind, kind_renames in renames.items():
+        if kind_renames:
+            rewritten = _rewrite_refs(rewritten, f"#/components/{kind}/", kind_renames)
+    for kind, items in rewritten.get("components", {}).items():
+        existing = target.setdefault(kind, {})
+        for name, item in items.items():
+            existing.setdefault(renames.get(kind, {}).get(name, name), item)
+    return rewritten
+
+
+def _is_validation_error_schema(content: Mapping[str, Any]) -> bool:
+    schema = content.get("application/json", {}).get("schema", {})
+    return isinstance(schema, dict) and schema.get("$ref", "").endswith("/HTTPValidationError")
+
+
+def _normalise_operation(path: str, method: str, operation: dict[str, Any], oidc: bool) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    for status, response in list(responses.items()):
+        if not (status.startswith(("4", "5")) and isinstance(response, dict)):
+            continue
+        if "$ref" in response:
+            continue
+        content = response.get("content") or {}
+        if _is_validation_error_schema(content):
+            response["description"] = "The request is not valid; `errors` lists each bad field."
+        if PROBLEM_MEDIA_TYPE not in content or _is_validation_error_schema(content):
+            response["content"] = _problem_content()
+    if path in OPEN_PATHS:
+        operation["security"] = []
+        return
+    wanted = ["401", "429"]
+    if owner_of(path) != GATEWAY:
+        wanted += ["502", "503", "504"]
+    if "requestBody" in operation:
+        wanted.append("413")
+    for status in wanted:
+        responses.setdefault(status, {"$ref": f"#/components/responses/{GATEWAY_RESPONSES[status][0]}"})
+    if is_public_feed(method.upper(), path.replace("{", "x").replace("}", "x")):
+        schemes: list[dict[str, list[str]]] = [{}, {"apiKey": []}]
+        if oidc:
+            schemes.append({"oidc": []})
+        operation["security"] = schemes
+        operation.setdefault(
+            "description",
+            "Calendar apps call this without a credential; the feed token in the URL authorizes.",
+        )
+
+
+def merge_documents(
+    own: dict[str, Any],
+    services: Mapping[str, dict[str, Any]],
+    settings: GatewaySettings,
+    unavailable: list[str],
+) -> dict[str, Any]:
+    """The public document: the gateway's routes plus each service's routed paths."""
+    document = copy.deepcopy(own)
+    document["info"] = {
+        "title": "Seedbed API",
+        "version": own.get("info", {}).get("version", "1.0.0"),
+        "description": (
+            "The one public API of Seedbed: enterprises and readiness, forward demand and the "
+            "pipeline, mentoring, keys and composite views. Authenticate with "
+            "`Authorization: Bearer <API key or OIDC token>`. Every error is RFC 9457 "
+            "`application/problem+json`."
+        ),
+    }
+    if unavailable:
+        document["info"]["x-seedbed-unavailable-services"] = sorted(unavailable)
+    components = document.setdefault("components", {})
+    components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    paths: dict[str, Any] = document.setdefault("paths", {})
+    for service in SERVICES:
+        source = services.get(service)
+        if source is None:
+            continue
+        source = _merge_components(components, copy.deepcopy(source), service)
+        for path, item in source.get("paths", {}).items():
+            if owner_of(path) != service or path in paths:
+                continue
+            for method in HTTP_METHODS:
+                operation = item.get(method)
+                if isinstance(operation, dict) and not operation.get("tags"):
+                    operation["tags"] = [service]
+            paths[path] = item
+    oidc = settings.oidc_enabled
+    for path, item in paths.items():
+        for method in HTTP_METHODS:
+            operation = item.get(method)
+            if isinstance(operation, dict):
+                _normalise_operation(path, method, operation, oidc)
+    components["responses"] = {
+        name: {"description": description, "content": _problem_content()}
+        for name, description in GATEWAY_RESPONSES.values()
+    }
+    schemes: dict[str, Any] = {
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A Seedbed API key (`sbk_...`), from `POST /api/v1/api-keys`.",
+        }
+    }
+    security: list[dict[str, list[str]]] = [{"apiKey": []}]
+    if oidc:
+        schemes["oidc"] = (
+            {
+                "type": "openIdConnect",
+                "openIdConnectUrl": f"{settings.oidc_issuer.rstrip('/')}/.well-known/openid-configuration",
+            }
+            if settings.oidc_issuer
+            else {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        )
+        security.append({"oidc": []})
+    components["securitySchemes"] = schemes
+    document["security"] = security
+    document["paths"] = dict(sorted(paths.items()))
+    return document
+
+
+class OpenApiAggregator:
+    OwnDocument = Callable[[], dict[str, Any]]
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        http: httpx.AsyncClient,
+        service_auth: httpx.Auth,
+        own: OwnDocument,
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self.service_auth = service_auth
+        self.own = own
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, str] = {}
+        self._merged: dict[str, Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._last_attempt = 0.0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="openapi-documents")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def missing(self) -> list[str]:
+        return [service for service in SERVICES if service not in self.documents]
+
+    async def _run(self) -> None:
+        delay = 0.25
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("service documents not refreshed")
+            if self.missing:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                delay = 0.25
+                await asyncio.sleep(self.settings.openapi_refresh_seconds)
+
+    async def _fetch(self, service: str, base_url: str) -> None:
+        try:
+            response = await self.http.get(f"{base_url}/openapi.json", auth=self.service_auth, timeout=5.0)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            self.errors[service] = repr(exc)
+            return
+        self.errors.pop(service, None)
+        if self.documents.get(service) != document:
+            self.documents[service] = document
+            self._merged = None
+
+    async def refresh(self) -> None:
+        """Fetch every service's document now (keeping the last good one of a service that fails)."""
+        async with self._lock:
+            self._last_attempt = time.monotonic()
+            await asyncio.gather(
+                *(self._fetch(service, url) for service, url in self.settings.upstreams().items())
+            )
+
+    async def document(self) -> dict[str, Any]:
+        if self.missing and time.monotonic() - self._last_attempt > 1.0:
+            # A service came up since the last attempt? Ask now rather than serve a gap.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.refresh(), 3.0)
+        if self._merged is None:
+            self._merged = merge_documents(self.own(), self.documents, self.settings, self.missing)
+        return self._merged
