@@ -2,8 +2,171 @@
 
 from __future__ import annotations
 
-from shared.db import new_metadata
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from shared.db import BigIntegerKey, UtcDateTime, new_metadata
 from shared.migrations import include_kit_tables
 
 metadata = new_metadata()
 include_kit_tables(metadata)
+
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+cohorts = sa.Table(
+    "cohorts",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("programme", sa.String(200), nullable=False),
+    sa.Column("start_date", sa.Date, nullable=False),
+    sa.Column("end_date", sa.Date, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("end_date >= start_date", name="ends_after_start"),
+)
+sa.Index("ix_cohorts_created_at_id", cohorts.c.created_at, cohorts.c.id)
+
+enterprises = sa.Table(
+    "enterprises",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("legal_form", sa.String(40), nullable=False),
+    sa.Column("registration_number", sa.String(20), nullable=True),
+    sa.Column("postcode", sa.String(8), nullable=False),
+    sa.Column("stage", sa.String(20), nullable=False),
+    sa.Column("cohort_id", sa.Uuid, sa.ForeignKey("cohorts.id"), nullable=True),
+    sa.Column("cpv_codes", Json, nullable=False),
+    sa.Column("max_contract_value_pence", sa.BigInteger, nullable=True),
+    sa.Column("employees", sa.Integer, nullable=True),
+    sa.Column("turnover_pence", sa.BigInteger, nullable=True),
+    sa.Column("vcse", sa.Boolean, nullable=False),
+    sa.Column("handles_personal_data", sa.Boolean, nullable=False),
+    sa.Column("works_with_public", sa.Boolean, nullable=False),
+    sa.Column("works_with_vulnerable_people", sa.Boolean, nullable=False),
+    sa.Column("provides_professional_advice", sa.Boolean, nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("website", sa.String(300), nullable=True),
+    sa.Column("size_class", sa.String(10), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    # The last overall readiness announced (readiness.changed), to tell when it changes.
+    sa.Column("readiness_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("readiness_digest", sa.String(64), nullable=True),
+    sa.Column("readiness_score", sa.Float, nullable=True),
+    sa.Column("readiness_ready", sa.Boolean, nullable=True),
+    sa.Column("readiness_stale", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.CheckConstraint("employees >= 0", name="employees_not_negative"),
+    sa.CheckConstraint("turnover_pence >= 0", name="turnover_not_negative"),
+    sa.CheckConstraint("max_contract_value_pence >= 0", name="capacity_not_negative"),
+)
+sa.Index("ix_enterprises_created_at_id", enterprises.c.created_at, enterprises.c.id)
+sa.Index("ix_enterprises_stage", enterprises.c.stage)
+sa.Index("ix_enterprises_cohort_id", enterprises.c.cohort_id)
+sa.Index("ix_enterprises_legal_form", enterprises.c.legal_form)
+sa.Index(
+    "uq_enterprises_registration_number",
+    enterprises.c.registration_number,
+    unique=True,
+    sqlite_where=enterprises.c.registration_number.is_not(None),
+    postgresql_where=enterprises.c.registration_number.is_not(None),
+)
+sa.Index(
+    "ix_enterprises_readiness_stale",
+    enterprises.c.id,
+    sqlite_where=enterprises.c.readiness_stale.is_(True),
+    postgresql_where=enterprises.c.readiness_stale.is_(True),
+)
+
+# The 8 digits of each CPV code an enterprise supplies, for prefix filters.
+enterprise_cpv_codes = sa.Table(
+    "enterprise_cpv_codes",
+    metadata,
+    sa.Column(
+        "enterprise_id", sa.Uuid, sa.ForeignKey("enterprises.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("code", sa.String(8), primary_key=True),
+)
+sa.Index("ix_enterprise_cpv_codes_code", enterprise_cpv_codes.c.code)
+
+milestone_definitions = sa.Table(
+    "milestone_definitions",
+    metadata,
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("category", sa.String(20), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applies_when", Json, nullable=False),
+    sa.Column("threshold_pence", sa.BigInteger, nullable=True),
+    sa.Column("validity_days", sa.Integer, nullable=True),
+    sa.Column("core", sa.Boolean, nullable=False),
+    sa.Column("builtin", sa.Boolean, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+)
+
+enterprise_milestones = sa.Table(
+    "enterprise_milestones",
+    metadata,
+    sa.Column(
+        "enterprise_id", sa.Uuid, sa.ForeignKey("enterprises.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("code", sa.String(64), sa.ForeignKey("milestone_definitions.code"), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("evidence", Json, nullable=True),
+    sa.Column("value_pence", sa.BigInteger, nullable=True),
+    sa.Column("expires_at", UtcDateTime, nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("submitted_at", UtcDateTime, nullable=True),
+    sa.Column("submitted_by_role", sa.String(20), nullable=True),
+    sa.Column("submitted_by_actor", sa.String(200), nullable=True),
+    sa.Column("submitted_by_subject", sa.String(64), nullable=True),
+    sa.Column("verified_at", UtcDateTime, nullable=True),
+    sa.Column("verified_by_role", sa.String(20), nullable=True),
+    sa.Column("verified_by_actor", sa.String(200), nullable=True),
+    sa.Column("verified_by_subject", sa.String(64), nullable=True),
+    # Set when the expiry warning for the current verification went out (exactly once).
+    sa.Column("expiry_warned", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("value_pence >= 0", name="value_not_negative"),
+)
+sa.Index(
+    "ix_enterprise_milestones_verified_expiry",
+    enterprise_milestones.c.expires_at,
+    sqlite_where=enterprise_milestones.c.status == "verified",
+    postgresql_where=enterprise_milestones.c.status == "verified",
+)
+
+# Who changed what and when, for every enterprise and milestone change.
+history = sa.Table(
+    "history",
+    metadata,
+    sa.Column("id", BigIntegerKey, primary_key=True, autoincrement=True),
+    sa.Column("enterprise_id", sa.Uuid, sa.ForeignKey("enterprises.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor_role", sa.String(20), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("actor_subject", sa.String(64), nullable=True),
+    sa.Column("milestone_code", sa.String(64), nullable=True),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("changes", Json, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+)
+sa.Index("ix_history_enterprise_id_id", history.c.enterprise_id, history.c.id)
+
+# Read model of public demand lines' requirements (from the demand service's events).
+demand_lines = sa.Table(
+    "demand_lines",
+    metadata,
+    sa.Column("demand_id", sa.Uuid, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("title", sa.String(500), nullable=True),
+    sa.Column("requirements", Json, nullable=False),
+    sa.Column("withdrawn", sa.Boolean, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)

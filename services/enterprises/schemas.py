@@ -1,3 +1,335 @@
 """Request and response models of the enterprises API (the HTTP contract)."""
 
 from __future__ import annotations
+
+import re
+import uuid
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.enterprises.events import Category, LegalForm, StageName
+from services.enterprises.identifiers import normalise_cpv_code, normalise_postcode
+
+MAX_PENCE = 10**15  # ten trillion pounds: far above any real figure, far below int64
+MAX_CPV_CODES = 100
+CODE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
+
+Pence = int
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _postcode(value: str | None) -> str | None:
+    return None if value is None else normalise_postcode(value)
+
+
+def _cpv_codes(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if len(value) > MAX_CPV_CODES:
+        raise ValueError(f"at most {MAX_CPV_CODES} CPV codes")
+    seen: dict[str, str] = {}
+    errors = []
+    for i, raw in enumerate(value):
+        try:
+            code = normalise_cpv_code(raw)
+        except ValueError as exc:
+            errors.append(f"[{i}] {exc}")
+            continue
+        seen.setdefault(code[:8], code)
+    if errors:
+        raise ValueError("; ".join(errors))
+    return list(seen.values())
+
+
+def _website(value: str | None) -> str | None:
+    if value is not None and not re.match(r"^https?://[^\s/$.?#][^\s]*$", value):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+class EnterpriseFields(_Strict):
+    """Profile fields shared by create and update."""
+
+    name: str = Field(min_length=1, max_length=200)
+    legal_form: LegalForm
+    registration_number: str | None = Field(default=None, max_length=30)
+    postcode: str = Field(min_length=1, max_length=20, description="UK postcode; stored normalised.")
+    cpv_codes: list[str] = Field(default_factory=list, description="CPV codes XXXXXXXX or XXXXXXXX-Y.")
+    max_contract_value_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    employees: int | None = Field(default=None, ge=0, le=10_000_000)
+    turnover_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    vcse: bool = False
+    handles_personal_data: bool = False
+    works_with_public: bool = False
+    works_with_vulnerable_people: bool = False
+    provides_professional_advice: bool = False
+    description: str | None = Field(default=None, max_length=5000)
+    website: str | None = Field(default=None, max_length=300)
+
+    _normalise_postcode = field_validator("postcode")(_postcode)
+    _normalise_cpv = field_validator("cpv_codes")(_cpv_codes)
+    _check_website = field_validator("website")(_website)
+
+
+class EnterpriseCreate(EnterpriseFields):
+    stage: StageName = "applicant"
+    cohort_id: uuid.UUID | None = None
+
+
+class EnterpriseUpdate(_Strict):
+    """Only the fields sent change; ``null`` clears a nullable field."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    legal_form: LegalForm | None = None
+    registration_number: str | None = Field(default=None, max_length=30)
+    postcode: str | None = Field(default=None, min_length=1, max_length=20)
+    cpv_codes: list[str] | None = None
+    max_contract_value_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    employees: int | None = Field(default=None, ge=0, le=10_000_000)
+    turnover_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    vcse: bool | None = None
+    handles_personal_data: bool | None = None
+    works_with_public: bool | None = None
+    works_with_vulnerable_people: bool | None = None
+    provides_professional_advice: bool | None = None
+    description: str | None = Field(default=None, max_length=5000)
+    website: str | None = Field(default=None, max_length=300)
+    stage: StageName | None = None
+    cohort_id: uuid.UUID | None = None
+
+    _normalise_postcode = field_validator("postcode")(_postcode)
+    _normalise_cpv = field_validator("cpv_codes")(_cpv_codes)
+    _check_website = field_validator("website")(_website)
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> EnterpriseUpdate:
+        for name in (
+            "name",
+            "legal_form",
+            "postcode",
+            "cpv_codes",
+            "vcse",
+            "stage",
+            "handles_personal_data",
+            "works_with_public",
+            "works_with_vulnerable_people",
+            "provides_professional_advice",
+        ):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class Enterprise(BaseModel):
+    id: uuid.UUID
+    name: str
+    legal_form: LegalForm
+    registration_number: str | None
+    postcode: str
+    stage: StageName
+    cohort_id: uuid.UUID | None
+    cpv_codes: list[str]
+    max_contract_value_pence: int | None
+    employees: int | None
+    turnover_pence: int | None
+    vcse: bool
+    handles_personal_data: bool
+    works_with_public: bool
+    works_with_vulnerable_people: bool
+    provides_professional_advice: bool
+    description: str | None
+    website: str | None
+    size_class: Literal["micro", "small", "medium", "large"] = Field(
+        description="Derived from employees and turnover (Companies Act thresholds from April 2025)."
+    )
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnterprisePage(BaseModel):
+    items: list[Enterprise]
+    next_cursor: str | None = None
+
+
+# --- cohorts ---------------------------------------------------------------------------------
+
+
+class CohortCreate(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    programme: str = Field(min_length=1, max_length=200)
+    start_date: date
+    end_date: date
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> CohortCreate:
+        if self.end_date < self.start_date:
+            raise ValueError("end_date must not be before start_date")
+        return self
+
+
+class Cohort(BaseModel):
+    id: uuid.UUID
+    name: str
+    programme: str
+    start_date: date
+    end_date: date
+    version: int
+    created_at: datetime
+    enterprises_count: int = 0
+
+
+class CohortPage(BaseModel):
+    items: list[Cohort]
+    next_cursor: str | None = None
+
+
+# --- milestone definitions -------------------------------------------------------------------
+
+
+class MilestoneDefinitionCreate(_Strict):
+    code: str = Field(description="lower_snake_case, 3 to 64 characters")
+    name: str = Field(min_length=1, max_length=200)
+    category: Category
+    description: str = Field(min_length=1, max_length=5000)
+    applies_when: dict[str, Any] = Field(
+        default_factory=lambda: {"always": True},
+        description='Rule on the enterprise\'s facts, e.g. {"employees_gte": 5}; see readiness.py.',
+    )
+    threshold_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    validity_days: int | None = Field(default=None, ge=1, le=3650)
+    core: bool = Field(default=True, description="Counts in overall readiness (and the tender_ready gate).")
+
+    @field_validator("code")
+    @classmethod
+    def _code_shape(cls, value: str) -> str:
+        if not CODE_PATTERN.match(value):
+            raise ValueError("must be lower_snake_case: a letter, then letters, digits or _, 3 to 64 long")
+        return value
+
+
+class MilestoneDefinition(BaseModel):
+    code: str
+    name: str
+    category: Category
+    description: str
+    applies_when: dict[str, Any]
+    threshold_pence: int | None
+    validity_days: int | None
+    core: bool
+    builtin: bool
+    created_at: datetime
+
+
+class MilestoneDefinitionPage(BaseModel):
+    items: list[MilestoneDefinition]
+    next_cursor: str | None = None
+
+
+# --- enterprise milestones -------------------------------------------------------------------
+
+
+class Evidence(_Strict):
+    reference: str | None = Field(default=None, max_length=500, description="Policy or certificate number.")
+    url: str | None = Field(default=None, max_length=2000, description="Where the document is held.")
+    issuer: str | None = Field(default=None, max_length=200)
+    issued_on: date | None = None
+    notes: str | None = Field(default=None, max_length=5000)
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> Evidence:
+        if not (self.reference or self.url):
+            raise ValueError("evidence needs a reference or a url")
+        return self
+
+
+class MilestoneUpdate(_Strict):
+    status: Literal["in_progress", "submitted", "verified", "rejected"]
+    evidence: Evidence | None = None
+    value_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE, description="Evidenced amount.")
+    expires_at: AwareDatetime | None = Field(default=None, description="When it lapses.")
+    note: str | None = Field(default=None, max_length=5000)
+
+
+class Party(BaseModel):
+    role: str
+    actor: str
+    subject_id: str | None = None
+
+
+class EnterpriseMilestone(BaseModel):
+    code: str
+    name: str
+    category: Category
+    status: Literal["not_started", "in_progress", "submitted", "verified", "rejected", "expired"]
+    applies: bool = Field(description="Counts in this enterprise's overall readiness.")
+    threshold_pence: int | None
+    evidence: dict[str, Any] | None = None
+    value_pence: int | None = None
+    expires_at: datetime | None = None
+    note: str | None = None
+    submitted_at: datetime | None = None
+    submitted_by: Party | None = None
+    verified_at: datetime | None = None
+    verified_by: Party | None = None
+    version: int = 0
+    updated_at: datetime | None = None
+
+
+class EnterpriseMilestonePage(BaseModel):
+    items: list[EnterpriseMilestone]
+    next_cursor: str | None = None
+
+
+# --- readiness and history -------------------------------------------------------------------
+
+
+class VerifiedOut(BaseModel):
+    code: str
+    expires_at: datetime | None
+    value_pence: int | None
+
+
+class GapOut(BaseModel):
+    code: str
+    reason: str = Field(
+        description="not_started, in_progress, submitted, rejected, expired or below_threshold"
+    )
+    required_value_pence: int | None = None
+    value_pence: int | None = None
+
+
+class ReadinessOut(BaseModel):
+    enterprise_id: uuid.UUID
+    demand_id: uuid.UUID | None = None
+    score: float = Field(ge=0, le=1)
+    ready: bool
+    missing: list[str]
+    expiring_soon: list[str]
+    verified: list[VerifiedOut]
+    required: list[str] = Field(description="The codes this readiness is measured against.")
+    gaps: list[GapOut]
+    assessed_at: datetime
+
+
+class HistoryEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: Party
+    milestone_code: str | None
+    action: str
+    changes: dict[str, Any] = Field(description='{"field": {"from": old, "to": new}}')
+    note: str | None
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryEntry]
+    next_cursor: str | None = None

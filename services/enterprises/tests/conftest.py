@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from services.enterprises.app import create_app
 from services.enterprises.settings import EnterprisesSettings
 from shared.principal import Principal
-from shared.testing.apps import TEST_SECRET, client, running
+from shared.testing.apps import STAFF, TEST_SECRET, client, running
 from shared.testing.databases import DatabaseFactory, alembic_prepare
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent
@@ -31,6 +36,7 @@ def settings(database_url: str, nats_url: str) -> EnterprisesSettings:
         internal_secret=TEST_SECRET,
         environment="test",
         access_log=False,
+        run_jobs=False,  # tests run the jobs themselves, at the times they choose
     )
 
 
@@ -45,3 +51,67 @@ async def app(settings: EnterprisesSettings) -> AsyncIterator[FastAPI]:
 def as_principal(app: FastAPI) -> Callable[[Principal | None], httpx.AsyncClient]:
     """``async with as_principal(principal) as http:`` calls the app signed as that principal."""
     return lambda principal: client(app, principal)
+
+
+# --- helpers of the enterprises tests --------------------------------------------------------
+
+STAFF_2 = Principal(role="staff", subject_id=None, actor="second-staff-member")
+ANCHOR = Principal(role="anchor", subject_id=str(uuid.uuid4()), actor="anchor-key")
+INTEGRATOR = Principal(role="integrator", subject_id=None, actor="integrator-key")
+MENTOR = Principal(role="mentor", subject_id=str(uuid.uuid4()), actor="mentor-key")
+
+
+def enterprise_principal(enterprise_id: str) -> Principal:
+    return Principal(role="enterprise", subject_id=str(enterprise_id), actor=f"key-of-{enterprise_id}")
+
+
+def enterprise_body(**overrides: Any) -> dict[str, Any]:
+    """A valid POST /enterprises body (a small CIC in Leeds that cleans offices)."""
+    body: dict[str, Any] = {
+        "name": "Green Clean Leeds CIC",
+        "legal_form": "cic_limited_by_guarantee",
+        "registration_number": f"{uuid.uuid4().int % 10**8:08d}",
+        "postcode": "ls6 2qr",
+        "cpv_codes": ["90910000-9"],
+        "max_contract_value_pence": 25_000_000,
+        "employees": 3,
+        "turnover_pence": 18_000_000,
+        "vcse": True,
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def staff(app: FastAPI) -> httpx.AsyncClient:
+    return client(app, STAFF)
+
+
+async def outbox_events(app: FastAPI) -> list[dict[str, Any]]:
+    """Every event this service has recorded in its outbox, oldest first (as CloudEvents dicts)."""
+    from shared.outbox import outbox_table
+
+    async with app.state.database.transaction(write=False) as session:
+        bodies = (
+            await session.scalars(sa.select(outbox_table.c.body).order_by(outbox_table.c.position))
+        ).all()
+    return [json.loads(body) for body in bodies]
+
+
+async def outbox_count(app: FastAPI) -> int:
+    return len(await outbox_events(app))
+
+
+async def create_enterprise(http: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    response = await http.post("/api/v1/enterprises", json=enterprise_body(**overrides))
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)

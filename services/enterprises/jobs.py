@@ -1,0 +1,75 @@
+"""Periodic jobs of the enterprises service: milestone expiry and readiness after catalogue changes.
+
+Every replica runs them; each run is safe alongside another (see ``service.warn_expiring``,
+``service.expire_lapsed`` and ``service.recompute_stale_readiness``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.enterprises import service
+from services.enterprises.settings import EnterprisesSettings
+from shared.db import Database, utcnow
+from shared.runtime import PeriodicJob, ServiceRuntime
+
+
+@dataclass(frozen=True)
+class ExpiryRun:
+    warned: int
+    expired: int
+
+
+async def run_expiry(
+    database: Database, *, warning: timedelta, batch: int = 500, now: datetime | None = None
+) -> ExpiryRun:
+    """Warn of verifications entering the window, then expire lapsed ones, batch by batch."""
+    now = now or utcnow()
+    warned = expired = 0
+    while True:
+        async with database.transaction() as session:
+            done = await service.warn_expiring(session, now=now, warning=warning, batch=batch)
+        warned += done
+        if done < batch:
+            break
+    while True:
+        async with database.transaction() as session:
+            done = await service.expire_lapsed(session, now=now, warning=warning, batch=batch)
+        expired += done
+        if done < batch:
+            break
+    return ExpiryRun(warned, expired)
+
+
+async def run_readiness_refresh(
+    database: Database, *, warning: timedelta, batch: int = 1000, now: datetime | None = None
+) -> tuple[int, int]:
+    """Recompute every enterprise marked stale by a catalogue change: (recomputed, announced)."""
+    recomputed = announced = 0
+    while True:
+        async with database.transaction() as session:
+            seen, changed = await service.recompute_stale_readiness(
+                session, now=now or utcnow(), warning=warning, batch=batch
+            )
+        recomputed += seen
+        announced += changed
+        if seen == 0:
+            return recomputed, announced
+
+
+def periodic_jobs(settings: EnterprisesSettings) -> list[PeriodicJob]:
+    async def expiry(runtime: ServiceRuntime) -> None:
+        await run_expiry(runtime.database, warning=settings.expiry_warning, batch=settings.expiry_batch_size)
+
+    async def readiness(runtime: ServiceRuntime) -> None:
+        await run_readiness_refresh(
+            runtime.database, warning=settings.expiry_warning, batch=settings.readiness_batch_size
+        )
+
+    if not settings.run_jobs:
+        return []
+    return [
+        PeriodicJob("milestone-expiry", settings.expiry_job_interval_seconds, expiry),
+        PeriodicJob("readiness-refresh", settings.readiness_job_interval_seconds, readiness),
+    ]
