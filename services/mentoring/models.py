@@ -2,8 +2,157 @@
 
 from __future__ import annotations
 
-from shared.db import new_metadata
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from shared.db import UtcDateTime, new_metadata
 from shared.migrations import include_kit_tables
 
 metadata = new_metadata()
 include_kit_tables(metadata)
+
+# A session in this state holds its time: it can collide with another one.
+BOOKED = "booked"
+CANCELLED = "cancelled"
+COMPLETED = "completed"
+NO_SHOW = "no_show"
+SESSION_STATUSES = (BOOKED, CANCELLED, COMPLETED, NO_SHOW)
+# Sessions that used the mentor's capacity (daily and weekly limits, active mentees).
+COUNTED_STATUSES = (BOOKED, COMPLETED, NO_SHOW)
+
+mentors = sa.Table(
+    "mentors",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("organisation", sa.String(200), nullable=True),
+    sa.Column("anchor_id", sa.Uuid, nullable=True),
+    sa.Column("bio", sa.Text, nullable=True),
+    sa.Column("expertise", sa.JSON, nullable=False),  # tags; mentor_expertise indexes them
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("session_lengths", sa.JSON, nullable=False),  # minutes, ascending
+    sa.Column("max_active_mentees", sa.Integer, nullable=True),
+    sa.Column("max_sessions_per_week", sa.Integer, nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+    # Availability is stored as rules in the mentor's zone, never as expanded slots.
+    sa.Column("weekly_windows", sa.JSON, nullable=False),  # [{"weekday", "start", "end"}]
+    sa.Column("date_overrides", sa.JSON, nullable=False),  # [{"date", "windows": [...]}]
+    sa.Column("buffer_before_minutes", sa.Integer, nullable=False),
+    sa.Column("buffer_after_minutes", sa.Integer, nullable=False),
+    sa.Column("minimum_notice_minutes", sa.Integer, nullable=False),
+    sa.Column("cancellation_notice_minutes", sa.Integer, nullable=False),
+    sa.Column("slot_interval_minutes", sa.Integer, nullable=False),
+    sa.Column("booking_horizon_days", sa.Integer, nullable=False),
+    sa.Column("max_sessions_per_day", sa.Integer, nullable=True),
+    # sha256 of the secret calendar feed token; the token itself is shown once.
+    sa.Column("calendar_token_hash", sa.String(64), nullable=True),
+    sa.Column("calendar_token_rotated_at", UtcDateTime, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+sa.Index("ix_mentors_created_at_id", mentors.c.created_at, mentors.c.id)
+
+mentor_expertise = sa.Table(
+    "mentor_expertise",
+    metadata,
+    sa.Column("mentor_id", sa.Uuid, sa.ForeignKey("mentors.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag", sa.String(64), primary_key=True),
+)
+sa.Index("ix_mentor_expertise_tag", mentor_expertise.c.tag, mentor_expertise.c.mentor_id)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("mentor_id", sa.Uuid, sa.ForeignKey("mentors.id"), nullable=False),
+    sa.Column("enterprise_id", sa.Uuid, nullable=False),
+    sa.Column("starts_at", UtcDateTime, nullable=False),
+    sa.Column("ends_at", UtcDateTime, nullable=False),
+    # The time taken from the mentor: the session plus its buffers.
+    sa.Column("blocked_from", UtcDateTime, nullable=False),
+    sa.Column("blocked_until", UtcDateTime, nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("duration_minutes", sa.Integer, nullable=False),
+    sa.Column("topic", sa.String(500), nullable=False),
+    sa.Column("milestone_code", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    # Grows with every change; the iCalendar SEQUENCE and the ETag.
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("booked_by_role", sa.String(16), nullable=False),
+    sa.Column("booked_by", sa.String(200), nullable=False),
+    sa.Column("cancel_reason", sa.Text, nullable=True),
+    sa.Column("cancelled_by_role", sa.String(16), nullable=True),
+    sa.Column("cancelled_at", UtcDateTime, nullable=True),
+    sa.Column("reschedule_reason", sa.Text, nullable=True),
+    sa.Column("outcome", sa.Text, nullable=True),
+    sa.Column("notes", sa.Text, nullable=True),
+    sa.Column("action_items", sa.JSON, nullable=True),
+    sa.Column("signed_off_milestones", sa.JSON, nullable=True),
+    sa.Column("absent_party", sa.String(16), nullable=True),
+    sa.Column("closed_at", UtcDateTime, nullable=True),  # completed or no-show recorded
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+    sa.CheckConstraint("blocked_from <= starts_at AND blocked_until >= ends_at", name="blocked_covers"),
+    sa.CheckConstraint(
+        "status IN ('booked', 'cancelled', 'completed', 'no_show')",
+        name="status_known",
+    ),
+)
+sa.Index("ix_sessions_mentor_id_starts_at", sessions.c.mentor_id, sessions.c.starts_at)
+sa.Index("ix_sessions_enterprise_id_starts_at", sessions.c.enterprise_id, sessions.c.starts_at)
+sa.Index("ix_sessions_starts_at_id", sessions.c.starts_at, sessions.c.id)
+
+# No mentor and no enterprise is ever in two overlapping booked sessions (PostgreSQL;
+# on SQLite the booking checks inside a transaction that holds the write lock).
+# Created by the migration; declared here so the metadata tells the whole truth.
+MENTOR_OVERLAP = "ex_sessions_mentor_overlap"
+ENTERPRISE_OVERLAP = "ex_sessions_enterprise_overlap"
+for _name, _party, _low, _high in (
+    (MENTOR_OVERLAP, sessions.c.mentor_id, sessions.c.blocked_from, sessions.c.blocked_until),
+    (ENTERPRISE_OVERLAP, sessions.c.enterprise_id, sessions.c.starts_at, sessions.c.ends_at),
+):
+    sessions.append_constraint(
+        postgresql.ExcludeConstraint(
+            (_party, "="),
+            (sa.func.tstzrange(_low, _high, sa.literal_column("'[)'")), "&&"),
+            name=_name,
+            using="gist",
+            where=sessions.c.status == sa.literal_column("'booked'"),
+        ).ddl_if(dialect="postgresql")
+    )
+
+session_reminders = sa.Table(
+    "session_reminders",
+    metadata,
+    sa.Column("session_id", sa.Uuid, sa.ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("offset_minutes", sa.Integer, primary_key=True),
+    sa.Column("due_at", UtcDateTime, nullable=False),
+    # Set once, by the conditional update that claims the reminder: never sent twice.
+    sa.Column("sent_at", UtcDateTime, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),  # published | skipped
+)
+sa.Index(
+    "ix_session_reminders_due",
+    session_reminders.c.due_at,
+    sqlite_where=session_reminders.c.sent_at.is_(None),
+    postgresql_where=session_reminders.c.sent_at.is_(None),
+)
+
+# The enterprises as the enterprises service announces them (a read model for
+# recommendations); each half keeps the version of the last event applied.
+enterprises = sa.Table(
+    "enterprises",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.String(300), nullable=True),
+    sa.Column("stage", sa.String(32), nullable=True),
+    sa.Column("profile_version", sa.Integer, nullable=False),
+    sa.Column("open_milestones", sa.JSON, nullable=False),
+    sa.Column("ready", sa.Boolean, nullable=True),
+    sa.Column("readiness_score", sa.Float, nullable=True),
+    sa.Column("readiness_version", sa.Integer, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)

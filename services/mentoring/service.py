@@ -1,6 +1,1175 @@
 """Use cases of the mentoring service.
 
 They take a session, change state and add outbox events; they never commit.
+``now`` is always an argument (the app's clock), so rules about notice and weeks
+are the same in tests on fixed dates as in production.
+
+No double booking: on PostgreSQL the booking locks the mentor row (daily and weekly
+limits), checks, and inserts under two exclusion constraints that refuse any
+overlap of a mentor's or an enterprise's booked sessions whatever the concurrency;
+on SQLite the request's write transaction begins with ``BEGIN IMMEDIATE``, so the
+check and the insert happen under the database's single write lock.
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.mentoring import calendars, events, slots
+from services.mentoring import recommendations as ranking
+from services.mentoring.models import (
+    BOOKED,
+    CANCELLED,
+    COMPLETED,
+    COUNTED_STATUSES,
+    ENTERPRISE_OVERLAP,
+    MENTOR_OVERLAP,
+    NO_SHOW,
+    enterprises,
+    mentor_expertise,
+    mentors,
+    session_reminders,
+    sessions,
+)
+from services.mentoring.schemas import (
+    AvailabilityIn,
+    CancelIn,
+    CompleteIn,
+    MentorIn,
+    MentorPatch,
+    NoShowIn,
+    RescheduleIn,
+    SessionIn,
+    clock_minutes,
+)
+from services.mentoring.settings import MentoringSettings
+from shared import outbox
+from shared.events import CloudEvent, new_event
+from shared.http import decode_cursor, encode_cursor
+from shared.principal import Principal
+from shared.problems import Problem, conflict, field_errors
+
+# Sessions of a mentor within this much of a range decide its day and week counts.
+WEEK_MARGIN = timedelta(days=8)
+
+
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# -- mentors ------------------------------------------------------------------------------------
+
+
+def _availability_values(availability: AvailabilityIn) -> dict[str, Any]:
+    weekly = sorted(availability.weekly, key=lambda w: (w.weekday, clock_minutes(w.start)))
+    overrides = sorted(availability.overrides, key=lambda o: o.date)
+    return {
+        "weekly_windows": [{"weekday": w.weekday, "start": w.start, "end": w.end} for w in weekly],
+        "date_overrides": [
+            {
+                "date": o.date.isoformat(),
+                "windows": [
+                    {"start": w.start, "end": w.end}
+                    for w in sorted(o.windows, key=lambda w: clock_minutes(w.start))
+                ],
+            }
+            for o in overrides
+        ],
+        "buffer_before_minutes": availability.buffer_before_minutes,
+        "buffer_after_minutes": availability.buffer_after_minutes,
+        "minimum_notice_minutes": availability.minimum_notice_minutes,
+        "cancellation_notice_minutes": availability.cancellation_notice_minutes,
+        "slot_interval_minutes": availability.slot_interval_minutes,
+        "booking_horizon_days": availability.booking_horizon_days,
+        "max_sessions_per_day": availability.max_sessions_per_day,
+    }
+
+
+def rules_of(mentor: Row[Any]) -> slots.Rules:
+    """A mentor row's availability rules, ready for slot computation."""
+    weekly: dict[int, list[slots.Window]] = defaultdict(list)
+    for window in mentor.weekly_windows:
+        weekly[window["weekday"]].append(
+            slots.Window(clock_minutes(window["start"]), clock_minutes(window["end"]))
+        )
+    overrides = {
+        date.fromisoformat(o["date"]): tuple(
+            slots.Window(clock_minutes(w["start"]), clock_minutes(w["end"])) for w in o["windows"]
+        )
+        for o in mentor.date_overrides
+    }
+    return slots.Rules(
+        timezone=ZoneInfo(mentor.timezone),
+        weekly=weekly,
+        overrides=overrides,
+        buffer_before=timedelta(minutes=mentor.buffer_before_minutes),
+        buffer_after=timedelta(minutes=mentor.buffer_after_minutes),
+        minimum_notice=timedelta(minutes=mentor.minimum_notice_minutes),
+        slot_interval=timedelta(minutes=mentor.slot_interval_minutes),
+        booking_horizon=timedelta(days=mentor.booking_horizon_days),
+        max_per_day=mentor.max_sessions_per_day,
+        max_per_week=mentor.max_sessions_per_week,
+    )
+
+
+def _mentor_event(type_: str, mentor: Row[Any]) -> CloudEvent:
+    payload = events.MentorPayload(
+        mentor_id=mentor.id,
+        version=mentor.version,
+        name=mentor.name,
+        organisation=mentor.organisation,
+        expertise=list(mentor.expertise),
+        timezone=mentor.timezone,
+    )
+    return new_event(type_, payload, source=events.SOURCE, subject=str(mentor.id))
+
+
+async def load_mentor(session: AsyncSession, mentor_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    """A mentor, or None; ``lock`` holds its row until the commit (PostgreSQL; SQLite's
+    write transactions already hold the database lock)."""
+    query = sa.select(mentors).where(mentors.c.id == mentor_id)
+    if lock:
+        query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE: foreign keys still pass
+    return (await session.execute(query)).first()
+
+
+async def _replace_expertise(session: AsyncSession, mentor_id: uuid.UUID, tags: Sequence[str]) -> None:
+    await session.execute(sa.delete(mentor_expertise).where(mentor_expertise.c.mentor_id == mentor_id))
+    if tags:
+        await session.execute(
+            sa.insert(mentor_expertise), [{"mentor_id": mentor_id, "tag": tag} for tag in tags]
+        )
+
+
+async def register_mentor(session: AsyncSession, data: MentorIn, now: datetime) -> Row[Any]:
+    availability = data.availability or AvailabilityIn()
+    mentor_id = uuid.uuid4()
+    await session.execute(
+        sa.insert(mentors).values(
+            id=mentor_id,
+            version=1,
+            name=data.name,
+            email=data.email,
+            organisation=data.organisation,
+            anchor_id=data.anchor_id,
+            bio=data.bio,
+            expertise=list(data.expertise),
+            timezone=data.timezone,
+            session_lengths=list(data.session_lengths_minutes),
+            max_active_mentees=data.max_active_mentees,
+            max_sessions_per_week=data.max_sessions_per_week,
+            active=True,
+            created_at=now,
+            updated_at=now,
+            **_availability_values(availability),
+        )
+    )
+    await _replace_expertise(session, mentor_id, data.expertise)
+    mentor = await load_mentor(session, mentor_id)
+    assert mentor is not None
+    await outbox.add(session, _mentor_event(events.MENTOR_REGISTERED, mentor))
+    return mentor
+
+
+async def update_mentor(
+    session: AsyncSession, mentor: Row[Any], patch: MentorPatch, now: datetime
+) -> Row[Any]:
+    changes: dict[str, Any] = {}
+    for field in patch.model_fields_set:
+        value = getattr(patch, field)
+        column = "session_lengths" if field == "session_lengths_minutes" else field
+        if getattr(mentor, column) != value:
+            changes[column] = value
+    if not changes:
+        return mentor
+    await session.execute(
+        sa.update(mentors)
+        .where(mentors.c.id == mentor.id)
+        .values(**changes, version=mentors.c.version + 1, updated_at=now)
+    )
+    if "expertise" in changes:
+        await _replace_expertise(session, mentor.id, changes["expertise"])
+    updated = await load_mentor(session, mentor.id)
+    assert updated is not None
+    await outbox.add(session, _mentor_event(events.MENTOR_UPDATED, updated))
+    return updated
+
+
+async def set_availability(
+    session: AsyncSession, mentor: Row[Any], availability: AvailabilityIn, now: datetime
+) -> Row[Any]:
+    """Replace the mentor's availability rules. Booked sessions stay as they are."""
+    await session.execute(
+        sa.update(mentors)
+        .where(mentors.c.id == mentor.id)
+        .values(
+            **_availability_values(availability),
+            timezone=availability.timezone or mentor.timezone,
+            version=mentors.c.version + 1,
+            updated_at=now,
+        )
+    )
+    updated = await load_mentor(session, mentor.id)
+    assert updated is not None
+    await outbox.add(session, _mentor_event(events.AVAILABILITY_CHANGED, updated))
+    return updated
+
+
+async def list_mentors(
+    session: AsyncSession,
+    *,
+    expertise: Sequence[str],
+    organisation: str | None,
+    active: bool | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Row[Any]], str | None]:
+    query = sa.select(mentors).order_by(mentors.c.created_at, mentors.c.id).limit(limit + 1)
+    if expertise:
+        query = query.where(
+            mentors.c.id.in_(
+                sa.select(mentor_expertise.c.mentor_id).where(mentor_expertise.c.tag.in_(expertise))
+            )
+        )
+    if organisation is not None:
+        query = query.where(mentors.c.organisation == organisation)
+    if active is not None:
+        query = query.where(mentors.c.active == active)
+    after = decode_cursor(cursor, 2)
+    if after is not None:
+        created_at, mentor_id = _cursor_values(after)
+        query = query.where(sa.tuple_(mentors.c.created_at, mentors.c.id) > sa.tuple_(created_at, mentor_id))
+    rows = list((await session.execute(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
+    return rows, next_cursor
+
+
+def _cursor_values(values: list[Any]) -> tuple[datetime, uuid.UUID]:
+    try:
+        return datetime.fromisoformat(values[0]), uuid.UUID(values[1])
+    except (TypeError, ValueError) as exc:
+        raise field_errors([{"field": "cursor", "message": "not a cursor issued by this API"}]) from exc
+
+
+# -- calendar feed tokens -----------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def rotate_calendar_token(session: AsyncSession, mentor: Row[Any], now: datetime) -> str:
+    """A new secret feed token; the previous one stops working with this commit."""
+    token = secrets.token_urlsafe(32)
+    await session.execute(
+        sa.update(mentors)
+        .where(mentors.c.id == mentor.id)
+        .values(calendar_token_hash=_token_hash(token), calendar_token_rotated_at=now)
+    )
+    return token
+
+
+async def revoke_calendar_token(session: AsyncSession, mentor: Row[Any], now: datetime) -> None:
+    await session.execute(
+        sa.update(mentors)
+        .where(mentors.c.id == mentor.id)
+        .values(calendar_token_hash=None, calendar_token_rotated_at=now)
+    )
+
+
+def feed_token_valid(mentor: Row[Any] | None, token: str | None) -> bool:
+    if mentor is None or mentor.calendar_token_hash is None or not token:
+        return False
+    return hmac.compare_digest(_token_hash(token), mentor.calendar_token_hash)
+
+
+# -- slots --------------------------------------------------------------------------------------
+
+Bound = datetime | date  # a date means local midnight in the mentor's zone
+
+
+def resolve_bound(bound: Bound, zone: ZoneInfo) -> datetime:
+    if isinstance(bound, datetime):
+        return bound.astimezone(UTC)
+    return slots.wall_clock_instant(bound, 0, zone)
+
+
+async def _taken(
+    session: AsyncSession,
+    mentor_ids: Iterable[uuid.UUID] | sa.Select[Any],
+    start: datetime,
+    end: datetime,
+    *,
+    excluding: uuid.UUID | None = None,
+) -> dict[uuid.UUID, list[slots.Taken]]:
+    """The mentors' sessions that are not cancelled and touch ``[start, end)``, with margins
+    wide enough to count the whole local days and weeks around it."""
+    ids = mentor_ids if isinstance(mentor_ids, sa.Select) else list(mentor_ids)
+    query = sa.select(
+        sessions.c.id,
+        sessions.c.mentor_id,
+        sessions.c.starts_at,
+        sessions.c.ends_at,
+        sessions.c.blocked_from,
+        sessions.c.blocked_until,
+        sessions.c.status,
+    ).where(
+        sessions.c.mentor_id.in_(ids),
+        sessions.c.status.in_(COUNTED_STATUSES),
+        sessions.c.blocked_from < end + WEEK_MARGIN,
+        sessions.c.blocked_until > start - WEEK_MARGIN,
+    )
+    if excluding is not None:
+        query = query.where(sessions.c.id != excluding)
+    found: dict[uuid.UUID, list[slots.Taken]] = defaultdict(list)
+    for row in await session.execute(query):
+        found[row.mentor_id].append(
+            slots.Taken(
+                start=row.starts_at,
+                end=row.ends_at,
+                blocked_from=row.blocked_from,
+                blocked_until=row.blocked_until,
+                blocks=row.status == BOOKED,
+                ref=row.id,
+            )
+        )
+    return found
+
+
+def _check_duration(mentor: Row[Any], minutes: int, field: str) -> None:
+    if minutes not in mentor.session_lengths:
+        lengths = ", ".join(str(n) for n in mentor.session_lengths)
+        raise field_errors([{"field": field, "message": f"this mentor offers sessions of {lengths} minutes"}])
+
+
+def check_range(start: datetime, end: datetime, max_days: int) -> None:
+    if end <= start:
+        raise field_errors([{"field": "end", "message": "must be after start"}])
+    if end - start > timedelta(days=max_days):
+        raise field_errors([{"field": "end", "message": f"the range is at most {max_days} days"}])
+
+
+async def mentor_slots(
+    session: AsyncSession,
+    mentor: Row[Any],
+    *,
+    start: Bound,
+    end: Bound,
+    duration_minutes: int,
+    now: datetime,
+    max_days: int,
+) -> list[datetime]:
+    """The mentor's free start times in the range, as instants in the mentor's zone."""
+    _check_duration(mentor, duration_minutes, "duration_minutes")
+    zone = ZoneInfo(mentor.timezone)
+    range_start, range_end = resolve_bound(start, zone), resolve_bound(end, zone)
+    check_range(range_start, range_end, max_days)
+    if not mentor.active:
+        return []
+    taken = await _taken(session, [mentor.id], range_start, range_end)
+    found = slots.free_slots(
+        rules_of(mentor), timedelta(minutes=duration_minutes), range_start, range_end, now, taken[mentor.id]
+    )
+    return [instant.astimezone(zone) for instant in found]
+
+
+@dataclass(frozen=True)
+class MentorSlot:
+    mentor_id: uuid.UUID
+    timezone: str
+    start: datetime
+
+
+async def slots_of_mentors(
+    session: AsyncSession,
+    *,
+    expertise: Sequence[str],
+    mentor_ids: Sequence[uuid.UUID],
+    start: Bound,
+    end: Bound,
+    duration_minutes: int,
+    now: datetime,
+    max_days: int,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[MentorSlot], str | None]:
+    """Free slots of every active mentor with the expertise (or in the list) offering that length,
+    soonest first; a date bound is midnight in each mentor's own zone."""
+    chosen = sa.select(mentors.c.id).where(mentors.c.active.is_(True))
+    if expertise:
+        chosen = chosen.where(
+            mentors.c.id.in_(
+                sa.select(mentor_expertise.c.mentor_id).where(mentor_expertise.c.tag.in_(expertise))
+            )
+        )
+    if mentor_ids:
+        chosen = chosen.where(mentors.c.id.in_(mentor_ids))
+    rows = (await session.execute(sa.select(mentors).where(mentors.c.id.in_(chosen)))).all()
+    offering = [row for row in rows if duration_minutes in row.session_lengths]
+    after = decode_cursor(cursor, 2)
+    after_key = None
+    if after is not None:
+        instant, mentor_id = _cursor_values(after)
+        after_key = (instant.astimezone(UTC), str(mentor_id))
+    bounds = {}
+    for row in offering:
+        zone = ZoneInfo(row.timezone)
+        bounds[row.id] = (resolve_bound(start, zone), resolve_bound(end, zone))
+        check_range(*bounds[row.id], max_days)
+    if not offering:
+        return [], None
+    overall_start = min(b[0] for b in bounds.values())
+    overall_end = max(b[1] for b in bounds.values())
+    taken = await _taken(session, [row.id for row in offering], overall_start, overall_end)
+    duration = timedelta(minutes=duration_minutes)
+    found: list[tuple[datetime, str, Row[Any]]] = []
+    for row in offering:
+        range_start, range_end = bounds[row.id]
+        key = str(row.id)
+        for instant in slots.free_slots(rules_of(row), duration, range_start, range_end, now, taken[row.id]):
+            if after_key is None or (instant, key) > after_key:
+                found.append((instant, key, row))
+    found.sort(key=lambda item: (item[0], item[1]))
+    page = found[:limit]
+    items = [
+        MentorSlot(mentor_id=row.id, timezone=row.timezone, start=instant.astimezone(ZoneInfo(row.timezone)))
+        for instant, _, row in page
+    ]
+    next_cursor = encode_cursor([page[-1][0].isoformat(), page[-1][1]]) if len(found) > limit else None
+    return items, next_cursor
+
+
+# -- sessions: reading ----------------------------------------------------------------------------
+
+
+async def load_session(
+    session: AsyncSession, session_id: uuid.UUID, *, lock: bool = False
+) -> Row[Any] | None:
+    query = sa.select(sessions).where(sessions.c.id == session_id)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    return (await session.execute(query)).first()
+
+
+def is_participant(principal: Principal, row: Row[Any]) -> bool:
+    return principal.owns("enterprise", row.enterprise_id) or principal.owns("mentor", row.mentor_id)
+
+
+async def list_sessions(
+    session: AsyncSession,
+    *,
+    mentor_id: uuid.UUID | None,
+    enterprise_id: uuid.UUID | None,
+    start_from: datetime | None,
+    start_to: datetime | None,
+    statuses: Sequence[str],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Row[Any]], str | None]:
+    query = sa.select(sessions).order_by(sessions.c.starts_at, sessions.c.id).limit(limit + 1)
+    if mentor_id is not None:
+        query = query.where(sessions.c.mentor_id == mentor_id)
+    if enterprise_id is not None:
+        query = query.where(sessions.c.enterprise_id == enterprise_id)
+    if start_from is not None:
+        query = query.where(sessions.c.starts_at >= start_from)
+    if start_to is not None:
+        query = query.where(sessions.c.starts_at < start_to)
+    if statuses:
+        query = query.where(sessions.c.status.in_(statuses))
+    after = decode_cursor(cursor, 2)
+    if after is not None:
+        starts_at, session_id = _cursor_values(after)
+        query = query.where(sa.tuple_(sessions.c.starts_at, sessions.c.id) > sa.tuple_(starts_at, session_id))
+    rows = list((await session.execute(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1].starts_at.isoformat(), str(rows[-1].id)])
+    return rows, next_cursor
+
+
+# -- sessions: booking ----------------------------------------------------------------------------
+
+
+def _taken_problem(
+    party: str, row: Row[Any] | None, mentor_id: uuid.UUID, enterprise_id: uuid.UUID
+) -> Problem:
+    who = f"mentor {mentor_id}" if party == "mentor" else f"enterprise {enterprise_id}"
+    detail = f"The slot is no longer free: {who} already has a booked session at that time"
+    named: dict[str, Any] = {"party": party}
+    if party == "mentor":
+        named["mentor_id"] = str(mentor_id)
+    else:
+        named["enterprise_id"] = str(enterprise_id)
+    if row is not None:
+        zone = ZoneInfo(row.timezone)
+        start, end = row.starts_at.astimezone(zone).isoformat(), row.ends_at.astimezone(zone).isoformat()
+        detail += f" (session {row.id}, {start} to {end})"
+        named |= {"session_id": str(row.id), "start": start, "end": end}
+    problem = conflict(detail + ".", conflict=named)
+    problem.title = "Slot taken"
+    problem.type = "slot-taken"
+    return problem
+
+
+def _refusal_problem(
+    verdict: slots.Verdict,
+    rules: slots.Rules,
+    mentor: Row[Any],
+    conflicting: Row[Any] | None,
+    enterprise_id: uuid.UUID,
+) -> Problem:
+    refusal = verdict.refusal
+    if refusal is slots.Refusal.TAKEN:
+        return _taken_problem("mentor", conflicting, mentor.id, enterprise_id)
+    if refusal is slots.Refusal.DAY_FULL:
+        return Problem(
+            409,
+            "Mentor's day is full",
+            f"The mentor takes at most {rules.max_per_day} sessions a day and that day is full.",
+            type="day-full",
+        )
+    if refusal is slots.Refusal.WEEK_FULL:
+        return Problem(
+            409,
+            "Mentor's week is full",
+            f"The mentor takes at most {rules.max_per_week} sessions a week and that week is full.",
+            type="week-full",
+        )
+    messages = {
+        slots.Refusal.TOO_SOON: f"the mentor needs {mentor.minimum_notice_minutes} minutes' notice",
+        slots.Refusal.TOO_FAR_AHEAD: (
+            f"the mentor takes bookings at most {mentor.booking_horizon_days} days ahead"
+        ),
+        slots.Refusal.OUTSIDE_AVAILABILITY: "not one of the mentor's slots for this length: outside their "
+        f"availability, or not on their {mentor.slot_interval_minutes}-minute steps",
+    }
+    return field_errors([{"field": "start", "message": messages[refusal]}])  # type: ignore[index]
+
+
+async def _conflicting(
+    session: AsyncSession,
+    party: str,
+    *,
+    mentor_id: uuid.UUID,
+    enterprise_id: uuid.UUID,
+    low: datetime,
+    high: datetime,
+    excluding: uuid.UUID | None,
+) -> Row[Any] | None:
+    """A booked session of the mentor (its occupied time) or of the enterprise overlapping ``[low, high)``."""
+    if party == "mentor":
+        query = sa.select(sessions).where(
+            sessions.c.mentor_id == mentor_id,
+            sessions.c.blocked_from < high,
+            sessions.c.blocked_until > low,
+        )
+    else:
+        query = sa.select(sessions).where(
+            sessions.c.enterprise_id == enterprise_id,
+            sessions.c.starts_at < high,
+            sessions.c.ends_at > low,
+        )
+    query = query.where(sessions.c.status == BOOKED).order_by(sessions.c.starts_at).limit(1)
+    if excluding is not None:
+        query = query.where(sessions.c.id != excluding)
+    return (await session.execute(query)).first()
+
+
+async def _write_guarded(
+    session: AsyncSession,
+    statement: sa.Executable,
+    *,
+    mentor_id: uuid.UUID,
+    enterprise_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    blocked: tuple[datetime, datetime],
+    excluding: uuid.UUID | None,
+) -> None:
+    """Insert or move a booked session; a lost race on PostgreSQL's exclusion constraints
+    becomes a 409 naming the session it collided with."""
+    if not _is_postgres(session):
+        await session.execute(statement)
+        return
+    try:
+        async with session.begin_nested():
+            await session.execute(statement)
+    except IntegrityError as exc:
+        message = str(exc.orig)
+        if ENTERPRISE_OVERLAP in message:
+            party, low, high = "enterprise", start, end
+        elif MENTOR_OVERLAP in message:
+            party, (low, high) = "mentor", blocked
+        else:
+            raise
+        row = await _conflicting(
+            session,
+            party,
+            mentor_id=mentor_id,
+            enterprise_id=enterprise_id,
+            low=low,
+            high=high,
+            excluding=excluding,
+        )
+        raise _taken_problem(party, row, mentor_id, enterprise_id) from exc
+
+
+async def _active_mentees(
+    session: AsyncSession, mentor_ids: Iterable[uuid.UUID] | None, now: datetime, settings: MentoringSettings
+) -> dict[uuid.UUID, set[uuid.UUID]]:
+    query = (
+        sa.select(sessions.c.mentor_id, sessions.c.enterprise_id)
+        .where(
+            sessions.c.status.in_(COUNTED_STATUSES),
+            sessions.c.starts_at >= now - timedelta(days=settings.mentee_active_days),
+        )
+        .distinct()
+    )
+    if mentor_ids is not None:
+        query = query.where(sessions.c.mentor_id.in_(list(mentor_ids)))
+    found: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    for row in await session.execute(query):
+        found[row.mentor_id].add(row.enterprise_id)
+    return found
+
+
+def _session_payload_fields(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
+    get = row.__getitem__ if isinstance(row, dict) else lambda key: getattr(row, key)
+    return {
+        "session_id": get("id"),
+        "sequence": get("sequence"),
+        "mentor_id": get("mentor_id"),
+        "enterprise_id": get("enterprise_id"),
+        "start": get("starts_at"),
+        "end": get("ends_at"),
+        "timezone": get("timezone"),
+        "topic": get("topic"),
+        "status": get("status"),
+        "milestone_code": get("milestone_code"),
+    }
+
+
+def _session_event(type_: str, row: Row[Any] | dict[str, Any], **extra: Any) -> CloudEvent:
+    models = {
+        events.SESSION_CANCELLED: events.SessionCancelledPayload,
+        events.SESSION_COMPLETED: events.SessionCompletedPayload,
+        events.SESSION_REMINDER_DUE: events.SessionReminderPayload,
+    }
+    payload = models.get(type_, events.SessionPayload)(**_session_payload_fields(row), **extra)
+    return new_event(type_, payload, source=events.SOURCE, subject=str(payload.session_id))
+
+
+def reminder_schedule(start: datetime, now: datetime, offsets: Sequence[int]) -> list[tuple[int, datetime]]:
+    """The reminders still ahead for a session starting at ``start``: (minutes before, due at)."""
+    return [
+        (offset, start - timedelta(minutes=offset))
+        for offset in offsets
+        if start - timedelta(minutes=offset) > now
+    ]
+
+
+async def _schedule_reminders(
+    session: AsyncSession, session_id: uuid.UUID, start: datetime, now: datetime, settings: MentoringSettings
+) -> None:
+    # A moved session gets its reminders again, for its new time.
+    await session.execute(sa.delete(session_reminders).where(session_reminders.c.session_id == session_id))
+    due = reminder_schedule(start, now, settings.reminder_offsets_minutes)
+    if due:
+        await session.execute(
+            sa.insert(session_reminders),
+            [{"session_id": session_id, "offset_minutes": offset, "due_at": at} for offset, at in due],
+        )
+
+
+async def book_session(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    data: SessionIn,
+    now: datetime,
+    settings: MentoringSettings,
+) -> dict[str, Any]:
+    """Book a free slot, or refuse with a problem naming why (and the session in the way)."""
+    mentor = await load_mentor(session, data.mentor_id, lock=True)
+    if mentor is None:
+        raise field_errors([{"field": "mentor_id", "message": "no mentor with this id"}])
+    if not mentor.active:
+        raise field_errors([{"field": "mentor_id", "message": "this mentor is not taking bookings"}])
+    _check_duration(mentor, data.duration_minutes, "duration_minutes")
+    rules = rules_of(mentor)
+    start = data.start.astimezone(UTC)
+    duration = timedelta(minutes=data.duration_minutes)
+    end = start + duration
+    blocked = slots.occupied_range(rules, start, duration)
+
+    taken = await _taken(session, [mentor.id], start, end)
+    verdict = slots.check_slot(rules, duration, start, now, taken[mentor.id])
+    if not verdict.free:
+        conflicting = None
+        if verdict.conflict is not None:
+            conflicting = await load_session(session, verdict.conflict.ref)  # type: ignore[arg-type]
+        raise _refusal_problem(verdict, rules, mentor, conflicting, data.enterprise_id)
+    clash = await _conflicting(
+        session,
+        "enterprise",
+        mentor_id=mentor.id,
+        enterprise_id=data.enterprise_id,
+        low=start,
+        high=end,
+        excluding=None,
+    )
+    if clash is not None:
+        raise _taken_problem("enterprise", clash, mentor.id, data.enterprise_id)
+    if mentor.max_active_mentees is not None:
+        mentees = (await _active_mentees(session, [mentor.id], now, settings))[mentor.id]
+        if data.enterprise_id not in mentees and len(mentees) >= mentor.max_active_mentees:
+            raise Problem(
+                409,
+                "Mentor at capacity",
+                f"The mentor already has {len(mentees)} active mentees, their maximum.",
+                type="mentor-at-capacity",
+            )
+
+    row = {
+        "id": uuid.uuid4(),
+        "mentor_id": mentor.id,
+        "enterprise_id": data.enterprise_id,
+        "starts_at": start,
+        "ends_at": end,
+        "blocked_from": blocked[0],
+        "blocked_until": blocked[1],
+        "timezone": mentor.timezone,
+        "duration_minutes": data.duration_minutes,
+        "topic": data.topic,
+        "milestone_code": data.milestone_code,
+        "status": BOOKED,
+        "sequence": 0,
+        "booked_by_role": principal.role,
+        "booked_by": principal.actor,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await _write_guarded(
+        session,
+        sa.insert(sessions).values(row),
+        mentor_id=mentor.id,
+        enterprise_id=data.enterprise_id,
+        start=start,
+        end=end,
+        blocked=blocked,
+        excluding=None,
+    )
+    due = reminder_schedule(start, now, settings.reminder_offsets_minutes)
+    if due:
+        await session.execute(
+            sa.insert(session_reminders),
+            [{"session_id": row["id"], "offset_minutes": offset, "due_at": at} for offset, at in due],
+        )
+    await outbox.add(session, _session_event(events.SESSION_BOOKED, row))
+    return row
+
+
+# -- sessions: changes ----------------------------------------------------------------------------
+
+
+def _require_booked(row: Row[Any], action: str) -> None:
+    if row.status != BOOKED:
+        raise Problem(
+            409,
+            "Session not booked",
+            f"Only a booked session can be {action}; this one is {row.status.replace('_', ' ')}.",
+            type="session-not-booked",
+            status_now=row.status,
+        )
+
+
+def _require_notice(
+    row: Row[Any], mentor: Row[Any], principal: Principal, now: datetime, action: str
+) -> None:
+    """Participants change a session only before it starts and with the mentor's cancellation
+    notice; staff may do it at any time before it starts."""
+    if row.starts_at <= now:
+        raise Problem(
+            409,
+            "Session already started",
+            f"A session cannot be {action} once it has started.",
+            type="session-started",
+        )
+    notice = timedelta(minutes=mentor.cancellation_notice_minutes)
+    if not principal.is_staff and row.starts_at - now < notice:
+        raise Problem(
+            409,
+            "Too late to change",
+            f"This mentor's sessions can be {action} up to {mentor.cancellation_notice_minutes} minutes "
+            "before they start; ask the incubator staff.",
+            type="cancellation-notice",
+        )
+
+
+async def _reload(session: AsyncSession, session_id: uuid.UUID) -> Row[Any]:
+    row = await load_session(session, session_id)
+    assert row is not None
+    return row
+
+
+async def reschedule_session(
+    session: AsyncSession,
+    row: Row[Any],
+    *,
+    principal: Principal,
+    data: RescheduleIn,
+    now: datetime,
+    settings: MentoringSettings,
+) -> Row[Any]:
+    """Move a booked session (same id, same UID, higher sequence) to another free slot."""
+    _require_booked(row, "rescheduled")
+    mentor = await load_mentor(session, row.mentor_id, lock=True)
+    assert mentor is not None
+    _require_notice(row, mentor, principal, now, "rescheduled")
+    minutes = data.duration_minutes or row.duration_minutes
+    if minutes != row.duration_minutes:
+        _check_duration(mentor, minutes, "duration_minutes")
+    rules = rules_of(mentor)
+    start = data.start.astimezone(UTC)
+    duration = timedelta(minutes=minutes)
+    end = start + duration
+    if start == row.starts_at and minutes == row.duration_minutes:
+        return row
+    blocked = slots.occupied_range(rules, start, duration)
+    taken = await _taken(session, [mentor.id], start, end, excluding=row.id)
+    verdict = slots.check_slot(rules, duration, start, now, taken[mentor.id])
+    if not verdict.free:
+        conflicting = None
+        if verdict.conflict is not None:
+            conflicting = await load_session(session, verdict.conflict.ref)  # type: ignore[arg-type]
+        raise _refusal_problem(verdict, rules, mentor, conflicting, row.enterprise_id)
+    clash = await _conflicting(
+        session,
+        "enterprise",
+        mentor_id=mentor.id,
+        enterprise_id=row.enterprise_id,
+        low=start,
+        high=end,
+        excluding=row.id,
+    )
+    if clash is not None:
+        raise _taken_problem("enterprise", clash, mentor.id, row.enterprise_id)
+    await _write_guarded(
+        session,
+        sa.update(sessions)
+        .where(sessions.c.id == row.id)
+        .values(
+            starts_at=start,
+            ends_at=end,
+            blocked_from=blocked[0],
+            blocked_until=blocked[1],
+            duration_minutes=minutes,
+            timezone=mentor.timezone,
+            sequence=sessions.c.sequence + 1,
+            reschedule_reason=data.reason,
+            updated_at=now,
+        ),
+        mentor_id=mentor.id,
+        enterprise_id=row.enterprise_id,
+        start=start,
+        end=end,
+        blocked=blocked,
+        excluding=row.id,
+    )
+    await _schedule_reminders(session, row.id, start, now, settings)
+    moved = await _reload(session, row.id)
+    await outbox.add(session, _session_event(events.SESSION_RESCHEDULED, moved))
+    return moved
+
+
+async def _drop_pending_reminders(session: AsyncSession, session_id: uuid.UUID) -> None:
+    await session.execute(
+        sa.delete(session_reminders).where(
+            session_reminders.c.session_id == session_id, session_reminders.c.sent_at.is_(None)
+        )
+    )
+
+
+async def cancel_session(
+    session: AsyncSession, row: Row[Any], *, principal: Principal, data: CancelIn, now: datetime
+) -> Row[Any]:
+    _require_booked(row, "cancelled")
+    mentor = await load_mentor(session, row.mentor_id)
+    assert mentor is not None
+    _require_notice(row, mentor, principal, now, "cancelled")
+    await session.execute(
+        sa.update(sessions)
+        .where(sessions.c.id == row.id)
+        .values(
+            status=CANCELLED,
+            sequence=sessions.c.sequence + 1,
+            cancel_reason=data.reason,
+            cancelled_by_role=principal.role,
+            cancelled_at=now,
+            updated_at=now,
+        )
+    )
+    await _drop_pending_reminders(session, row.id)
+    cancelled = await _reload(session, row.id)
+    await outbox.add(session, _session_event(events.SESSION_CANCELLED, cancelled, reason=data.reason))
+    return cancelled
+
+
+def _require_started(row: Row[Any], now: datetime, action: str) -> None:
+    if now < row.starts_at:
+        raise Problem(
+            409,
+            "Session not started",
+            f"A session can be {action} only once it has started ({row.starts_at.isoformat()}).",
+            type="session-not-started",
+        )
+
+
+async def complete_session(
+    session: AsyncSession, row: Row[Any], *, data: CompleteIn, now: datetime
+) -> Row[Any]:
+    """Record the outcome and the milestones the mentor signs off (the enterprises service
+    records the sign-offs from the event)."""
+    _require_booked(row, "completed")
+    _require_started(row, now, "completed")
+    await session.execute(
+        sa.update(sessions)
+        .where(sessions.c.id == row.id)
+        .values(
+            status=COMPLETED,
+            sequence=sessions.c.sequence + 1,
+            outcome=data.outcome,
+            notes=data.notes,
+            action_items=list(data.action_items),
+            signed_off_milestones=list(data.signed_off_milestones),
+            closed_at=now,
+            updated_at=now,
+        )
+    )
+    await _drop_pending_reminders(session, row.id)
+    completed = await _reload(session, row.id)
+    await outbox.add(
+        session,
+        _session_event(
+            events.SESSION_COMPLETED,
+            completed,
+            outcome=data.outcome,
+            signed_off_milestones=list(data.signed_off_milestones),
+        ),
+    )
+    return completed
+
+
+async def record_no_show(session: AsyncSession, row: Row[Any], *, data: NoShowIn, now: datetime) -> Row[Any]:
+    _require_booked(row, "marked as a no-show")
+    _require_started(row, now, "marked as a no-show")
+    await session.execute(
+        sa.update(sessions)
+        .where(sessions.c.id == row.id)
+        .values(
+            status=NO_SHOW,
+            sequence=sessions.c.sequence + 1,
+            absent_party=data.absent_party,
+            notes=data.note,
+            closed_at=now,
+            updated_at=now,
+        )
+    )
+    await _drop_pending_reminders(session, row.id)
+    missed = await _reload(session, row.id)
+    await outbox.add(session, _session_event(events.SESSION_NO_SHOW, missed))
+    return missed
+
+
+# -- calendars ------------------------------------------------------------------------------------
+
+
+async def _enterprise_names(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+    wanted = list(set(ids))
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        sa.select(enterprises.c.id, enterprises.c.name).where(enterprises.c.id.in_(wanted))
+    )
+    return {row.id: row.name for row in rows}
+
+
+def _calendar_session(row: Row[Any], names: dict[uuid.UUID, str | None]) -> calendars.CalendarSession:
+    return calendars.CalendarSession(
+        id=row.id,
+        sequence=row.sequence,
+        status=row.status,
+        start=row.starts_at,
+        end=row.ends_at,
+        timezone=row.timezone,
+        topic=row.topic,
+        milestone_code=row.milestone_code,
+        enterprise_id=row.enterprise_id,
+        enterprise_name=names.get(row.enterprise_id),
+        updated_at=row.updated_at,
+        cancel_reason=row.cancel_reason,
+    )
+
+
+def _calendar_mentor(mentor: Row[Any]) -> calendars.CalendarMentor:
+    return calendars.CalendarMentor(id=mentor.id, name=mentor.name, email=mentor.email)
+
+
+async def session_invitation(session: AsyncSession, row: Row[Any]) -> bytes:
+    mentor = await load_mentor(session, row.mentor_id)
+    assert mentor is not None
+    names = await _enterprise_names(session, [row.enterprise_id])
+    return calendars.invitation(_calendar_session(row, names), _calendar_mentor(mentor))
+
+
+async def mentor_feed(
+    session: AsyncSession, mentor: Row[Any], *, now: datetime, settings: MentoringSettings
+) -> bytes:
+    rows = (
+        await session.execute(
+            sa.select(sessions)
+            .where(
+                sessions.c.mentor_id == mentor.id,
+                sessions.c.starts_at >= now - timedelta(days=settings.feed_past_days),
+            )
+            .order_by(sessions.c.starts_at, sessions.c.id)
+            .limit(5000)
+        )
+    ).all()
+    names = await _enterprise_names(session, [row.enterprise_id for row in rows])
+    return calendars.feed(
+        _calendar_mentor(mentor),
+        [_calendar_session(row, names) for row in rows],
+        refresh=timedelta(minutes=15),
+    )
+
+
+# -- recommendations ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecommendationResult:
+    enterprise_known: bool
+    open_milestones: list[str]
+    ranked: list[ranking.Ranked]
+    mentors: dict[uuid.UUID, Row[Any]]
+
+
+async def recommend_mentors(
+    session: AsyncSession,
+    enterprise_id: uuid.UUID,
+    *,
+    now: datetime,
+    settings: MentoringSettings,
+    limit: int,
+) -> RecommendationResult:
+    enterprise = (
+        await session.execute(sa.select(enterprises).where(enterprises.c.id == enterprise_id))
+    ).first()
+    open_milestones = list(enterprise.open_milestones) if enterprise is not None else []
+    rows = (await session.execute(sa.select(mentors).where(mentors.c.active.is_(True)))).all()
+    mentees = await _active_mentees(session, None, now, settings)
+    taken = await _taken(session, sa.select(mentors.c.id).where(mentors.c.active.is_(True)), now, now)
+    candidates = []
+    for row in rows:
+        week_start, week_end = slots.local_week_bounds(now, ZoneInfo(row.timezone))
+        this_week = sum(1 for t in taken.get(row.id, ()) if week_start <= t.start < week_end)
+        candidates.append(
+            ranking.Candidate(
+                mentor_id=row.id,
+                name=row.name,
+                expertise=frozenset(row.expertise),
+                active_mentees=len(mentees[row.id]),
+                max_active_mentees=row.max_active_mentees,
+                sessions_this_week=this_week,
+                max_sessions_per_week=row.max_sessions_per_week,
+                already_mentoring=enterprise_id in mentees[row.id],
+            )
+        )
+    return RecommendationResult(
+        enterprise_known=enterprise is not None,
+        open_milestones=open_milestones,
+        ranked=ranking.rank(open_milestones, candidates, limit),
+        mentors={row.id: row for row in rows},
+    )
+
+
+# -- the enterprise read model --------------------------------------------------------------------
+
+
+def _upsert(
+    session: AsyncSession,
+    values: dict[str, Any],
+    update: Sequence[str],
+    newer: Callable[[Any], sa.ColumnElement[bool]],
+) -> sa.Executable:
+    """Insert the enterprise, or update ``update`` columns only when ``newer(excluded)`` holds,
+    so a stale or repeated event changes nothing, whichever replica applies it."""
+    insert = postgresql_insert if _is_postgres(session) else sqlite_insert
+    statement = insert(enterprises).values(values)
+    return statement.on_conflict_do_update(
+        index_elements=[enterprises.c.id],
+        set_={key: statement.excluded[key] for key in update},
+        where=newer(statement.excluded),
+    )
+
+
+async def record_enterprise(session: AsyncSession, snapshot: events.EnterpriseSnapshot) -> None:
+    """Apply an enterprise snapshot unless a newer (or the same) version is already applied."""
+    values = {
+        "id": snapshot.enterprise_id,
+        "name": snapshot.name,
+        "stage": snapshot.stage,
+        "profile_version": snapshot.version,
+        "open_milestones": [],
+        "readiness_version": 0,
+        "updated_at": datetime.now(UTC),
+    }
+    statement = _upsert(
+        session,
+        values,
+        ["name", "stage", "profile_version", "updated_at"],
+        lambda excluded: enterprises.c.profile_version < excluded.profile_version,
+    )
+    await session.execute(statement)
+
+
+async def record_readiness(session: AsyncSession, readiness: events.ReadinessChanged) -> None:
+    """Apply an enterprise's open milestones unless a newer (or the same) version is applied."""
+    values = {
+        "id": readiness.enterprise_id,
+        "profile_version": 0,
+        "open_milestones": list(dict.fromkeys(readiness.missing)),
+        "ready": readiness.ready,
+        "readiness_score": readiness.score,
+        "readiness_version": readiness.version,
+        "updated_at": datetime.now(UTC),
+    }
+    statement = _upsert(
+        session,
+        values,
+        ["open_milestones", "ready", "readiness_score", "readiness_version", "updated_at"],
+        lambda excluded: enterprises.c.readiness_version < excluded.readiness_version,
+    )
+    await session.execute(statement)

@@ -1,4 +1,8 @@
-"""Fixtures of the mentoring service tests: a migrated database per test, the app running on it."""
+"""Fixtures of the mentoring service tests: a migrated database per test, the app running on it.
+
+The app runs on a clock the test controls (fixed dates around the 2027 clock changes),
+against the real nats-server and a real SQLite or PostgreSQL database.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from fastapi import FastAPI
 
 from services.mentoring.app import create_app
 from services.mentoring.settings import MentoringSettings
+from services.mentoring.tests.helpers import Clock
 from shared.principal import Principal
-from shared.testing.apps import TEST_SECRET, client, running
+from shared.testing.apps import STAFF, TEST_SECRET, client, running
 from shared.testing.databases import DatabaseFactory, alembic_prepare
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent
@@ -31,12 +36,19 @@ def settings(database_url: str, nats_url: str) -> MentoringSettings:
         internal_secret=TEST_SECRET,
         environment="test",
         access_log=False,
+        db_pool_size=30,  # room for the concurrency tests' 50 simultaneous requests
     )
 
 
 @pytest.fixture
-async def app(settings: MentoringSettings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
+def clock() -> Clock:
+    """Monday 1 March 2027, 09:00 UTC, until a test moves it."""
+    return Clock()
+
+
+@pytest.fixture
+async def app(settings: MentoringSettings, clock: Clock) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, clock=clock)
     async with running(application):
         yield application
 
@@ -45,3 +57,9 @@ async def app(settings: MentoringSettings) -> AsyncIterator[FastAPI]:
 def as_principal(app: FastAPI) -> Callable[[Principal | None], httpx.AsyncClient]:
     """``async with as_principal(principal) as http:`` calls the app signed as that principal."""
     return lambda principal: client(app, principal)
+
+
+@pytest.fixture
+async def staff(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client(app, STAFF) as http:
+        yield http
