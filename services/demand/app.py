@@ -4,19 +4,36 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.demand import api, events
+from services.demand import api, events, pipeline, service
 from services.demand.settings import DemandSettings
-from shared.runtime import ServiceRuntime, create_service_app
+from shared.runtime import PeriodicJob, ServiceRuntime, create_service_app
+
+DESCRIPTION = (
+    "Anchors and their forward demand, the aggregated pipeline with disclosure control, "
+    "bulk imports (CSV, JSON lines, OCDS), the OCDS export, and matching with incubated enterprises."
+)
+
+
+async def _publish_pipeline(runtime: ServiceRuntime) -> None:
+    settings = runtime.settings
+    assert isinstance(settings, DemandSettings)
+    await service.refresh_pipeline(runtime.database, settings)
 
 
 def create_app(settings: DemandSettings | None = None) -> FastAPI:
     settings = settings or DemandSettings()
-    runtime = ServiceRuntime(settings, consumers=events.CONSUMERS)
-    return create_service_app(
+    runtime = ServiceRuntime(
+        settings,
+        consumers=events.CONSUMERS,
+        jobs=[PeriodicJob("pipeline-snapshot", settings.pipeline_poll_seconds, _publish_pipeline)],
+    )
+    app = create_service_app(
         runtime,
         title="Seedbed demand service",
         version="1.0.0",
-        description="",
+        description=DESCRIPTION,
         routers=[api.router],
         events=events.PUBLISHED,
     )
+    app.state.pipeline_views = pipeline.ViewCache(settings.pipeline_view_cache_size)
+    return app

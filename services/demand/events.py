@@ -1,11 +1,305 @@
-"""Events the demand service publishes (payload models) and handlers of those it consumes."""
+"""Events the demand service publishes (payload models) and handlers of those it consumes.
+
+Published (stream ``DEMAND``): public lines only. An aggregate-only or draft line
+never appears in an event; a line that stops being public, or is cancelled or
+withdrawn, gets ``demand.item.withdrawn.v1``.
+
+Consumed: ``demand-enterprises`` reads the enterprises' state-carrying events into
+the read model used for matching, dropping stale ones by ``version``.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.demand import matching
 from shared.asyncapi import EventSpec
+from shared.events import CloudEvent, event_source, event_type, new_event
 from shared.inbox import ConsumerSpec
 
-SERVICE = "demand"
+log = logging.getLogger("seedbed.demand.events")
 
-PUBLISHED: list[EventSpec] = []
-CONSUMERS: list[ConsumerSpec] = []
+SERVICE = "demand"
+SOURCE = event_source(SERVICE)
+
+ANCHOR_REGISTERED = event_type(SERVICE, "anchor", "registered")
+ANCHOR_UPDATED = event_type(SERVICE, "anchor", "updated")
+ITEM_PUBLISHED = event_type(SERVICE, "item", "published")
+ITEM_UPDATED = event_type(SERVICE, "item", "updated")
+ITEM_WITHDRAWN = event_type(SERVICE, "item", "withdrawn")
+PIPELINE_PUBLISHED = event_type(SERVICE, "pipeline", "published")
+
+
+class AnchorPayload(BaseModel):
+    anchor_id: str
+    name: str
+    type: str
+    identifiers: dict[str, str]
+
+
+class LotPayload(BaseModel):
+    lot_id: str
+    title: str
+    estimated_value_pence: int
+    cpv_codes: list[str]
+
+
+class RequirementPayload(BaseModel):
+    code: str
+    min_value_pence: int | None
+
+
+class DeliveryAreaPayload(BaseModel):
+    label: str
+    postcode_areas: list[str]
+    postcode_districts: list[str]
+
+
+class DemandItemPayload(BaseModel):
+    """A public demand line, whole (state-carrying)."""
+
+    demand_id: str
+    version: int
+    anchor_id: str
+    anchor_type: str
+    title: str
+    description: str
+    cpv_codes: list[str]
+    estimated_value_pence: int
+    min_value_pence: int | None
+    max_value_pence: int | None
+    category: str
+    expected_tender_date: str | None = Field(description="YYYY-MM-DD")
+    contract_start: str | None = Field(description="YYYY-MM-DD")
+    duration_months: int | None
+    lots: list[LotPayload]
+    suitable_for_sme: bool
+    suitable_for_vcse: bool
+    status: str
+    requirements: list[RequirementPayload]
+    social_value_priorities: list[str]
+    delivery_area: DeliveryAreaPayload | None
+    external_ref: str | None
+
+
+class DemandWithdrawnPayload(BaseModel):
+    demand_id: str
+    version: int
+    anchor_id: str
+    status: str
+    reason: str
+
+
+class PipelineTotalsPayload(BaseModel):
+    count: int | None
+    total_value_pence: int | None
+    annualised_value_pence: int | None
+    anchors: int | None
+    vcse_share: float | None
+    sme_share: float | None
+    suppressed: bool
+
+
+class PipelinePublishedPayload(BaseModel):
+    snapshot_id: str
+    version: int
+    generated_at: datetime
+    lines_count: int | None = Field(description="lines in the pipeline; null when the totals are suppressed")
+    totals: PipelineTotalsPayload
+
+
+PUBLISHED: list[EventSpec] = [
+    EventSpec(ANCHOR_REGISTERED, AnchorPayload, "An anchor institution was registered."),
+    EventSpec(ANCHOR_UPDATED, AnchorPayload, "An anchor's name, type or identifiers changed."),
+    EventSpec(ITEM_PUBLISHED, DemandItemPayload, "A demand line became public (planned or later)."),
+    EventSpec(ITEM_UPDATED, DemandItemPayload, "A public demand line changed."),
+    EventSpec(
+        ITEM_WITHDRAWN,
+        DemandWithdrawnPayload,
+        "A public demand line was cancelled or withdrawn, or stopped being public.",
+    ),
+    EventSpec(PIPELINE_PUBLISHED, PipelinePublishedPayload, "A new snapshot of the aggregated pipeline."),
+]
+
+
+def anchor_event(kind: str, anchor: dict[str, Any]) -> CloudEvent:
+    payload = AnchorPayload(
+        anchor_id=anchor["id"], name=anchor["name"], type=anchor["type"], identifiers=anchor["identifiers"]
+    )
+    return new_event(kind, payload, source=SOURCE, subject=anchor["id"])
+
+
+def _listed(line: dict[str, Any] | None) -> bool:
+    """Whether consumers hold the line: public, and neither a draft nor closed."""
+    return (
+        line is not None
+        and line["visibility"] == "public"
+        and line["status"] not in ("draft", "cancelled", "withdrawn")
+    )
+
+
+def item_payload(line: dict[str, Any]) -> DemandItemPayload:
+    area = line.get("delivery_area")
+    return DemandItemPayload(
+        demand_id=line["id"],
+        version=line["version"],
+        anchor_id=line["anchor_id"],
+        anchor_type=line["anchor_type"],
+        title=line["title"],
+        description=line["description"],
+        cpv_codes=list(line["cpv_codes"]),
+        estimated_value_pence=line["estimated_value_pence"],
+        min_value_pence=line.get("min_value_pence"),
+        max_value_pence=line.get("max_value_pence"),
+        category=line["category"],
+        expected_tender_date=_iso(line.get("expected_tender_date")),
+        contract_start=_iso(line.get("contract_start")),
+        duration_months=line.get("duration_months"),
+        lots=[
+            LotPayload(
+                lot_id=lot["lot_id"],
+                title=lot["title"],
+                estimated_value_pence=lot["estimated_value_pence"],
+                cpv_codes=list(lot.get("cpv_codes") or []),
+            )
+            for lot in line.get("lots") or []
+        ],
+        suitable_for_sme=line["suitable_for_sme"],
+        suitable_for_vcse=line["suitable_for_vcse"],
+        status=line["status"],
+        requirements=[
+            RequirementPayload(code=r["code"], min_value_pence=r.get("min_value_pence"))
+            for r in line.get("requirements") or []
+        ],
+        social_value_priorities=list(line.get("social_value_priorities") or []),
+        delivery_area=DeliveryAreaPayload(
+            label=area["label"],
+            postcode_areas=list(area.get("postcode_areas") or []),
+            postcode_districts=list(area.get("postcode_districts") or []),
+        )
+        if area
+        else None,
+        external_ref=line.get("external_ref"),
+    )
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else str(value)[:10]
+
+
+def line_events(before: dict[str, Any] | None, after: dict[str, Any]) -> list[CloudEvent]:
+    """What consumers must hear about a line going from ``before`` to ``after`` (None: created).
+
+    ``after`` holds the whole line with ``anchor_type``; nothing is said about lines that
+    consumers never held (aggregate-only, drafts).
+    """
+    was, now = _listed(before), _listed(after)
+    if now:
+        kind = ITEM_UPDATED if was else ITEM_PUBLISHED
+        return [new_event(kind, item_payload(after), source=SOURCE, subject=after["id"])]
+    if was:
+        if after["status"] in ("cancelled", "withdrawn"):
+            reason = after.get("status_reason") or f"the anchor marked the line {after['status']}"
+        else:
+            reason = "the line is now shared in aggregate only"
+        payload = DemandWithdrawnPayload(
+            demand_id=after["id"],
+            version=after["version"],
+            anchor_id=after["anchor_id"],
+            status=after["status"],
+            reason=reason,
+        )
+        return [new_event(ITEM_WITHDRAWN, payload, source=SOURCE, subject=after["id"])]
+    return []
+
+
+def pipeline_event(
+    snapshot_id: str, version: int, generated_at: datetime, lines_count: int | None, totals: dict[str, Any]
+) -> CloudEvent:
+    payload = PipelinePublishedPayload(
+        snapshot_id=snapshot_id,
+        version=version,
+        generated_at=generated_at,
+        lines_count=lines_count,
+        totals=PipelineTotalsPayload.model_validate(totals),
+    )
+    return new_event(PIPELINE_PUBLISHED, payload, source=SOURCE, subject=snapshot_id)
+
+
+# --- consumed ------------------------------------------------------------------------------------
+
+ENTERPRISE_SNAPSHOT_TYPES = frozenset(
+    {
+        "enterprises.enterprise.registered.v1",
+        "enterprises.enterprise.updated.v1",
+        "enterprises.enterprise.stage_changed.v1",
+    }
+)
+READINESS_CHANGED = "enterprises.readiness.changed.v1"
+
+
+class EnterpriseSnapshotIn(BaseModel):
+    """Our tolerant copy of the enterprise snapshot fields we read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    enterprise_id: str
+    version: int
+    name: str
+    legal_form: str | None = None
+    stage: str
+    cohort_id: str | None = None
+    postcode: str | None = None
+    cpv_codes: list[str] = Field(default_factory=list)
+    max_contract_value_pence: int | None = None
+    employees: int | None = None
+    turnover_pence: int | None = None
+    vcse: bool = False
+    size_class: str | None = None
+
+
+class VerifiedMilestoneIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    code: str
+    expires_at: datetime | None = None
+    value_pence: int | None = None
+
+
+class ReadinessChangedIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    enterprise_id: str
+    version: int
+    score: float = 0.0
+    ready: bool = False
+    missing: list[str] = Field(default_factory=list)
+    expiring_soon: list[str] = Field(default_factory=list)
+    verified: list[VerifiedMilestoneIn] = Field(default_factory=list)
+
+
+async def on_enterprise_event(session: AsyncSession, event: CloudEvent) -> None:
+    """Keep the enterprise read model; a payload that does not validate is dead-lettered."""
+    if event.type in ENTERPRISE_SNAPSHOT_TYPES:
+        snapshot = EnterpriseSnapshotIn.model_validate(event.data or {})
+        await matching.store_enterprise(session, snapshot.model_dump())
+    elif event.type == READINESS_CHANGED:
+        readiness = ReadinessChangedIn.model_validate(event.data or {})
+        await matching.store_readiness(session, readiness.model_dump(mode="json"))
+    else:
+        log.info("event not used for matching", extra={"event_type": event.type, "event_id": event.id})
+
+
+CONSUMERS: list[ConsumerSpec] = [
+    ConsumerSpec(
+        durable="demand-enterprises",
+        stream="ENTERPRISES",
+        subjects=["enterprises.enterprise.>", READINESS_CHANGED],
+        handler=on_enterprise_event,
+    )
+]

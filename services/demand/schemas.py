@@ -1,3 +1,418 @@
-"""Request and response models of the demand API (the HTTP contract)."""
+"""Request and response models of the demand API (the HTTP contract).
+
+Money is integer pence, dates ``YYYY-MM-DD``, times RFC 3339 UTC.
+
+``delivery_area`` says where a contract is delivered: a human ``label`` and, to
+make it machine-readable, UK postcode ``postcode_areas`` (the letters, ``LS``) and
+``postcode_districts`` (``LS6``). Both lists empty means "anywhere" (remote or
+national delivery). Matching compares an enterprise's postcode with them; the
+pipeline groups lines by the one postcode area they cover (``LS``), ``multiple``
+when they cover several, ``anywhere`` when they name none.
+"""
 
 from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from services.demand import cpv
+
+AnchorType = Literal[
+    "local_authority",
+    "nhs_trust",
+    "university",
+    "college",
+    "housing_association",
+    "police",
+    "fire",
+    "other",
+]
+ANCHOR_TYPES: tuple[str, ...] = AnchorType.__args__  # type: ignore[attr-defined]
+
+Category = Literal["goods", "services", "works"]
+ProcurementMethod = Literal["open", "selective", "limited", "direct"]
+Status = Literal["draft", "planned", "tendering", "awarded", "cancelled", "withdrawn"]
+STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
+Visibility = Literal["public", "aggregate_only"]
+
+OPEN_STATUSES = frozenset({"planned", "tendering"})  # in the pipeline; matched
+TERMINAL_STATUSES = frozenset({"cancelled", "withdrawn"})
+CREATE_STATUSES = frozenset({"draft", "planned", "tendering"})
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "draft": frozenset({"planned", "cancelled", "withdrawn"}),
+    "planned": frozenset({"tendering", "cancelled", "withdrawn"}),
+    "tendering": frozenset({"awarded", "cancelled", "withdrawn"}),
+    "awarded": frozenset(),
+    "cancelled": frozenset(),
+    "withdrawn": frozenset(),
+}
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
+MilestoneCode = Code
+
+POSTCODE_AREA = re.compile(r"^[A-Z]{1,2}$")
+POSTCODE_DISTRICT = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]?$")
+
+
+def _unique(values: list[Any], what: str) -> list[Any]:
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value!r} is listed twice")
+        seen.add(value)
+    return values
+
+
+def _cpv_list(values: list[str]) -> list[str]:
+    for value in values:
+        error = cpv.cpv_error(value)
+        if error:
+            raise ValueError(error)
+    return _unique(values, "CPV code")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- anchors -------------------------------------------------------------------------------------
+
+IDENTIFIER_FORMATS = {
+    "GB-PPON": (re.compile(r"^P[A-Z0-9]{3}-[A-Z0-9]{4}-[A-Z0-9]{4}$"), "PXXX-XXXX-XXXX"),
+    "GB-COH": (re.compile(r"^([0-9]{8}|[A-Z]{2}[0-9]{6})$"), "8 digits, or 2 letters and 6 digits"),
+    "GB-NHS": (re.compile(r"^[A-Z0-9]{3,6}$"), "an ODS code of 3 to 6 letters and digits"),
+}
+
+
+def _identifiers(value: dict[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for scheme, ident in value.items():
+        if scheme not in IDENTIFIER_FORMATS:
+            raise ValueError(
+                f"unknown identifier scheme {scheme!r}: use one of {', '.join(IDENTIFIER_FORMATS)}"
+            )
+        pattern, shape = IDENTIFIER_FORMATS[scheme]
+        normalised = ident.strip().upper()
+        if not pattern.match(normalised):
+            raise ValueError(f"{scheme} {ident!r} is not well formed: expected {shape}")
+        out[scheme] = normalised
+    return out
+
+
+class AnchorCreate(StrictModel):
+    name: Text
+    type: AnchorType
+    identifiers: dict[str, str] = Field(
+        default_factory=dict, description="by scheme: GB-PPON, GB-COH (Companies House), GB-NHS (ODS code)"
+    )
+    annual_third_party_spend_pence: int | None = Field(None, ge=0)
+
+    _check_identifiers = field_validator("identifiers")(_identifiers)
+
+
+class AnchorPatch(StrictModel):
+    name: Text | None = None
+    type: AnchorType | None = None
+    identifiers: dict[str, str] | None = None
+    annual_third_party_spend_pence: int | None = Field(None, ge=0)
+
+    _check_identifiers = field_validator("identifiers")(lambda v: None if v is None else _identifiers(v))
+
+
+class AnchorOut(BaseModel):
+    id: str
+    name: str
+    type: AnchorType
+    identifiers: dict[str, str]
+    annual_third_party_spend_pence: int | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- demand lines --------------------------------------------------------------------------------
+
+
+class Lot(StrictModel):
+    lot_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = (
+        Field(None, description="unique within the line; numbered 1, 2... when left out")
+    )
+    title: Text
+    estimated_value_pence: int = Field(ge=0)
+    cpv_codes: list[str] = Field(default_factory=list, max_length=20)
+
+    _check_cpv = field_validator("cpv_codes")(_cpv_list)
+
+
+class Requirement(StrictModel):
+    code: MilestoneCode = Field(description="a readiness milestone code, e.g. public_liability_insurance")
+    min_value_pence: int | None = Field(None, ge=0, description="the evidenced amount needed, e.g. cover")
+
+
+class DeliveryArea(StrictModel):
+    label: Text = Field(description="where, in words: 'Leeds', 'West Yorkshire', 'Remote'")
+    postcode_areas: list[str] = Field(default_factory=list, max_length=50, description="e.g. ['LS', 'BD']")
+    postcode_districts: list[str] = Field(default_factory=list, max_length=200, description="e.g. ['LS6']")
+
+    @field_validator("postcode_areas")
+    @classmethod
+    def _areas(cls, values: list[str]) -> list[str]:
+        out = [v.strip().upper() for v in values]
+        for value in out:
+            if not POSTCODE_AREA.match(value):
+                raise ValueError(f"{value!r} is not a postcode area (one or two letters, e.g. LS)")
+        return _unique(out, "postcode area")
+
+    @field_validator("postcode_districts")
+    @classmethod
+    def _districts(cls, values: list[str]) -> list[str]:
+        out = [v.strip().upper().replace(" ", "") for v in values]
+        for value in out:
+            if not POSTCODE_DISTRICT.match(value):
+                raise ValueError(f"{value!r} is not a postcode district (e.g. LS6 or EC1A)")
+        return _unique(out, "postcode district")
+
+    def areas(self) -> set[str]:
+        """Every postcode area the delivery area touches."""
+        found = set(self.postcode_areas)
+        for district in self.postcode_districts:
+            found.add(re.match(r"^[A-Z]+", district).group(0))  # type: ignore[union-attr]
+        return found
+
+
+SocialValuePriority = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class DemandFields(StrictModel):
+    """Every field of a demand line an anchor sets (POST, import rows, and a line after a PATCH)."""
+
+    title: Text
+    description: Annotated[str, StringConstraints(max_length=10_000)] = ""
+    cpv_codes: list[str] = Field(min_length=1, max_length=20, description="the first is the main one")
+    estimated_value_pence: int = Field(ge=0)
+    min_value_pence: int | None = Field(None, ge=0)
+    max_value_pence: int | None = Field(None, ge=0)
+    category: Category
+    procurement_method: ProcurementMethod | None = None
+    expected_tender_date: date | None = None
+    contract_start: date | None = None
+    duration_months: int | None = Field(None, ge=1, le=240)
+    lots: list[Lot] = Field(default_factory=list, max_length=100)
+    suitable_for_sme: bool = False
+    suitable_for_vcse: bool = False
+    reprocurement: bool = Field(False, description="re-procures an expiring contract")
+    status: Status = "planned"
+    status_reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+    visibility: Visibility = "public"
+    requirements: list[Requirement] = Field(default_factory=list, max_length=50)
+    social_value_priorities: list[SocialValuePriority] = Field(default_factory=list, max_length=20)
+    delivery_area: DeliveryArea | None = None
+    external_ref: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None
+    ) = None
+
+    _check_cpv = field_validator("cpv_codes")(_cpv_list)
+
+    @field_validator("social_value_priorities")
+    @classmethod
+    def _priorities(cls, values: list[str]) -> list[str]:
+        return _unique(values, "priority")
+
+    def cross_field_errors(self) -> list[dict[str, str]]:
+        """Rules between fields, each naming the field at fault."""
+        errors: list[dict[str, str]] = []
+        low, high, estimate = self.min_value_pence, self.max_value_pence, self.estimated_value_pence
+        if low is not None and high is not None and low > high:
+            errors.append({"field": "min_value_pence", "message": "must not be more than max_value_pence"})
+        if low is not None and estimate < low:
+            errors.append(
+                {"field": "estimated_value_pence", "message": "must not be less than min_value_pence"}
+            )
+        if high is not None and estimate > high:
+            errors.append(
+                {"field": "estimated_value_pence", "message": "must not be more than max_value_pence"}
+            )
+        if (
+            self.expected_tender_date is not None
+            and self.contract_start is not None
+            and self.expected_tender_date > self.contract_start
+        ):
+            errors.append({"field": "expected_tender_date", "message": "must not be after contract_start"})
+        lot_ids: set[str] = set()
+        for i, lot in enumerate(self.lots):
+            if lot.estimated_value_pence > estimate:
+                errors.append(
+                    {
+                        "field": f"lots.{i}.estimated_value_pence",
+                        "message": "a lot must not be worth more than the whole line's estimated_value_pence",
+                    }
+                )
+            if lot.lot_id is not None:
+                if lot.lot_id in lot_ids:
+                    errors.append(
+                        {"field": f"lots.{i}.lot_id", "message": f"lot_id {lot.lot_id!r} is used twice"}
+                    )
+                lot_ids.add(lot.lot_id)
+        codes: set[str] = set()
+        for i, requirement in enumerate(self.requirements):
+            if requirement.code in codes:
+                errors.append(
+                    {"field": f"requirements.{i}.code", "message": f"{requirement.code} is listed twice"}
+                )
+            codes.add(requirement.code)
+        return errors
+
+    def numbered_lots(self) -> list[Lot]:
+        """The lots with every ``lot_id`` filled in (1, 2... for the unnamed, skipping taken ones)."""
+        taken = {lot.lot_id for lot in self.lots if lot.lot_id is not None}
+        counter = 0
+        out = []
+        for lot in self.lots:
+            if lot.lot_id is None:
+                counter += 1
+                while str(counter) in taken:
+                    counter += 1
+                lot = lot.model_copy(update={"lot_id": str(counter)})
+            out.append(lot)
+        return out
+
+
+class DemandCreate(DemandFields):
+    anchor_id: str | None = Field(
+        None, description="staff: the anchor the line belongs to; anchors: themselves"
+    )
+
+
+class DemandPatch(StrictModel):
+    """A JSON merge patch: fields present are set, ``null`` clears an optional field."""
+
+    title: Text | None = None
+    description: Annotated[str, StringConstraints(max_length=10_000)] | None = None
+    cpv_codes: list[str] | None = None
+    estimated_value_pence: int | None = None
+    min_value_pence: int | None = None
+    max_value_pence: int | None = None
+    category: Category | None = None
+    procurement_method: ProcurementMethod | None = None
+    expected_tender_date: date | None = None
+    contract_start: date | None = None
+    duration_months: int | None = None
+    lots: list[Lot] | None = None
+    suitable_for_sme: bool | None = None
+    suitable_for_vcse: bool | None = None
+    reprocurement: bool | None = None
+    status: Status | None = None
+    status_reason: str | None = None
+    visibility: Visibility | None = None
+    requirements: list[Requirement] | None = None
+    social_value_priorities: list[str] | None = None
+    delivery_area: DeliveryArea | None = None
+    external_ref: str | None = None
+
+
+class DemandOut(DemandFields):
+    id: str
+    anchor_id: str
+    anchor_type: AnchorType
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DemandVersionOut(BaseModel):
+    version: int
+    change: Literal["created", "updated", "imported"]
+    changed_at: datetime
+    actor: str
+    actor_role: str
+    changed_fields: list[str]
+    line: DemandOut
+
+
+class ImportResult(BaseModel):
+    format: Literal["csv", "ndjson", "ocds"]
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+
+
+# --- pipeline ------------------------------------------------------------------------------------
+
+
+class PipelineFigures(BaseModel):
+    count: int | None = Field(description="demand lines; null when suppressed")
+    total_value_pence: int | None
+    annualised_value_pence: int | None = Field(
+        description="value per year of contract: value x 12 / max(duration_months, 12)"
+    )
+    anchors: int | None = Field(description="distinct anchors")
+    vcse_share: float | None = Field(description="share of the lines suitable for VCSEs, 0..1")
+    sme_share: float | None
+    suppressed: bool
+
+
+class PipelineCell(PipelineFigures):
+    key: dict[str, str | bool]
+
+
+class DisclosureRules(BaseModel):
+    min_anchors: int
+    dominance_share: float
+    p_percent: float | None
+
+
+class PipelineView(BaseModel):
+    snapshot_id: str | None
+    version: int
+    generated_at: datetime | None
+    group_by: list[str]
+    quarter_of: Literal["tender", "contract_start"]
+    filters: dict[str, Any]
+    disclosure: DisclosureRules
+    cells: list[PipelineCell]
+    totals: PipelineFigures
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+
+class ScoreParts(BaseModel):
+    cpv: float
+    capacity: float
+    location: float
+    suitability: float
+    readiness: float
+
+
+class MatchItem(BaseModel):
+    demand_id: str
+    score: float = Field(ge=0, le=1)
+    gaps: list[str] = Field(description="requirement codes the enterprise has not verified (or not enough)")
+    title: str
+    anchor_id: str
+    status: Status
+    expected_tender_date: date | None
+    estimated_value_pence: int
+    parts: ScoreParts
+
+
+class MatchList(BaseModel):
+    items: list[MatchItem]
+
+
+class CandidateItem(BaseModel):
+    enterprise_id: str
+    name: str
+    stage: str
+    score: float = Field(ge=0, le=1)
+    gaps: list[str]
+    parts: ScoreParts
+
+
+class CandidateList(BaseModel):
+    items: list[CandidateItem]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -12,3 +13,42 @@ from shared.settings import ServiceSettings
 class DemandSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DEMAND_", extra="ignore", validate_default=True)
     service_name: ClassVar[str] = "demand"
+
+    # Disclosure control of the aggregated pipeline.
+    pipeline_min_anchors: int = Field(
+        3, ge=2, description="k: distinct anchors behind any aggregate-only figure"
+    )
+    pipeline_dominance_share: float = Field(
+        0.8, gt=0, le=1, description="no anchor may hold more than this share of an aggregate-only value"
+    )
+    pipeline_p_percent: float | None = Field(
+        None,
+        gt=0,
+        description="optional p% rule: the others (but the second largest) must hold at least p% of the "
+        "largest anchor's value; off by default",
+    )
+    # Publication: a snapshot after a quiet spell, at the latest after the maximum delay.
+    pipeline_poll_seconds: float = Field(1.0, gt=0)
+    pipeline_debounce_seconds: float = Field(2.0, ge=0)
+    pipeline_max_delay_seconds: float = Field(30.0, ge=0)
+    pipeline_view_cache_size: int = Field(256, ge=0)
+
+    # Bulk imports.
+    import_batch_size: int = Field(2000, ge=1)
+    import_max_reported_errors: int = Field(10_000, ge=1)
+    import_max_rows: int = Field(1_000_000, ge=1)
+
+    # OCDS export.
+    ocds_ocid_prefix: str = "ocds-seedbed"
+    ocds_publisher_name: str = "Seedbed"
+    ocds_package_base_uri: str = "https://seedbed.dev/api/v1/demand/ocds"
+
+    # Matching.
+    match_default_limit: int = Field(20, ge=1)
+    match_max_limit: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _delays_make_sense(self) -> DemandSettings:
+        if self.pipeline_max_delay_seconds < self.pipeline_debounce_seconds:
+            raise ValueError("pipeline_max_delay_seconds must be at least pipeline_debounce_seconds")
+        return self

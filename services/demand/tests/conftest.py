@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from services.demand import service
 from services.demand.app import create_app
 from services.demand.settings import DemandSettings
 from shared.principal import Principal
-from shared.testing.apps import TEST_SECRET, client, running
+from shared.testing.apps import STAFF, TEST_SECRET, client, running
 from shared.testing.databases import DatabaseFactory, alembic_prepare
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent
+REPO_ROOT = SERVICE_DIR.parent.parent
 
 
 @pytest.fixture
@@ -31,6 +36,8 @@ def settings(database_url: str, nats_url: str) -> DemandSettings:
         internal_secret=TEST_SECRET,
         environment="test",
         access_log=False,
+        # Tests publish snapshots themselves (refresh), except the test of the job.
+        pipeline_poll_seconds=3600,
     )
 
 
@@ -45,3 +52,77 @@ async def app(settings: DemandSettings) -> AsyncIterator[FastAPI]:
 def as_principal(app: FastAPI) -> Callable[[Principal | None], httpx.AsyncClient]:
     """``async with as_principal(principal) as http:`` calls the app signed as that principal."""
     return lambda principal: client(app, principal)
+
+
+def anchor_principal(anchor_id: str) -> Principal:
+    return Principal(role="anchor", subject_id=anchor_id, actor=f"key-{anchor_id[:8]}")
+
+
+def enterprise_principal(enterprise_id: str) -> Principal:
+    return Principal(role="enterprise", subject_id=enterprise_id, actor=f"key-{enterprise_id[:8]}")
+
+
+MENTOR = Principal(role="mentor", subject_id=str(uuid.uuid4()), actor="mentor-key")
+INTEGRATOR = Principal(role="integrator", subject_id=None, actor="integrator-key")
+PUBLIC = Principal(role="public", subject_id=None, actor="calendar-feed")
+
+
+def line_body(**overrides: Any) -> dict[str, Any]:
+    """A valid demand line; ``overrides`` replace fields (None removes one)."""
+    body: dict[str, Any] = {
+        "title": "Community catering for day centres",
+        "description": "Hot meals for four day centres.",
+        "cpv_codes": ["55520000-1"],
+        "estimated_value_pence": 48_000_000,
+        "category": "services",
+        "expected_tender_date": "2027-02-01",
+        "contract_start": "2027-06-01",
+        "duration_months": 36,
+        "suitable_for_sme": True,
+        "suitable_for_vcse": True,
+        "requirements": [{"code": "public_liability_insurance", "min_value_pence": 500_000_000}],
+        "social_value_priorities": ["local_employment"],
+        "delivery_area": {"label": "Leeds", "postcode_areas": ["LS"]},
+    }
+    for key, value in overrides.items():
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    return body
+
+
+@pytest.fixture
+def staff_http(app: FastAPI) -> httpx.AsyncClient:
+    return client(app, STAFF)
+
+
+@pytest.fixture
+def new_anchor(app: FastAPI) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def create(name: str | None = None, type: str = "local_authority") -> dict[str, Any]:
+        async with client(app, STAFF) as http:
+            response = await http.post(
+                "/api/v1/anchors", json={"name": name or f"Anchor {uuid.uuid4().hex[:6]}", "type": type}
+            )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return create
+
+
+@pytest.fixture
+def refresh(app: FastAPI, settings: DemandSettings) -> Callable[[], Awaitable[int | None]]:
+    """Publish a pipeline snapshot now (what the debounced job does after a quiet spell)."""
+
+    async def run() -> int | None:
+        return await service.refresh_pipeline(app.state.database, settings, force=True)
+
+    return run
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll until ``predicate`` holds (no fixed sleeps)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
