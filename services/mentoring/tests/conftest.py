@@ -36,7 +36,6 @@ def settings(database_url: str, nats_url: str) -> MentoringSettings:
         internal_secret=TEST_SECRET,
         environment="test",
         access_log=False,
-        db_pool_size=30,  # room for the concurrency tests' 50 simultaneous requests
     )
 
 

@@ -1,0 +1,127 @@
+"""The database itself refuses double bookings (PostgreSQL exclusion constraints), a booking that
+loses the race at its insert gets a 409 naming the winner, and the migrations run both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from services.mentoring.models import sessions
+from services.mentoring.tests.helpers import book, create_mentor, london
+from shared.db import create_engine
+from shared.migrations import alembic_config
+from shared.testing.databases import DatabaseFactory, alembic_prepare
+
+SERVICE_DIR = Path(__file__).resolve().parent.parent
+postgres_only = pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)
+
+
+def session_row(
+    mentor_id: str, enterprise_id: uuid.UUID, start: datetime, *, buffer: int = 0, status="booked"
+):
+    end = start + timedelta(hours=1)
+    now = datetime(2027, 3, 1, tzinfo=UTC)
+    return {
+        "id": uuid.uuid4(),
+        "mentor_id": uuid.UUID(mentor_id),
+        "enterprise_id": enterprise_id,
+        "starts_at": start,
+        "ends_at": end,
+        "blocked_from": start - timedelta(minutes=buffer),
+        "blocked_until": end + timedelta(minutes=buffer),
+        "timezone": "Europe/London",
+        "duration_minutes": 60,
+        "topic": "direct insert",
+        "status": status,
+        "sequence": 0,
+        "booked_by_role": "staff",
+        "booked_by": "test",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def insert(app, row: dict) -> None:
+    async with app.state.database.transaction() as session:
+        await session.execute(sa.insert(sessions).values(row))
+
+
+@postgres_only
+async def test_postgres_refuses_overlapping_booked_sessions_of_a_mentor_or_an_enterprise(app, staff) -> None:
+    ada = await create_mentor(staff)
+    await insert(app, session_row(ada["id"], uuid.uuid4(), london(2027, 3, 29, 10), buffer=15))
+    with pytest.raises(IntegrityError, match="ex_sessions_mentor_overlap"):
+        # Starts ten minutes after the first ends, inside its fifteen-minute buffer.
+        await insert(app, session_row(ada["id"], uuid.uuid4(), london(2027, 3, 29, 11, 10)))
+    firm = uuid.uuid4()
+    bob = await create_mentor(staff, name="Bob", email="bob@example.org")
+    await insert(app, session_row(bob["id"], firm, london(2027, 3, 30, 10)))
+    with pytest.raises(IntegrityError, match="ex_sessions_enterprise_overlap"):
+        await insert(app, session_row(ada["id"], firm, london(2027, 3, 30, 10, 30)))
+    # Cancelled sessions hold no time; back-to-back sessions do not overlap.
+    await insert(app, session_row(ada["id"], firm, london(2027, 3, 30, 10, 30), status="cancelled"))
+    await insert(app, session_row(ada["id"], firm, london(2027, 3, 30, 11)))
+
+
+async def _wait_until_blocked(app) -> None:
+    """Until a statement of this database waits for a lock (the booking's insert, on the constraint)."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(500):
+        async with app.state.database.engine.connect() as conn:
+            if await conn.scalar(query):
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the booking never waited on the other transaction")
+
+
+@postgres_only
+@pytest.mark.parametrize("party", ["mentor", "enterprise"])
+async def test_a_booking_that_loses_the_race_at_its_insert_gets_409_naming_the_winner(
+    app, staff, party
+) -> None:
+    ada = await create_mentor(staff)
+    bob = await create_mentor(staff, name="Bob", email="bob@example.org")
+    firm = uuid.uuid4()
+    start = london(2027, 3, 29, 10)
+    # Another transaction has inserted the winning session but not committed: the booking's
+    # check cannot see it, so only the exclusion constraint can stop the second session.
+    winner = session_row(ada["id"], firm if party == "enterprise" else uuid.uuid4(), start)
+    async with app.state.database.engine.connect() as other:
+        transaction = await other.begin()
+        await other.execute(sa.insert(sessions).values(winner))
+        mentor_id = bob["id"] if party == "enterprise" else ada["id"]
+        attempt = asyncio.create_task(book(staff, mentor_id, firm, start))
+        await _wait_until_blocked(app)
+        await transaction.commit()
+        response = await attempt
+    assert response.status_code == 409, response.text
+    conflict = response.json()["conflict"]
+    assert conflict["party"] == party
+    assert conflict["session_id"] == str(winner["id"])
+
+
+async def test_migrations_go_down_to_nothing_and_up_again(
+    db_backend: str, database_factory: DatabaseFactory
+) -> None:
+    from alembic import command
+
+    url = await database_factory.create(db_backend, "mentoring", alembic_prepare(SERVICE_DIR))
+    config = alembic_config(SERVICE_DIR, url)
+    await asyncio.to_thread(command.downgrade, config, "base")
+    await asyncio.to_thread(command.upgrade, config, "head")
+    engine = create_engine(url, pooled=False)
+    try:
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: set(sa.inspect(sync).get_table_names()))
+    finally:
+        await engine.dispose()
+    assert {"mentors", "mentor_expertise", "sessions", "session_reminders", "enterprises", "outbox"} <= tables
