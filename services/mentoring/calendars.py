@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, vCalAddress, vText
@@ -61,6 +61,11 @@ def _calendar(method: str | None) -> Calendar:
     return calendar
 
 
+def _repeated(local: datetime) -> bool:
+    """True when the wall-clock time happens twice (the hour the clocks go back)."""
+    return local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset()
+
+
 def _event(session: CalendarSession, mentor: CalendarMentor) -> Event:
     zone = ZoneInfo(session.timezone)
     event = Event()
@@ -68,8 +73,12 @@ def _event(session: CalendarSession, mentor: CalendarMentor) -> Event:
     event.add("sequence", session.sequence)
     event.add("dtstamp", session.updated_at)
     event.add("last-modified", session.updated_at)
-    event.add("dtstart", session.start.astimezone(zone))
-    event.add("dtend", session.end.astimezone(zone))
+    start, end = session.start.astimezone(zone), session.end.astimezone(zone)
+    if _repeated(start) or _repeated(end):
+        # A TZID time in the repeated hour means its first occurrence (RFC 5545 3.3.5): say it in UTC.
+        start, end = session.start.astimezone(UTC), session.end.astimezone(UTC)
+    event.add("dtstart", start)
+    event.add("dtend", end)
     event.add("summary", f"Mentoring: {session.topic}")
     lines = [f"Mentoring session with {mentor.name}.", f"Topic: {session.topic}"]
     if session.milestone_code:
