@@ -191,8 +191,12 @@ class Authenticator:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
-        for task in list(self._background):
-            task.cancel()
+        if self._background:
+            # Let the last principal records land (before the database closes), then give up.
+            _done, pending = await asyncio.wait(list(self._background), timeout=2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _subscribe(self) -> None:
         assert self.link is not None
@@ -236,13 +240,18 @@ class Authenticator:
             cached = self.cache.get(digest, now)
             if cached is not None:
                 return cached
-        if self.cache.failed_recently(digest, now):
-            raise AuthError("The credential is not valid.")
+        # Refused API keys are remembered briefly: garbage keys must not cost a query each.
+        # (Not tokens: they cost no query, and one refused for an unknown kid may verify
+        # a moment later, once the identity provider's rotated key set is fetched.)
+        is_key = keys.lookup_of(token) is not None
+        if is_key and self.cache.failed_recently(digest, now):
+            raise AuthError("The API key is not valid.")
         generation = self.cache.generation
         try:
             credential = await self._verify(token, digest)
         except AuthError:
-            self.cache.remember_failure(digest, now)
+            if is_key:
+                self.cache.remember_failure(digest, now)
             raise
         if trusted:
             self.cache.put(digest, credential, now, generation)
