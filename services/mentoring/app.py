@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
@@ -9,7 +10,7 @@ from fastapi import FastAPI
 
 from services.mentoring import api, events, reminders
 from services.mentoring.settings import MentoringSettings
-from shared.db import utcnow
+from shared.db import is_sqlite_url, utcnow
 from shared.runtime import ServiceRuntime, create_service_app
 
 Clock = Callable[[], datetime]
@@ -35,5 +36,6 @@ def create_app(settings: MentoringSettings | None = None, *, clock: Clock | None
         events=events.PUBLISHED,
     )
     app.state.clock = clock
+    app.state.sqlite_write_turn = asyncio.Lock() if is_sqlite_url(settings.database_url) else None
     app.state.mentoring_settings = settings
     return app

@@ -92,6 +92,8 @@ sessions = sa.Table(
     sa.Column("signed_off_milestones", sa.JSON, nullable=True),
     sa.Column("absent_party", sa.String(16), nullable=True),
     sa.Column("closed_at", UtcDateTime, nullable=True),  # completed or no-show recorded
+    # When the current start time was set (booked or rescheduled): no reminder falls before it.
+    sa.Column("scheduled_at", UtcDateTime, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.CheckConstraint("ends_at > starts_at", name="ends_after_start"),
@@ -124,21 +126,17 @@ for _name, _party, _low, _high in (
         ).ddl_if(dialect="postgresql")
     )
 
+# The reminders already handled: one row per session, offset and start time, written in the
+# transaction that publishes (or skips) the reminder. Its key makes a reminder happen once,
+# whichever replica gets there first; a rescheduled session has a new start, so new reminders.
 session_reminders = sa.Table(
     "session_reminders",
     metadata,
     sa.Column("session_id", sa.Uuid, sa.ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("offset_minutes", sa.Integer, primary_key=True),
-    sa.Column("due_at", UtcDateTime, nullable=False),
-    # Set once, by the conditional update that claims the reminder: never sent twice.
-    sa.Column("sent_at", UtcDateTime, nullable=True),
-    sa.Column("outcome", sa.String(16), nullable=True),  # published | skipped
-)
-sa.Index(
-    "ix_session_reminders_due",
-    session_reminders.c.due_at,
-    sqlite_where=session_reminders.c.sent_at.is_(None),
-    postgresql_where=session_reminders.c.sent_at.is_(None),
+    sa.Column("starts_at", UtcDateTime, primary_key=True),
+    sa.Column("handled_at", UtcDateTime, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # published | skipped
 )
 
 # The enterprises as the enterprises service announces them (a read model for

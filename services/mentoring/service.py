@@ -14,11 +14,13 @@ check and the insert happen under the database's single write lock.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import itertools
 import secrets
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -28,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mentoring import calendars, events, slots
@@ -44,7 +46,6 @@ from services.mentoring.models import (
     enterprises,
     mentor_expertise,
     mentors,
-    session_reminders,
     sessions,
 )
 from services.mentoring.schemas import (
@@ -65,6 +66,8 @@ from shared.http import decode_cursor, encode_cursor
 from shared.principal import Principal
 from shared.problems import Problem, conflict, field_errors
 
+DEADLOCK_DETECTED = "40P01"
+DEADLOCK_RETRIES = 3
 # Sessions of a mentor within this much of a range decide its day and week counts.
 WEEK_MARGIN = timedelta(days=8)
 
@@ -426,10 +429,10 @@ async def slots_of_mentors(
     rows = (await session.execute(sa.select(mentors).where(mentors.c.id.in_(chosen)))).all()
     offering = [row for row in rows if duration_minutes in row.session_lengths]
     after = decode_cursor(cursor, 2)
-    after_key = None
+    after_instant, after_mentor = (None, "")
     if after is not None:
         instant, mentor_id = _cursor_values(after)
-        after_key = (instant.astimezone(UTC), str(mentor_id))
+        after_instant, after_mentor = instant.astimezone(UTC), str(mentor_id)
     bounds = {}
     for row in offering:
         zone = ZoneInfo(row.timezone)
@@ -441,20 +444,28 @@ async def slots_of_mentors(
     overall_end = max(b[1] for b in bounds.values())
     taken = await _taken(session, [row.id for row in offering], overall_start, overall_end)
     duration = timedelta(minutes=duration_minutes)
-    found: list[tuple[datetime, str, Row[Any]]] = []
-    for row in offering:
-        range_start, range_end = bounds[row.id]
+
+    def stream(row: Row[Any]) -> Iterator[tuple[datetime, str, Row[Any]]]:
         key = str(row.id)
-        for instant in slots.free_slots(rules_of(row), duration, range_start, range_end, now, taken[row.id]):
-            if after_key is None or (instant, key) > after_key:
-                found.append((instant, key, row))
-    found.sort(key=lambda item: (item[0], item[1]))
-    page = found[:limit]
+        range_start, range_end = bounds[row.id]
+        if after_instant is not None:
+            range_start = max(range_start, after_instant)
+        for instant in slots.iter_free_slots(
+            rules_of(row), duration, range_start, range_end, now, taken[row.id]
+        ):
+            if instant != after_instant or key > after_mentor:
+                yield instant, key, row
+
+    # Each mentor's slots come soonest first: merging them lazily computes only what the page shows.
+    merged = heapq.merge(*(stream(row) for row in offering), key=lambda item: (item[0], item[1]))
+    page = list(itertools.islice(merged, limit + 1))
     items = [
         MentorSlot(mentor_id=row.id, timezone=row.timezone, start=instant.astimezone(ZoneInfo(row.timezone)))
-        for instant, _, row in page
+        for instant, _, row in page[:limit]
     ]
-    next_cursor = encode_cursor([page[-1][0].isoformat(), page[-1][1]]) if len(found) > limit else None
+    next_cursor = (
+        encode_cursor([page[limit - 1][0].isoformat(), page[limit - 1][1]]) if len(page) > limit else None
+    )
     return items, next_cursor
 
 
@@ -608,31 +619,41 @@ async def _write_guarded(
     excluding: uuid.UUID | None,
 ) -> None:
     """Insert or move a booked session; a lost race on PostgreSQL's exclusion constraints
-    becomes a 409 naming the session it collided with."""
+    becomes a 409 naming the session it collided with.
+
+    Two transactions inserting conflicting rows at the same moment each wait for the other
+    on the constraint, and PostgreSQL breaks the deadlock by failing one of them: that one
+    rolls back to its savepoint and tries again, now simply waiting for the winner's commit
+    (and then losing cleanly to it)."""
     if not _is_postgres(session):
         await session.execute(statement)
         return
-    try:
-        async with session.begin_nested():
-            await session.execute(statement)
-    except IntegrityError as exc:
-        message = str(exc.orig)
-        if ENTERPRISE_OVERLAP in message:
-            party, low, high = "enterprise", start, end
-        elif MENTOR_OVERLAP in message:
-            party, (low, high) = "mentor", blocked
-        else:
-            raise
-        row = await _conflicting(
-            session,
-            party,
-            mentor_id=mentor_id,
-            enterprise_id=enterprise_id,
-            low=low,
-            high=high,
-            excluding=excluding,
-        )
-        raise _taken_problem(party, row, mentor_id, enterprise_id) from exc
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            async with session.begin_nested():
+                await session.execute(statement)
+            return
+        except IntegrityError as exc:
+            message = str(exc.orig)
+            if ENTERPRISE_OVERLAP in message:
+                party, low, high = "enterprise", start, end
+            elif MENTOR_OVERLAP in message:
+                party, (low, high) = "mentor", blocked
+            else:
+                raise
+            row = await _conflicting(
+                session,
+                party,
+                mentor_id=mentor_id,
+                enterprise_id=enterprise_id,
+                low=low,
+                high=high,
+                excluding=excluding,
+            )
+            raise _taken_problem(party, row, mentor_id, enterprise_id) from exc
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DEADLOCK_RETRIES:
+                raise
 
 
 async def _active_mentees(
@@ -680,26 +701,70 @@ def _session_event(type_: str, row: Row[Any] | dict[str, Any], **extra: Any) -> 
     return new_event(type_, payload, source=events.SOURCE, subject=str(payload.session_id))
 
 
-def reminder_schedule(start: datetime, now: datetime, offsets: Sequence[int]) -> list[tuple[int, datetime]]:
-    """The reminders still ahead for a session starting at ``start``: (minutes before, due at)."""
-    return [
-        (offset, start - timedelta(minutes=offset))
-        for offset in offsets
-        if start - timedelta(minutes=offset) > now
-    ]
+async def _around(
+    session: AsyncSession,
+    mentor: Row[Any],
+    enterprise_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    *,
+    excluding: uuid.UUID | None = None,
+) -> tuple[list[slots.Taken], Row[Any] | None]:
+    """In one query: the mentor's sessions that matter to a new one (those its buffers could
+    touch, and its local day and week when limits count them), and a booked session of the
+    enterprise overlapping it, if there is one."""
+    margin = WEEK_MARGIN if mentor.max_sessions_per_week is not None else timedelta(days=2)
+    mentors_own = sa.and_(
+        sessions.c.mentor_id == mentor.id,
+        sessions.c.status.in_(COUNTED_STATUSES),
+        sessions.c.blocked_from < end + margin,
+        sessions.c.blocked_until > start - margin,
+    )
+    enterprises_own = sa.and_(
+        sessions.c.enterprise_id == enterprise_id,
+        sessions.c.status == BOOKED,
+        sessions.c.starts_at < end,
+        sessions.c.ends_at > start,
+    )
+    query = sa.select(
+        sessions.c.id,
+        sessions.c.mentor_id,
+        sessions.c.enterprise_id,
+        sessions.c.starts_at,
+        sessions.c.ends_at,
+        sessions.c.blocked_from,
+        sessions.c.blocked_until,
+        sessions.c.status,
+        sessions.c.timezone,
+    ).where(sa.or_(mentors_own, enterprises_own))
+    if excluding is not None:
+        query = query.where(sessions.c.id != excluding)
+    taken: list[slots.Taken] = []
+    clash: Row[Any] | None = None
+    for row in await session.execute(query):
+        if row.mentor_id == mentor.id and row.status in COUNTED_STATUSES:
+            taken.append(
+                slots.Taken(
+                    start=row.starts_at,
+                    end=row.ends_at,
+                    blocked_from=row.blocked_from,
+                    blocked_until=row.blocked_until,
+                    blocks=row.status == BOOKED,
+                    ref=row,
+                )
+            )
+        overlapping = row.starts_at < end and row.ends_at > start
+        theirs = row.enterprise_id == enterprise_id and row.status == BOOKED and overlapping
+        if theirs and (clash is None or row.starts_at < clash.starts_at):
+            clash = row
+    return taken, clash
 
 
-async def _schedule_reminders(
-    session: AsyncSession, session_id: uuid.UUID, start: datetime, now: datetime, settings: MentoringSettings
-) -> None:
-    # A moved session gets its reminders again, for its new time.
-    await session.execute(sa.delete(session_reminders).where(session_reminders.c.session_id == session_id))
-    due = reminder_schedule(start, now, settings.reminder_offsets_minutes)
-    if due:
-        await session.execute(
-            sa.insert(session_reminders),
-            [{"session_id": session_id, "offset_minutes": offset, "due_at": at} for offset, at in due],
-        )
+def _refused(
+    verdict: slots.Verdict, rules: slots.Rules, mentor: Row[Any], enterprise_id: uuid.UUID
+) -> Problem:
+    conflicting = verdict.conflict.ref if verdict.conflict is not None else None
+    return _refusal_problem(verdict, rules, mentor, conflicting, enterprise_id)  # type: ignore[arg-type]
 
 
 async def book_session(
@@ -723,22 +788,10 @@ async def book_session(
     end = start + duration
     blocked = slots.occupied_range(rules, start, duration)
 
-    taken = await _taken(session, [mentor.id], start, end)
-    verdict = slots.check_slot(rules, duration, start, now, taken[mentor.id])
+    taken, clash = await _around(session, mentor, data.enterprise_id, start, end)
+    verdict = slots.check_slot(rules, duration, start, now, taken)
     if not verdict.free:
-        conflicting = None
-        if verdict.conflict is not None:
-            conflicting = await load_session(session, verdict.conflict.ref)  # type: ignore[arg-type]
-        raise _refusal_problem(verdict, rules, mentor, conflicting, data.enterprise_id)
-    clash = await _conflicting(
-        session,
-        "enterprise",
-        mentor_id=mentor.id,
-        enterprise_id=data.enterprise_id,
-        low=start,
-        high=end,
-        excluding=None,
-    )
+        raise _refused(verdict, rules, mentor, data.enterprise_id)
     if clash is not None:
         raise _taken_problem("enterprise", clash, mentor.id, data.enterprise_id)
     if mentor.max_active_mentees is not None:
@@ -767,6 +820,7 @@ async def book_session(
         "sequence": 0,
         "booked_by_role": principal.role,
         "booked_by": principal.actor,
+        "scheduled_at": now,
         "created_at": now,
         "updated_at": now,
     }
@@ -780,12 +834,6 @@ async def book_session(
         blocked=blocked,
         excluding=None,
     )
-    due = reminder_schedule(start, now, settings.reminder_offsets_minutes)
-    if due:
-        await session.execute(
-            sa.insert(session_reminders),
-            [{"session_id": row["id"], "offset_minutes": offset, "due_at": at} for offset, at in due],
-        )
     await outbox.add(session, _session_event(events.SESSION_BOOKED, row))
     return row
 
@@ -857,22 +905,10 @@ async def reschedule_session(
     if start == row.starts_at and minutes == row.duration_minutes:
         return row
     blocked = slots.occupied_range(rules, start, duration)
-    taken = await _taken(session, [mentor.id], start, end, excluding=row.id)
-    verdict = slots.check_slot(rules, duration, start, now, taken[mentor.id])
+    taken, clash = await _around(session, mentor, row.enterprise_id, start, end, excluding=row.id)
+    verdict = slots.check_slot(rules, duration, start, now, taken)
     if not verdict.free:
-        conflicting = None
-        if verdict.conflict is not None:
-            conflicting = await load_session(session, verdict.conflict.ref)  # type: ignore[arg-type]
-        raise _refusal_problem(verdict, rules, mentor, conflicting, row.enterprise_id)
-    clash = await _conflicting(
-        session,
-        "enterprise",
-        mentor_id=mentor.id,
-        enterprise_id=row.enterprise_id,
-        low=start,
-        high=end,
-        excluding=row.id,
-    )
+        raise _refused(verdict, rules, mentor, row.enterprise_id)
     if clash is not None:
         raise _taken_problem("enterprise", clash, mentor.id, row.enterprise_id)
     await _write_guarded(
@@ -888,6 +924,7 @@ async def reschedule_session(
             timezone=mentor.timezone,
             sequence=sessions.c.sequence + 1,
             reschedule_reason=data.reason,
+            scheduled_at=now,  # its reminders are counted from now, for the new start
             updated_at=now,
         ),
         mentor_id=mentor.id,
@@ -897,18 +934,9 @@ async def reschedule_session(
         blocked=blocked,
         excluding=row.id,
     )
-    await _schedule_reminders(session, row.id, start, now, settings)
     moved = await _reload(session, row.id)
     await outbox.add(session, _session_event(events.SESSION_RESCHEDULED, moved))
     return moved
-
-
-async def _drop_pending_reminders(session: AsyncSession, session_id: uuid.UUID) -> None:
-    await session.execute(
-        sa.delete(session_reminders).where(
-            session_reminders.c.session_id == session_id, session_reminders.c.sent_at.is_(None)
-        )
-    )
 
 
 async def cancel_session(
@@ -930,7 +958,6 @@ async def cancel_session(
             updated_at=now,
         )
     )
-    await _drop_pending_reminders(session, row.id)
     cancelled = await _reload(session, row.id)
     await outbox.add(session, _session_event(events.SESSION_CANCELLED, cancelled, reason=data.reason))
     return cancelled
@@ -967,7 +994,6 @@ async def complete_session(
             updated_at=now,
         )
     )
-    await _drop_pending_reminders(session, row.id)
     completed = await _reload(session, row.id)
     await outbox.add(
         session,
@@ -996,7 +1022,6 @@ async def record_no_show(session: AsyncSession, row: Row[Any], *, data: NoShowIn
             updated_at=now,
         )
     )
-    await _drop_pending_reminders(session, row.id)
     missed = await _reload(session, row.id)
     await outbox.add(session, _session_event(events.SESSION_NO_SHOW, missed))
     return missed

@@ -42,6 +42,7 @@ def session_row(
         "sequence": 0,
         "booked_by_role": "staff",
         "booked_by": "test",
+        "scheduled_at": now,
         "created_at": now,
         "updated_at": now,
     }

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 
 from services.mentoring.app import create_app
 from services.mentoring.models import session_reminders
-from services.mentoring.reminders import send_due_reminders
-from services.mentoring.service import reminder_schedule
+from services.mentoring.reminders import reminder_decisions, send_due_reminders
 from services.mentoring.settings import MentoringSettings
 from services.mentoring.tests.helpers import Clock, book, create_mentor, london, stream_events
 from shared.db import Database
@@ -24,24 +23,45 @@ from shared.testing.apps import STAFF, client, running
 REMINDER = "mentoring.session.reminder_due.v1"
 
 
-def test_only_reminders_still_ahead_are_scheduled() -> None:
+def test_the_nearest_due_reminder_is_sent_and_the_ones_it_overtakes_are_skipped() -> None:
     start = datetime(2027, 3, 29, 9, tzinfo=UTC)
-    assert reminder_schedule(start, start - timedelta(days=3), [1440, 60]) == [
-        (1440, start - timedelta(hours=24)),
-        (60, start - timedelta(hours=1)),
-    ]
-    assert reminder_schedule(start, start - timedelta(hours=5), [1440, 60]) == [
-        (60, start - timedelta(hours=1))
-    ]
-    assert reminder_schedule(start, start - timedelta(minutes=30), [1440, 60]) == []
+    booked = start - timedelta(days=10)
+    assert reminder_decisions(start, booked, start - timedelta(hours=30), [1440, 60], set()) == (None, [])
+    assert reminder_decisions(start, booked, start - timedelta(hours=23), [1440, 60], set()) == (1440, [])
+    assert reminder_decisions(start, booked, start - timedelta(minutes=50), [1440, 60], {1440}) == (60, [])
+    # The service was down through both: only "in an hour" is still true.
+    assert reminder_decisions(start, booked, start - timedelta(minutes=50), [1440, 60], set()) == (60, [1440])
+    # Booked 20 hours ahead: there never was a moment for the 24-hour reminder.
+    late_booking = start - timedelta(hours=20)
+    assert reminder_decisions(start, late_booking, start - timedelta(hours=19), [1440, 60], set()) == (
+        None,
+        [1440],
+    )
+    assert reminder_decisions(start, booked, start - timedelta(minutes=50), [1440, 60], {1440, 60}) == (
+        None,
+        [],
+    )
 
 
 async def reminder_outbox(database: Database) -> list[dict]:
     async with database.transaction(write=False) as session:
         bodies = await session.scalars(
-            sa.select(outbox_table.c.body).where(outbox_table.c.subject == REMINDER)
+            sa.select(outbox_table.c.body)
+            .where(outbox_table.c.subject == REMINDER)
+            .order_by(outbox_table.c.position)
         )
         return [json.loads(body) for body in bodies]
+
+
+async def race(database_url: str, now: datetime, replicas: int = 3, rounds: int = 3) -> int:
+    """Several replicas (each its own engine and pool) handling the reminders at the same moment."""
+    databases = [Database(database_url, pool_size=2) for _ in range(replicas)]
+    try:
+        calls = [send_due_reminders(db, now=now, page_size=1) for db in databases for _ in range(rounds)]
+        return sum(await asyncio.gather(*calls))
+    finally:
+        for db in databases:
+            await db.dispose()
 
 
 async def test_racing_replicas_and_a_restart_publish_each_reminder_exactly_once(
@@ -51,46 +71,43 @@ async def test_racing_replicas_and_a_restart_publish_each_reminder_exactly_once(
     upcoming = (await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 29, 10))).json()
     dropped = (await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 29, 14))).json()
     await staff.post(f"/api/v1/sessions/{dropped['id']}/cancel", json={"reason": "Not needed"})
-    started = (await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 2, 10))).json()
+    await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 2, 10))  # over long before the 29th
 
-    clock.now = datetime(2027, 3, 29, 8, 30, tzinfo=UTC)  # 30 minutes before the upcoming one
-    replicas = [Database(database_url, pool_size=3) for _ in range(3)]
-    try:
-        rounds = [send_due_reminders(db, now=clock.now, batch_size=1) for db in replicas for _ in range(3)]
-        published = sum(await asyncio.gather(*rounds))
-        restarted = Database(database_url, pool_size=1)  # a replica that starts later finds nothing left
-        published += await send_due_reminders(restarted, now=clock.now + timedelta(minutes=5))
-        sent = await reminder_outbox(restarted)
-        await restarted.dispose()
-    finally:
-        for db in replicas:
-            await db.dispose()
+    # The app's own reminder job is one more replica racing these, on the same clock.
+    clock.now = datetime(2027, 3, 28, 9, 30, tzinfo=UTC)  # the day before: the 24-hour reminder
+    first = await race(database_url, clock.now)
+    clock.now = datetime(2027, 3, 29, 8, 30, tzinfo=UTC)  # half an hour before: the 1-hour reminder
+    second = await race(database_url, clock.now)
+    # A replica that starts later (a restart) finds nothing left to send.
+    assert await race(database_url, clock.now + timedelta(minutes=5), replicas=1, rounds=1) == 0
 
-    # The app's own reminder job is a fourth replica racing the others; together they sent two.
-    assert len(sent) == 2
-    assert published <= 2
-    assert sorted((e["data"]["session_id"], e["data"]["remind_before_minutes"]) for e in sent) == [
-        (upcoming["id"], 60),
+    sent = await reminder_outbox(app.state.database)
+    assert [(e["data"]["session_id"], e["data"]["remind_before_minutes"]) for e in sent] == [
         (upcoming["id"], 1440),
+        (upcoming["id"], 60),
     ]
-    assert all(e["data"]["start"] == "2027-03-29T09:00:00Z" for e in sent)
-    async with app.state.database.transaction(write=False) as session:
-        outcomes = dict(
+    assert first <= 1 and second <= 1
+    assert all(e["data"]["start"] == "2027-03-29T09:00:00Z" and e["type"] == REMINDER for e in sent)
+    assert len({e["id"] for e in sent}) == 2
+
+
+async def test_after_an_outage_only_the_nearest_due_reminder_is_sent(
+    app, staff: httpx.AsyncClient, clock: Clock
+) -> None:
+    ada = await create_mentor(staff)
+    session = (await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 29, 10))).json()
+    clock.now = datetime(2027, 3, 29, 8, 15, tzinfo=UTC)  # nothing ran since the 1st
+    assert await send_due_reminders(app.state.database, now=clock.now) == 1
+    sent = await reminder_outbox(app.state.database)
+    assert [e["data"]["remind_before_minutes"] for e in sent] == [60]
+    async with app.state.database.transaction(write=False) as db:
+        ledger = dict(
             (
-                await session.execute(
-                    sa.select(session_reminders.c.session_id, session_reminders.c.outcome).where(
-                        session_reminders.c.session_id == uuid.UUID(started["id"]),
-                    )
-                )
+                await db.execute(sa.select(session_reminders.c.offset_minutes, session_reminders.c.outcome))
             ).all()
         )
-        left = await session.scalar(
-            sa.select(sa.func.count())
-            .select_from(session_reminders)
-            .where(session_reminders.c.sent_at.is_(None))
-        )
-    assert set(outcomes.values()) == {"skipped"}  # it started weeks ago: too late to remind
-    assert left == 0  # the cancelled session's reminders went with it
+    assert ledger == {60: "published", 1440: "skipped"}
+    assert session["id"] == sent[0]["subject"]
 
 
 async def test_two_running_replicas_put_each_reminder_on_the_stream_once(

@@ -1,0 +1,305 @@
+"""Mentoring figures (issue 5): slot search and booking, as ratios against baselines of the same run.
+
+Against the same service, database and HTTP stack (principal check, request session, commit):
+- slot search for one mentor over four weeks, and for 500 mentors over one week
+  (``GET /slots?expertise=``), against a plain ``GET /mentors/{id}``;
+- booking throughput (``POST /sessions`` with an Idempotency-Key: every rule checked, the
+  session, its reminders, its event and the idempotency record written) against a bare
+  single-row insert endpoint that this benchmark mounts on its own copy of the app.
+  Target: at least 50%.
+
+    python -m bench.mentoring [--requests 600] [--bookings 800] [--concurrency 8]
+
+SQLite always; PostgreSQL too when SEEDBED_BENCH_POSTGRES_URL (or the default local server)
+answers: a database is created for the run and dropped after it. Requests go to the app
+in-process (httpx ASGI transport), so the figures are the service's own cost, not a network's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import sqlalchemy as sa
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from services.mentoring import service
+from services.mentoring.app import create_app
+from services.mentoring.models import sessions
+from services.mentoring.schemas import AvailabilityIn, MentorIn
+from services.mentoring.settings import MentoringSettings
+from shared.db import SessionDep, UtcDateTime, new_metadata
+from shared.migrations import upgrade
+from shared.nats_server import NatsServer, port_open
+from shared.testing.apps import STAFF, TEST_SECRET, client, running
+
+DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+SERVICE_DIR = Path(__file__).resolve().parent.parent / "services" / "mentoring"
+PORTS = range(18300, 18400)
+LONDON = ZoneInfo("Europe/London")
+NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)  # the app's clock: four weeks before the searched dates
+MENTORS = 500
+
+# The baseline's table: one row per request, in the same database as the sessions.
+bench_metadata = new_metadata()
+bench_rows = sa.Table(
+    "bench_rows",
+    bench_metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+
+def mount_bare_insert(app: FastAPI) -> None:
+    """``POST /bench/rows``: insert one row through the same session dependency, nothing else."""
+
+    @app.post("/bench/rows", status_code=201)
+    async def insert_row(db: SessionDep) -> dict[str, str]:
+        row_id = uuid.uuid4()
+        await db.execute(sa.insert(bench_rows).values(id=row_id, created_at=datetime.now(UTC)))
+        return {"id": str(row_id)}
+
+
+def free_port() -> int:
+    for port in PORTS:
+        if not port_open("127.0.0.1", port):
+            return port
+    raise RuntimeError("no free port in 18300-18399")
+
+
+async def seed(app: FastAPI) -> list[str]:
+    """500 mentors with insurance expertise and weekday hours; three booked sessions each in the
+    searched week, so the slot search has something to step around."""
+    database = app.state.database
+    weekly = [{"weekday": day, "start": "09:00", "end": "17:00"} for day in range(5)]
+    ids: list[str] = []
+    for first in range(0, MENTORS, 100):
+        async with database.transaction() as session:
+            for n in range(first, first + 100):
+                mentor = await service.register_mentor(
+                    session,
+                    MentorIn(
+                        name=f"Mentor {n:03d}",
+                        email=f"mentor{n}@example.org",
+                        expertise=["insurance", "policy"] if n % 2 else ["insurance", "bidding"],
+                        timezone="Europe/London",
+                        session_lengths_minutes=[30, 60],
+                        availability=AvailabilityIn.model_validate(
+                            {"weekly": weekly, "minimum_notice_minutes": 0, "buffer_after_minutes": 10}
+                        ),
+                    ),
+                    NOW,
+                )
+                ids.append(str(mentor.id))
+                rows = []
+                for day, hour in ((30, 10), (31, 13), (1, 15)):  # Tue 30, Wed 31 March, Thu 1 April
+                    month = 3 if day > 1 else 4
+                    start = datetime(2027, month, day, hour, tzinfo=LONDON).astimezone(UTC)
+                    rows.append(
+                        {
+                            "id": uuid.uuid4(),
+                            "mentor_id": mentor.id,
+                            "enterprise_id": uuid.uuid4(),
+                            "starts_at": start,
+                            "ends_at": start + timedelta(hours=1),
+                            "blocked_from": start,
+                            "blocked_until": start + timedelta(minutes=70),
+                            "timezone": "Europe/London",
+                            "duration_minutes": 60,
+                            "topic": "seeded",
+                            "status": "booked",
+                            "sequence": 0,
+                            "booked_by_role": "staff",
+                            "booked_by": "bench",
+                            "scheduled_at": NOW,
+                            "created_at": NOW,
+                            "updated_at": NOW,
+                        }
+                    )
+                await session.execute(sa.insert(sessions), rows)
+    return ids
+
+
+async def rate(
+    count: int, concurrency: int, make: Callable[[int], Awaitable[httpx.Response]], expect: int
+) -> tuple[float, float]:
+    """Requests per second and median latency (ms) for ``count`` requests, ``concurrency`` at a time."""
+    semaphore = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(n: int) -> None:
+        async with semaphore:
+            started = time.perf_counter()
+            response = await make(n)
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == expect, response.text
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(count)))
+    elapsed = time.perf_counter() - started
+    return count / elapsed, statistics.median(latencies) * 1e3
+
+
+def booking_slots(mentor_ids: list[str], count: int) -> list[tuple[str, datetime]]:
+    """Distinct free hours on Monday 29 March, mentor after mentor (no two requests collide, the
+    mentors' ten-minute buffers included)."""
+    slots = []
+    for mentor_id in mentor_ids:
+        for hour in (9, 11, 13, 15):
+            slots.append((mentor_id, datetime(2027, 3, 29, hour, tzinfo=LONDON)))
+            if len(slots) == count:
+                return slots
+    raise ValueError("not enough mentors for that many bookings")
+
+
+async def measure(name: str, url: str, nats_url: str, requests: int, bookings: int, concurrency: int) -> None:
+    await asyncio.to_thread(upgrade, SERVICE_DIR, url)
+    from shared.db import create_engine
+
+    engine = create_engine(url, pooled=False)
+    async with engine.begin() as conn:
+        await conn.run_sync(bench_metadata.create_all)
+    await engine.dispose()
+    settings = MentoringSettings(
+        database_url=url,
+        nats_url=nats_url,
+        internal_secret=TEST_SECRET,
+        environment="test",
+        access_log=False,
+        log_level="WARNING",
+        reminder_interval_seconds=3600,
+    )
+    app = create_app(settings, clock=lambda: NOW)
+    mount_bare_insert(app)
+    async with running(app), client(app, STAFF) as http:
+        started = time.perf_counter()
+        mentor_ids = await seed(app)
+        print(f"--- {name}: {MENTORS} mentors seeded in {time.perf_counter() - started:.1f}s")
+        first = mentor_ids[0]
+        one_mentor = {"start": "2027-03-29", "end": "2027-04-26", "duration_minutes": 60}
+        many = {"expertise": "insurance", "start": "2027-03-29", "end": "2027-04-05", "duration_minutes": 60}
+        check = await http.get(f"/api/v1/mentors/{first}/slots", params=one_mentor)
+        four_weeks = len(check.json()["items"])
+        check = await http.get("/api/v1/slots", params=many | {"limit": 500})
+        assert check.status_code == 200, check.text
+
+        async def get_mentor(n: int) -> httpx.Response:
+            return await http.get(f"/api/v1/mentors/{mentor_ids[n % MENTORS]}")
+
+        async def slots_one(n: int) -> httpx.Response:
+            return await http.get(f"/api/v1/mentors/{mentor_ids[n % MENTORS]}/slots", params=one_mentor)
+
+        async def slots_many(n: int) -> httpx.Response:
+            return await http.get("/api/v1/slots", params=many)
+
+        await rate(50, concurrency, get_mentor, 200)  # warm up
+        baseline, baseline_ms = await rate(requests, concurrency, get_mentor, 200)
+        one, one_ms = await rate(requests, concurrency, slots_one, 200)
+        many_count = max(10, requests // 60)
+        multi, multi_ms = await rate(many_count, min(concurrency, 2), slots_many, 200)
+        print(f"GET /mentors/{{id}} (baseline)           {baseline:8.1f} req/s  median {baseline_ms:7.2f} ms")
+        print(
+            f"slots, 1 mentor x 4 weeks ({four_weeks} slots)  {one:8.1f} req/s  median {one_ms:7.2f} ms"
+            f"  = {one / baseline:5.2f}x baseline throughput"
+        )
+        print(
+            f"slots, {MENTORS} mentors x 1 week            {multi:8.1f} req/s  median {multi_ms:7.2f} ms"
+            f"  = {multi / baseline:6.4f}x baseline throughput ({multi_ms / baseline_ms:.0f}x its latency)"
+        )
+
+        async def bare_insert(n: int) -> httpx.Response:
+            return await http.post("/bench/rows")
+
+        slots = booking_slots(mentor_ids, bookings)
+
+        async def book(n: int) -> httpx.Response:
+            mentor_id, start = slots[n]
+            return await http.post(
+                "/api/v1/sessions",
+                json={
+                    "mentor_id": mentor_id,
+                    "enterprise_id": str(uuid.uuid4()),
+                    "start": start.isoformat(),
+                    "duration_minutes": 60,
+                    "topic": "Insurance cover for a catering lot",
+                },
+                headers={"Idempotency-Key": f"bench-{n}"},
+            )
+
+        await rate(50, concurrency, bare_insert, 201)  # warm up
+        inserts, insert_ms = await rate(bookings, concurrency, bare_insert, 201)
+        booked, book_ms = await rate(bookings, concurrency, book, 201)
+        ratio = booked / inserts
+        print(f"bare single-row insert (baseline)        {inserts:8.1f} req/s  median {insert_ms:7.2f} ms")
+        print(
+            f"POST /sessions (bookings)                {booked:8.1f} req/s  median {book_ms:7.2f} ms"
+            f"  = {ratio:5.2f}x baseline ({'meets' if ratio >= 0.5 else 'MISSES'} the 0.50x target)"
+        )
+        async with app.state.database.transaction(write=False) as session:
+            total = await session.scalar(sa.select(sa.func.count()).select_from(sessions))
+        assert total == MENTORS * 3 + bookings, total
+
+
+@contextlib.asynccontextmanager
+async def databases(tmp: Path) -> AsyncIterator[list[tuple[str, str]]]:
+    urls = [("sqlite", f"sqlite+aiosqlite:///{tmp / 'mentoring-bench.db'}")]
+    admin = os.environ.get("SEEDBED_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    dsn = make_url(admin).set(drivername="postgresql").render_as_string(hide_password=False)
+    created = None
+    try:
+        conn = await asyncpg.connect(dsn, timeout=2)
+        created = "seedbed_bench_mentoring_" + uuid.uuid4().hex[:8]
+        await conn.execute(f'CREATE DATABASE "{created}"')
+        await conn.close()
+        urls.append(
+            ("postgresql", make_url(admin).set(database=created).render_as_string(hide_password=False))
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"PostgreSQL skipped: {exc!r}")
+    try:
+        yield urls
+    finally:
+        if created:
+            conn = await asyncpg.connect(dsn)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{created}" WITH (FORCE)')
+            await conn.close()
+
+
+async def main(requests: int, bookings: int, concurrency: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        server = NatsServer(tmp / "nats", port=free_port())
+        server.start()
+        try:
+            await server.wait_jetstream()
+            print(
+                f"requests={requests} bookings={bookings} concurrency={concurrency} "
+                f"(in-process ASGI, nats-server {server.url})"
+            )
+            async with databases(tmp) as urls:
+                for name, url in urls:
+                    await measure(name, url, server.url, requests, bookings, concurrency)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--bookings", type=int, default=800)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.bookings, args.concurrency))
