@@ -236,10 +236,13 @@ class Proxy:
             headers.append(("x-request-id", request_id))
         headers.append(("traceparent", traceparent or new_traceparent()))
         client = scope.get("client")
-        if client:
-            headers.append(
-                ("x-forwarded-for", f"{forwarded_for}, {client[0]}" if forwarded_for else client[0])
-            )
+        if forwarded_for and client and forwarded_for.rsplit(",", 1)[-1].strip() != client[0]:
+            forwarded_for = f"{forwarded_for}, {client[0]}"
+        elif not forwarded_for and client:
+            # (When uvicorn trusted a proxy's X-Forwarded-For, the client is already its last entry.)
+            forwarded_for = client[0]
+        if forwarded_for:
+            headers.append(("x-forwarded-for", forwarded_for))
         headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
 
         # The body: refused by its declared length before a byte is read; small ones read
@@ -300,11 +303,17 @@ class Proxy:
                 return
 
         try:
-            out_headers = [
-                (name.lower(), value)
-                for name, value in response.raw_headers
-                if name.lower() not in DROPPED_RESPONSE_HEADERS
-            ]
+            out_headers = []
+            listed: list[bytes] = []  # headers the service's Connection header names as hop-by-hop
+            for name, value in response.raw_headers:
+                name = name.lower()
+                if name in DROPPED_RESPONSE_HEADERS:
+                    if name == b"connection":
+                        listed.extend(token.strip().lower() for token in value.split(b","))
+                    continue
+                out_headers.append((name, value))
+            if listed:
+                out_headers = [(name, value) for name, value in out_headers if name not in listed]
             out_headers.extend(extra)
             length = response.content_length
             if method == "HEAD" or response.status in (204, 304):

@@ -243,10 +243,7 @@ def gateway_settings(
 GatewayFactory = Callable[..., AbstractAsyncContextManager[FastAPI]]
 
 
-@pytest.fixture
-def gateway_app(gateway_database_url: str, nats_url: str) -> GatewayFactory:
-    """``async with gateway_app(upstreams={...}, **settings) as app:`` runs a gateway in-process."""
-
+def _gateway_factory(gateway_database_url: str, nats_url: str) -> GatewayFactory:
     @asynccontextmanager
     async def start(upstreams: dict[str, str] | None = None, **extra: Any) -> AsyncIterator[FastAPI]:
         options = {"database_url": gateway_database_url, "nats_url": nats_url} | extra
@@ -258,6 +255,43 @@ def gateway_app(gateway_database_url: str, nats_url: str) -> GatewayFactory:
             yield app
 
     return start
+
+
+@pytest.fixture
+def gateway_app(gateway_database_url: str, nats_url: str) -> GatewayFactory:
+    """``async with gateway_app(upstreams={...}, **settings) as app:`` runs a gateway in-process
+    (on each database backend)."""
+    return _gateway_factory(gateway_database_url, nats_url)
+
+
+@pytest.fixture
+async def sqlite_gateway_url(database_factory: DatabaseFactory) -> str:
+    return await database_factory.create("sqlite", "gateway", alembic_prepare(GATEWAY_DIR))
+
+
+@pytest.fixture
+def gateway_over(sqlite_gateway_url: str, nats_url: str) -> GatewayFactory:
+    """Like ``gateway_app``, on SQLite only: for tests about the path to services, not storage."""
+    return _gateway_factory(sqlite_gateway_url, nats_url)
+
+
+@pytest.fixture(scope="session")
+def echo_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """The instrumented upstream (``echo_upstream.py``) as a real uvicorn process."""
+    env = dict(os.environ) | {"SEEDBED_INTERNAL_SECRET": TEST_SECRET, "PYTHONUNBUFFERED": "1"}
+    process = Process(
+        "echo",
+        "gateway.tests.echo_upstream:create_app",
+        free_port(),
+        env,
+        tmp_path_factory.mktemp("echo") / "echo.log",
+    )
+    process.start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
 
 
 def client_of(app: FastAPI, key: str | None = BOOTSTRAP_KEY, **kwargs: Any) -> httpx.AsyncClient:
@@ -287,3 +321,42 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interva
 
 def free_tcp_port() -> int:
     return free_port()
+
+
+ECHO_TIMEOUT_SECONDS = 1.5
+
+
+@pytest.fixture(scope="session")
+def echo_gateway(
+    echo_upstream: Process,
+    nats_server: NatsServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    _database_factory_sync: DatabaseFactory,
+) -> Iterator[Process]:
+    """A gateway process whose three upstreams are all the instrumented upstream."""
+    database_url = asyncio.run(
+        _database_factory_sync.create("sqlite", "gateway", alembic_prepare(GATEWAY_DIR))
+    )
+    env = _service_env(
+        {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "SEEDBED_"))},
+        {"gateway": database_url},
+        nats_server.url,
+    )
+    for name in SERVICES:
+        env[f"GATEWAY_{name.upper()}_URL"] = echo_upstream.url
+    env["GATEWAY_UPSTREAM_TIMEOUT_SECONDS"] = str(ECHO_TIMEOUT_SECONDS)
+    env["GATEWAY_CORS_ORIGINS"] = '["https://portal.example"]'
+    env["SEEDBED_ACCESS_LOG"] = "false"
+    process = Process(
+        "echo-gateway",
+        "gateway.app:create_app",
+        free_port(),
+        env,
+        tmp_path_factory.mktemp("echo-gateway") / "gateway.log",
+    )
+    process.start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
