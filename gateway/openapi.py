@@ -286,7 +286,7 @@ class OpenApiAggregator:
             )
 
     async def document(self) -> dict[str, Any]:
-        if self.missing and time.monotonic() - self._last_attempt > 1.0:
+        if self.missing and time.monotonic() - self._last_attempt > 0.25:
             # A service came up since the last attempt? Ask now rather than serve a gap.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.refresh(), 3.0)

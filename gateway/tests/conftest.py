@@ -211,7 +211,7 @@ def system(
         for process in everything:
             process.start()
         for process in everything:
-            process.wait_ready("/readyz" if process is not gateway else "/healthz")
+            process.wait_ready("/readyz")
         yield System(nats, services, gateway)
     finally:
         for process in everything:
