@@ -4,10 +4,11 @@ Each service's ``GET /openapi.json`` (fetched with a signed staff principal, act
 ``gateway``; retried while a service is down, refreshed periodically) gives the
 paths the route table sends to it; the gateway's own FastAPI routes add theirs.
 Schemas that two documents name differently are kept apart by a service prefix.
-The merge then states what the gateway itself adds to every operation: the
-security schemes, and the problem+json answers the gateway gives (401, 413, 429,
-502, 503, 504), and it declares every error as problem+json, which is what the
-shared kit answers.
+The merge then states what holds for every operation: the security schemes, the
+answers API.md promises route-wide (403, 404 on an object, 409 on a create, 412
+on an update) where a service's document leaves them out, the problem+json
+answers the gateway itself gives (401, 413, 429, 502, 503, 504), and every error
+as problem+json, which is what the shared kit answers.
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
     },
     "additionalProperties": True,
+}
+
+# Answers API.md promises for every route of a kind, whether or not a service's own document
+# names them: a refused role (403), an unknown or hidden object (404), a stale If-Match (412),
+# a create whose Idempotency-Key is in use (409).
+CONTRACT_RESPONSES: dict[str, tuple[str, str]] = {
+    "403": ("Forbidden", "The caller's role may not do this (see docs/ACCESS.md)."),
+    "404": ("NotFound", "No such object, or one the caller may not know exists."),
+    "409": ("Conflict", "The request conflicts with the current state (or an Idempotency-Key in use)."),
+    "412": ("PreconditionFailed", "If-Match does not name the current ETag."),
 }
 
 GATEWAY_RESPONSES: dict[str, tuple[str, str]] = {
@@ -128,6 +139,15 @@ def _normalise_operation(path: str, method: str, operation: dict[str, Any], oidc
     if path in OPEN_PATHS:
         operation["security"] = []
         return
+    contract = ["403"]
+    if "{" in path:
+        contract.append("404")
+    if method == "post":
+        contract.append("409")
+    if method in ("put", "patch"):
+        contract.append("412")
+    for status in contract:
+        responses.setdefault(status, {"$ref": f"#/components/responses/{CONTRACT_RESPONSES[status][0]}"})
     wanted = ["401", "429"]
     if owner_of(path) != GATEWAY:
         wanted += ["502", "503", "504"]
@@ -190,7 +210,7 @@ def merge_documents(
                 _normalise_operation(path, method, operation, oidc)
     components["responses"] = {
         name: {"description": description, "content": _problem_content()}
-        for name, description in GATEWAY_RESPONSES.values()
+        for name, description in (*CONTRACT_RESPONSES.values(), *GATEWAY_RESPONSES.values())
     }
     schemes: dict[str, Any] = {
         "apiKey": {
