@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mentoring import calendars, events, slots
@@ -66,8 +66,6 @@ from shared.http import decode_cursor, encode_cursor
 from shared.principal import Principal
 from shared.problems import Problem, conflict, field_errors
 
-DEADLOCK_DETECTED = "40P01"
-DEADLOCK_RETRIES = 3
 # Sessions of a mentor within this much of a range decide its day and week counts.
 WEEK_MARGIN = timedelta(days=8)
 
@@ -77,6 +75,10 @@ def _is_postgres(session: AsyncSession) -> bool:
 
 
 # -- mentors ------------------------------------------------------------------------------------
+
+# Rules parsed from a mentor's row, by (mentor, version): every change of the rules (or of the
+# weekly limit) bumps the version, so an entry never goes stale; the oldest go first.
+_RULES_CACHE: dict[tuple[uuid.UUID, int], slots.Rules] = {}
 
 
 def _availability_values(availability: AvailabilityIn) -> dict[str, Any]:
@@ -105,7 +107,21 @@ def _availability_values(availability: AvailabilityIn) -> dict[str, Any]:
 
 
 def rules_of(mentor: Row[Any]) -> slots.Rules:
-    """A mentor row's availability rules, ready for slot computation."""
+    """A mentor row's availability rules, ready for slot computation (parsed once per version)."""
+    return _parsed_rules(mentor.id, mentor.version, mentor)
+
+
+def _parsed_rules(mentor_id: uuid.UUID, version: int, mentor: Row[Any]) -> slots.Rules:
+    key = (mentor_id, version)
+    found = _RULES_CACHE.get(key)
+    if found is None:
+        found = _RULES_CACHE[key] = _rules_from_row(mentor)
+        if len(_RULES_CACHE) > 4096:
+            _RULES_CACHE.pop(next(iter(_RULES_CACHE)))
+    return found
+
+
+def _rules_from_row(mentor: Row[Any]) -> slots.Rules:
     weekly: dict[int, list[slots.Window]] = defaultdict(list)
     for window in mentor.weekly_windows:
         weekly[window["weekday"]].append(
@@ -143,13 +159,44 @@ def _mentor_event(type_: str, mentor: Row[Any]) -> CloudEvent:
     return new_event(type_, payload, source=events.SOURCE, subject=str(mentor.id))
 
 
+# The booking path's statements, built once: only their parameters change from call to call.
+_MENTOR = sa.select(mentors).where(mentors.c.id == sa.bindparam("mentor_id"))
+# FOR NO KEY UPDATE: the mentor's bookings queue here; foreign keys to the mentor still pass.
+_MENTOR_LOCKED = _MENTOR.with_for_update(key_share=True)
+# PostgreSQL: the mentor's row, and the enterprise's advisory lock, in one round trip. Every
+# booking and reschedule takes them in this order, so they never deadlock on each other.
+_MENTOR_AND_ENTERPRISE_LOCKED = (
+    sa.select(mentors, sa.func.pg_advisory_xact_lock(sa.bindparam("enterprise_key", type_=sa.BigInteger)))
+    .where(mentors.c.id == sa.bindparam("mentor_id"))
+    .with_for_update(key_share=True, of=mentors)
+)
+
+
+def _advisory_key(enterprise_id: uuid.UUID) -> int:
+    return int.from_bytes(enterprise_id.bytes[:8], "big", signed=True)
+
+
 async def load_mentor(session: AsyncSession, mentor_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
     """A mentor, or None; ``lock`` holds its row until the commit (PostgreSQL; SQLite's
     write transactions already hold the database lock)."""
-    query = sa.select(mentors).where(mentors.c.id == mentor_id)
-    if lock:
-        query = query.with_for_update(key_share=True)  # FOR NO KEY UPDATE: foreign keys still pass
-    return (await session.execute(query)).first()
+    statement = _MENTOR_LOCKED if lock else _MENTOR
+    return (await session.execute(statement, {"mentor_id": mentor_id})).first()
+
+
+async def lock_for_booking(
+    session: AsyncSession, mentor_id: uuid.UUID, enterprise_id: uuid.UUID
+) -> Row[Any] | None:
+    """The mentor, with their bookings and the enterprise's held until the commit.
+
+    On PostgreSQL two bookings of one mentor, or of one enterprise, take turns here, so the
+    checks that follow see every committed session and the exclusion constraints are a last
+    guard rather than a race (two transactions inserting conflicting rows at the same moment
+    would each wait for the other on the constraint: a deadlock). On SQLite the write
+    transaction already holds the database lock."""
+    if not _is_postgres(session):
+        return await load_mentor(session, mentor_id)
+    params = {"mentor_id": mentor_id, "enterprise_key": _advisory_key(enterprise_id)}
+    return (await session.execute(_MENTOR_AND_ENTERPRISE_LOCKED, params)).first()
 
 
 async def _replace_expertise(session: AsyncSession, mentor_id: uuid.UUID, tags: Sequence[str]) -> None:
@@ -321,17 +368,13 @@ async def _taken(
     mentor_ids: Iterable[uuid.UUID] | sa.Select[Any],
     start: datetime,
     end: datetime,
-    *,
-    excluding: uuid.UUID | None = None,
 ) -> dict[uuid.UUID, list[slots.Taken]]:
     """The mentors' sessions that are not cancelled and touch ``[start, end)``, with margins
     wide enough to count the whole local days and weeks around it."""
     ids = mentor_ids if isinstance(mentor_ids, sa.Select) else list(mentor_ids)
     query = sa.select(
-        sessions.c.id,
         sessions.c.mentor_id,
         sessions.c.starts_at,
-        sessions.c.ends_at,
         sessions.c.blocked_from,
         sessions.c.blocked_until,
         sessions.c.status,
@@ -341,18 +384,14 @@ async def _taken(
         sessions.c.blocked_from < end + WEEK_MARGIN,
         sessions.c.blocked_until > start - WEEK_MARGIN,
     )
-    if excluding is not None:
-        query = query.where(sessions.c.id != excluding)
     found: dict[uuid.UUID, list[slots.Taken]] = defaultdict(list)
     for row in await session.execute(query):
         found[row.mentor_id].append(
             slots.Taken(
                 start=row.starts_at,
-                end=row.ends_at,
                 blocked_from=row.blocked_from,
                 blocked_until=row.blocked_until,
                 blocks=row.status == BOOKED,
-                ref=row.id,
             )
         )
     return found
@@ -395,6 +434,24 @@ async def mentor_slots(
     return [instant.astimezone(zone) for instant in found]
 
 
+# What slot computation reads of a mentor (a search over hundreds of mentors reads nothing else).
+_RULE_COLUMNS = [
+    mentors.c.id,
+    mentors.c.version,
+    mentors.c.timezone,
+    mentors.c.session_lengths,
+    mentors.c.weekly_windows,
+    mentors.c.date_overrides,
+    mentors.c.buffer_before_minutes,
+    mentors.c.buffer_after_minutes,
+    mentors.c.minimum_notice_minutes,
+    mentors.c.slot_interval_minutes,
+    mentors.c.booking_horizon_days,
+    mentors.c.max_sessions_per_day,
+    mentors.c.max_sessions_per_week,
+]
+
+
 @dataclass(frozen=True)
 class MentorSlot:
     mentor_id: uuid.UUID
@@ -426,7 +483,7 @@ async def slots_of_mentors(
         )
     if mentor_ids:
         chosen = chosen.where(mentors.c.id.in_(mentor_ids))
-    rows = (await session.execute(sa.select(mentors).where(mentors.c.id.in_(chosen)))).all()
+    rows = (await session.execute(sa.select(*_RULE_COLUMNS).where(mentors.c.id.in_(chosen)))).all()
     offering = [row for row in rows if duration_minutes in row.session_lengths]
     after = decode_cursor(cursor, 2)
     after_instant, after_mentor = (None, "")
@@ -610,6 +667,7 @@ async def _conflicting(
 async def _write_guarded(
     session: AsyncSession,
     statement: sa.Executable,
+    params: dict[str, Any] | None = None,
     *,
     mentor_id: uuid.UUID,
     enterprise_id: uuid.UUID,
@@ -618,31 +676,22 @@ async def _write_guarded(
     blocked: tuple[datetime, datetime],
     excluding: uuid.UUID | None,
 ) -> None:
-    """Insert or move a booked session; a lost race on PostgreSQL's exclusion constraints
-    becomes a 409 naming the session it collided with.
-
-    Two transactions inserting conflicting rows at the same moment each wait for the other
-    on the constraint, and PostgreSQL breaks the deadlock by failing one of them: that one
-    rolls back to its savepoint and tries again, now simply waiting for the winner's commit
-    (and then losing cleanly to it)."""
-    if not _is_postgres(session):
-        await session.execute(statement)
-        return
-    for attempt in range(DEADLOCK_RETRIES + 1):
-        try:
-            async with session.begin_nested():
-                await session.execute(statement)
-            return
-        except IntegrityError as exc:
-            message = str(exc.orig)
-            if ENTERPRISE_OVERLAP in message:
-                party, low, high = "enterprise", start, end
-            elif MENTOR_OVERLAP in message:
-                party, (low, high) = "mentor", blocked
-            else:
-                raise
+    """Insert or move a booked session. Should PostgreSQL's exclusion constraints refuse it
+    anyway (a writer that did not take the locks), the request fails with a 409 naming the
+    session it collided with, looked up outside the failed transaction."""
+    try:
+        await session.execute(statement, params)
+    except IntegrityError as exc:
+        message = str(exc.orig)
+        if ENTERPRISE_OVERLAP in message:
+            party, low, high = "enterprise", start, end
+        elif MENTOR_OVERLAP in message:
+            party, (low, high) = "mentor", blocked
+        else:
+            raise
+        async with AsyncSession(session.bind) as other:
             row = await _conflicting(
-                session,
+                other,
                 party,
                 mentor_id=mentor_id,
                 enterprise_id=enterprise_id,
@@ -650,10 +699,7 @@ async def _write_guarded(
                 high=high,
                 excluding=excluding,
             )
-            raise _taken_problem(party, row, mentor_id, enterprise_id) from exc
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DEADLOCK_RETRIES:
-                raise
+        raise _taken_problem(party, row, mentor_id, enterprise_id) from exc
 
 
 async def _active_mentees(
@@ -701,6 +747,38 @@ def _session_event(type_: str, row: Row[Any] | dict[str, Any], **extra: Any) -> 
     return new_event(type_, payload, source=events.SOURCE, subject=str(payload.session_id))
 
 
+def _around_statement(*, excluding: bool) -> sa.Select[Any]:
+    mentors_own = sa.and_(
+        sessions.c.mentor_id == sa.bindparam("mentor_id"),
+        sessions.c.status.in_(COUNTED_STATUSES),
+        sessions.c.blocked_from < sa.bindparam("high"),
+        sessions.c.blocked_until > sa.bindparam("low"),
+    )
+    enterprises_own = sa.and_(
+        sessions.c.enterprise_id == sa.bindparam("enterprise_id"),
+        sessions.c.status == BOOKED,
+        sessions.c.starts_at < sa.bindparam("end"),
+        sessions.c.ends_at > sa.bindparam("start"),
+    )
+    query = sa.select(
+        sessions.c.id,
+        sessions.c.mentor_id,
+        sessions.c.enterprise_id,
+        sessions.c.starts_at,
+        sessions.c.ends_at,
+        sessions.c.blocked_from,
+        sessions.c.blocked_until,
+        sessions.c.status,
+        sessions.c.timezone,
+    ).where(sa.or_(mentors_own, enterprises_own))
+    return query.where(sessions.c.id != sa.bindparam("excluding")) if excluding else query
+
+
+_AROUND = _around_statement(excluding=False)
+_AROUND_EXCLUDING = _around_statement(excluding=True)
+_INSERT_SESSION = sa.insert(sessions)
+
+
 async def _around(
     session: AsyncSession,
     mentor: Row[Any],
@@ -714,39 +792,24 @@ async def _around(
     touch, and its local day and week when limits count them), and a booked session of the
     enterprise overlapping it, if there is one."""
     margin = WEEK_MARGIN if mentor.max_sessions_per_week is not None else timedelta(days=2)
-    mentors_own = sa.and_(
-        sessions.c.mentor_id == mentor.id,
-        sessions.c.status.in_(COUNTED_STATUSES),
-        sessions.c.blocked_from < end + margin,
-        sessions.c.blocked_until > start - margin,
-    )
-    enterprises_own = sa.and_(
-        sessions.c.enterprise_id == enterprise_id,
-        sessions.c.status == BOOKED,
-        sessions.c.starts_at < end,
-        sessions.c.ends_at > start,
-    )
-    query = sa.select(
-        sessions.c.id,
-        sessions.c.mentor_id,
-        sessions.c.enterprise_id,
-        sessions.c.starts_at,
-        sessions.c.ends_at,
-        sessions.c.blocked_from,
-        sessions.c.blocked_until,
-        sessions.c.status,
-        sessions.c.timezone,
-    ).where(sa.or_(mentors_own, enterprises_own))
+    params: dict[str, Any] = {
+        "mentor_id": mentor.id,
+        "enterprise_id": enterprise_id,
+        "low": start - margin,
+        "high": end + margin,
+        "start": start,
+        "end": end,
+    }
+    statement = _AROUND
     if excluding is not None:
-        query = query.where(sessions.c.id != excluding)
+        statement, params["excluding"] = _AROUND_EXCLUDING, excluding
     taken: list[slots.Taken] = []
     clash: Row[Any] | None = None
-    for row in await session.execute(query):
+    for row in await session.execute(statement, params):
         if row.mentor_id == mentor.id and row.status in COUNTED_STATUSES:
             taken.append(
                 slots.Taken(
                     start=row.starts_at,
-                    end=row.ends_at,
                     blocked_from=row.blocked_from,
                     blocked_until=row.blocked_until,
                     blocks=row.status == BOOKED,
@@ -776,7 +839,7 @@ async def book_session(
     settings: MentoringSettings,
 ) -> dict[str, Any]:
     """Book a free slot, or refuse with a problem naming why (and the session in the way)."""
-    mentor = await load_mentor(session, data.mentor_id, lock=True)
+    mentor = await lock_for_booking(session, data.mentor_id, data.enterprise_id)
     if mentor is None:
         raise field_errors([{"field": "mentor_id", "message": "no mentor with this id"}])
     if not mentor.active:
@@ -826,7 +889,8 @@ async def book_session(
     }
     await _write_guarded(
         session,
-        sa.insert(sessions).values(row),
+        _INSERT_SESSION,
+        row,
         mentor_id=mentor.id,
         enterprise_id=data.enterprise_id,
         start=start,
@@ -892,7 +956,7 @@ async def reschedule_session(
 ) -> Row[Any]:
     """Move a booked session (same id, same UID, higher sequence) to another free slot."""
     _require_booked(row, "rescheduled")
-    mentor = await load_mentor(session, row.mentor_id, lock=True)
+    mentor = await lock_for_booking(session, row.mentor_id, row.enterprise_id)
     assert mentor is not None
     _require_notice(row, mentor, principal, now, "rescheduled")
     minutes = data.duration_minutes or row.duration_minutes

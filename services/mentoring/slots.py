@@ -71,7 +71,6 @@ class Taken:
     """
 
     start: datetime
-    end: datetime
     blocked_from: datetime
     blocked_until: datetime
     blocks: bool = True

@@ -46,7 +46,6 @@ def session(
     end = start + timedelta(minutes=minutes)
     return Taken(
         start=start,
-        end=end,
         blocked_from=start - timedelta(minutes=before),
         blocked_until=end + timedelta(minutes=after),
         blocks=blocks,
