@@ -4,11 +4,13 @@ They take a session, change state and add outbox events; they never commit.
 ``now`` is always an argument (the app's clock), so rules about notice and weeks
 are the same in tests on fixed dates as in production.
 
-No double booking: on PostgreSQL the booking locks the mentor row (daily and weekly
-limits), checks, and inserts under two exclusion constraints that refuse any
-overlap of a mentor's or an enterprise's booked sessions whatever the concurrency;
-on SQLite the request's write transaction begins with ``BEGIN IMMEDIATE``, so the
-check and the insert happen under the database's single write lock.
+No double booking: on PostgreSQL a booking locks the mentor's row and takes the
+enterprise's advisory lock (so bookings of one mentor or one enterprise take turns, and
+the daily and weekly limits hold), checks, and inserts under two exclusion constraints
+that refuse any overlap of a mentor's (buffers included) or an enterprise's booked
+sessions whatever the concurrency; on SQLite the request's write transaction begins
+with ``BEGIN IMMEDIATE``, so the check and the insert happen under the database's
+single write lock.
 """
 
 from __future__ import annotations
@@ -108,11 +110,7 @@ def _availability_values(availability: AvailabilityIn) -> dict[str, Any]:
 
 def rules_of(mentor: Row[Any]) -> slots.Rules:
     """A mentor row's availability rules, ready for slot computation (parsed once per version)."""
-    return _parsed_rules(mentor.id, mentor.version, mentor)
-
-
-def _parsed_rules(mentor_id: uuid.UUID, version: int, mentor: Row[Any]) -> slots.Rules:
-    key = (mentor_id, version)
+    key = (mentor.id, mentor.version)
     found = _RULES_CACHE.get(key)
     if found is None:
         found = _RULES_CACHE[key] = _rules_from_row(mentor)

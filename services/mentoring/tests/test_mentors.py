@@ -198,3 +198,32 @@ async def test_who_may_register_read_and_change_mentors(as_principal, staff: htt
             assert (await http.post(f"{url}/calendar-token")).status_code == change, principal
     async with as_principal(STAFF) as http:
         assert (await http.get(f"/api/v1/mentors/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_a_deactivated_mentor_offers_no_slots_and_takes_no_bookings(
+    staff: httpx.AsyncClient, nats_url
+) -> None:
+    ada = await create_mentor(staff)
+    url = f"/api/v1/mentors/{ada['id']}"
+    paused = await staff.patch(url, json={"active": False}, headers={"If-Match": '"1"'})
+    assert paused.status_code == 200 and paused.json()["active"] is False
+    slots = await staff.get(
+        f"{url}/slots", params={"start": "2027-03-29", "end": "2027-03-30", "duration_minutes": 60}
+    )
+    assert slots.json()["items"] == []
+    refused = await staff.post(
+        "/api/v1/sessions",
+        json={
+            "mentor_id": ada["id"],
+            "enterprise_id": str(uuid.uuid4()),
+            "start": "2027-03-29T10:00:00+01:00",
+            "duration_minutes": 60,
+            "topic": "Insurance",
+        },
+    )
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "mentor_id"
+    assert [
+        m["id"] for m in (await staff.get("/api/v1/mentors", params={"active": "false"})).json()["items"]
+    ] == [ada["id"]]
+    events = await stream_events(nats_url, at_least=2)
+    assert events[-1]["type"] == "mentoring.mentor.updated.v1" and events[-1]["data"]["version"] == 2
