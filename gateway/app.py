@@ -1,9 +1,10 @@
 """Composition root of the gateway.
 
 Requests meet, outermost first: the request-id and access-log middleware, then
-the edge (CORS, authentication, rate and body limits), which forwards
-pass-through traffic to the services itself and hands the gateway's own routes
-(keys, ``/me``, composite views, documents, health) to FastAPI.
+the edge (CORS, authentication, rate and body limits). A request for a service
+takes that short chain straight from the server and the edge forwards it; the
+gateway's own routes (keys, ``/me``, composite views, documents, health) go
+through FastAPI, whose stack holds the same two middlewares.
 
 Adding a router of the gateway's own (webhooks, the event stream, the AsyncAPI
 document): put it in ``ROUTERS``; the route table (``gateway.routes``) already
@@ -24,9 +25,11 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import api, dashboard
 from gateway.edge import EdgeMiddleware
+from gateway.routes import SERVICES, owner_of
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
 from shared.health import ReadinessCheck, health_router
@@ -35,6 +38,21 @@ from shared.problems import install_problem_handlers
 
 API_PREFIX = "/api/v1"
 ROUTERS: list[APIRouter] = [api.router, dashboard.router]
+
+
+class GatewayApp(FastAPI):
+    """FastAPI for the gateway's own routes, with the pass-through path in front of it.
+
+    A request for a service never enters FastAPI: no routing, no per-request telemetry
+    check, no middleware stack of its own; only the request context and the edge."""
+
+    pass_through: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.pass_through is not None and owner_of(scope["path"]) in SERVICES:
+            await self.pass_through(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _service_check(client: httpx.AsyncClient, name: str, base_url: str) -> ReadinessCheck:
@@ -79,7 +97,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             checks[name] = _service_check(runtime.http, name, url)
         return checks
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Seedbed API",
         version="1.0.0",
         lifespan=lifespan,
@@ -102,6 +120,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.add_api_route(f"{prefix}/openapi.json", openapi_json, include_in_schema=False)
         app.add_api_route(f"{prefix}/docs", docs, include_in_schema=False)
 
+    # The gateway's own routes: request context, then the edge, inside FastAPI's stack.
     app.add_middleware(EdgeMiddleware, runtime=runtime)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
+    # Everything for a service: the same two, straight from the server.
+    app.pass_through = RequestContextMiddleware(
+        EdgeMiddleware(super(GatewayApp, app).__call__, runtime=runtime),
+        access_log_enabled=settings.access_log,
+    )
     return app

@@ -323,9 +323,6 @@ def free_tcp_port() -> int:
     return free_port()
 
 
-ECHO_TIMEOUT_SECONDS = 1.5
-
-
 @pytest.fixture(scope="session")
 def echo_gateway(
     echo_upstream: Process,
@@ -344,7 +341,6 @@ def echo_gateway(
     )
     for name in SERVICES:
         env[f"GATEWAY_{name.upper()}_URL"] = echo_upstream.url
-    env["GATEWAY_UPSTREAM_TIMEOUT_SECONDS"] = str(ECHO_TIMEOUT_SECONDS)
     env["GATEWAY_CORS_ORIGINS"] = '["https://portal.example"]'
     env["SEEDBED_ACCESS_LOG"] = "false"
     process = Process(
