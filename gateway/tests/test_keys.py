@@ -279,3 +279,56 @@ async def test_missing_or_malformed_credentials_get_401_problem(
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"].startswith('Bearer realm="seedbed"')
+
+
+async def test_a_nats_reconnect_empties_the_cache_since_broadcasts_may_have_been_missed(
+    gateway_app: GatewayFactory, gateway_database_url: str, own_nats_server
+) -> None:
+    async with gateway_app(nats_url=own_nats_server.url, credential_cache_seconds=3600) as app:
+        auth: Authenticator = app.state.runtime.auth
+        await wait_until(lambda: auth._subscription is not None)
+        created = await create_key(app)
+        async with client_of(app, created["key"]) as http:
+            assert (await http.get("/api/v1/me")).status_code == 200
+            assert len(auth.cache) == 1
+            own_nats_server.kill()
+            # Revoked elsewhere while this replica cannot hear the broadcast.
+            database = Database(gateway_database_url)
+            try:
+                async with database.transaction() as session:
+                    await keys.revoke_key(session, uuid.UUID(created["id"]), "elsewhere")
+            finally:
+                await database.dispose()
+            own_nats_server.start()
+            await wait_until(lambda: app.state.runtime.nats.connected, timeout=10)
+            assert (await http.get("/api/v1/me")).status_code == 401
+
+
+def test_a_verification_that_began_before_a_revocation_is_not_cached() -> None:
+    from gateway.auth import CredentialCache, make_credential
+    from shared.principal import Principal
+
+    cache = CredentialCache(ttl=60, size=10)
+    key_id = uuid.uuid4()
+    credential = make_credential(
+        Principal(role="anchor", subject_id="a", actor="k"), "api_key", "k", 10, key_id=key_id
+    )
+    generation = cache.generation  # the database read starts here...
+    cache.revoke(key_id)  # ...a revocation lands meanwhile...
+    cache.put(b"digest", credential, now=0.0, generation=generation)  # ...and the stale result arrives
+    assert cache.get(b"digest", now=1.0) is None
+    cache.put(b"digest", credential, now=0.0, generation=cache.generation)
+    assert cache.get(b"digest", now=1.0) is credential
+    assert cache.get(b"digest", now=61.0) is None  # the TTL
+
+
+def test_the_cache_is_bounded() -> None:
+    from gateway.auth import CredentialCache, make_credential
+    from shared.principal import Principal
+
+    cache = CredentialCache(ttl=60, size=3)
+    for n in range(10):
+        credential = make_credential(Principal(role="staff", actor=f"k{n}"), "api_key", f"k{n}", 10)
+        cache.put(f"d{n}".encode(), credential, now=0.0, generation=cache.generation)
+    assert len(cache) == 3
+    assert cache.get(b"d9", now=1.0) is not None and cache.get(b"d0", now=1.0) is None
