@@ -27,18 +27,17 @@ async def run_expiry(
     """Warn of verifications entering the window, then expire lapsed ones, batch by batch."""
     now = now or utcnow()
     warned = expired = 0
-    while True:
-        async with database.transaction() as session:
-            done = await service.warn_expiring(session, now=now, warning=warning, batch=batch)
-        warned += done
-        if done < batch:
-            break
-    while True:
-        async with database.transaction() as session:
-            done = await service.expire_lapsed(session, now=now, warning=warning, batch=batch)
-        expired += done
-        if done < batch:
-            break
+    for step in (service.warn_expiring, service.expire_lapsed):
+        while True:
+            async with database.transaction() as session:
+                done = await step(session, now=now, warning=warning, batch=batch)
+            if step is service.warn_expiring:
+                warned += done.changed
+            else:
+                expired += done.changed
+            # Stop when nothing is due, or when everything due is in another replica's hands.
+            if done.candidates == 0 or done.claimed == 0:
+                break
     return ExpiryRun(warned, expired)
 
 

@@ -7,7 +7,15 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from services.enterprises.events import Category, LegalForm, StageName
 from services.enterprises.identifiers import normalise_cpv_code, normalise_postcode
@@ -169,11 +177,13 @@ class CohortCreate(_Strict):
     start_date: date
     end_date: date
 
-    @model_validator(mode="after")
-    def _ends_after_start(self) -> CohortCreate:
-        if self.end_date < self.start_date:
-            raise ValueError("end_date must not be before start_date")
-        return self
+    @field_validator("end_date")
+    @classmethod
+    def _ends_after_start(cls, value: date, info: ValidationInfo) -> date:
+        start = info.data.get("start_date")
+        if start is not None and value < start:
+            raise ValueError("must not be before start_date")
+        return value
 
 
 class Cohort(BaseModel):

@@ -1068,51 +1068,67 @@ async def record_mentor_sign_offs(
 # --- expiry ----------------------------------------------------------------------------------
 
 
-async def _lock_enterprise_if_free(session: AsyncSession, enterprise_id: uuid.UUID) -> Any:
-    """The enterprise row, locked; None when another transaction holds it (PostgreSQL).
-
-    Jobs lock the enterprise before its milestones, in the same order as requests, so a
-    job and a request never deadlock; a busy enterprise is left for the next run.
-    """
-    query = sa.select(enterprises).where(enterprises.c.id == enterprise_id)
-    if _is_postgres(session):
-        query = query.with_for_update(skip_locked=True)
-    return (await session.execute(query)).first()
+@dataclass(frozen=True)
+class ExpiryPass:
+    changed: int  # milestones warned about or expired
+    candidates: int  # enterprises with due milestones seen
+    claimed: int  # of those, the ones this run locked and handled
 
 
 async def _expiry_pass(
     session: AsyncSession,
-    candidates: sa.Select[Any],
+    due: list[Any],
     *,
     claim: dict[str, Any],
-    guard: list[Any],
     now: datetime,
     warning: timedelta,
+    batch: int,
     action: str | None,
     event_type: str | None,
     note: str,
-) -> int:
-    """Apply ``claim`` to each candidate milestone whose row still matches ``guard``.
+) -> ExpiryPass:
+    """Apply ``claim`` to the ``due`` milestones of up to ``batch`` enterprises.
 
-    The conditional UPDATE's row count decides who announces a change, so two replicas,
-    two overlapping runs or a run after a restart never announce one twice.
+    Enterprises are claimed first, as requests do (enterprise row, then its milestones), so a
+    job and a request never deadlock; on PostgreSQL with ``SKIP LOCKED``, so replicas take
+    disjoint enterprises and a job never waits. The conditional UPDATE of each milestone (same
+    version, still due) decides who announces it: two replicas, two overlapping runs or a run
+    after a restart never announce one twice.
     """
     m = enterprise_milestones.c
-    rows = (await session.execute(candidates)).all()
-    by_enterprise: dict[uuid.UUID, list[Any]] = {}
-    for row in rows:
-        by_enterprise.setdefault(row.enterprise_id, []).append(row)
-    done = 0
-    for enterprise_id, milestones in by_enterprise.items():
-        enterprise = await _lock_enterprise_if_free(session, enterprise_id)
-        if enterprise is None:
-            continue
-        changed = False
-        for row in milestones:
+    candidates = list(
+        (
+            await session.execute(
+                sa.select(m.enterprise_id)
+                .where(*due)
+                .group_by(m.enterprise_id)
+                .order_by(sa.func.min(m.expires_at), m.enterprise_id)
+                .limit(batch)
+            )
+        ).scalars()
+    )
+    if not candidates:
+        return ExpiryPass(0, 0, 0)
+    lock = sa.select(enterprises).where(enterprises.c.id.in_(candidates)).order_by(enterprises.c.id)
+    if _is_postgres(session):
+        lock = lock.with_for_update(skip_locked=True)
+    claimed = (await session.execute(lock)).all()
+    changed = 0
+    catalogue: list[Any] | None = None
+    for enterprise in claimed:
+        rows = (
+            await session.execute(
+                sa.select(enterprise_milestones)
+                .where(m.enterprise_id == enterprise.id, *due)
+                .order_by(m.code)
+            )
+        ).all()
+        announced = False
+        for row in rows:
             result = await session.execute(
                 sa.update(enterprise_milestones)
                 .where(
-                    m.enterprise_id == row.enterprise_id, m.code == row.code, m.version == row.version, *guard
+                    m.enterprise_id == row.enterprise_id, m.code == row.code, m.version == row.version, *due
                 )
                 .values(**claim, version=m.version + 1, updated_at=now)
             )
@@ -1133,55 +1149,52 @@ async def _expiry_pass(
                 event_type=event_type,
                 refresh=False,
             )
-            changed = True
-            done += 1
-        if changed:
-            await refresh_readiness(
-                session, enterprise, await load_catalogue(session), now=now, warning=warning
-            )
-    return done
+            announced = True
+            changed += 1
+        if announced:
+            catalogue = catalogue if catalogue is not None else await load_catalogue(session)
+            await refresh_readiness(session, enterprise, catalogue, now=now, warning=warning)
+    return ExpiryPass(changed, len(candidates), len(claimed))
 
 
-async def warn_expiring(session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500) -> int:
+async def warn_expiring(
+    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500
+) -> ExpiryPass:
     """Send ``milestone.expiring`` once per verification entering the warning window."""
     m = enterprise_milestones.c
-    guard = [m.status == "verified", m.expiry_warned.is_(False)]
-    candidates = (
-        sa.select(enterprise_milestones)
-        .where(*guard, m.expires_at.is_not(None), m.expires_at > now, m.expires_at <= now + warning)
-        .order_by(m.expires_at)
-        .limit(batch)
-    )
+    due = [
+        m.status == "verified",
+        m.expiry_warned.is_(False),
+        m.expires_at.is_not(None),
+        m.expires_at > now,
+        m.expires_at <= now + warning,
+    ]
     return await _expiry_pass(
         session,
-        candidates,
+        due,
         claim={"expiry_warned": True},
-        guard=guard,
         now=now,
         warning=warning,
+        batch=batch,
         action="milestone_expiring",
         event_type=ev.MILESTONE_EXPIRING,
         note="expires at {expires_at}",
     )
 
 
-async def expire_lapsed(session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500) -> int:
+async def expire_lapsed(
+    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500
+) -> ExpiryPass:
     """Mark verified milestones whose expiry passed as ``expired``, once each, and announce it."""
     m = enterprise_milestones.c
-    guard = [m.status == "verified"]
-    candidates = (
-        sa.select(enterprise_milestones)
-        .where(*guard, m.expires_at.is_not(None), m.expires_at <= now)
-        .order_by(m.expires_at)
-        .limit(batch)
-    )
+    due = [m.status == "verified", m.expires_at.is_not(None), m.expires_at <= now]
     return await _expiry_pass(
         session,
-        candidates,
+        due,
         claim={"status": "expired"},
-        guard=guard,
         now=now,
         warning=warning,
+        batch=batch,
         action=None,
         event_type=None,
         note="lapsed at {expires_at}",
