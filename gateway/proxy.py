@@ -236,10 +236,10 @@ class Proxy:
             headers.append(("x-request-id", request_id))
         headers.append(("traceparent", traceparent or new_traceparent()))
         client = scope.get("client")
+        # When uvicorn trusted a local proxy's X-Forwarded-For, the client is already its last entry.
         if forwarded_for and client and forwarded_for.rsplit(",", 1)[-1].strip() != client[0]:
             forwarded_for = f"{forwarded_for}, {client[0]}"
         elif not forwarded_for and client:
-            # (When uvicorn trusted a proxy's X-Forwarded-For, the client is already its last entry.)
             forwarded_for = client[0]
         if forwarded_for:
             headers.append(("x-forwarded-for", forwarded_for))
