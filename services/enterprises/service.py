@@ -656,9 +656,14 @@ async def _announce_readiness(
         )
         .returning(enterprises.c.readiness_version)
     )
+    await outbox.add(session, _readiness_event(row.id, int(version or 0), result))
+    return True
+
+
+def _readiness_event(enterprise_id: uuid.UUID, version: int, result: readiness.Readiness) -> Any:
     payload = ev.ReadinessChanged(
-        enterprise_id=row.id,
-        version=int(version or 0),
+        enterprise_id=enterprise_id,
+        version=version,
         score=result.score,
         ready=result.ready,
         missing=list(result.missing),
@@ -668,8 +673,7 @@ async def _announce_readiness(
             for v in result.verified
         ],
     )
-    await outbox.add(session, _event(ev.READINESS_CHANGED, payload, str(row.id)))
-    return True
+    return _event(ev.READINESS_CHANGED, payload, str(enterprise_id))
 
 
 async def refresh_readiness(
@@ -703,19 +707,47 @@ async def recompute_stale_readiness(
     catalogue = _definitions(await load_catalogue(session))
     states = await _milestone_states(session, [r.id for r in rows])
     unchanged: list[uuid.UUID] = []
-    announced = 0
+    changed: list[dict[str, Any]] = []
+    announcements = []
     for row in rows:
         result = overall_readiness(row, states.get(row.id, []), catalogue, now=now, warning=warning)
         digest = readiness_digest(result)
         if digest == row.readiness_digest:
             unchanged.append(row.id)
-        else:
-            announced += await _announce_readiness(session, row, result, digest)
+            continue
+        # The rows are locked by this transaction, so the next version is ours to give.
+        version = row.readiness_version + 1
+        changed.append(
+            {
+                "row_id": row.id,
+                "new_version": version,
+                "new_digest": digest,
+                "new_score": result.score,
+                "new_ready": result.ready,
+            }
+        )
+        announcements.append(_readiness_event(row.id, version, result))
+    if changed:
+        e = enterprises.c
+        await session.execute(
+            sa.update(enterprises)
+            .where(e.id == sa.bindparam("row_id"))
+            .values(
+                readiness_version=sa.bindparam("new_version"),
+                readiness_digest=sa.bindparam("new_digest"),
+                readiness_score=sa.bindparam("new_score"),
+                readiness_ready=sa.bindparam("new_ready"),
+                readiness_stale=False,
+            ),
+            changed,
+            execution_options={"synchronize_session": False},
+        )
+        await outbox.add_many(session, announcements)
     if unchanged:
         await session.execute(
             sa.update(enterprises).where(enterprises.c.id.in_(unchanged)).values(readiness_stale=False)
         )
-    return len(rows), announced
+    return len(rows), len(changed)
 
 
 async def assess_enterprise(
