@@ -157,7 +157,7 @@ def start(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.Pop
             "--no-access-log",
             "--log-level",
             "warning",
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),
@@ -273,10 +273,12 @@ def main() -> None:
             print("-" * len(header))
             for round_ in range(1, args.rounds + 1):
                 for connections in (64, 8):
-                    direct = phase("direct", service_url, path, direct_headers(path), connections, args.seconds,
-                                   service.pid)  # fmt: skip
+                    seconds = args.seconds
+                    direct = phase(
+                        "direct", service_url, path, direct_headers(path), connections, seconds, service.pid
+                    )
                     through = phase(
-                        "gateway", gateway_url, path, via_gateway, connections, args.seconds, gateway.pid
+                        "gateway", gateway_url, path, via_gateway, connections, seconds, gateway.pid
                     )
                     for result in (direct, through):
                         extra = ""
