@@ -28,14 +28,15 @@ def problem(description: str) -> dict[str, str]:
     return {"description": description}
 
 
-def current_credential(request: Request) -> Credential:
+# Dependencies are async (they do no I/O): a plain def would hop to the threadpool per request.
+async def current_credential(request: Request) -> Credential:
     credential = getattr(request.state, "credential", None)
     if not isinstance(credential, Credential):
         raise Problem(401, "Unauthorized", "No credential.", type="unauthorized")
     return credential
 
 
-def current_runtime(request: Request) -> GatewayRuntime:
+async def current_runtime(request: Request) -> GatewayRuntime:
     runtime: GatewayRuntime = request.app.state.runtime
     return runtime
 
@@ -44,7 +45,7 @@ CredentialDep = Annotated[Credential, Depends(current_credential)]
 RuntimeDep = Annotated[GatewayRuntime, Depends(current_runtime)]
 
 
-def staff_credential(credential: CredentialDep) -> Credential:
+async def staff_credential(credential: CredentialDep) -> Credential:
     if credential.principal.role != "staff":
         raise forbidden("Only staff manage API keys.")
     return credential
