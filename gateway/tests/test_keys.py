@@ -332,3 +332,18 @@ def test_the_cache_is_bounded() -> None:
         cache.put(f"d{n}".encode(), credential, now=0.0, generation=cache.generation)
     assert len(cache) == 3
     assert cache.get(b"d9", now=1.0) is not None and cache.get(b"d0", now=1.0) is None
+
+
+async def test_with_its_database_down_the_gateway_answers_503_for_keys_it_cannot_check(
+    gateway_over: GatewayFactory,
+) -> None:
+    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:9/seedbed_gateway"  # nothing listens on port 9
+    async with gateway_over(database_url=unreachable) as app:
+        async with client_of(app, keys.generate_key().plaintext) as http:
+            unknown = await http.get("/api/v1/me")
+        async with client_of(app) as http:
+            bootstrap = await http.get("/api/v1/me")
+    assert unknown.status_code == 503
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert unknown.headers["retry-after"]
+    assert bootstrap.status_code == 200  # the bootstrap key needs no database
