@@ -244,7 +244,7 @@ async def create_definition(
 async def get_definition(code: MilestoneCode, principal: PrincipalDep, session: SessionDep) -> Response:
     access.can_read_catalogue(principal)
     row = await service.get_definition(session, code)
-    return _json(service._definition_out(row))
+    return _json(service.definition_out(row))
 
 
 # --- enterprise milestones -------------------------------------------------------------------

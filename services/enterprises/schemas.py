@@ -114,23 +114,23 @@ class EnterpriseUpdate(_Strict):
     _normalise_cpv = field_validator("cpv_codes")(_cpv_codes)
     _check_website = field_validator("website")(_website)
 
-    @model_validator(mode="after")
-    def _required_stay_set(self) -> EnterpriseUpdate:
-        for name in (
-            "name",
-            "legal_form",
-            "postcode",
-            "cpv_codes",
-            "vcse",
-            "stage",
-            "handles_personal_data",
-            "works_with_public",
-            "works_with_vulnerable_people",
-            "provides_professional_advice",
-        ):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
+    @field_validator(
+        "name",
+        "legal_form",
+        "postcode",
+        "cpv_codes",
+        "vcse",
+        "stage",
+        "handles_personal_data",
+        "works_with_public",
+        "works_with_vulnerable_people",
+        "provides_professional_advice",
+    )
+    @classmethod
+    def _required_stay_set(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
 
     def changes(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set}

@@ -520,7 +520,7 @@ def _definitions(catalogue: Iterable[Any]) -> list[readiness.Definition]:
     return [readiness.Definition(d.code, d.applies_when, d.threshold_pence, d.core) for d in catalogue]
 
 
-def _definition_out(row: Any) -> MilestoneDefinition:
+def definition_out(row: Any) -> MilestoneDefinition:
     return MilestoneDefinition(**{name: row._mapping[name] for name in MilestoneDefinition.model_fields})
 
 
@@ -536,7 +536,7 @@ async def list_definitions(
         query = query.where(d.position > position)
     rows = (await session.execute(query)).all()
     next_cursor = encode_cursor([rows[limit - 1].position]) if len(rows) > limit else None
-    return [_definition_out(r) for r in rows[:limit]], next_cursor
+    return [definition_out(r) for r in rows[:limit]], next_cursor
 
 
 async def get_definition(session: AsyncSession, code: str) -> Any:
@@ -577,7 +577,7 @@ async def create_definition(
     if data.core:
         # Readiness of every enterprise may change; the readiness job recomputes them in batches.
         await session.execute(sa.update(enterprises).values(readiness_stale=True))
-    return _definition_out(await get_definition(session, data.code))
+    return definition_out(await get_definition(session, data.code))
 
 
 # --- readiness -------------------------------------------------------------------------------

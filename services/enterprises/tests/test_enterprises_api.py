@@ -317,8 +317,9 @@ async def test_changing_the_legal_form_rechecks_the_registration_number(staff: h
 
 async def test_required_fields_cannot_be_cleared(staff: httpx.AsyncClient) -> None:
     created = await create_enterprise(staff)
-    response = await staff.patch(f"{ENTERPRISES}/{created['id']}", json={"postcode": None})
+    response = await staff.patch(f"{ENTERPRISES}/{created['id']}", json={"postcode": None, "vcse": None})
     assert response.status_code == 422
+    assert {e["field"] for e in response.json()["errors"]} == {"postcode", "vcse"}
 
 
 async def test_stage_moves_forward_one_step_at_a_time(app: FastAPI, staff: httpx.AsyncClient) -> None:
