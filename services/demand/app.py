@@ -25,7 +25,9 @@ def create_app(settings: DemandSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(
         settings,
         consumers=events.CONSUMERS,
-        jobs=[PeriodicJob("pipeline-snapshot", settings.pipeline_poll_seconds, _publish_pipeline)],
+        jobs=[PeriodicJob("pipeline-snapshot", settings.pipeline_poll_seconds, _publish_pipeline)]
+        if settings.pipeline_publisher
+        else [],
     )
     app = create_service_app(
         runtime,

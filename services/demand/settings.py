@@ -28,6 +28,7 @@ class DemandSettings(ServiceSettings):
         "largest anchor's value; off by default",
     )
     # Publication: a snapshot after a quiet spell, at the latest after the maximum delay.
+    pipeline_publisher: bool = Field(True, description="run the snapshot job in this process")
     pipeline_poll_seconds: float = Field(1.0, gt=0)
     pipeline_debounce_seconds: float = Field(2.0, ge=0)
     pipeline_max_delay_seconds: float = Field(30.0, ge=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,40 @@ def settings(database_url: str, nats_url: str) -> DemandSettings:
         environment="test",
         access_log=False,
         # Tests publish snapshots themselves (refresh), except the test of the job.
-        pipeline_poll_seconds=3600,
+        pipeline_publisher=False,
     )
+
+
+async def _cancel_background_tasks(application: FastAPI) -> None:
+    """Cancel the consumer and job tasks until they are really done.
+
+    Python 3.11's ``asyncio.wait_for`` (gh-86296) and nats-py's flush can swallow a
+    cancellation, and the kit's consumer loop then runs on, so ``runtime.stop()`` would
+    wait for it forever; cancelling again until the task ends keeps teardown bounded.
+    """
+    runtime = application.state.runtime
+    tasks = [c._task for c in runtime.consumers] + list(runtime._job_tasks)
+    for task in tasks:
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+
+
+@asynccontextmanager
+async def serving(application: FastAPI) -> AsyncIterator[FastAPI]:
+    """The app's lifespan around a block, with a teardown that cannot hang."""
+    context = running(application)
+    await context.__aenter__()
+    try:
+        yield application
+    finally:
+        await _cancel_background_tasks(application)
+        await context.__aexit__(None, None, None)
 
 
 @pytest.fixture
 async def app(settings: DemandSettings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with running(application):
+    async with serving(create_app(settings)) as application:
         yield application
 
 
@@ -126,3 +153,20 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+async def outbox_events(app: FastAPI, type_prefix: str = "demand.") -> list[dict[str, Any]]:
+    """Every event the service recorded in its outbox (sent or not), oldest first."""
+    import json
+
+    import sqlalchemy as sa
+
+    from shared.outbox import outbox_table
+
+    async with app.state.database.transaction(write=False) as session:
+        rows = (
+            await session.execute(
+                sa.select(outbox_table.c.subject, outbox_table.c.body).order_by(outbox_table.c.position)
+            )
+        ).all()
+    return [json.loads(row.body) for row in rows if row.subject.startswith(type_prefix)]

@@ -1,0 +1,283 @@
+"""The aggregated pipeline through the API: figures, disclosure control, snapshots, ETags."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from services.demand.app import create_app
+from services.demand.events import PipelinePublishedPayload
+from services.demand.settings import DemandSettings
+from services.demand.tests.conftest import (
+    INTEGRATOR,
+    anchor_principal,
+    eventually,
+    line_body,
+    outbox_events,
+    serving,
+)
+from shared.testing.apps import STAFF, client
+
+
+async def post(app: FastAPI, anchor_id: str, **overrides: Any) -> dict[str, Any]:
+    async with client(app, anchor_principal(anchor_id)) as http:
+        response = await http.post("/api/v1/demand", json=line_body(**overrides))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def view(app: FastAPI, **params: Any) -> dict[str, Any]:
+    async with client(app, INTEGRATOR) as http:
+        response = await http.get("/api/v1/pipeline", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def cell(answer: dict[str, Any], **key: Any) -> dict[str, Any]:
+    [found] = [c for c in answer["cells"] if c["key"] == key]
+    return found
+
+
+def catering(value: int = 1_000_000, **overrides: Any) -> dict[str, Any]:
+    """A line in division 55, group 555, tender in 2027-Q1, band 0-30k, Leeds."""
+    return {
+        "cpv_codes": ["55520000"],
+        "estimated_value_pence": value,
+        "expected_tender_date": "2027-02-01",
+    } | overrides
+
+
+async def test_public_lines_are_summed_and_never_suppressed(app: FastAPI, new_anchor, refresh) -> None:
+    a = await new_anchor()
+    await post(app, a["id"], **catering(1_000_000, duration_months=24, suitable_for_vcse=False))
+    await post(app, a["id"], **catering(2_000_000, duration_months=6))
+    await post(app, a["id"], **catering(3_000_000, cpv_codes=["45000000"], category="works"))
+    await post(app, a["id"], **catering(4_000_000, status="draft"))  # not in the pipeline
+    assert await refresh() == 1
+    answer = await view(app, group_by="cpv_division,quarter")
+    assert answer["version"] == 1 and answer["snapshot_id"]
+    assert cell(answer, cpv_division="55", quarter="2027-Q1") == {
+        "key": {"cpv_division": "55", "quarter": "2027-Q1"},
+        "count": 2,
+        "total_value_pence": 3_000_000,
+        "annualised_value_pence": 1_000_000 * 12 // 24 + 2_000_000,
+        "anchors": 1,
+        "vcse_share": 0.5,
+        "sme_share": 1.0,
+        "suppressed": False,
+    }
+    assert answer["totals"]["count"] == 3 and answer["totals"]["total_value_pence"] == 6_000_000
+
+
+async def test_aggregate_only_lines_from_three_anchors_are_published_in_aggregate(
+    app: FastAPI, new_anchor, refresh
+) -> None:
+    anchors = [await new_anchor() for _ in range(3)]
+    for i, a in enumerate(anchors):
+        await post(app, a["id"], **catering(1_000_000 + i, visibility="aggregate_only"))
+    await post(app, anchors[0]["id"], **catering(500_000))
+    await refresh()
+    answer = await view(app, group_by="cpv_division,quarter")
+    found = cell(answer, cpv_division="55", quarter="2027-Q1")
+    assert not found["suppressed"]
+    assert found["count"] == 4 and found["total_value_pence"] == 3_000_003 + 500_000 and found["anchors"] == 3
+
+
+async def test_aggregate_only_lines_of_two_anchors_are_suppressed_with_the_totals(
+    app: FastAPI, new_anchor, refresh
+) -> None:
+    one, two, three = [await new_anchor() for _ in range(3)]
+    await post(app, one["id"], **catering(visibility="aggregate_only"))
+    await post(app, two["id"], **catering(visibility="aggregate_only"))
+    await post(app, three["id"], **catering(cpv_codes=["45000000"], category="works"))
+    await refresh()
+    answer = await view(app, group_by="cpv_division")
+    assert cell(answer, cpv_division="55") == {
+        "key": {"cpv_division": "55"},
+        "count": None,
+        "total_value_pence": None,
+        "annualised_value_pence": None,
+        "anchors": None,
+        "vcse_share": None,
+        "sme_share": None,
+        "suppressed": True,
+    }
+    assert cell(answer, cpv_division="45")["count"] == 1  # public only
+    assert answer["totals"]["suppressed"] is True  # else totals minus division 45 gives both lines away
+
+
+async def test_dominant_anchor_suppresses_the_cell(app: FastAPI, new_anchor, refresh) -> None:
+    anchors = [await new_anchor() for _ in range(3)]
+    for a, value in zip(anchors, (9_000_000, 1_000_000, 1_000_000), strict=True):
+        await post(app, a["id"], **catering(value, visibility="aggregate_only"))
+    await refresh()
+    answer = await view(app, group_by="cpv_division")
+    assert cell(answer, cpv_division="55")["suppressed"] and answer["totals"]["suppressed"]
+
+
+async def test_a_suppressed_cell_cannot_be_recovered_from_the_totals(
+    app: FastAPI, new_anchor, refresh
+) -> None:
+    safe = [await new_anchor() for _ in range(3)]
+    lonely = await new_anchor()
+    for a in safe:
+        await post(app, a["id"], **catering(1_000_000, visibility="aggregate_only"))
+    await post(
+        app,
+        lonely["id"],
+        **catering(7_000_000, cpv_codes=["45000000"], category="works", visibility="aggregate_only"),
+    )
+    await post(app, lonely["id"], **catering(2_000_000, cpv_codes=["45000000"], category="works"))
+    await refresh()
+    by_division = await view(app, group_by="cpv_division")
+    # Division 45 alone would show one anchor's line; division 55 is therefore held back too.
+    assert cell(by_division, cpv_division="45")["suppressed"]
+    assert cell(by_division, cpv_division="55")["suppressed"]
+    assert not by_division["totals"]["suppressed"]
+    assert by_division["totals"]["total_value_pence"] == 12_000_000
+    # Nor from a filtered view: the filter would cut the protection block, so its totals go too.
+    only_55 = await view(app, group_by="quarter", cpv="55")
+    assert only_55["totals"]["suppressed"] and all(c["suppressed"] for c in only_55["cells"])
+    only_45 = await view(app, cpv="45")
+    assert only_45["totals"]["suppressed"]
+
+
+async def test_views_by_contract_start_quarter_and_filters(app: FastAPI, new_anchor, refresh) -> None:
+    a = await new_anchor(type="university")
+    await post(app, a["id"], **catering(contract_start="2027-06-01"))
+    await post(app, a["id"], **catering(expected_tender_date="2027-05-01", contract_start="2027-10-01"))
+    await post(
+        app, a["id"], **catering(50_000_000, expected_tender_date="2027-08-01", contract_start="2027-10-02")
+    )
+    await refresh()
+    by_start = await view(app, group_by="quarter", quarter_of="contract_start")
+    assert [(c["key"]["quarter"], c["count"]) for c in by_start["cells"]] == [("2027-Q2", 1), ("2027-Q4", 2)]
+    windowed = await view(app, group_by="value_band", **{"from": "2027-Q2", "to": "2027-06-30"})
+    assert [(c["key"]["value_band"], c["count"]) for c in windowed["cells"]] == [("0-30k", 1)]
+    assert windowed["filters"] == {"from": "2027-Q2", "to": "2027-Q2"}
+    typed = await view(app, group_by="anchor_type,suitable_for_vcse", anchor_type="university,college")
+    assert typed["cells"][0]["key"] == {"anchor_type": "university", "suitable_for_vcse": True}
+    assert (await view(app, anchor_type="police"))["totals"]["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"group_by": "cpv_division,colour"}, "group_by"),
+        ({"group_by": "quarter,quarter"}, "group_by"),
+        ({"quarter_of": "award"}, "quarter_of"),
+        ({"from": "2027-Q5"}, "from"),
+        ({"from": "2027-Q3", "to": "2027-Q1"}, "from"),
+        ({"cpv": "5552"}, "cpv"),
+        ({"cpv": "01"}, "cpv"),
+        ({"anchor_type": "bank"}, "anchor_type"),
+        ({"value_band": "huge"}, "value_band"),
+    ],
+)
+async def test_bad_view_is_refused_naming_the_parameter(
+    app: FastAPI, params: dict[str, str], field: str
+) -> None:
+    async with client(app, INTEGRATOR) as http:
+        response = await http.get("/api/v1/pipeline", params=params)
+    assert response.status_code == 422
+    assert field in [e["field"] for e in response.json()["errors"]]
+
+
+async def test_etag_answers_304_until_a_new_snapshot(app: FastAPI, new_anchor, refresh) -> None:
+    a = await new_anchor()
+    await post(app, a["id"], **catering())
+    await refresh()
+    async with client(app, INTEGRATOR) as http:
+        first = await http.get("/api/v1/pipeline", params={"group_by": "quarter"})
+        tag = first.headers["etag"]
+        again = await http.get(
+            "/api/v1/pipeline", params={"group_by": "quarter"}, headers={"If-None-Match": tag}
+        )
+        other_view = await http.get(
+            "/api/v1/pipeline", params={"group_by": "cpv_group"}, headers={"If-None-Match": tag}
+        )
+    assert again.status_code == 304 and again.headers["etag"] == tag and again.content == b""
+    assert other_view.status_code == 200
+    await post(app, a["id"], **catering())
+    assert await refresh() == 2
+    async with client(app, INTEGRATOR) as http:
+        changed = await http.get(
+            "/api/v1/pipeline", params={"group_by": "quarter"}, headers={"If-None-Match": tag}
+        )
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    assert changed.json()["cells"][0]["count"] == 2
+
+
+async def test_unchanged_pipeline_makes_no_new_snapshot(app: FastAPI, new_anchor, refresh) -> None:
+    a = await new_anchor()
+    line = await post(app, a["id"], **catering())
+    assert await refresh() == 1
+    async with client(app, anchor_principal(a["id"])) as http:
+        await http.patch(f"/api/v1/demand/{line['id']}", json={"title": "Same figures, new title"})
+        await http.patch(f"/api/v1/demand/{line['id']}", json={"estimated_value_pence": 2_000_000})
+        await http.patch(f"/api/v1/demand/{line['id']}", json={"estimated_value_pence": 1_000_000})
+    assert await refresh() is None  # the figures moved and came back: nothing new to publish
+    published = [e for e in await outbox_events(app) if e["type"] == "demand.pipeline.published.v1"]
+    assert len(published) == 1
+
+
+@pytest.fixture
+async def quick_app(settings: DemandSettings) -> AsyncIterator[FastAPI]:
+    """The app with its snapshot job running fast (a quiet spell of 0.3 s)."""
+    quick = settings.model_copy(
+        update={
+            "pipeline_publisher": True,
+            "pipeline_poll_seconds": 0.05,
+            "pipeline_debounce_seconds": 0.3,
+            "pipeline_max_delay_seconds": 20,
+        }
+    )
+    async with serving(create_app(quick)) as application:
+        yield application
+
+
+async def test_a_burst_of_changes_makes_one_or_a_few_snapshots(quick_app: FastAPI) -> None:
+    app = quick_app
+    async with client(app, STAFF) as http:
+        anchor = (await http.post("/api/v1/anchors", json={"name": "Burst", "type": "police"})).json()
+        rows = "\n".join(
+            json.dumps(
+                {
+                    "external_ref": f"B-{i}",
+                    "title": f"Line {i}",
+                    "cpv_codes": ["79710000"],
+                    "estimated_value_pence": i,
+                    "category": "services",
+                    "expected_tender_date": "2027-03-01",
+                }
+            )
+            for i in range(2000)
+        )
+        imported = await http.post(
+            "/api/v1/demand/imports",
+            params={"anchor_id": anchor["id"]},
+            content=rows.encode(),
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+        assert imported.status_code == 200, imported.text
+        for i in range(30):
+            response = await http.post(
+                "/api/v1/demand",
+                json=line_body(anchor_id=anchor["id"], estimated_value_pence=i, cpv_codes=["79710000"]),
+            )
+            assert response.status_code == 201
+
+    async def settled() -> bool:
+        answer = await view(app)
+        return answer["totals"]["count"] == 2030
+
+    await eventually(settled, timeout=30)
+    snapshots = [e for e in await outbox_events(app) if e["type"] == "demand.pipeline.published.v1"]
+    assert 1 <= len(snapshots) <= 5
+    last = PipelinePublishedPayload.model_validate(snapshots[-1]["data"])
+    assert last.lines_count == 2030 and last.totals.count == 2030 and not last.totals.suppressed
+    assert last.totals.total_value_pence == sum(range(2000)) + sum(range(30))
