@@ -8,6 +8,7 @@ gateway, exactly as a service would require.
 - ``/api/v1/<anything>``: echoes method, raw path, query, headers, principal and body digest.
 - ``.../slow?seconds=``: answers after a pause.
 - ``.../large?bytes=``: streams that many bytes back (no Content-Length).
+- ``.../trickle?chunks=&interval=``: a slow stream, one small chunk per interval.
 - ``.../headers``: answers with hop-by-hop and end-to-end headers to filter.
 """
 
@@ -61,6 +62,16 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
         return
     if path.endswith("/slow"):
         await asyncio.sleep(float(query.get("seconds", ["1"])[0]))
+    if path.endswith("/trickle"):
+        chunks, interval = int(query.get("chunks", ["5"])[0]), float(query.get("interval", ["0.2"])[0])
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        for _ in range(chunks):
+            await asyncio.sleep(interval)
+            await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
     if path.endswith("/large"):
         total = int(query.get("bytes", ["0"])[0])
         await send(

@@ -230,3 +230,23 @@ async def test_answers_carry_rate_limit_headers(http) -> None:
     response = await http.get("/api/v1/demand/x")
     assert re.fullmatch(r'"api";q=\d+;w=60', response.headers["ratelimit-policy"])
     assert re.fullmatch(r'"api";r=\d+;t=\d+', response.headers["ratelimit"])
+
+
+async def test_the_timeout_bounds_silence_not_the_length_of_a_transfer(
+    echo_upstream: Process, gateway_over
+) -> None:
+    upstreams = dict.fromkeys(("enterprises", "demand", "mentoring"), echo_upstream.url)
+
+    async def trickle_up():
+        for _ in range(6):
+            await asyncio.sleep(0.2)
+            yield b"row\n" * 1000
+
+    async with gateway_over(upstreams=upstreams, upstream_timeout_seconds=0.6) as app, client_of(app) as http:
+        started = time.monotonic()
+        download = await http.get("/api/v1/demand/trickle", params={"chunks": 6, "interval": 0.25})
+        upload = await http.post("/api/v1/demand/imports", content=trickle_up())
+        elapsed = time.monotonic() - started
+    assert download.status_code == 200 and download.text == "tick\n" * 6
+    assert upload.status_code == 200 and upload.json()["body_bytes"] == 6 * 4000
+    assert elapsed > 2.5  # both took far longer than the timeout, and neither was cut
