@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.settings import BaseAppSettings
 
@@ -15,6 +16,20 @@ from shared.settings import BaseAppSettings
 SAFE_OIDC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+
+
+def _list_from_env(value: Any) -> Any:
+    """``a,b`` or ``["a", "b"]`` from the environment; lists as they are."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# A list setting written either as JSON or comma-separated in the environment.
+EnvList = Annotated[list[str], NoDecode, BeforeValidator(_list_from_env)]
 
 
 class GatewaySettings(BaseAppSettings):
@@ -46,10 +61,10 @@ class GatewaySettings(BaseAppSettings):
 
     # OIDC bearer tokens from a portal's identity provider.
     oidc_issuer: str | None = None
-    oidc_audience: list[str] = Field(default_factory=list)
+    oidc_audience: EnvList = Field(default_factory=list)
     oidc_jwks_url: str | None = None
     oidc_jwks_file: Path | None = None
-    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    oidc_algorithms: EnvList = Field(default_factory=lambda: ["RS256", "ES256"])
     oidc_role_claim: str = "seedbed_role"  # dotted path into the claims, e.g. "realm_access.roles"
     oidc_subject_id_claim: str = "seedbed_subject_id"
     oidc_role_map: dict[str, str] = Field(default_factory=dict)  # IdP value -> Seedbed role
@@ -63,7 +78,7 @@ class GatewaySettings(BaseAppSettings):
     public_rate_limit_per_minute: int = 120  # per client address, for credential-less feeds
     max_body_bytes: int = 1024 * 1024
     max_import_body_bytes: int = 50 * 1024 * 1024
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: EnvList = Field(default_factory=list)
     cors_max_age_seconds: int = 600
 
     # Composition and documents.

@@ -84,3 +84,13 @@ async def test_credential_less_calendar_feeds_are_limited_per_client_address(
     # The mentoring service is not running in this test: the first two pass the limit and find it down.
     assert [a.status_code for a in answers] == [503, 503, 429]
     assert answers[0].headers["ratelimit-policy"] == '"public";q=2;w=60'
+
+
+def test_list_settings_read_json_or_commas_from_the_environment(monkeypatch) -> None:
+    from gateway.settings import GatewaySettings
+
+    monkeypatch.setenv("GATEWAY_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("GATEWAY_OIDC_ALGORITHMS", '["ES256"]')
+    settings = GatewaySettings()
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.oidc_algorithms == ["ES256"]
