@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import AuthError, Credential, make_credential
-from gateway.proxy import BodyTooLarge, payload_too_large, send_problem
+from gateway.proxy import payload_too_large, send_problem
 from gateway.routes import GATEWAY, is_import, is_public_feed, owner_of
 from gateway.runtime import GatewayRuntime
 from shared.principal import Principal
@@ -127,10 +127,7 @@ class EdgeMiddleware:
             if declared is not None and declared > body_limit:
                 await send_problem(scope, receive, send, payload_too_large(body_limit), extra)
                 return
-            try:
-                await self.app(scope, _limited(receive, body_limit), _with_headers(send, extra))
-            except BodyTooLarge:
-                await send_problem(scope, receive, send, payload_too_large(body_limit), extra)
+            await self.app(scope, _limited(receive, body_limit), _with_headers(send, extra))
             return
 
         await runtime.proxy.forward(scope, receive, send, owner, credential.payload, body_limit, extra)

@@ -94,3 +94,23 @@ def test_list_settings_read_json_or_commas_from_the_environment(monkeypatch) -> 
     settings = GatewaySettings()
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
     assert settings.oidc_algorithms == ["ES256"]
+
+
+async def test_the_gateways_own_routes_refuse_bodies_over_the_limit(gateway_app: GatewayFactory) -> None:
+    async def chunks():
+        for _ in range(20):
+            yield b" " * 1024
+
+    async with gateway_app(max_body_bytes=8 * 1024) as app, client_of(app) as http:
+        declared = await http.post(
+            "/api/v1/api-keys",
+            content=b"{" + b" " * 9000 + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        streamed = await http.post(
+            "/api/v1/api-keys", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        small = await http.post("/api/v1/api-keys", json={"role": "integrator", "name": "fits"})
+    assert declared.status_code == 413 and declared.headers["content-type"] == "application/problem+json"
+    assert streamed.status_code == 413 and streamed.headers["content-type"] == "application/problem+json"
+    assert small.status_code == 201
