@@ -63,9 +63,14 @@ enterprises = sa.Table(
     sa.CheckConstraint("max_contract_value_pence >= 0", name="capacity_not_negative"),
 )
 sa.Index("ix_enterprises_created_at_id", enterprises.c.created_at, enterprises.c.id)
-sa.Index("ix_enterprises_stage", enterprises.c.stage)
-sa.Index("ix_enterprises_cohort_id", enterprises.c.cohort_id)
-sa.Index("ix_enterprises_legal_form", enterprises.c.legal_form)
+# Each common filter walks its own index in page order.
+for _column in ("stage", "cohort_id", "legal_form"):
+    sa.Index(
+        f"ix_enterprises_{_column}_created_at_id",
+        enterprises.c[_column],
+        enterprises.c.created_at,
+        enterprises.c.id,
+    )
 sa.Index(
     "uq_enterprises_registration_number",
     enterprises.c.registration_number,

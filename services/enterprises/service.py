@@ -155,11 +155,14 @@ def _diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 # --- enterprises -----------------------------------------------------------------------------
 
 ENTERPRISE_COLUMNS = [c for c in enterprises.c if not c.name.startswith("readiness_")]
+# Plain str keys: SQLAlchemy's column names are a str subclass that JSON encoders handle slowly.
+ENTERPRISE_FIELDS = tuple(str(c.name) for c in ENTERPRISE_COLUMNS)
 
 
 def enterprise_out(row: Any) -> Enterprise:
     """A row of ``ENTERPRISE_COLUMNS`` as the API model (rows from our own table need no validation)."""
-    return Enterprise.model_construct(**{c.name: row._mapping[c.name] for c in ENTERPRISE_COLUMNS})
+    mapping = row._mapping
+    return Enterprise.model_construct(**{name: mapping[name] for name in ENTERPRISE_FIELDS})
 
 
 def _snapshot(row: Any) -> dict[str, Any]:
@@ -350,7 +353,9 @@ def enterprise_list_query(
 
 async def list_enterprises(
     session: AsyncSession, filters: EnterpriseFilters, limit: int, cursor: str | None
-) -> tuple[list[Enterprise], str | None]:
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of enterprises as plain dicts of the ``Enterprise`` fields (rows of our own
+    table need no validation; the API serializes them as they are), and the next cursor."""
     after = None
     if cursor is not None:
         created_at, ident = decode_cursor(cursor, 2)
@@ -359,7 +364,7 @@ async def list_enterprises(
         except (TypeError, ValueError) as exc:
             raise field_errors([{"field": "cursor", "message": "not a cursor issued by this API"}]) from exc
     rows = (await session.execute(enterprise_list_query(filters, limit + 1, after))).all()
-    items = [enterprise_out(r) for r in rows[:limit]]
+    items = [dict(zip(ENTERPRISE_FIELDS, r, strict=True)) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
@@ -626,10 +631,20 @@ def overall_readiness(
     *,
     now: datetime,
     warning: timedelta,
+    profiles: dict[readiness.Facts, list[readiness.Requirement]] | None = None,
 ) -> readiness.Readiness:
-    return readiness.assess(
-        states, readiness.overall_requirements(facts_of(row), definitions), now=now, warning=warning
-    )
+    """Readiness against the core definitions that apply to the row's facts.
+
+    ``profiles`` caches the requirements per set of facts across a batch: many enterprises
+    share the facts the rules look at.
+    """
+    facts = facts_of(row)
+    requirements = profiles.get(facts) if profiles is not None else None
+    if requirements is None:
+        requirements = readiness.overall_requirements(facts, definitions)
+        if profiles is not None:
+            profiles[facts] = requirements
+    return readiness.assess(states, requirements, now=now, warning=warning)
 
 
 async def _announce_readiness(
@@ -709,8 +724,11 @@ async def recompute_stale_readiness(
     unchanged: list[uuid.UUID] = []
     changed: list[dict[str, Any]] = []
     announcements = []
+    profiles: dict[readiness.Facts, list[readiness.Requirement]] = {}
     for row in rows:
-        result = overall_readiness(row, states.get(row.id, []), catalogue, now=now, warning=warning)
+        result = overall_readiness(
+            row, states.get(row.id, []), catalogue, now=now, warning=warning, profiles=profiles
+        )
         digest = readiness_digest(result)
         if digest == row.readiness_digest:
             unchanged.append(row.id)
