@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enterprises import events as ev
@@ -140,6 +141,16 @@ async def _history(
     )
 
 
+async def _write_unique(session: AsyncSession, statement: Any, taken: Problem) -> None:
+    """Run an INSERT or UPDATE that a unique index guards; ``taken`` when another request won
+    the race between our check and our write (the check alone cannot see uncommitted rows)."""
+    try:
+        async with session.begin_nested():
+            await session.execute(statement)
+    except IntegrityError as exc:
+        raise taken from exc
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -244,11 +255,17 @@ async def _registration_taken(
         query = query.where(enterprises.c.id != except_id)
     other = await session.scalar(query)
     if other is not None:
-        raise conflict(
-            f"Registration number {number} is already used by enterprise {other}.",
-            errors=[{"field": "registration_number", "message": "already registered here"}],
-            enterprise_id=str(other),
-        )
+        raise _registration_conflict(number, other)
+
+
+def _registration_conflict(number: str | None, other: object = None) -> Problem:
+    detail = f"Registration number {number} is already used by " + (
+        f"enterprise {other}." if other else "another enterprise."
+    )
+    extra = {"enterprise_id": str(other)} if other else {}
+    return conflict(
+        detail, errors=[{"field": "registration_number", "message": "already registered here"}], **extra
+    )
 
 
 async def _replace_cpv_codes(session: AsyncSession, enterprise_id: uuid.UUID, codes: Sequence[str]) -> None:
@@ -283,7 +300,7 @@ async def create_enterprise(
         created_at=now,
         updated_at=now,
     )
-    await session.execute(sa.insert(enterprises).values(**values))
+    await _write_unique(session, sa.insert(enterprises).values(**values), _registration_conflict(number))
     await _replace_cpv_codes(session, enterprise_id, data.cpv_codes)
     row = await _load_enterprise(session, enterprise_id)
     await _history(
@@ -416,7 +433,7 @@ async def update_enterprise(
             states = (await _milestone_states(session, [enterprise_id])).get(enterprise_id, [])
             result = readiness.assess(
                 states,
-                readiness.overall_requirements(facts_of(after), catalogue),
+                readiness.overall_requirements(facts_of(after), _definitions(catalogue)),
                 now=now,
                 warning=warning,
             )
@@ -431,7 +448,11 @@ async def update_enterprise(
                 )
     values = {name: after[name] for name in diff}
     values.update(version=before["version"] + 1, updated_at=now)
-    await session.execute(sa.update(enterprises).where(enterprises.c.id == enterprise_id).values(**values))
+    await _write_unique(
+        session,
+        sa.update(enterprises).where(enterprises.c.id == enterprise_id).values(**values),
+        _registration_conflict(after["registration_number"]),
+    )
     if "cpv_codes" in diff:
         await _replace_cpv_codes(session, enterprise_id, after["cpv_codes"])
     row = await _load_enterprise(session, enterprise_id)
@@ -460,14 +481,14 @@ def _cohort_out(row: Any, count: int = 0) -> Cohort:
 
 
 async def create_cohort(session: AsyncSession, data: CohortCreate) -> Cohort:
-    taken = await session.scalar(sa.select(cohorts.c.id).where(cohorts.c.name == data.name))
-    if taken is not None:
-        raise conflict(
-            f"A cohort named {data.name!r} exists already.",
-            errors=[{"field": "name", "message": "already used by another cohort"}],
-        )
+    taken = conflict(
+        f"A cohort named {data.name!r} exists already.",
+        errors=[{"field": "name", "message": "already used by another cohort"}],
+    )
+    if await session.scalar(sa.select(cohorts.c.id).where(cohorts.c.name == data.name)) is not None:
+        raise taken
     values = data.model_dump() | {"id": uuid.uuid4(), "version": 1, "created_at": utcnow()}
-    await session.execute(sa.insert(cohorts).values(**values))
+    await _write_unique(session, sa.insert(cohorts).values(**values), taken)
     row = (await session.execute(sa.select(cohorts).where(cohorts.c.id == values["id"]))).one()
     return _cohort_out(row)
 
@@ -535,12 +556,13 @@ async def list_definitions(
     d = milestone_definitions.c
     query = sa.select(milestone_definitions).order_by(d.position, d.code).limit(limit + 1)
     if cursor is not None:
-        (position,) = decode_cursor(cursor, 1)
-        if not isinstance(position, int):
+        position, code = decode_cursor(cursor, 2)
+        if not isinstance(position, int) or not isinstance(code, str):
             raise field_errors([{"field": "cursor", "message": "not a cursor issued by this API"}])
-        query = query.where(d.position > position)
+        query = query.where(sa.tuple_(d.position, d.code) > (position, code))
     rows = (await session.execute(query)).all()
-    next_cursor = encode_cursor([rows[limit - 1].position]) if len(rows) > limit else None
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = encode_cursor([last.position, last.code]) if last is not None else None
     return [definition_out(r) for r in rows[:limit]], next_cursor
 
 
@@ -561,23 +583,24 @@ async def create_definition(
     errors = readiness.rule_errors(data.applies_when)
     if errors:
         raise field_errors(errors)
-    existing = await session.scalar(
-        sa.select(milestone_definitions.c.code).where(milestone_definitions.c.code == data.code)
+    taken = conflict(
+        f"A milestone definition with code {data.code!r} exists already.",
+        errors=[{"field": "code", "message": "already in the catalogue"}],
     )
-    if existing is not None:
-        raise conflict(
-            f"A milestone definition with code {data.code!r} exists already.",
-            errors=[{"field": "code", "message": "already in the catalogue"}],
-        )
-    position = (await session.scalar(sa.select(sa.func.max(milestone_definitions.c.position)))) or 0
-    await session.execute(
+    d = milestone_definitions.c
+    if await session.scalar(sa.select(d.code).where(d.code == data.code)) is not None:
+        raise taken
+    position = (await session.scalar(sa.select(sa.func.max(d.position)))) or 0
+    await _write_unique(
+        session,
         sa.insert(milestone_definitions).values(
             **data.model_dump(),
             builtin=False,
             position=position + 1,
             created_at=utcnow(),
             created_by=f"{actor.role}:{actor.actor}",
-        )
+        ),
+        taken,
     )
     if data.core:
         # Readiness of every enterprise may change; the readiness job recomputes them in batches.
@@ -927,6 +950,10 @@ async def change_milestone(
             values["value_pence"] = update.value_pence
         if "expires_at" in update.model_fields_set:
             values["expires_at"] = update.expires_at
+        elif row is not None and (
+            row.status == "expired" or (row.expires_at is not None and row.expires_at <= now)
+        ):
+            values["expires_at"] = None  # new evidence does not inherit a lapsed expiry
         if update.note is not None:
             values["note"] = update.note
     if target == "submitted":

@@ -174,3 +174,24 @@ async def test_the_running_service_expires_milestones_by_itself(settings: Enterp
         await wait_until(expired, timeout=10)
         expiring = [e for e in await outbox_events(app) if e["type"] == "enterprises.milestone.expiring.v1"]
         assert len(expiring) <= 1
+
+
+async def test_evidence_resubmitted_after_expiry_starts_without_the_lapsed_expiry(
+    app: FastAPI, staff: httpx.AsyncClient
+) -> None:
+    now = datetime.now(UTC)
+    enterprise = await create_enterprise(staff)
+    eid = enterprise["id"]
+    await verified_until(app, eid, "case_studies", now + timedelta(days=3))
+    await run_expiry(app.state.database, warning=timedelta(days=30), now=now + timedelta(days=4))
+    url = f"/api/v1/enterprises/{eid}/milestones/case_studies"
+    assert (await staff.get(url)).json()["status"] == "expired"
+    async with client(app, enterprise_principal(eid)) as own:
+        resubmitted = await own.patch(url, json={"status": "submitted", "evidence": {"reference": "CS-2"}})
+    assert resubmitted.status_code == 200, resubmitted.text
+    assert resubmitted.json()["expires_at"] is None
+    verified = await staff.patch(
+        url, json={"status": "verified", "expires_at": (now + timedelta(days=90)).isoformat()}
+    )
+    assert verified.status_code == 200
+    assert verified.json()["status"] == "verified"
