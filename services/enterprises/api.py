@@ -26,6 +26,7 @@ from services.enterprises.schemas import (
     MilestoneDefinition,
     MilestoneDefinitionCreate,
     MilestoneDefinitionPage,
+    MilestoneDefinitionUpdate,
     MilestoneUpdate,
     ReadinessOut,
 )
@@ -233,7 +234,11 @@ async def create_definition(
     if replay is not None:
         return replay
     definition = await service.create_definition(session, body, Actor.of(principal))
-    response = _json(definition, 201, {"Location": f"/api/v1/milestone-definitions/{definition.code}"})
+    response = _json(
+        definition,
+        201,
+        {"Location": f"/api/v1/milestone-definitions/{definition.code}", "ETag": etag(definition.version)},
+    )
     return await idem.remember(session, response)
 
 
@@ -245,8 +250,28 @@ async def create_definition(
 )
 async def get_definition(code: MilestoneCode, principal: PrincipalDep, session: SessionDep) -> Response:
     access.can_read_catalogue(principal)
-    row = await service.get_definition(session, code)
-    return _json(service.definition_out(row))
+    definition = service.definition_out(await service.get_definition(session, code))
+    return _json(definition, headers={"ETag": etag(definition.version)})
+
+
+@router.patch(
+    "/milestone-definitions/{code}",
+    response_model=MilestoneDefinition,
+    tags=["milestones"],
+    summary="Change a milestone definition (staff); readiness is recomputed where it matters",
+    responses={412: {"description": "If-Match does not match the current ETag"}},
+)
+async def update_definition(
+    code: MilestoneCode,
+    body: MilestoneDefinitionUpdate,
+    request: Request,
+    principal: StaffDep,
+    session: SessionDep,
+) -> Response:
+    definition = await service.update_definition(
+        session, code, body.changes(), Actor.of(principal), _precondition(request)
+    )
+    return _json(definition, headers={"ETag": etag(definition.version)})
 
 
 # --- enterprise milestones -------------------------------------------------------------------

@@ -111,6 +111,9 @@ milestone_definitions = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("updated_at", UtcDateTime, nullable=True),
+    sa.Column("updated_by", sa.String(200), nullable=True),
 )
 
 enterprise_milestones = sa.Table(

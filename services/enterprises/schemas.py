@@ -226,6 +226,28 @@ class MilestoneDefinitionCreate(_Strict):
         return value
 
 
+class MilestoneDefinitionUpdate(_Strict):
+    """Only the fields sent change; ``null`` clears the threshold or the validity period."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    category: Category | None = None
+    description: str | None = Field(default=None, min_length=1, max_length=5000)
+    applies_when: dict[str, Any] | None = None
+    threshold_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    validity_days: int | None = Field(default=None, ge=1, le=3650)
+    core: bool | None = None
+
+    @field_validator("name", "category", "description", "applies_when", "core")
+    @classmethod
+    def _required_stay_set(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
 class MilestoneDefinition(BaseModel):
     code: str
     name: str
@@ -236,7 +258,9 @@ class MilestoneDefinition(BaseModel):
     validity_days: int | None
     core: bool
     builtin: bool
+    version: int
     created_at: datetime
+    updated_at: datetime | None
 
 
 class MilestoneDefinitionPage(BaseModel):

@@ -608,6 +608,46 @@ async def create_definition(
     return definition_out(await get_definition(session, data.code))
 
 
+READINESS_DEFINITION_FIELDS = ("applies_when", "threshold_pence", "core")
+
+
+async def update_definition(
+    session: AsyncSession,
+    code: str,
+    changes: dict[str, Any],
+    actor: Actor,
+    precondition: Precondition,
+) -> MilestoneDefinition:
+    """Change a catalogue entry; when what decides readiness changed, every enterprise's
+    readiness is recomputed by the readiness job (and announced where it changed)."""
+    d = milestone_definitions.c
+    row = (
+        await session.execute(sa.select(milestone_definitions).where(d.code == code).with_for_update())
+    ).first()
+    if row is None:
+        raise Problem(
+            404, "Milestone definition not found", f"No milestone definition {code!r}.", type="not-found"
+        )
+    precondition(etag(row.version))
+    if "applies_when" in changes:
+        errors = readiness.rule_errors(changes["applies_when"])
+        if errors:
+            raise field_errors(errors)
+    diff = _diff(dict(row._mapping), changes)
+    if not diff:
+        return definition_out(row)
+    await session.execute(
+        sa.update(milestone_definitions)
+        .where(d.code == code)
+        .values(
+            **changes, version=row.version + 1, updated_at=utcnow(), updated_by=f"{actor.role}:{actor.actor}"
+        )
+    )
+    if any(name in diff for name in READINESS_DEFINITION_FIELDS):
+        await session.execute(sa.update(enterprises).values(readiness_stale=True))
+    return definition_out(await get_definition(session, code))
+
+
 # --- readiness -------------------------------------------------------------------------------
 
 

@@ -181,3 +181,58 @@ async def test_the_running_service_recomputes_readiness_after_a_catalogue_change
             )
 
         await wait_until(announced, timeout=10)
+
+
+async def test_raising_a_threshold_makes_lower_cover_missing_and_announces_it(
+    app: FastAPI, staff: httpx.AsyncClient
+) -> None:
+    enterprise = await create_enterprise(staff, works_with_public=True)
+    eid = enterprise["id"]
+    milestone = f"/api/v1/enterprises/{eid}/milestones/public_liability_insurance"
+    async with client(app, enterprise_principal(eid)) as own:
+        submitted = await own.patch(
+            milestone,
+            json={"status": "submitted", "evidence": {"reference": "PL-1"}, "value_pence": 200_000_000},
+        )
+        assert submitted.status_code == 200
+    assert (await staff.patch(milestone, json={"status": "verified"})).status_code == 200
+    url = f"{DEFINITIONS}/public_liability_insurance"
+    current = await staff.get(url)
+    assert current.headers["etag"] == '"1"'
+    changed = await staff.patch(url, json={"threshold_pence": 500_000_000}, headers={"If-Match": '"1"'})
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["etag"] == '"2"'
+    assert changed.json()["threshold_pence"] == 500_000_000
+    stale = await staff.patch(url, json={"threshold_pence": 1}, headers={"If-Match": '"1"'})
+    assert stale.status_code == 412
+    warning = app.state.settings.expiry_warning
+    assert await run_readiness_refresh(app.state.database, warning=warning) == (1, 1)
+    latest = [e for e in await outbox_events(app) if e["type"] == "enterprises.readiness.changed.v1"][-1]
+    assert "public_liability_insurance" in latest["data"]["missing"]
+    gaps = (await staff.get(f"/api/v1/enterprises/{eid}/readiness")).json()["gaps"]
+    assert {
+        "code": "public_liability_insurance",
+        "reason": "below_threshold",
+        "required_value_pence": 500_000_000,
+        "value_pence": 200_000_000,
+    } in gaps
+
+
+async def test_changing_a_definition_is_checked_and_staff_only(
+    app: FastAPI, staff: httpx.AsyncClient
+) -> None:
+    url = f"{DEFINITIONS}/health_safety_policy"
+    bad = await staff.patch(url, json={"applies_when": {"employees_gte": -5}})
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "applies_when.employees_gte"
+    assert (await staff.patch(url, json={"name": None})).status_code == 422
+    assert (await staff.patch(f"{DEFINITIONS}/no_such_code", json={"name": "x"})).status_code == 404
+    same = await staff.patch(url, json={"applies_when": {"employees_gte": 5}})
+    assert same.json()["version"] == 1
+    for principal in (MENTOR, INTEGRATOR, enterprise_principal(str(uuid.uuid4()))):
+        async with client(app, principal) as http:
+            assert (await http.patch(url, json={"name": "Mine"})).status_code == 403
+    assert await run_readiness_refresh(app.state.database, warning=app.state.settings.expiry_warning) == (
+        0,
+        0,
+    )
