@@ -73,3 +73,23 @@ async def test_the_asyncapi_document_describes_every_published_event(
     assert addresses == set(EXPECTED)
     readiness = document["components"]["schemas"]["enterprises_readiness_changed_v1_data"]
     assert set(readiness["properties"]) == READINESS
+
+
+async def test_the_openapi_document_serves_the_public_paths_of_api_md(staff: httpx.AsyncClient) -> None:
+    document = (await staff.get("/openapi.json")).json()
+    operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    assert {
+        ("POST", "/api/v1/enterprises"),
+        ("GET", "/api/v1/enterprises"),
+        ("GET", "/api/v1/enterprises/{enterprise_id}"),
+        ("PATCH", "/api/v1/enterprises/{enterprise_id}"),
+        ("GET", "/api/v1/enterprises/{enterprise_id}/history"),
+        ("POST", "/api/v1/cohorts"),
+        ("GET", "/api/v1/cohorts"),
+        ("GET", "/api/v1/milestone-definitions"),
+        ("POST", "/api/v1/milestone-definitions"),
+        ("GET", "/api/v1/enterprises/{enterprise_id}/milestones"),
+        ("PATCH", "/api/v1/enterprises/{enterprise_id}/milestones/{code}"),
+        ("GET", "/api/v1/enterprises/{enterprise_id}/readiness"),
+    } <= operations
+    assert all(path.startswith("/api/v1/") or path in ("/healthz", "/readyz") for _, path in operations)
