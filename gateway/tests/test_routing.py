@@ -4,6 +4,7 @@ service gives 503 problem+json naming it while the rest keep working, a frozen o
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 import httpx
@@ -97,6 +98,10 @@ async def test_a_stopped_service_gives_503_naming_it_and_the_rest_keep_working(s
             ]
             working = {service: await http.get(path) for service, path in others.items()}
             ready = await http.get("/readyz")
+            started = time.monotonic()
+            for _ in range(5):  # known to be down: refused at once, no retry pauses each time
+                assert (await http.get("/api/v1/anchors")).status_code == 503
+            fast = time.monotonic() - started
     finally:
         system.restart_service("demand")
     for response in down:
@@ -106,6 +111,7 @@ async def test_a_stopped_service_gives_503_naming_it_and_the_rest_keep_working(s
         assert "demand" in response.json()["detail"]
     assert {service: r.status_code for service, r in working.items()} == dict.fromkeys(others, 200)
     assert ready.status_code == 503 and "demand" in ready.json()["detail"]
+    assert fast < 0.25
     # Back up: the pooled connections to the old process are gone; the first request still works.
     async with system.client() as http:
         again = await http.get(f"/api/v1/enterprises/{uuid.uuid4()}/matches")
