@@ -331,8 +331,8 @@ async def line_history(
     limit: Limit = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> Page[DemandVersionOut]:
-    service.require_editor(principal, await service.get_line(session, demand_id), demand_id)
-    items, next_cursor = await service.line_history(session, demand_id, cursor=cursor, limit=limit)
+    line = service.require_editor(principal, await service.get_line(session, demand_id), demand_id)
+    items, next_cursor = await service.line_history(session, line, cursor=cursor, limit=limit)
     return Page[DemandVersionOut](
         items=[
             DemandVersionOut(

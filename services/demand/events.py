@@ -143,49 +143,50 @@ def _listed(line: dict[str, Any] | None) -> bool:
     )
 
 
-def item_payload(line: dict[str, Any]) -> DemandItemPayload:
+def item_payload(line: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`DemandItemPayload` of a line, built as a plain dict (imports publish thousands)."""
     area = line.get("delivery_area")
-    return DemandItemPayload(
-        demand_id=line["id"],
-        version=line["version"],
-        anchor_id=line["anchor_id"],
-        anchor_type=line["anchor_type"],
-        title=line["title"],
-        description=line["description"],
-        cpv_codes=list(line["cpv_codes"]),
-        estimated_value_pence=line["estimated_value_pence"],
-        min_value_pence=line.get("min_value_pence"),
-        max_value_pence=line.get("max_value_pence"),
-        category=line["category"],
-        expected_tender_date=_iso(line.get("expected_tender_date")),
-        contract_start=_iso(line.get("contract_start")),
-        duration_months=line.get("duration_months"),
-        lots=[
-            LotPayload(
-                lot_id=lot["lot_id"],
-                title=lot["title"],
-                estimated_value_pence=lot["estimated_value_pence"],
-                cpv_codes=list(lot.get("cpv_codes") or []),
-            )
+    return {
+        "demand_id": line["id"],
+        "version": line["version"],
+        "anchor_id": line["anchor_id"],
+        "anchor_type": line["anchor_type"],
+        "title": line["title"],
+        "description": line["description"],
+        "cpv_codes": list(line["cpv_codes"]),
+        "estimated_value_pence": line["estimated_value_pence"],
+        "min_value_pence": line.get("min_value_pence"),
+        "max_value_pence": line.get("max_value_pence"),
+        "category": line["category"],
+        "expected_tender_date": _iso(line.get("expected_tender_date")),
+        "contract_start": _iso(line.get("contract_start")),
+        "duration_months": line.get("duration_months"),
+        "lots": [
+            {
+                "lot_id": lot["lot_id"],
+                "title": lot["title"],
+                "estimated_value_pence": lot["estimated_value_pence"],
+                "cpv_codes": list(lot.get("cpv_codes") or []),
+            }
             for lot in line.get("lots") or []
         ],
-        suitable_for_sme=line["suitable_for_sme"],
-        suitable_for_vcse=line["suitable_for_vcse"],
-        status=line["status"],
-        requirements=[
-            RequirementPayload(code=r["code"], min_value_pence=r.get("min_value_pence"))
+        "suitable_for_sme": line["suitable_for_sme"],
+        "suitable_for_vcse": line["suitable_for_vcse"],
+        "status": line["status"],
+        "requirements": [
+            {"code": r["code"], "min_value_pence": r.get("min_value_pence")}
             for r in line.get("requirements") or []
         ],
-        social_value_priorities=list(line.get("social_value_priorities") or []),
-        delivery_area=DeliveryAreaPayload(
-            label=area["label"],
-            postcode_areas=list(area.get("postcode_areas") or []),
-            postcode_districts=list(area.get("postcode_districts") or []),
-        )
+        "social_value_priorities": list(line.get("social_value_priorities") or []),
+        "delivery_area": {
+            "label": area["label"],
+            "postcode_areas": list(area.get("postcode_areas") or []),
+            "postcode_districts": list(area.get("postcode_districts") or []),
+        }
         if area
         else None,
-        external_ref=line.get("external_ref"),
-    )
+        "external_ref": line.get("external_ref"),
+    }
 
 
 def _iso(value: Any) -> str | None:

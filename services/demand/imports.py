@@ -130,11 +130,12 @@ async def _text(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
         yield tail
 
 
-async def _records(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
-    """Whole CSV records (a quoted field may hold line breaks), one at a time."""
+async def _records(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
+    """Whole CSV records (a quoted field may hold line breaks), a chunk's worth at a time."""
     pending = ""
     async for text in _text(chunks):
         pending += text
+        records = []
         start = 0
         position = 0
         quotes = 0
@@ -145,12 +146,28 @@ async def _records(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
             quotes += pending.count('"', position, newline)
             position = newline + 1
             if quotes % 2 == 0:
-                yield pending[start:position]
+                records.append(pending[start:position])
                 start = position
                 quotes = 0
         pending = pending[start:]
+        if records:
+            yield records
     if pending.strip():
-        yield pending
+        yield [pending]
+
+
+def _parse(records: list[str]) -> list[list[str] | csv.Error]:
+    """Each record's values, or its error (a bad record does not spoil its neighbours)."""
+    try:
+        return list(csv.reader(records))
+    except csv.Error:
+        out: list[list[str] | csv.Error] = []
+        for record in records:
+            try:
+                out.extend(csv.reader([record]))
+            except csv.Error as exc:
+                out.append(exc)
+        return out
 
 
 def _csv_fields(header: list[str], values: list[str]) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -194,41 +211,39 @@ def _csv_fields(header: list[str], values: list[str]) -> tuple[dict[str, Any], l
 async def csv_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
     header: list[str] | None = None
     row = 0
-    async for record in _records(chunks):
-        row += 1
-        try:
-            [values] = list(csv.reader([record])) or [[]]
-        except (csv.Error, ValueError) as exc:
+    async for records in _records(chunks):
+        for values in _parse(records):
+            row += 1
+            if isinstance(values, csv.Error):
+                if header is None:
+                    raise UnreadableFile(row, f"the header row is not CSV: {values}")
+                yield ImportRow(row, {}, [{"field": "row", "message": f"not a CSV row: {values}"}])
+                continue
             if header is None:
-                raise UnreadableFile(row, f"the header row is not CSV: {exc}") from exc
-            yield ImportRow(row, {}, [{"field": "row", "message": f"not a CSV row: {exc}"}])
-            continue
-        if header is None:
-            header = [name.strip() for name in values]
-            problems = [
-                {"field": name, "message": "unknown column; see GET /demand/imports/template.csv"}
-                for name in header
-                if name not in CSV_COLUMNS and name != "anchor_id"
-            ]
-            problems += [
-                {"field": name, "message": "required column missing"}
-                for name in REQUIRED_CSV_COLUMNS
-                if name not in header
-            ]
-            if len(set(header)) != len(header):
-                problems.append({"field": "header", "message": "a column is named twice"})
-            if problems:
-                yield ImportRow(row, {}, problems)
-            continue
-        if not any(v.strip() for v in values):
-            continue  # a blank line
-        if len(values) > len(header):
-            yield ImportRow(
-                row, {}, [{"field": "row", "message": f"{len(values)} values for {len(header)} columns"}]
-            )
-            continue
-        fields, errors = _csv_fields(header, values)
-        yield ImportRow(row, fields, errors)
+                header = [name.strip() for name in values]
+                problems = [
+                    {"field": name, "message": "unknown column; see GET /demand/imports/template.csv"}
+                    for name in header
+                    if name not in CSV_COLUMNS and name != "anchor_id"
+                ]
+                problems += [
+                    {"field": name, "message": "required column missing"}
+                    for name in REQUIRED_CSV_COLUMNS
+                    if name not in header
+                ]
+                if len(set(header)) != len(header):
+                    problems.append({"field": "header", "message": "a column is named twice"})
+                if problems:
+                    yield ImportRow(row, {}, problems)
+                continue
+            if not any(v.strip() for v in values):
+                continue  # a blank line
+            if len(values) > len(header):
+                message = f"{len(values)} values for {len(header)} columns"
+                yield ImportRow(row, {}, [{"field": "row", "message": message}])
+                continue
+            fields, errors = _csv_fields(header, values)
+            yield ImportRow(row, fields, errors)
     if header is None:
         raise UnreadableFile(1, "the file is empty: it needs a header row")
 

@@ -59,6 +59,11 @@ demand_lines = sa.Table(
     sa.Column("delivery_area", Json, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # Who made the current version, and how; earlier versions are in demand_line_versions.
+    sa.Column("change", sa.String(20), nullable=False, server_default="created"),
+    sa.Column("changed_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("changed_by_role", sa.String(20), nullable=False, server_default="staff"),
+    sa.Column("changed_fields", Json, nullable=False, server_default=sa.text("'[]'")),
     sa.UniqueConstraint("anchor_id", "external_ref"),
     sa.Index("ix_demand_lines_created_at_id", "created_at", "id"),
     sa.Index("ix_demand_lines_anchor_id_created_at", "anchor_id", "created_at"),
@@ -75,7 +80,7 @@ demand_line_cpvs = sa.Table(
     sa.Index("ix_demand_line_cpvs_cpv_code", "cpv_code"),
 )
 
-# Every version of every line, the current one included (the readable history).
+# The previous versions of every line (the current one is the line itself): the readable history.
 demand_line_versions = sa.Table(
     "demand_line_versions",
     metadata,

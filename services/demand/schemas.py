@@ -315,6 +315,8 @@ class DemandPatch(StrictModel):
 
 
 class DemandOut(DemandFields):
+    model_config = ConfigDict(extra="ignore")
+
     id: str
     anchor_id: str
     anchor_type: AnchorType

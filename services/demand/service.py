@@ -211,14 +211,39 @@ def _line_values(fields: DemandFields) -> dict[str, Any]:
     return values
 
 
+CHANGE_KEYS = ("change", "changed_by", "changed_by_role", "changed_fields")
+
+
 def _json_state(line: dict[str, Any]) -> dict[str, Any]:
     """A line as JSON values (history rows)."""
     out = {}
     for key, value in line.items():
-        if key == "main_cpv":
+        if key == "main_cpv" or key in CHANGE_KEYS:
             continue
         out[key] = value.isoformat() if isinstance(value, date | datetime) else value
     return out
+
+
+def _change(principal: Principal, change: str, changed_fields: list[str]) -> dict[str, Any]:
+    """Who made a version, and how (kept on the line, then in its history)."""
+    return {
+        "change": change,
+        "changed_by": principal.actor,
+        "changed_by_role": principal.role,
+        "changed_fields": changed_fields,
+    }
+
+
+def _history_entry(line: dict[str, Any], anchor_type: str) -> dict[str, Any]:
+    return {
+        "version": line["version"],
+        "change": line["change"],
+        "changed_at": line["updated_at"],
+        "actor": line["changed_by"],
+        "actor_role": line["changed_by_role"],
+        "changed_fields": list(line["changed_fields"] or []),
+        "data": _json_state({**line, "anchor_type": anchor_type}),
+    }
 
 
 def _line_codes(values: dict[str, Any]) -> list[str]:
@@ -286,28 +311,24 @@ class LineWrites:
     events: list[CloudEvent] = field(default_factory=list)
     cells: pipeline.CellDeltas = field(default_factory=pipeline.CellDeltas)
 
-    def record(
-        self,
-        before: dict[str, Any] | None,
-        after: dict[str, Any],
-        anchor_type: str,
-        principal: Principal,
-        change: str,
-        changed_fields: list[str],
-    ) -> None:
+    def record(self, before: dict[str, Any] | None, after: dict[str, Any], anchor_type: str) -> None:
+        """A line created (``before`` None) or changed; ``after`` carries its change keys."""
         after_full = {**after, "anchor_type": anchor_type}
-        self.versions.append(
-            {
-                "line_id": after["id"],
-                "version": after["version"],
-                "data": _json_state(after_full),
-                "changed_fields": changed_fields,
-                "change": change,
-                "actor": principal.actor,
-                "actor_role": principal.role,
-                "changed_at": after["updated_at"],
-            }
-        )
+        if before is not None:
+            # Every update keeps the previous version.
+            entry = _history_entry(before, anchor_type)
+            self.versions.append(
+                {
+                    "line_id": before["id"],
+                    "version": entry["version"],
+                    "data": entry["data"],
+                    "changed_fields": entry["changed_fields"],
+                    "change": entry["change"],
+                    "actor": entry["actor"],
+                    "actor_role": entry["actor_role"],
+                    "changed_at": entry["changed_at"],
+                }
+            )
         if before is None or _line_codes(before) != _line_codes(after):
             if before is not None:
                 self.cpv_cleared.append(after["id"])
@@ -367,6 +388,7 @@ async def create_line(session: AsyncSession, principal: Principal, body: DemandC
         **_line_values(body),
         "created_at": now,
         "updated_at": now,
+        **_change(principal, "created", []),
     }
     try:
         async with session.begin_nested():
@@ -376,7 +398,7 @@ async def create_line(session: AsyncSession, principal: Principal, body: DemandC
     except IntegrityError as exc:
         raise _ref_conflict(body.external_ref or "", None) from exc
     writes = LineWrites()
-    writes.record(None, line, anchor["type"], principal, "created", [])
+    writes.record(None, line, anchor["type"])
     await writes.flush(session)
     return {**line, "anchor_type": anchor["type"]}
 
@@ -410,20 +432,25 @@ async def update_line(
     ):
         raise _ref_conflict(values["external_ref"], other)
     now = utcnow()
+    meta = _change(principal, "updated", changed)
     result = await session.execute(
         sa.update(demand_lines)
         .where(demand_lines.c.id == line["id"], demand_lines.c.version == line["version"])
         .values(
-            **values, main_cpv=cpv.base(values["cpv_codes"][0]), version=line["version"] + 1, updated_at=now
+            **values,
+            **meta,
+            main_cpv=cpv.base(values["cpv_codes"][0]),
+            version=line["version"] + 1,
+            updated_at=now,
         )
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise precondition_failed()
     anchor_type = line["anchor_type"]
     before = {k: v for k, v in line.items() if k != "anchor_type"}
-    after = {**before, **values, "version": line["version"] + 1, "updated_at": now}
+    after = {**before, **values, **meta, "version": line["version"] + 1, "updated_at": now}
     writes = LineWrites()
-    writes.record(before, after, anchor_type, principal, "updated", changed)
+    writes.record(before, after, anchor_type)
     await writes.flush(session)
     return {**after, "anchor_type": anchor_type}
 
@@ -511,16 +538,28 @@ async def list_lines(
 
 
 async def line_history(
-    session: AsyncSession, line_id: str, *, cursor: str | None, limit: int
+    session: AsyncSession, line: dict[str, Any], *, cursor: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
+    """Every version of a line, newest first: the line itself, then its kept previous versions."""
     after = decode_cursor(cursor, 1)
+    items: list[dict[str, Any]] = []
+    if after is None:
+        items.append(_history_entry(line, line["anchor_type"]))
+        below = line["version"]
+    else:
+        below = int(after[0])
+    need = limit - len(items)
     v = demand_line_versions.c
-    query = sa.select(demand_line_versions).where(v.line_id == line_id)
-    if after is not None:
-        query = query.where(v.version < int(after[0]))
-    rows = (await session.execute(query.order_by(v.version.desc()).limit(limit + 1))).all()
-    items = [dict(r._mapping) for r in rows[:limit]]
-    next_cursor = encode_cursor([items[-1]["version"]]) if len(rows) > limit else None
+    rows = (
+        await session.execute(
+            sa.select(demand_line_versions)
+            .where(v.line_id == line["id"], v.version < below)
+            .order_by(v.version.desc())
+            .limit(need + 1)
+        )
+    ).all()
+    items += [dict(r._mapping) for r in rows[:need]]
+    next_cursor = encode_cursor([items[-1]["version"]]) if len(rows) > need else None
     return items, next_cursor
 
 
@@ -632,9 +671,9 @@ class _Import:
                     )
                     continue
                 line = {"id": str(uuid.uuid4()), "anchor_id": self.anchor["id"], "version": 1, **values}
-                line |= {"created_at": now, "updated_at": now}
+                line |= {"created_at": now, "updated_at": now, **_change(self.principal, "imported", [])}
                 inserts.append({**line, "main_cpv": cpv.base(values["cpv_codes"][0])})
-                writes.record(None, line, anchor_type, self.principal, "imported", [])
+                writes.record(None, line, anchor_type)
                 self.counts.created += 1
                 continue
             changed = [name for name in FIELD_NAMES if values[name] != before[name]]
@@ -647,18 +686,20 @@ class _Import:
             if fields.status != before["status"] and fields.status not in TRANSITIONS[before["status"]]:
                 self.error(row_number, "status", f"cannot go from {before['status']} to {fields.status}")
                 continue
-            after = {**before, **values, "version": before["version"] + 1, "updated_at": now}
+            meta = _change(self.principal, "imported", changed)
+            after = {**before, **values, **meta, "version": before["version"] + 1, "updated_at": now}
             updates.append(
                 {
                     "b_id": before["id"],
                     "b_version": before["version"],
                     **values,
+                    **meta,
                     "main_cpv": cpv.base(values["cpv_codes"][0]),
                     "version": after["version"],
                     "updated_at": now,
                 }
             )
-            writes.record(before, after, anchor_type, self.principal, "imported", changed)
+            writes.record(before, after, anchor_type)
             self.counts.updated += 1
         if self.error_total:
             return  # the import fails: keep checking rows, write nothing
