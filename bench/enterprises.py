@@ -1,12 +1,12 @@
 """Enterprises service benchmark: listing and readiness recompute at 100,000 enterprises.
 
-Run: ``python -m bench.enterprises [--enterprises N] [--rounds R]``. On SQLite always and on
+Run: ``python -m bench.enterprises [--enterprises N] [--samples S]``. On SQLite always and on
 PostgreSQL when ``SEEDBED_BENCH_POSTGRES_URL`` (default
 ``postgresql+asyncpg://postgres@127.0.0.1:5432/postgres``) answers; the benchmark creates and
 drops its own database there.
 
-(a) One page of 50 enterprises from N, three ways, timed in alternating rounds so that load
-    from other processes falls on all of them alike:
+(a) One page of 50 enterprises from N, three ways taking turns call by call, so that load
+    from other processes falls on all of them alike (medians of 300 calls each):
     - baseline: the page's SELECT issued directly through SQLAlchemy Core;
     - use case: ``service.list_enterprises`` (the same SELECT plus the API models);
     - HTTP: ``GET /api/v1/enterprises`` through the whole app in-process (signed principal,
@@ -163,24 +163,24 @@ class PeakRss:
         return self.peak_kb / 1024
 
 
-async def timed_rounds(
-    ways: dict[str, Callable[[], Awaitable[Any]]], *, rounds: int, calls: int
+async def timed_alternating(
+    ways: dict[str, Callable[[], Awaitable[Any]]], *, samples: int
 ) -> dict[str, float]:
-    """Median seconds per call of each way, measured in alternating rounds."""
-    samples: dict[str, list[float]] = {name: [] for name in ways}
+    """Median seconds per call of each way; the ways take turns call by call, so a burst of
+    load from other processes lands on all of them alike and the medians ignore it."""
+    times: dict[str, list[float]] = {name: [] for name in ways}
     for way in ways.values():  # warm up
         for _ in range(5):
             await way()
-    for _ in range(rounds):
+    for _ in range(samples):
         for name, way in ways.items():
             started = time.perf_counter()
-            for _ in range(calls):
-                await way()
-            samples[name].append((time.perf_counter() - started) / calls)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            await way()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-async def bench_listing(database: Database, app: Any, *, rounds: int, calls: int) -> list[str]:
+async def bench_listing(database: Database, app: Any, *, samples: int) -> list[str]:
     lines = []
     async with database.transaction(write=False) as session:
         deep = (
@@ -223,8 +223,8 @@ async def bench_listing(database: Database, app: Any, *, rounds: int, calls: int
                 response = await http.get("/api/v1/enterprises", params={"limit": PAGE, **params})
                 assert response.status_code == 200, response.text
 
-            medians = await timed_rounds(
-                {"core": core, "use case": use_case, "http": over_http}, rounds=rounds, calls=calls
+            medians = await timed_alternating(
+                {"core": core, "use case": use_case, "http": over_http}, samples=samples
             )
             base = medians["core"]
             lines.append(
@@ -267,7 +267,7 @@ async def bench_recompute(database: Database, count: int) -> list[str]:
     ]
 
 
-async def bench_backend(name: str, url: str, nats_url: str, *, count: int, rounds: int, calls: int) -> None:
+async def bench_backend(name: str, url: str, nats_url: str, *, count: int, samples: int) -> None:
     print(f"\n{name}: {count:,} enterprises")
     await asyncio.to_thread(upgrade, SERVICE_DIR, url)
     database = Database(url, pool_size=5)
@@ -291,7 +291,7 @@ async def bench_backend(name: str, url: str, nats_url: str, *, count: int, round
         app = create_app(settings)
         async with running(app):
             print("(a) one page of 50, median per page (ratio to the Core SELECT)")
-            for line in await bench_listing(database, app, rounds=rounds, calls=calls):
+            for line in await bench_listing(database, app, samples=samples):
                 print(line)
         print("(b) readiness recompute")
         for line in lines:
@@ -327,8 +327,7 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--enterprises", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--samples", type=int, default=300, help="timed calls of each way per case")
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -341,8 +340,7 @@ async def main() -> None:
                     f"sqlite+aiosqlite:///{tmp}/enterprises.db",
                     nats.url,
                     count=args.enterprises,
-                    rounds=args.rounds,
-                    calls=args.calls,
+                    samples=args.samples,
                 )
             created = await postgres_database(os.environ.get("SEEDBED_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
             if created is not None:
@@ -353,8 +351,7 @@ async def main() -> None:
                         url,
                         nats.url,
                         count=args.enterprises,
-                        rounds=args.rounds,
-                        calls=args.calls,
+                        samples=args.samples,
                     )
                 finally:
                     await drop()
