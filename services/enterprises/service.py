@@ -1168,17 +1168,29 @@ async def record_mentor_sign_offs(
                 note=reason,
             )
             continue
-        await change_milestone(
-            session,
-            completed.enterprise_id,
-            code,
-            MilestoneUpdate(
-                status="verified", note=f"signed off in mentoring session {completed.session_id}"
-            ),
-            mentor,
-            None,
-            warning=warning,
-        )
+        try:
+            await change_milestone(
+                session,
+                completed.enterprise_id,
+                code,
+                MilestoneUpdate(
+                    status="verified", note=f"signed off in mentoring session {completed.session_id}"
+                ),
+                mentor,
+                None,
+                warning=warning,
+            )
+        except Problem as refused:
+            # Refused before anything was written (e.g. the evidence has lapsed): note why.
+            await _history(
+                session,
+                completed.enterprise_id,
+                mentor,
+                "mentor_sign_off_noted",
+                {},
+                code=code,
+                note=f"{who} signed off {code}, but it cannot be verified: {refused.detail or refused.title}",
+            )
     return True
 
 

@@ -288,3 +288,37 @@ async def test_a_sign_off_for_an_unknown_enterprise_is_dead_lettered(
             return bool(await session.scalar(sa.select(sa.func.count()).select_from(dead_letters_table)))
 
     await wait_until(dead_lettered)
+
+
+async def test_a_sign_off_of_lapsed_evidence_is_noted_not_verified(
+    app: FastAPI, staff: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    enterprise = await create_enterprise(staff)
+    eid = enterprise["id"]
+    async with app.state.database.transaction() as session:
+        await session.execute(
+            sa.insert(enterprise_milestones).values(
+                enterprise_id=uuid.UUID(eid),
+                code="cyber_essentials",
+                status="submitted",
+                evidence=EVIDENCE,
+                expires_at=datetime(2020, 1, 1, tzinfo=UTC),
+                submitted_at=datetime(2019, 1, 1, tzinfo=UTC),
+                submitted_by_role="enterprise",
+                submitted_by_actor="enterprise-key",
+                submitted_by_subject=eid,
+                version=1,
+                updated_at=datetime(2019, 1, 1, tzinfo=UTC),
+            )
+        )
+    data = session_completed(eid, str(uuid.uuid4()), ["cyber_essentials"])
+    await publish(js, "mentoring.session.completed.v1", data, data["session_id"])
+
+    async def noted() -> bool:
+        history = (await staff.get(f"/api/v1/enterprises/{eid}/history")).json()["items"]
+        return any("cannot be verified" in (h["note"] or "") for h in history)
+
+    await wait_until(noted)
+    assert (await staff.get(f"/api/v1/enterprises/{eid}/milestones/cyber_essentials")).json()[
+        "status"
+    ] == "submitted"
