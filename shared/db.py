@@ -8,6 +8,7 @@ PostgreSQL runs on asyncpg with a pool sized for concurrency.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -91,6 +92,10 @@ class Database:
         # every session's ``info`` points back to this Database.
         self.extensions: dict[str, Any] = {}
         self.info: dict[str, Any] = {"database": self}
+        # SQLite has one writer: this process's write transactions take turns here, in order,
+        # rather than in SQLite's busy handler, which sleeps up to 100 ms between tries.
+        # (BEGIN IMMEDIATE still guards against other processes.)
+        self.write_turn: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         writer = self.engine.execution_options(sqlite_begin="immediate") if self.is_sqlite else self.engine
         self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.info)
         self.write_sessions = async_sessionmaker(writer, expire_on_commit=False, info=self.info)
@@ -100,9 +105,18 @@ class Database:
         return (self.write_sessions if write else self.read_sessions)()
 
     @asynccontextmanager
+    async def write_slot(self, write: bool = True) -> AsyncIterator[None]:
+        """Hold this process's SQLite writer turn (a no-op for reads and on PostgreSQL)."""
+        if write and self.write_turn is not None:
+            async with self.write_turn:
+                yield
+        else:
+            yield
+
+    @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """A session in a transaction that commits on success and rolls back on error."""
-        async with self.session(write=write) as session, session.begin():
+        async with self.write_slot(write), self.session(write=write) as session, session.begin():
             yield session
 
     async def ping(self) -> None:
@@ -119,7 +133,8 @@ async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
     Use-case code never commits; a rejected request leaves nothing half-written.
     """
     database: Database = request.app.state.database
-    async with database.session(write=request.method not in READ_METHODS) as session:
+    write = request.method not in READ_METHODS
+    async with database.write_slot(write), database.session(write=write) as session:
         try:
             yield session
             await session.commit()

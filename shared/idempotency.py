@@ -15,7 +15,8 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import Depends, Request, Response
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import KIT_METADATA, UtcDateTime, utcnow
@@ -79,34 +80,34 @@ class Idempotency:
         if self.key is None:
             return response
         headers = {k: v for k, v in response.headers.items() if k.lower() in REPLAYED_HEADERS}
-        await session.execute(
-            sa.delete(idempotency_table).where(
-                idempotency_table.c.owner == self.owner,
-                idempotency_table.c.key == self.key,
-                idempotency_table.c.created_at <= utcnow() - KEEP_FOR,
-            )
+        values = {
+            "owner": self.owner,
+            "key": self.key,
+            "fingerprint": self.fingerprint,
+            "status_code": response.status_code,
+            "headers": json.dumps(headers),
+            "body": bytes(response.body),
+            "created_at": utcnow(),
+        }
+        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = insert(idempotency_table).values(values)
+        # One statement: a new key is inserted, an expired one reused; a fresh one held by a
+        # concurrent request with the same key is left alone, and this request is refused.
+        statement = statement.on_conflict_do_update(
+            index_elements=[idempotency_table.c.owner, idempotency_table.c.key],
+            set_={name: statement.excluded[name] for name in values if name not in ("owner", "key")},
+            where=idempotency_table.c.created_at <= utcnow() - KEEP_FOR,
         )
-        try:
-            async with session.begin_nested():
-                await session.execute(
-                    sa.insert(idempotency_table).values(
-                        owner=self.owner,
-                        key=self.key,
-                        fingerprint=self.fingerprint,
-                        status_code=response.status_code,
-                        headers=json.dumps(headers),
-                        body=bytes(response.body),
-                        created_at=utcnow(),
-                    )
-                )
-        except IntegrityError as exc:
+        result = await session.execute(statement)
+        if result.rowcount == 0:  # type: ignore[attr-defined]
             raise Problem(
                 409,
                 "Request in progress",
                 "Another request with this Idempotency-Key was processed at the same time; "
                 "retry to receive its response.",
                 type="idempotency-key-in-use",
-            ) from exc
+            )
         return response
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import KIT_METADATA, BigIntegerKey, Database, UtcDateTime, utcnow
 from shared.events import CloudEvent
 from shared.nats import NatsLink
+from shared.tasks import cancel_requested, stop_task
 
 log = logging.getLogger("seedbed.inbox")
 
@@ -95,11 +96,8 @@ class EventConsumer:
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.spec.durable}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     def _config(self) -> ConsumerConfig:
         subjects = list(self.spec.subjects)
@@ -122,7 +120,7 @@ class EventConsumer:
     async def _run(self) -> None:
         subscription = None
         backoff = 0.0
-        while True:
+        while not cancel_requested():
             await self.link.wait_ready()
             try:
                 if subscription is None:
@@ -145,6 +143,8 @@ class EventConsumer:
                 await asyncio.sleep(backoff)
                 continue
             for message in messages:
+                if cancel_requested():
+                    return  # unacked messages are redelivered to whoever runs next
                 try:
                     await self.process(message)
                 except asyncio.CancelledError:

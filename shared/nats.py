@@ -17,10 +17,12 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from shared.events import StreamSpec
+from shared.tasks import cancel_requested, stop_task
 
 log = logging.getLogger("seedbed.nats")
 
 STREAM_NAME_IN_USE = 10058
+STREAM_STORE_BUSY = 10049  # "error creating store for stream"
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
@@ -33,12 +35,17 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
         max_age=spec.max_age_seconds or None,
         num_replicas=spec.replicas,
     )
-    try:
-        await js.add_stream(config)
-    except BadRequestError as exc:
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise
-        await js.update_stream(config)
+    for attempt in range(20):
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError as exc:
+            if exc.err_code == STREAM_NAME_IN_USE:
+                await js.update_stream(config)
+                return
+            if exc.err_code != STREAM_STORE_BUSY or attempt == 19:
+                raise
+            await asyncio.sleep(0.05)  # the store of a stream deleted a moment ago is still going
 
 
 async def stream_exists(js: JetStreamContext, name: str) -> bool:
@@ -118,7 +125,7 @@ class NatsLink:
 
     async def _connect_until_done(self) -> None:
         delay = 0.1
-        while True:
+        while not cancel_requested():
             try:
                 nc = await nats.connect(
                     self.url,
@@ -159,10 +166,7 @@ class NatsLink:
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await stop_task(self._task)
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=2)

@@ -132,6 +132,10 @@ async def reset_jetstream(url: str) -> None:
         for name in await js.streams_info():
             with contextlib.suppress(Exception):
                 await js.delete_stream(name.config.name)
+        for _ in range(100):  # deletion finishes on disk a moment later
+            if not await js.streams_info():
+                break
+            await asyncio.sleep(0.02)
     finally:
         await nc.close()
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from shared.db import KIT_METADATA, BigIntegerKey, Database, UtcDateTime, utcnow
 from shared.events import CONTENT_TYPE, CloudEvent
 from shared.nats import NatsLink
+from shared.tasks import cancel_requested, stop_task
 
 log = logging.getLogger("seedbed.outbox")
 
@@ -54,6 +55,8 @@ sa.Index("ix_outbox_sent_at", outbox_table.c.sent_at)
 PENDING_KEY = "outbox_pending"
 TAINTED_KEY = "outbox_tainted"
 HANDOFF_LIMIT = 10_000
+MARK_BATCH = 500
+MARK_DELAY_SECONDS = 0.05
 
 
 class OutboxHandoff:
@@ -159,11 +162,8 @@ class OutboxRelay:
         self._marker = asyncio.create_task(self._mark_acked(), name="outbox-marker")
 
     async def stop(self) -> None:
-        for task in (self._task, self._marker):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop_task(self._task)
+        await stop_task(self._marker)
         self._task = self._marker = None
         with contextlib.suppress(Exception):
             await self._flush_acked()
@@ -173,7 +173,7 @@ class OutboxRelay:
         handoff = self.handoff
         backoff = 0.0
         next_sweep = 0.0
-        while True:
+        while not cancel_requested():
             await self.link.wait_ready()
             handoff.wake.clear()
             try:
@@ -217,8 +217,10 @@ class OutboxRelay:
             self.handoff.sweep_needed = True  # the sweep retries them, counting attempts
 
     async def _mark_acked(self) -> None:
-        while True:
+        while not cancel_requested():
             await self._acked_wake.wait()
+            if len(self._acked) < MARK_BATCH:
+                await asyncio.sleep(MARK_DELAY_SECONDS)  # gather more ids into one UPDATE
             self._acked_wake.clear()
             try:
                 await self._flush_acked()

@@ -31,6 +31,7 @@ from shared.outbox import OutboxRelay
 from shared.principal import PrincipalMiddleware
 from shared.problems import install_problem_handlers
 from shared.settings import ServiceSettings
+from shared.tasks import cancel_requested, stop_task
 
 log = logging.getLogger("seedbed.runtime")
 
@@ -116,10 +117,7 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         for task in self._job_tasks:
-            task.cancel()
-        for task in self._job_tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         for consumer in self.consumers:
             await consumer.stop()
         if self.relay is not None:
@@ -136,7 +134,7 @@ class ServiceRuntime:
     async def _run_job(self, job: PeriodicJob) -> None:
         # Jitter spreads replicas that started together.
         await asyncio.sleep(random.uniform(0, min(job.interval_seconds, 5.0)))
-        while True:
+        while not cancel_requested():
             try:
                 await job.run(self)
             except asyncio.CancelledError:

@@ -7,9 +7,7 @@ principal reaches only a calendar feed, with its secret token.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -51,27 +49,13 @@ from services.mentoring.schemas import (
     normalise_tag,
 )
 from services.mentoring.settings import MentoringSettings
-from shared.db import READ_METHODS, SessionDep
+from shared.db import SessionDep
 from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, check_if_match, etag
 from shared.idempotency import IdempotencyDep
 from shared.principal import Principal, PrincipalDep, Role
 from shared.problems import Problem, field_errors, forbidden, not_found
 
-
-async def _sqlite_write_turn(request: Request) -> AsyncIterator[None]:
-    """On SQLite, this process's write requests take turns here, in order, instead of polling
-    in SQLite's busy handler (which sleeps up to 100 ms between tries). Entered before the
-    request's transaction begins and left after its commit; ``BEGIN IMMEDIATE`` still guards
-    against other processes."""
-    lock: asyncio.Lock | None = request.app.state.sqlite_write_turn
-    if lock is None or request.method in READ_METHODS:
-        yield
-        return
-    async with lock:
-        yield
-
-
-router = APIRouter(dependencies=[Depends(_sqlite_write_turn, scope="function")])
+router = APIRouter()
 
 API = "/api/v1"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -81,3 +82,16 @@ async def test_without_a_key_every_request_creates(app: FastAPI, database: Datab
         for _ in range(2):
             assert (await http.post("/things", json={"name": "a"})).status_code == 201
     assert await count(database) == 2
+
+
+async def test_concurrent_retries_with_one_key_create_once(app: FastAPI, database: Database) -> None:
+    async with client(app, ALICE) as http:
+        key = {"Idempotency-Key": "race"}
+        responses = await asyncio.gather(
+            *(http.post("/things", json={"name": "a"}, headers=key) for _ in range(10))
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {201, 409}
+    created = {r.json()["id"] for r in responses if r.status_code == 201}
+    assert len(created) == 1  # every success is the same thing, replayed
+    assert await count(database) == 1
