@@ -100,11 +100,16 @@ class Process:
                 raise TimeoutError(f"{self.name} not ready: {self.log_path.read_text()[-3000:]}")
             time.sleep(0.05)
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM), without waiting."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.terminate()
+        if self.process is not None:
             try:
-                self.process.wait(10)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -214,11 +219,14 @@ def system(
             process.wait_ready("/readyz")
         yield System(nats, services, gateway)
     finally:
+        # All at once: each may take its graceful-shutdown time, and they need not take it in turn.
         for process in everything:
             with contextlib.suppress(Exception):
                 if process.process is not None:
                     process.thaw()
-            process.stop()
+            process.terminate()
+        for process in everything:
+            process.stop(timeout=6)
         nats.stop()
 
 
