@@ -31,7 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.demand import cpv
 from services.demand.disclosure import Atom, BlockPlacement, Rules, build_blocks, suppressed_figures
-from services.demand.models import pipeline_blocks, pipeline_cells, pipeline_snapshots
+from services.demand.models import (
+    pipeline_block_spans,
+    pipeline_blocks,
+    pipeline_cells,
+    pipeline_rollup,
+    pipeline_snapshots,
+)
 from services.demand.schemas import ANCHOR_TYPES, OPEN_STATUSES
 from shared.db import utcnow
 from shared.problems import field_errors
@@ -338,6 +344,7 @@ async def release_snapshot(session: AsyncSession, rules: Rules) -> Snapshot | No
             ),
         )
     )
+    await _roll_up_changes(session)
     await session.execute(
         sa.update(pipeline_cells)
         .where(c.dirty.is_(True))
@@ -378,6 +385,14 @@ async def release_snapshot(session: AsyncSession, rules: Rules) -> Snapshot | No
     ]
     for start in range(0, len(block_rows), 2000):
         await session.execute(sa.insert(pipeline_blocks), block_rows[start : start + 2000])
+    b = pipeline_blocks.c
+    await session.execute(sa.delete(pipeline_block_spans))
+    await session.execute(
+        sa.insert(pipeline_block_spans).from_select(
+            ["block_id", "publishable", *ROLLUP_KEY],
+            sa.select(b.block_id, b.publishable, *(b[name] for name in ROLLUP_KEY)).distinct(),
+        )
+    )
 
     version = (latest.version if latest is not None else 0) + 1
     generated_at = utcnow()
@@ -397,6 +412,46 @@ async def release_snapshot(session: AsyncSession, rules: Rules) -> Snapshot | No
         )
     )
     return Snapshot(snapshot_id, version, generated_at, lines_count, totals, len(blocks))
+
+
+ROLLUP_KEY = ("anchor_type", "cpv_group", "tender_quarter", "start_quarter", "cpv_division")
+
+
+async def _roll_up_changes(session: AsyncSession) -> None:
+    """Add what this release changes to the rollup (before the released figures move)."""
+    c = pipeline_cells.c
+    grouping = [c.anchor_id, c.aggregate_only, *(c[name] for name in ROLLUP_KEY)]
+    changes = (
+        sa.select(
+            *grouping,
+            sa.func.sum(c.lines - c.released_lines),
+            sa.func.sum(c.value_pence - c.released_value_pence),
+            sa.func.sum(c.annualised_pence - c.released_annualised_pence),
+            sa.func.sum(sa.case((c.suitable_for_vcse.is_(True), c.lines - c.released_lines), else_=0)),
+            sa.func.sum(sa.case((c.suitable_for_sme.is_(True), c.lines - c.released_lines), else_=0)),
+        )
+        .where(c.dirty.is_(True))
+        .group_by(*grouping)
+    )
+    measures = ("lines", "value_pence", "annualised_pence", "vcse_lines", "sme_lines")
+    insert = postgresql.insert if _is_postgres(session) else sqlite.insert
+    statement = insert(pipeline_rollup).from_select(
+        ["anchor_id", "aggregate_only", *ROLLUP_KEY, *measures], changes
+    )
+    r = pipeline_rollup.c
+    statement = statement.on_conflict_do_update(
+        index_elements=[
+            r.anchor_id,
+            r.aggregate_only,
+            r.anchor_type,
+            r.cpv_group,
+            r.tender_quarter,
+            r.start_quarter,
+        ],
+        set_={name: r[name] + statement.excluded[name] for name in measures},
+    )
+    await session.execute(statement)
+    await session.execute(sa.delete(pipeline_rollup).where(r.lines == 0))
 
 
 def rules_json(rules: Rules) -> dict[str, Any]:
@@ -606,30 +661,61 @@ class Figures:
     totals: dict[str, Any] = field(default_factory=dict)
 
 
-async def view_figures(session: AsyncSession, params: ViewParams, rules: Rules) -> Figures:
+ROLLUP_DIMS = frozenset({"cpv_division", "cpv_group", "quarter", "anchor_type"})
+
+
+def reads_rollup(params: ViewParams) -> bool:
+    """Whether a view needs nothing finer than the rollup's dimensions."""
+    return set(params.group_by) <= ROLLUP_DIMS and not (
+        params.value_band
+        or params.delivery_area
+        or params.suitable_for_vcse is not None
+        or params.suitable_for_sme is not None
+    )
+
+
+async def view_figures(
+    session: AsyncSession, params: ViewParams, rules: Rules, *, fine: bool = False
+) -> Figures:
     """The cells and totals of one view of the released pipeline, disclosure control applied.
 
-    Two GROUP BYs: the figures over the fine cells, and the placement of the protection
-    blocks in the view's cells.
+    Two GROUP BYs: the figures over the fine cells (or the rollup when the view needs no
+    finer dimension; ``fine`` forces the cells), and the placement of the protection blocks
+    in the view's cells.
     """
-    c = pipeline_cells.c
-    group = [params.column(pipeline_cells, d).label(d) for d in params.group_by]
-    condition = params.condition(pipeline_cells)
+    if reads_rollup(params) and not fine:
+        table, spans = pipeline_rollup, pipeline_block_spans
+        r = table.c
+        lines, value, per_year, vcse, sme = (
+            r.lines,
+            r.value_pence,
+            r.annualised_pence,
+            r.vcse_lines,
+            r.sme_lines,
+        )
+    else:
+        table, spans = pipeline_cells, pipeline_blocks
+        c = table.c
+        lines, value, per_year = c.released_lines, c.released_value_pence, c.released_annualised_pence
+        vcse = sa.case((c.suitable_for_vcse.is_(True), c.released_lines), else_=0)
+        sme = sa.case((c.suitable_for_sme.is_(True), c.released_lines), else_=0)
+    group = [params.column(table, d).label(d) for d in params.group_by]
+    condition = params.condition(table)
     measures = [
-        sa.func.sum(c.released_lines),
-        sa.func.sum(c.released_value_pence),
-        sa.func.sum(c.released_annualised_pence),
-        sa.func.count(sa.distinct(c.anchor_id)),
-        sa.func.sum(sa.case((c.suitable_for_vcse.is_(True), c.released_lines), else_=0)),
-        sa.func.sum(sa.case((c.suitable_for_sme.is_(True), c.released_lines), else_=0)),
+        sa.func.sum(lines),
+        sa.func.sum(value),
+        sa.func.sum(per_year),
+        sa.func.count(sa.distinct(table.c.anchor_id)),
+        sa.func.sum(vcse),
+        sa.func.sum(sme),
     ]
-    where = [c.released_lines > 0] + ([condition] if condition is not None else [])
+    where = [lines > 0] + ([condition] if condition is not None else [])
     cell_rows = (await session.execute(sa.select(*group, *measures).where(*where).group_by(*group))).all()
     total_row = (await session.execute(sa.select(*measures).where(*where))).one()
 
-    b = pipeline_blocks.c
-    block_group = [params.column(pipeline_blocks, d).label(d) for d in params.group_by]
-    block_condition = params.condition(pipeline_blocks)
+    b = spans.c
+    block_group = [params.column(spans, d).label(d) for d in params.group_by]
+    block_condition = params.condition(spans)
     inside = (
         sa.case((block_condition, sa.literal(1)), else_=sa.literal(0))
         if block_condition is not None

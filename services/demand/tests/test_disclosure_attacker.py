@@ -251,6 +251,8 @@ async def reset(app: FastAPI) -> None:
             "demand_lines",
             "pipeline_cells",
             "pipeline_blocks",
+            "pipeline_rollup",
+            "pipeline_block_spans",
             "outbox",
         ):
             await session.execute(sa.text(f"DELETE FROM {table}"))
