@@ -394,6 +394,11 @@ async def release_snapshot(session: AsyncSession, rules: Rules) -> Snapshot | No
         )
     )
 
+    if _is_postgres(session):
+        # Rebuilt wholesale: fresh statistics keep the views' plans sane before autovacuum runs.
+        tables = "pipeline_blocks, pipeline_block_spans, pipeline_rollup"
+        await session.execute(sa.text(f"ANALYZE {tables}{', pipeline_cells' if changed > 10_000 else ''}"))
+
     version = (latest.version if latest is not None else 0) + 1
     generated_at = utcnow()
     snapshot_id = str(uuid.uuid4())
