@@ -704,7 +704,14 @@ class _Import:
         if self.error_total:
             return  # the import fails: keep checking rows, write nothing
         if inserts:
-            await self.session.execute(sa.insert(demand_lines), inserts)
+            try:
+                async with self.session.begin_nested():
+                    await self.session.execute(sa.insert(demand_lines), inserts)
+            except IntegrityError as exc:
+                raise conflict(
+                    "Another import or edit created lines with some of these external_ref values at the same "
+                    "time; nothing was imported. Send the file again."
+                ) from exc
         if updates:
             columns = [name for name in updates[0] if not name.startswith("b_")]
             statement = (

@@ -385,3 +385,23 @@ async def test_lots_are_numbered_and_kept(app: FastAPI, new_anchor) -> None:
         ],
     )
     assert [lot["lot_id"] for lot in line["lots"]] == ["2", "1"]
+
+
+async def test_two_editors_with_the_same_etag_cannot_both_win(app: FastAPI, new_anchor) -> None:
+    import asyncio
+
+    anchor = await new_anchor()
+    line = await post_line(app, anchor["id"])
+
+    async def edit(title: str) -> int:
+        async with client(app, anchor_principal(anchor["id"])) as http:
+            response = await http.patch(
+                f"/api/v1/demand/{line['id']}", json={"title": title}, headers={"If-Match": '"1"'}
+            )
+        return response.status_code
+
+    codes = await asyncio.gather(edit("First"), edit("Second"), edit("Third"))
+    assert sorted(codes) == [200, 412, 412]
+    async with client(app, STAFF) as http:
+        history = (await http.get(f"/api/v1/demand/{line['id']}/history")).json()["items"]
+    assert [v["version"] for v in history] == [2, 1]

@@ -332,3 +332,42 @@ async def test_views_from_the_rollup_agree_with_the_fine_cells_after_any_changes
             fine = await pipeline.view_figures(session, params, rules, fine=True)
             assert rolled.cells == fine.cells and rolled.totals == fine.totals, params
     assert any(c["suppressed"] for c in fine.cells) or fine.totals["count"] > 0
+
+
+async def test_snapshots_taken_during_concurrent_writes_lose_nothing(
+    app: FastAPI, new_anchor, refresh
+) -> None:
+    import asyncio
+
+    from services.demand import pipeline, service
+
+    anchors = [await new_anchor() for _ in range(4)]
+
+    async def write(i: int) -> None:
+        async with client(app, anchor_principal(anchors[i % 4]["id"])) as http:
+            response = await http.post(
+                "/api/v1/demand",
+                json=line_body(
+                    **catering(1000 + i, visibility="aggregate_only" if (i // 4) % 2 else "public")
+                ),
+            )
+            assert response.status_code == 201
+
+    async def publish() -> None:
+        for _ in range(5):
+            await refresh()
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(write(i) for i in range(40)), publish(), publish())
+    await refresh()
+    answer = await view(app)
+    assert answer["totals"]["count"] == 40 and answer["totals"]["total_value_pence"] == sum(
+        1000 + i for i in range(40)
+    )
+    rules = service.rules_of(app.state.settings)
+    async with app.state.database.transaction(write=False) as session:
+        rolled = await pipeline.view_figures(session, pipeline.ViewParams(group_by=("anchor_type",)), rules)
+        fine = await pipeline.view_figures(
+            session, pipeline.ViewParams(group_by=("anchor_type",)), rules, fine=True
+        )
+    assert rolled == fine
