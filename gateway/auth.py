@@ -215,13 +215,12 @@ class Authenticator:
         link = self.link
         if link is None:
             return True
-        nc = link._nc  # a read-only look at the live connection, once per request
-        if nc is None or not nc.is_connected or self._subscription is None:
+        epoch = link.connection_epoch
+        if epoch is None or self._subscription is None:
             if self._link_epoch is not None:
                 self.cache.clear()
                 self._link_epoch = None
             return False
-        epoch = (id(nc), nc.stats["reconnects"])
         if epoch != self._link_epoch:
             # New or re-made connection: broadcasts sent during the gap were missed.
             self.cache.clear()

@@ -25,34 +25,13 @@ import httpx
 
 from gateway.routes import GATEWAY, SERVICES, is_public_feed, owner_of
 from gateway.settings import GatewaySettings
+from shared.problems import PROBLEM_MEDIA_TYPE, PROBLEM_SCHEMA, document_problem_responses
 
 log = logging.getLogger("seedbed.gateway.openapi")
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 SCHEMA_REF = "#/components/schemas/"
-
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "title": "Problem",
-    "type": "object",
-    "description": "RFC 9457 problem details.",
-    "required": ["type", "title", "status"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
-        "request_id": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {"type": "object", "additionalProperties": True},
-            "description": "Each bad field (or row): field, message (and row for imports).",
-        },
-    },
-    "additionalProperties": True,
-}
 
 # Answers API.md promises for every route of a kind, whether or not a service's own document
 # names them: a refused role (403), an unknown or hidden object (404), a stale If-Match (412),
@@ -119,23 +98,9 @@ def _merge_components(target: dict[str, Any], source: dict[str, Any], service: s
     return rewritten
 
 
-def _is_validation_error_schema(content: Mapping[str, Any]) -> bool:
-    schema = content.get("application/json", {}).get("schema", {})
-    return isinstance(schema, dict) and schema.get("$ref", "").endswith("/HTTPValidationError")
-
-
 def _normalise_operation(path: str, method: str, operation: dict[str, Any], oidc: bool) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
-    for status, response in list(responses.items()):
-        if not (status.startswith(("4", "5")) and isinstance(response, dict)):
-            continue
-        if "$ref" in response:
-            continue
-        content = response.get("content") or {}
-        if _is_validation_error_schema(content):
-            response["description"] = "The request is not valid; `errors` lists each bad field."
-        if PROBLEM_MEDIA_TYPE not in content or _is_validation_error_schema(content):
-            response["content"] = _problem_content()
+    document_problem_responses(operation)
     if path in OPEN_PATHS:
         operation["security"] = []
         return

@@ -83,6 +83,15 @@ class NatsLink:
         return self._nc is not None and self._nc.is_connected
 
     @property
+    def connection_epoch(self) -> tuple[int, int] | None:
+        """Changes whenever the connection is new or re-made (None while disconnected): a
+        subscriber can tell that it may have missed messages during the gap."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return None
+        return (id(nc), int(nc.stats["reconnects"]))
+
+    @property
     def nc(self) -> Client:
         if self._nc is None:
             raise ConnectionError("NATS is not connected yet")

@@ -163,7 +163,8 @@ class PrincipalMiddleware:
         await self.app(scope, receive, send)
 
 
-def current_principal(request: Request) -> Principal:
+# Dependencies are async: a plain ``def`` would hop to the threadpool on every request.
+async def current_principal(request: Request) -> Principal:
     principal = request.state.principal
     assert isinstance(principal, Principal)
     return principal
@@ -175,7 +176,7 @@ PrincipalDep = Annotated[Principal, Depends(current_principal)]
 def require_roles(*roles: Role) -> object:
     """A dependency that allows only the given roles (403 for the others)."""
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.role not in roles:
             raise Problem(
                 403,

@@ -17,6 +17,28 @@ from shared.logs import request_id_var
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://seedbed.dev/problems/"
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": True},
+            "description": "Each bad field (or row): field, message (and row for imports).",
+        },
+    },
+    "additionalProperties": True,
+}
+PROBLEM_REF = "#/components/schemas/Problem"
+
 
 class Problem(Exception):
     """An error answered as problem+json. Raise it from use cases and dependencies."""
@@ -136,3 +158,34 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     # Unexpected exceptions are answered by RequestContextMiddleware (shared.logs), inside the
     # request's context, so the 500 problem carries the request id.
+
+
+def _is_validation_error_schema(content: dict[str, Any]) -> bool:
+    schema = content.get("application/json", {}).get("schema", {})
+    return isinstance(schema, dict) and str(schema.get("$ref", "")).endswith("/HTTPValidationError")
+
+
+def document_problem_responses(operation: dict[str, Any]) -> None:
+    """State an operation's error answers as what they are: problem+json (FastAPI's default
+    422 schema included)."""
+    for status, response in operation.get("responses", {}).items():
+        if not (str(status).startswith(("4", "5")) and isinstance(response, dict)) or "$ref" in response:
+            continue
+        content = response.get("content") or {}
+        if _is_validation_error_schema(content):
+            response["description"] = "The request is not valid; `errors` lists each bad field."
+        if PROBLEM_MEDIA_TYPE not in content or _is_validation_error_schema(content):
+            response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_REF}}}
+
+
+def document_problems(document: dict[str, Any]) -> dict[str, Any]:
+    """Every operation of an OpenAPI document answers its errors as problem+json."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                document_problem_responses(operation)
+    return document

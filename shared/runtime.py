@@ -29,7 +29,7 @@ from shared.logs import RequestContextMiddleware, configure_logging
 from shared.nats import NatsLink
 from shared.outbox import OutboxRelay
 from shared.principal import PrincipalMiddleware
-from shared.problems import install_problem_handlers
+from shared.problems import document_problems, install_problem_handlers
 from shared.settings import ServiceSettings
 from shared.tasks import cancel_requested, stop_task
 
@@ -192,6 +192,14 @@ def create_service_app(
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router(runtime.required_checks, runtime.optional_checks))
     asyncapi = asyncapi_document(title, version, events)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/asyncapi.json", include_in_schema=False)
     async def asyncapi_json() -> dict[str, Any]:
