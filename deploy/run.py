@@ -149,6 +149,10 @@ class Supervisor:
             self.var / "staff-key", "sbk_" + secrets.token_urlsafe(32)
         )
         self.env["SEEDBED_BOOTSTRAP_STAFF_KEY"] = staff_key
+        # Keys the HMAC of stored API keys: kept across runs, or every key would stop working.
+        self.env["GATEWAY_API_KEY_PEPPER"] = self.env.get("GATEWAY_API_KEY_PEPPER") or _read_or_create(
+            self.var / "api-key-pepper", secrets.token_urlsafe(48)
+        )
         for service in SERVICES:
             self.env[f"GATEWAY_{service.upper()}_URL"] = f"http://127.0.0.1:{_port(service)}"
         return secret, staff_key

@@ -99,6 +99,14 @@ class GatewaySettings(BaseAppSettings):
         return value
 
     @model_validator(mode="after")
+    def _pepper_outside_development(self) -> GatewaySettings:
+        if self.environment == "production" and len(self.api_key_pepper.get_secret_value()) < 32:
+            raise ValueError(
+                "GATEWAY_API_KEY_PEPPER must be a random value of at least 32 characters in production"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _oidc_complete(self) -> GatewaySettings:
         if self.oidc_enabled and not (self.oidc_issuer and self.oidc_audience):
             raise ValueError("OIDC needs GATEWAY_OIDC_ISSUER and GATEWAY_OIDC_AUDIENCE besides its keys")
