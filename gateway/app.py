@@ -27,7 +27,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import api, dashboard
+from gateway import api, dashboard, integrators
 from gateway.edge import EdgeMiddleware
 from gateway.routes import SERVICES, owner_of
 from gateway.runtime import GatewayRuntime
@@ -37,7 +37,7 @@ from shared.logs import RequestContextMiddleware, configure_logging
 from shared.problems import install_problem_handlers
 
 API_PREFIX = "/api/v1"
-ROUTERS: list[APIRouter] = [api.router, dashboard.router]
+ROUTERS: list[APIRouter] = [api.router, dashboard.router, integrators.router]
 
 
 class GatewayApp(FastAPI):

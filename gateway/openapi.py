@@ -73,7 +73,7 @@ def _rewrite_refs(node: Any, prefix: str, renames: Mapping[str, str]) -> Any:
     return node
 
 
-def _merge_components(target: dict[str, Any], source: dict[str, Any], service: str) -> dict[str, Any]:
+def merge_components(target: dict[str, Any], source: dict[str, Any], service: str) -> dict[str, Any]:
     """Add ``source``'s components to ``target``; returns the source with its refs rewritten."""
     renames: dict[str, dict[str, str]] = {}
     for kind, items in source.get("components", {}).items():
@@ -158,7 +158,7 @@ def merge_documents(
         source = services.get(service)
         if source is None:
             continue
-        source = _merge_components(components, copy.deepcopy(source), service)
+        source = merge_components(components, copy.deepcopy(source), service)
         for path, item in source.get("paths", {}).items():
             if owner_of(path) != service or path in paths:
                 continue

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
+from gateway.asyncapi import AsyncApiAggregator
 from gateway.auth import Authenticator
+from gateway.deliveries import Dispatcher
+from gateway.event_stream import EVENTS_STREAM, EventStreamKeeper
 from gateway.limits import RateLimiter
 from gateway.oidc import OidcVerifier
 from gateway.openapi import OpenApiAggregator
 from gateway.proxy import Proxy
 from gateway.settings import GatewaySettings
+from gateway.sse import StreamCounter
+from gateway.webhooks import SecretBox, WebhookFanOut
 from shared.db import Database
+from shared.inbox import ConsumerSpec, EventConsumer
 from shared.nats import NatsLink
 from shared.principal import Principal, PrincipalAuth
+from shared.tasks import stop_task
+
+WEBHOOKS_CONSUMER = "gateway-webhooks"
+# A fan-out that fails (the database is down) is retried for about as long as an outage
+# may last before the event is dead-lettered: nak delays grow to 30 s.
+WEBHOOKS_MAX_DELIVER = 100
 
 
 class GatewayRuntime:
@@ -28,6 +42,13 @@ class GatewayRuntime:
         self._http: httpx.AsyncClient | None = None
         self._auth: Authenticator | None = None
         self._openapi: OpenApiAggregator | None = None
+        self._asyncapi: AsyncApiAggregator | None = None
+        self._event_stream: EventStreamKeeper | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._webhooks_consumer: EventConsumer | None = None
+        self._consumer_starter: asyncio.Task[None] | None = None
+        self.secret_box = SecretBox(settings)
+        self.sse_streams = StreamCounter(settings.sse_max_streams_per_credential)
 
     @property
     def database(self) -> Database:
@@ -55,6 +76,26 @@ class GatewayRuntime:
         assert self._openapi is not None, "the gateway has not started"
         return self._openapi
 
+    @property
+    def asyncapi(self) -> AsyncApiAggregator:
+        assert self._asyncapi is not None, "the gateway has not started"
+        return self._asyncapi
+
+    @property
+    def event_stream(self) -> EventStreamKeeper:
+        assert self._event_stream is not None, "the gateway has not started"
+        return self._event_stream
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        assert self._dispatcher is not None, "the gateway has not started"
+        return self._dispatcher
+
+    @property
+    def webhooks_consumer(self) -> EventConsumer:
+        assert self._webhooks_consumer is not None, "the gateway has not started"
+        return self._webhooks_consumer
+
     def service_auth(self) -> PrincipalAuth:
         """Signs the gateway's own calls to services (documents) as staff, actor ``gateway``."""
         return PrincipalAuth(self.secret, Principal(role="staff", subject_id=None, actor="gateway"))
@@ -76,8 +117,47 @@ class GatewayRuntime:
         await self._auth.start()
         self._openapi = OpenApiAggregator(settings, self._http, self.service_auth(), own_openapi)
         await self._openapi.start()
+        self._asyncapi = AsyncApiAggregator(settings, self._http, self.service_auth())
+        await self._asyncapi.start()
+        await self._start_integrators()
+
+    async def _start_integrators(self) -> None:
+        """SEEDBED_EVENTS, the webhook dispatcher, and the fan-out consumer once the stream exists
+        (started earlier, the consumer would back off for seconds while the stream is made)."""
+        assert self._nats is not None and self._database is not None
+        self._event_stream = EventStreamKeeper(self.settings, self._nats)
+        await self._event_stream.start()
+        self._dispatcher = Dispatcher(self.settings, self._database, self.secret_box)
+        await self._dispatcher.start()
+        self._webhooks_consumer = EventConsumer(
+            self._database,
+            self._nats,
+            ConsumerSpec(
+                durable=WEBHOOKS_CONSUMER,
+                stream=EVENTS_STREAM,
+                subjects=(),
+                handler=WebhookFanOut(self._dispatcher.poke),
+                max_deliver=WEBHOOKS_MAX_DELIVER,
+            ),
+        )
+        keeper, consumer = self._event_stream, self._webhooks_consumer
+
+        async def start_consumer() -> None:
+            await keeper.ready.wait()
+            await consumer.start()
+
+        self._consumer_starter = asyncio.create_task(start_consumer(), name="webhooks-consumer-start")
 
     async def stop(self) -> None:
+        await stop_task(self._consumer_starter)
+        if self._webhooks_consumer is not None:
+            await self._webhooks_consumer.stop()
+        if self._dispatcher is not None:
+            await self._dispatcher.stop()
+        if self._event_stream is not None:
+            await self._event_stream.stop()
+        if self._asyncapi is not None:
+            await self._asyncapi.stop()
         if self._openapi is not None:
             await self._openapi.stop()
         if self._auth is not None:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.visibility import parse_pattern
+
 KeyRole = Literal["staff", "anchor", "enterprise", "mentor", "integrator"]
 SUBJECT_ROLES = ("anchor", "enterprise", "mentor")
 
@@ -96,3 +98,96 @@ class Dashboard(BaseModel):
     top_matches: DashboardPart
     upcoming_sessions: DashboardPart
     unavailable: list[str] = Field(description="The parts that could not be fetched.")
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+WebhookStatus = Literal["pending", "delivered", "failed"]
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="Where to POST the events: https (http outside production); a public address.",
+        examples=["https://hooks.example/seedbed"],
+    )
+    types: list[str] = Field(
+        min_length=1,
+        max_length=50,
+        description=(
+            "Event type patterns: exact types (`demand.item.published.v1`), prefixes ending in `.*` "
+            "(`demand.*`), or `*` for every event the caller's role may see."
+        ),
+        examples=[["demand.item.*"]],
+    )
+    description: str | None = Field(
+        None, max_length=500, description="What the subscription is for, for people."
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(str(parse_pattern(text)) for text in value))
+
+
+class WebhookOwner(BaseModel):
+    role: str
+    subject_id: str | None
+    actor: str
+
+
+class WebhookOut(BaseModel):
+    id: uuid.UUID
+    url: str
+    types: list[str]
+    description: str | None
+    active: bool = Field(description="False once disabled after failed deliveries in a row.")
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    consecutive_failures: int = Field(description="Deliveries that failed in a row (after every retry).")
+    owner: WebhookOwner
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(
+        description=(
+            "The signing secret (`whsec_...`): verify `webhook-signature` with it (Standard Webhooks). "
+            "Shown only in this response; store it now."
+        )
+    )
+
+
+class WebhookPage(BaseModel):
+    items: list[WebhookOut]
+    next_cursor: str | None = None
+
+
+class DeliveryAttempt(BaseModel):
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None = Field(description="What the receiver answered; null when it did not answer.")
+    error: str | None
+
+
+class Delivery(BaseModel):
+    id: uuid.UUID
+    event_id: str = Field(description="The event id, sent as `webhook-id` on every attempt.")
+    event_type: str
+    status: WebhookStatus
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="When the next attempt is due (pending only).")
+    created_at: datetime
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    attempt_log: list[DeliveryAttempt] = Field(description="Every attempt, oldest first.")
+
+
+class DeliveryPage(BaseModel):
+    items: list[Delivery]
+    next_cursor: str | None = None

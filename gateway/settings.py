@@ -30,6 +30,7 @@ def _list_from_env(value: Any) -> Any:
 
 # A list setting written either as JSON or comma-separated in the environment.
 EnvList = Annotated[list[str], NoDecode, BeforeValidator(_list_from_env)]
+EnvFloats = Annotated[list[float], NoDecode, BeforeValidator(_list_from_env)]
 
 
 class GatewaySettings(BaseAppSettings):
@@ -87,6 +88,40 @@ class GatewaySettings(BaseAppSettings):
     dashboard_upcoming_sessions: int = 10
     openapi_refresh_seconds: float = 300.0
 
+    # The event stream of integrators (SEEDBED_EVENTS, sourcing the services' streams).
+    events_stream_max_age_days: float = 365.0  # as the services keep theirs
+    stream_replicas: int = Field(
+        1, validation_alias=AliasChoices("SEEDBED_STREAM_REPLICAS", "stream_replicas")
+    )
+    # How often the gateway looks for a service stream it does not source yet (and, once all
+    # are sourced, checks that the stream is still there).
+    events_sources_check_seconds: float = 0.5
+    events_stream_check_seconds: float = 30.0
+    sse_heartbeat_seconds: float = 15.0
+    sse_max_streams_per_credential: int = 10
+
+    # Webhooks. Retries after the first attempt, in seconds (Standard Webhooks' schedule).
+    webhook_retry_schedule_seconds: EnvFloats = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    webhook_attempt_timeout_seconds: float = 10.0
+    webhook_poll_seconds: float = 1.0  # the dispatcher also wakes at once when deliveries are added
+    webhook_batch_size: int = 100
+    webhook_concurrency: int = 32
+    # A subscription whose deliveries all failed this many times in a row (each after the whole
+    # schedule, about 28 hours) is disabled; 0 never disables.
+    webhook_disable_after_failed_deliveries: int = 10
+    # Receivers on loopback, private or link-local addresses (SSRF): None allows them outside
+    # production only.
+    webhook_allow_private_networks: bool | None = None
+    webhook_retention_days: float = 30.0
+    # Encrypts webhook secrets at rest (AES-GCM); derived from the API key pepper when empty.
+    webhook_encryption_key: SecretStr = SecretStr("")
+
+    # The AsyncAPI document: the NATS server integrators are told about.
+    asyncapi_nats_url: str | None = None  # default: NATS_URL
+    asyncapi_refresh_seconds: float = 300.0
+
     @field_validator("oidc_algorithms")
     @classmethod
     def _only_asymmetric_algorithms(cls, value: list[str]) -> list[str]:
@@ -111,6 +146,19 @@ class GatewaySettings(BaseAppSettings):
         if self.oidc_enabled and not (self.oidc_issuer and self.oidc_audience):
             raise ValueError("OIDC needs GATEWAY_OIDC_ISSUER and GATEWAY_OIDC_AUDIENCE besides its keys")
         return self
+
+    @field_validator("webhook_retry_schedule_seconds")
+    @classmethod
+    def _delays_not_negative(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("retry delays must not be negative")
+        return value
+
+    @property
+    def webhooks_may_reach_private_networks(self) -> bool:
+        if self.webhook_allow_private_networks is not None:
+            return self.webhook_allow_private_networks
+        return self.environment != "production"
 
     @property
     def oidc_enabled(self) -> bool:

@@ -1,0 +1,320 @@
+"""Webhooks, in-process gateways on each database backend, a real nats-server and real HTTP
+receivers: events published to the services' streams reach the subscribed URLs signed per
+Standard Webhooks, failures are retried on the schedule and logged, redelivery and deletion
+do what they say, and two replicas on one database deliver each event once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from gateway.event_stream import EVENTS_STREAM
+from gateway.models import webhook_subscriptions
+from gateway.settings import GatewaySettings
+from gateway.tests.conftest import GatewayFactory, client_of, wait_until
+from gateway.tests.webhook_receiver import Receiver, make_service_streams, publish, verify_standard_webhook
+from gateway.webhooks import SecretBox, check_url
+from shared.db import Database
+
+SCHEDULE = [0.05, 0.05, 0.05]  # three retries: four attempts in all
+FAST = {
+    "webhook_retry_schedule_seconds": SCHEDULE,
+    "webhook_poll_seconds": 0.05,
+    "webhook_attempt_timeout_seconds": 2.0,
+    "events_sources_check_seconds": 0.05,
+}
+ITEM = "demand.item.published.v1"
+
+
+def demand_line(title: str = "School meals") -> dict[str, Any]:
+    return {"demand_id": str(uuid.uuid4()), "version": 1, "title": title, "estimated_value_pence": 12_000_000}
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    receiving = await Receiver().start()
+    yield receiving
+    await receiving.stop()
+
+
+@pytest.fixture
+async def streams(nats_url: str) -> str:
+    await make_service_streams(nats_url)
+    return nats_url
+
+
+async def key_of(app: FastAPI, role: str, subject_id: str | None = None) -> str:
+    async with client_of(app) as http:
+        made = await http.post(
+            "/api/v1/api-keys", json={"role": role, "subject_id": subject_id, "name": role}
+        )
+    assert made.status_code == 201, made.text
+    return str(made.json()["key"])
+
+
+async def subscribe(http: httpx.AsyncClient, url: str, types: list[str], **extra: Any) -> dict[str, Any]:
+    made = await http.post("/api/v1/webhooks", json={"url": url, "types": types, **extra})
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+async def deliveries(http: httpx.AsyncClient, webhook_id: str, **params: Any) -> list[dict[str, Any]]:
+    answer = await http.get(f"/api/v1/webhooks/{webhook_id}/deliveries", params=params)
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["items"])
+
+
+async def test_an_event_is_posted_signed_per_standard_webhooks_and_logged(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+) -> None:
+    async with gateway_app(**FAST) as app, client_of(app) as http:
+        hook = await subscribe(http, receiver.url, ["demand.item.*"], description="our portal")
+        assert hook["secret"].startswith("whsec_") and hook["active"] is True
+        listed = (await http.get("/api/v1/webhooks")).json()["items"]
+        assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
+        published = await publish(streams, ITEM, demand_line(), subject="line-1")
+        await publish(
+            streams, "enterprises.enterprise.registered.v1", {"enterprise_id": "e"}
+        )  # not subscribed
+        await wait_until(lambda: receiver.received, timeout=10)
+        await asyncio.sleep(0.2)  # time for anything that should not come
+        log = await deliveries(http, hook["id"])
+    [got] = receiver.received
+    assert verify_standard_webhook(hook["secret"], got.headers, got.body)
+    assert not verify_standard_webhook("whsec_" + "A" * 44, got.headers, got.body)
+    assert got.headers["webhook-id"] == published.id
+    assert got.headers["content-type"] == "application/cloudevents+json"
+    assert (
+        got.event["type"] == ITEM and got.event["data"] == published.data and got.event["subject"] == "line-1"
+    )
+    [delivery] = log
+    assert delivery["status"] == "delivered" and delivery["event_id"] == published.id
+    assert delivery["attempts"] == 1 and delivery["attempt_log"][0]["status_code"] == 204
+
+
+async def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt_once(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+) -> None:
+    receiver.plan = [500, 503]
+    async with gateway_app(**FAST) as app, client_of(app) as http:
+        hook = await subscribe(http, receiver.url, [ITEM])
+        published = await publish(streams, ITEM, demand_line())
+
+        async def delivered() -> bool:
+            return [d["status"] for d in await deliveries(http, hook["id"])] == ["delivered"]
+
+        await wait_until(delivered, timeout=10)
+        [delivery] = await deliveries(http, hook["id"])
+    assert [r.status for r in receiver.received] == [500, 503, 204]
+    assert set(receiver.ids()) == {published.id}  # the same webhook-id on every attempt
+    assert delivery["attempts"] == 3
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 503, 204]
+    assert delivery["attempt_log"][0]["error"] == "the receiver answered 500"
+    assert all(a["duration_ms"] >= 0 and a["attempted_at"] for a in delivery["attempt_log"])
+
+
+async def test_a_dead_receiver_fails_after_the_schedule_and_a_redelivery_reaches_it_later(
+    gateway_app: GatewayFactory, streams: str
+) -> None:
+    port_receiver = Receiver()
+    await port_receiver.start()
+    url = port_receiver.url
+    await port_receiver.stop()  # nothing listens there now
+    async with gateway_app(**FAST) as app, client_of(app) as http:
+        hook = await subscribe(http, url, ["demand.*"])
+        await publish(streams, ITEM, demand_line())
+
+        async def failed() -> bool:
+            return [d["status"] for d in await deliveries(http, hook["id"])] == ["failed"]
+
+        await wait_until(failed, timeout=10)
+        [delivery] = await deliveries(http, hook["id"])
+        assert delivery["attempts"] == 1 + len(SCHEDULE)
+        assert all(a["status_code"] is None and a["error"] for a in delivery["attempt_log"])
+        assert (await http.get("/api/v1/webhooks")).json()["items"][0]["consecutive_failures"] == 1
+
+        await port_receiver.start()  # the receiver is back
+        try:
+            again = await http.post(f"/api/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/redeliver")
+            assert again.status_code == 202, again.text
+            assert again.json()["status"] == "pending"
+
+            async def delivered() -> bool:
+                return [d["status"] for d in await deliveries(http, hook["id"])] == ["delivered"]
+
+            await wait_until(delivered, timeout=10)
+            [delivery] = await deliveries(http, hook["id"])
+            missing = await http.post(f"/api/v1/webhooks/{hook['id']}/deliveries/{uuid.uuid4()}/redeliver")
+        finally:
+            await port_receiver.stop()
+    assert delivery["attempts"] == 2 + len(SCHEDULE)
+    assert len(port_receiver.received) == 1
+    assert missing.status_code == 404
+
+
+async def test_deleting_a_subscription_stops_its_deliveries(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+) -> None:
+    receiver.default = 500  # keeps the first delivery retrying
+    schedule = {**FAST, "webhook_retry_schedule_seconds": [0.3] * 10}
+    async with gateway_app(**schedule) as app, client_of(app) as http:
+        hook = await subscribe(http, receiver.url, ["demand.*"])
+        await publish(streams, ITEM, demand_line())
+        await wait_until(lambda: receiver.received, timeout=10)
+        deleted = await http.delete(f"/api/v1/webhooks/{hook['id']}")
+        assert deleted.status_code == 204
+        seen = len(receiver.received)
+        await publish(streams, ITEM, demand_line("After the deletion"))
+        await asyncio.sleep(1.0)  # three retry intervals and a new event: none may come
+        gone = await http.get(f"/api/v1/webhooks/{hook['id']}/deliveries")
+        again = await http.delete(f"/api/v1/webhooks/{hook['id']}")
+    assert len(receiver.received) == seen
+    assert gone.status_code == 404 and again.status_code == 404
+
+
+async def test_a_subscription_made_with_a_key_stops_delivering_when_the_key_is_revoked(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+) -> None:
+    async with gateway_app(**FAST) as app:
+        key = await key_of(app, "integrator")
+        async with client_of(app, key) as http:
+            await subscribe(http, receiver.url, ["demand.*"])
+            me = (await http.get("/api/v1/me")).json()
+        await publish(streams, ITEM, demand_line())
+        await wait_until(lambda: len(receiver.received) == 1, timeout=10)
+        async with client_of(app) as staff:
+            assert (await staff.delete(f"/api/v1/api-keys/{me['key_id']}")).status_code == 204
+        await publish(streams, ITEM, demand_line("After the revocation"))
+        await asyncio.sleep(0.5)
+    assert len(receiver.received) == 1
+
+
+async def test_owners_see_only_their_subscriptions_and_roles_only_their_events(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+) -> None:
+    async with gateway_app(**FAST) as app:
+        anchor_id = str(uuid.uuid4())
+        integrator_a, integrator_b = await key_of(app, "integrator"), await key_of(app, "integrator")
+        anchor_1, anchor_1_again = (
+            await key_of(app, "anchor", anchor_id),
+            await key_of(app, "anchor", anchor_id),
+        )
+        enterprise = await key_of(app, "enterprise", str(uuid.uuid4()))
+        async with client_of(app, integrator_a) as a, client_of(app, integrator_b) as b:
+            mine = await subscribe(a, receiver.url, ["*"])
+            assert (await b.get("/api/v1/webhooks")).json()["items"] == []
+            assert (await b.delete(f"/api/v1/webhooks/{mine['id']}")).status_code == 404
+            assert (await b.get(f"/api/v1/webhooks/{mine['id']}/deliveries")).status_code == 404
+            refused = await a.post("/api/v1/webhooks", json={"url": receiver.url, "types": ["enterprises.*"]})
+            bad = await a.post("/api/v1/webhooks", json={"url": receiver.url, "types": ["demand"]})
+            no_host = await a.post("/api/v1/webhooks", json={"url": "http:///hook", "types": ["demand.*"]})
+        async with client_of(app, anchor_1) as one, client_of(app, anchor_1_again) as again:
+            anchors = await subscribe(one, receiver.url, ["mentoring.*"])
+            assert [h["id"] for h in (await again.get("/api/v1/webhooks")).json()["items"]] == [anchors["id"]]
+        async with client_of(app, enterprise) as ent:
+            assert (await ent.get("/api/v1/webhooks")).status_code == 403
+        async with client_of(app) as staff:
+            assert len((await staff.get("/api/v1/webhooks")).json()["items"]) == 2
+        await publish(streams, "enterprises.enterprise.registered.v1", {"enterprise_id": "e"})
+        await publish(streams, "mentoring.session.booked.v1", {"session_id": "s"})
+        await publish(streams, "mentoring.mentor.registered.v1", {"mentor_id": "m"})
+        last = await publish(streams, ITEM, demand_line())
+        await wait_until(lambda: last.id in receiver.ids() and len(receiver.received) >= 2, timeout=10)
+        await asyncio.sleep(0.2)
+    assert refused.status_code == 403 and refused.json()["types"] == ["enterprises.*"]
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"].startswith("types")
+    assert no_host.status_code == 422 and no_host.json()["errors"][0]["field"] == "url"
+    by_type = sorted(r.event["type"] for r in receiver.received)
+    # The integrator's "*" is what an integrator may see; the anchor's "mentoring.*" is the mentors.
+    assert by_type == [ITEM, "mentoring.mentor.registered.v1"]
+
+
+async def test_two_replicas_on_one_database_deliver_each_event_once(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver, db_backend: str
+) -> None:
+    if db_backend != "postgres":
+        pytest.skip("several replicas share a PostgreSQL database")
+    async with gateway_app(**FAST) as one, gateway_app(**FAST) as two, client_of(one) as http:
+        hook = await subscribe(http, receiver.url, ["demand.*"])
+        published = [await publish(streams, ITEM, demand_line(f"Line {n}")) for n in range(40)]
+        await wait_until(lambda: len(receiver.received) >= len(published), timeout=20)
+        await asyncio.sleep(0.3)
+        log = await deliveries(http, hook["id"], limit=100)
+        attempts = [one.state.runtime.dispatcher.attempts_total, two.state.runtime.dispatcher.attempts_total]
+    assert sorted(receiver.ids()) == sorted(e.id for e in published)
+    assert {d["status"] for d in log} == {"delivered"} and all(d["attempts"] == 1 for d in log)
+    assert sum(attempts) == len(published) and min(attempts) > 0, attempts  # both dispatchers worked
+
+
+async def test_the_secret_is_stored_sealed_and_opens_only_under_its_key_and_id(
+    gateway_app: GatewayFactory, gateway_database_url: str, streams: str, receiver: Receiver
+) -> None:
+    async with gateway_app(**FAST) as app, client_of(app) as http:
+        hook = await subscribe(http, receiver.url, ["demand.*"])
+        settings: GatewaySettings = app.state.settings
+    database = Database(gateway_database_url)
+    try:
+        async with database.transaction(write=False) as session:
+            stored = await session.scalar(sa.select(webhook_subscriptions.c.secret))
+    finally:
+        await database.dispose()
+    assert hook["secret"] not in stored and hook["secret"][6:] not in stored
+    hook_id = uuid.UUID(hook["id"])
+    assert SecretBox(settings).open(stored, hook_id) == hook["secret"]
+    with pytest.raises(ValueError):
+        SecretBox(settings).open(stored, uuid.uuid4())
+    other = settings.model_copy(
+        update={"webhook_encryption_key": settings.api_key_pepper.__class__("another")}
+    )
+    with pytest.raises(ValueError):
+        SecretBox(other).open(stored, hook_id)
+
+
+@pytest.mark.parametrize(
+    ("url", "environment", "allowed"),
+    [
+        ("https://93.184.215.14/hook", "production", True),
+        ("http://93.184.215.14/hook", "production", False),  # https only in production
+        ("https://127.0.0.1/hook", "production", False),
+        ("https://10.1.2.3/hook", "production", False),
+        ("https://169.254.169.254/latest/meta-data", "production", False),  # cloud metadata
+        ("https://[::1]/hook", "production", False),
+        ("https://[::ffff:127.0.0.1]/hook", "production", False),
+        ("https://localhost/hook", "production", False),
+        ("https://user:pass@93.184.215.14/hook", "production", False),
+        ("http://127.0.0.1:8080/hook", "test", True),
+        ("ftp://example.org/hook", "test", False),
+    ],
+)
+async def test_the_url_policy_refuses_plain_http_and_private_addresses_in_production(
+    url: str, environment: str, allowed: bool
+) -> None:
+    extra = {"api_key_pepper": "p" * 32, "internal_secret": "s" * 32} if environment == "production" else {}
+    settings = GatewaySettings(environment=environment, **extra)
+    if allowed:
+        assert await check_url(url, settings) == url
+    else:
+        with pytest.raises(ValueError):
+            await check_url(url, settings)
+
+
+async def test_the_events_stream_sources_a_service_stream_that_appears_later(
+    gateway_app: GatewayFactory, nats_url: str, receiver: Receiver
+) -> None:
+    async with gateway_app(**FAST) as app, client_of(app) as http:
+        await wait_until(lambda: app.state.runtime.event_stream.ready.is_set(), timeout=10)
+        assert app.state.runtime.event_stream.sourced == frozenset()
+        await subscribe(http, receiver.url, ["demand.*"])
+        await make_service_streams(nats_url)  # the services start after the gateway
+        published = await publish(nats_url, ITEM, demand_line())
+        await wait_until(lambda: published.id in receiver.ids(), timeout=10)
+        assert app.state.runtime.event_stream.sourced == {"ENTERPRISES", "DEMAND", "MENTORING"}
+        info = await app.state.runtime.nats.js.stream_info(EVENTS_STREAM)
+    assert {source.name for source in info.config.sources} == {"ENTERPRISES", "DEMAND", "MENTORING"}
