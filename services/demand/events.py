@@ -11,7 +11,8 @@ the read model used for matching, dropping stale ones by ``version``.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -193,6 +194,20 @@ def _iso(value: Any) -> str | None:
     return None if value is None else str(value)[:10]
 
 
+def _event(kind: str, payload: dict[str, Any], subject: str) -> CloudEvent:
+    """A CloudEvent built without re-validating a payload we made ourselves (imports make many)."""
+    return CloudEvent.model_construct(
+        specversion="1.0",
+        id=str(uuid.uuid4()),
+        source=SOURCE,
+        type=kind,
+        time=datetime.now(UTC),
+        subject=subject,
+        datacontenttype="application/json",
+        data=payload,
+    )
+
+
 def line_events(before: dict[str, Any] | None, after: dict[str, Any]) -> list[CloudEvent]:
     """What consumers must hear about a line going from ``before`` to ``after`` (None: created).
 
@@ -202,20 +217,20 @@ def line_events(before: dict[str, Any] | None, after: dict[str, Any]) -> list[Cl
     was, now = _listed(before), _listed(after)
     if now:
         kind = ITEM_UPDATED if was else ITEM_PUBLISHED
-        return [new_event(kind, item_payload(after), source=SOURCE, subject=after["id"])]
+        return [_event(kind, item_payload(after), after["id"])]
     if was:
         if after["status"] in ("cancelled", "withdrawn"):
             reason = after.get("status_reason") or f"the anchor marked the line {after['status']}"
         else:
             reason = "the line is now shared in aggregate only"
-        payload = DemandWithdrawnPayload(
-            demand_id=after["id"],
-            version=after["version"],
-            anchor_id=after["anchor_id"],
-            status=after["status"],
-            reason=reason,
-        )
-        return [new_event(ITEM_WITHDRAWN, payload, source=SOURCE, subject=after["id"])]
+        payload = {
+            "demand_id": after["id"],
+            "version": after["version"],
+            "anchor_id": after["anchor_id"],
+            "status": after["status"],
+            "reason": reason,
+        }
+        return [_event(ITEM_WITHDRAWN, payload, after["id"])]
     return []
 
 

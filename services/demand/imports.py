@@ -49,6 +49,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "delivery_area.postcode_districts",
     "lots",
 )
+KNOWN_COLUMNS = frozenset({*CSV_COLUMNS, "anchor_id"})
 REQUIRED_CSV_COLUMNS = ("external_ref", "title", "cpv_codes", "estimated_value_pence", "category")
 LIST_COLUMNS = frozenset(
     {
@@ -176,7 +177,7 @@ def _csv_fields(header: list[str], values: list[str]) -> tuple[dict[str, Any], l
     area: dict[str, Any] = {}
     for name, value in zip(header, values, strict=False):
         value = value.strip()
-        if not value or (name not in CSV_COLUMNS and name != "anchor_id"):
+        if not value or name not in KNOWN_COLUMNS:
             continue
         if name in LIST_COLUMNS:
             parsed: Any = [part.strip() for part in value.split(";") if part.strip()]

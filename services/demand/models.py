@@ -137,7 +137,7 @@ pipeline_blocks = sa.Table(
     "pipeline_blocks",
     metadata,
     sa.Column("atom_key", sa.String(120), primary_key=True),
-    sa.Column("block_id", sa.Integer, nullable=False),
+    sa.Column("block_id", sa.BigInteger, nullable=False),
     sa.Column("publishable", sa.Boolean, nullable=False),
     sa.Column("anchor_type", sa.String(40), nullable=False),
     sa.Column("cpv_division", sa.String(2), nullable=False),
@@ -174,7 +174,7 @@ pipeline_rollup = sa.Table(
 pipeline_block_spans = sa.Table(
     "pipeline_block_spans",
     metadata,
-    sa.Column("block_id", sa.Integer, primary_key=True),
+    sa.Column("block_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("anchor_type", sa.String(40), primary_key=True),
     sa.Column("cpv_group", sa.String(3), primary_key=True),
     sa.Column("tender_quarter", sa.String(12), primary_key=True),

@@ -15,8 +15,10 @@ so every view of one snapshot is protected by the same blocks.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import operator
 import re
 import uuid
 from collections import OrderedDict
@@ -30,7 +32,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.demand import cpv
-from services.demand.disclosure import Atom, BlockPlacement, Rules, build_blocks, suppressed_figures
+from services.demand.disclosure import (
+    Atom,
+    Block,
+    BlockPlacement,
+    Rules,
+    build_blocks,
+    suppressed_figures,
+)
 from services.demand.models import (
     pipeline_block_spans,
     pipeline_blocks,
@@ -85,8 +94,7 @@ PIPELINE_LOCK = 0x64656D616E64
 
 
 def _drop(*positions: int) -> Callable[[Atom], Hashable]:
-    keep = [i for i in range(len(ATOM_DIMS)) if i not in positions]
-    return lambda atom: tuple(atom[i] for i in keep)
+    return operator.itemgetter(*(i for i in range(len(ATOM_DIMS)) if i not in positions))
 
 
 # From the finest to the root; the dimensions dropped first lose most to suppression.
@@ -101,6 +109,60 @@ PROTECTION_LEVELS: tuple[Callable[[Atom], Hashable], ...] = (
     lambda atom: (str(atom[1])[:2],),  # CPV division
     lambda atom: (),  # everything
 )
+
+
+def protection_blocks(contributions: dict[Atom, dict[str, int]], rules: Rules) -> list[Block]:
+    """:func:`build_blocks` along :data:`PROTECTION_LEVELS`, on atoms packed into integers.
+
+    Same partition as on the tuples (the packing keeps their order, and each level is a
+    bit mask keeping what the tuple level keeps), several times faster on 10^5 atoms.
+    """
+    if not contributions:
+        return []
+    # Bit fields from most to least significant, in the atom tuple's order, so that integer
+    # order is tuple order: anchor type, division, group digit, tender quarter, start quarter,
+    # value band, VCSE, SME, delivery area.
+    parts: list[list[Any]] = [[] for _ in range(9)]
+    for atom in contributions:
+        group = str(atom[1])
+        for i, value in enumerate((atom[0], group[:2], group[2:], *atom[2:])):
+            parts[i].append(value)
+    codes = [{v: n for n, v in enumerate(sorted(set(values)))} for values in parts]
+    widths = [max(1, (len(table) - 1).bit_length()) for table in codes]
+    shifts = [sum(widths[i + 1 :]) for i in range(9)]
+    field = [((1 << w) - 1) << shift for w, shift in zip(widths, shifts, strict=True)]
+    decoded: dict[int, Atom] = {}
+    packed: dict[int, dict[str, int]] = {}
+    for atom, per_anchor in contributions.items():
+        group = str(atom[1])
+        number = 0
+        for i, value in enumerate((atom[0], group[:2], group[2:], *atom[2:])):
+            number |= codes[i][value] << shifts[i]
+        decoded[number] = atom
+        packed[number] = per_anchor
+    everything = sum(field)
+
+    def keep_without(*dropped: int) -> Callable[[Atom], Hashable]:
+        mask = everything & ~sum(field[i] for i in dropped)
+        return lambda n: n & mask  # type: ignore[operator]
+
+    # Field numbers: 0 type, 1 division, 2 group digit, 3 tender q, 4 start q, 5 band, 6 VCSE, 7 SME, 8 area.
+    levels = (
+        keep_without(7),
+        keep_without(7, 6),
+        keep_without(7, 6, 4),
+        keep_without(7, 6, 4, 8),
+        keep_without(7, 6, 4, 8, 5),
+        keep_without(7, 6, 4, 8, 5, 0),
+        keep_without(7, 6, 4, 8, 5, 0, 2),
+        keep_without(7, 6, 4, 8, 5, 0, 2, 3),
+        lambda n: 0,
+    )
+    blocks = build_blocks(packed, rules, levels)  # type: ignore[arg-type]
+    return [
+        Block(block.block_id, block.publishable, tuple(decoded[n] for n in block.atoms))  # type: ignore[index]
+        for block in blocks
+    ]
 
 
 # --- where a line counts -------------------------------------------------------------------------
@@ -325,13 +387,102 @@ class Snapshot:
     blocks: int
 
 
-async def release_snapshot(session: AsyncSession, rules: Rules) -> Snapshot | None:
+def block_key(block: Block) -> int:
+    """A block's id, stable while its first atom stays the same (so a small change rewrites few rows)."""
+    digest = hashlib.sha256(atom_key(block.atoms[0]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: fits a signed BIGINT
+
+
+@dataclass
+class ReleasePlan:
+    """The protection blocks for the figures about to be released, worked out before the release.
+
+    ``aggregate_only_changes`` are the pending aggregate-only cells it was worked out from; the
+    release goes ahead with this plan only if they are still exactly those.
+    """
+
+    aggregate_only_changes: dict[str, tuple[int, int]]
+    blocks: int
+    removed: list[str]
+    changed: dict[str, tuple[int, bool, Atom]]
+    affected_blocks: set[int]
+
+
+async def _pending_aggregate_only(session: AsyncSession) -> dict[str, tuple[int, int]]:
+    c = pipeline_cells.c
+    rows = await session.execute(
+        sa.select(c.cell_key, c.lines, c.value_pence).where(c.dirty.is_(True), c.aggregate_only.is_(True))
+    )
+    return {row.cell_key: (int(row.lines), int(row.value_pence)) for row in rows}
+
+
+async def plan_release(session: AsyncSession, rules: Rules) -> ReleasePlan:
+    """Form the blocks of the figures as they would be released now (reads only)."""
+    c = pipeline_cells.c
+    contributions: dict[Atom, dict[str, int]] = {}
+    pending: dict[str, tuple[int, int]] = {}
+    result = await session.execute(
+        sa.select(
+            *(c[d] for d in ATOM_DIMS),
+            c.cell_key,
+            c.anchor_id,
+            c.dirty,
+            c.lines,
+            c.value_pence,
+            c.released_lines,
+            c.released_value_pence,
+        ).where(c.aggregate_only.is_(True))
+    )
+    width = len(ATOM_DIMS)
+    for row in result:
+        if row.dirty:
+            pending[row.cell_key] = (int(row.lines), int(row.value_pence))
+            lines, value = row.lines, row.value_pence
+        else:
+            lines, value = row.released_lines, row.released_value_pence
+        if lines <= 0:
+            continue
+        atom: Atom = tuple(row[:width])
+        per_anchor = contributions.setdefault(atom, {})
+        per_anchor[row.anchor_id] = per_anchor.get(row.anchor_id, 0) + int(value)
+    # CPU work: in a thread, so the service keeps answering meanwhile.
+    blocks = await asyncio.to_thread(protection_blocks, contributions, rules)
+    wanted: dict[str, tuple[int, bool, Atom]] = {}
+    for block in blocks:
+        ident = block_key(block)
+        for atom in block.atoms:
+            wanted[atom_key(atom)] = (ident, block.publishable, atom)
+    b = pipeline_blocks.c
+    current = {
+        row.atom_key: (int(row.block_id), bool(row.publishable))
+        for row in await session.execute(sa.select(b.atom_key, b.block_id, b.publishable))
+    }
+    removed = [key for key in current if key not in wanted]
+    changed = {key: v for key, v in wanted.items() if current.get(key) != (v[0], v[1])}
+    affected = {current[key][0] for key in removed} | {current[key][0] for key in changed if key in current}
+    affected |= {v[0] for v in changed.values()}
+    return ReleasePlan(pending, len(blocks), removed, changed, affected)
+
+
+class StalePlan(Exception):
+    """Aggregate-only figures changed between planning a release and making it."""
+
+
+async def release_snapshot(
+    session: AsyncSession, rules: Rules, plan: ReleasePlan | None = None
+) -> Snapshot | None:
     """Release the live figures and record a new snapshot, or None when nothing changed.
 
-    Run inside a write transaction holding the release lock.
+    Run inside a write transaction holding the release lock. With a ``plan`` worked out
+    beforehand (outside the lock), raises :class:`StalePlan` if aggregate-only figures moved
+    since; without one, plans here.
     """
     c = pipeline_cells.c
     latest = await latest_snapshot(session)
+    if plan is None:
+        plan = await plan_release(session, rules)
+    elif await _pending_aggregate_only(session) != plan.aggregate_only_changes:
+        raise StalePlan
     changed = await session.scalar(
         sa.select(sa.func.count())
         .select_from(pipeline_cells)
@@ -345,6 +496,8 @@ async def release_snapshot(session: AsyncSession, rules: Rules) -> Snapshot | No
         )
     )
     await _roll_up_changes(session)
+    # Cells emptied by these changes go (the rollup has counted them out); the rest is released.
+    await session.execute(sa.delete(pipeline_cells).where(c.dirty.is_(True), c.lines == 0))
     await session.execute(
         sa.update(pipeline_cells)
         .where(c.dirty.is_(True))
@@ -355,49 +508,14 @@ async def release_snapshot(session: AsyncSession, rules: Rules) -> Snapshot | No
             dirty=False,
         )
     )
-    await session.execute(
-        sa.delete(pipeline_cells).where(c.lines == 0, c.released_lines == 0, c.dirty.is_(False))
-    )
     if not changed and latest is not None:
         return None
-
-    contributions: dict[Atom, dict[str, int]] = {}
-    result = await session.execute(
-        sa.select(*(c[d] for d in ATOM_DIMS), c.anchor_id, c.released_value_pence).where(
-            c.aggregate_only.is_(True), c.released_lines > 0
+    await _write_blocks(session, plan)
+    if _is_postgres(session) and (changed > 10_000 or len(plan.changed) > 10_000):
+        # Fresh statistics keep the views' plans sane before autovacuum gets there.
+        await session.execute(
+            sa.text("ANALYZE pipeline_blocks, pipeline_block_spans, pipeline_rollup, pipeline_cells")
         )
-    )
-    for row in result:
-        atom: Atom = tuple(row[: len(ATOM_DIMS)])
-        per_anchor = contributions.setdefault(atom, {})
-        per_anchor[row.anchor_id] = per_anchor.get(row.anchor_id, 0) + int(row.released_value_pence)
-    blocks = build_blocks(contributions, rules, PROTECTION_LEVELS)
-    await session.execute(sa.delete(pipeline_blocks))
-    block_rows = [
-        {
-            "atom_key": atom_key(atom),
-            "block_id": block.block_id,
-            "publishable": block.publishable,
-            **_atom_columns(atom),
-        }
-        for block in blocks
-        for atom in block.atoms
-    ]
-    for start in range(0, len(block_rows), 2000):
-        await session.execute(sa.insert(pipeline_blocks), block_rows[start : start + 2000])
-    b = pipeline_blocks.c
-    await session.execute(sa.delete(pipeline_block_spans))
-    await session.execute(
-        sa.insert(pipeline_block_spans).from_select(
-            ["block_id", "publishable", *ROLLUP_KEY],
-            sa.select(b.block_id, b.publishable, *(b[name] for name in ROLLUP_KEY)).distinct(),
-        )
-    )
-
-    if _is_postgres(session):
-        # Rebuilt wholesale: fresh statistics keep the views' plans sane before autovacuum runs.
-        tables = "pipeline_blocks, pipeline_block_spans, pipeline_rollup"
-        await session.execute(sa.text(f"ANALYZE {tables}{', pipeline_cells' if changed > 10_000 else ''}"))
 
     version = (latest.version if latest is not None else 0) + 1
     generated_at = utcnow()
@@ -413,10 +531,49 @@ async def release_snapshot(session: AsyncSession, rules: Rules) -> Snapshot | No
             lines_count=lines_count,
             totals=totals,
             rules=rules_json(rules),
-            blocks=len(blocks),
+            blocks=plan.blocks,
         )
     )
-    return Snapshot(snapshot_id, version, generated_at, lines_count, totals, len(blocks))
+    return Snapshot(snapshot_id, version, generated_at, lines_count, totals, plan.blocks)
+
+
+async def _write_blocks(session: AsyncSession, plan: ReleasePlan) -> None:
+    """Apply the plan's changes to the block table and the spans of the blocks they touch."""
+    b = pipeline_blocks.c
+    for start in range(0, len(plan.removed), 500):
+        await session.execute(
+            sa.delete(pipeline_blocks).where(b.atom_key.in_(plan.removed[start : start + 500]))
+        )
+    rows = [
+        {"atom_key": key, "block_id": ident, "publishable": publishable, **_atom_columns(atom)}
+        for key, (ident, publishable, atom) in plan.changed.items()
+    ]
+    if rows:
+        insert = postgresql.insert if _is_postgres(session) else sqlite.insert
+        statement = insert(pipeline_blocks)
+        statement = statement.on_conflict_do_update(
+            index_elements=[b.atom_key],
+            set_={"block_id": statement.excluded.block_id, "publishable": statement.excluded.publishable},
+        )
+        for start in range(0, len(rows), 2000):
+            await session.execute(statement, rows[start : start + 2000])
+    spans = pipeline_block_spans.c
+    source = sa.select(b.block_id, b.publishable, *(b[name] for name in ROLLUP_KEY)).distinct()
+    affected = sorted(plan.affected_blocks)
+    if len(affected) > 2000:
+        await session.execute(sa.delete(pipeline_block_spans))
+        await session.execute(
+            sa.insert(pipeline_block_spans).from_select(["block_id", "publishable", *ROLLUP_KEY], source)
+        )
+        return
+    for start in range(0, len(affected), 500):
+        chunk = affected[start : start + 500]
+        await session.execute(sa.delete(pipeline_block_spans).where(spans.block_id.in_(chunk)))
+        await session.execute(
+            sa.insert(pipeline_block_spans).from_select(
+                ["block_id", "publishable", *ROLLUP_KEY], source.where(b.block_id.in_(chunk))
+            )
+        )
 
 
 ROLLUP_KEY = ("anchor_type", "cpv_group", "tender_quarter", "start_quarter", "cpv_division")

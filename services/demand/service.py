@@ -818,30 +818,44 @@ async def refresh_pipeline(
     )
     if not (force or overdue or quiet or not latest):
         return None
-    try:
-        async with database.transaction() as session:
-            if not await pipeline.take_release_lock(
-                session, wait_seconds=3.0 if (force or overdue) else None
-            ):
+    rules = rules_of(settings)
+    snapshot = None
+    for attempt in range(3):
+        plan = None
+        if attempt < 2:
+            # The blocks are formed outside the lock (the slow part); the release checks that the
+            # aggregate-only figures they were formed from did not move meanwhile.
+            async with database.transaction(write=False) as session:
+                await pipeline.begin_consistent_read(session)
+                plan = await pipeline.plan_release(session, rules)
+        try:
+            async with database.transaction() as session:
+                if not await pipeline.take_release_lock(
+                    session, wait_seconds=3.0 if (force or overdue) else None
+                ):
+                    return None
+                snapshot = await pipeline.release_snapshot(session, rules, plan)
+                if snapshot is None:
+                    return None
+                await outbox.add(
+                    session,
+                    events.pipeline_event(
+                        snapshot.snapshot_id,
+                        snapshot.version,
+                        snapshot.generated_at,
+                        snapshot.lines_count,
+                        snapshot.totals,
+                    ),
+                )
+            break
+        except pipeline.StalePlan:
+            continue
+        except DBAPIError as exc:
+            if "lock timeout" in str(exc).lower() or "LockNotAvailable" in type(exc.orig).__name__:
+                log.info("pipeline snapshot postponed: writers hold the pipeline")
                 return None
-            snapshot = await pipeline.release_snapshot(session, rules_of(settings))
-            if snapshot is None:
-                return None
-            await outbox.add(
-                session,
-                events.pipeline_event(
-                    snapshot.snapshot_id,
-                    snapshot.version,
-                    snapshot.generated_at,
-                    snapshot.lines_count,
-                    snapshot.totals,
-                ),
-            )
-    except DBAPIError as exc:
-        if "lock timeout" in str(exc).lower() or "LockNotAvailable" in type(exc.orig).__name__:
-            log.info("pipeline snapshot postponed: writers hold the pipeline")
-            return None
-        raise
+            raise
+    assert snapshot is not None
     log.info("pipeline snapshot published", extra={"version": snapshot.version, "blocks": snapshot.blocks})
     return snapshot.version
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.demand.disclosure import BlockPlacement, Rules, build_blocks, suppressed_figures
-from services.demand.pipeline import PROTECTION_LEVELS
+from services.demand.pipeline import PROTECTION_LEVELS, protection_blocks
 
 RULES = Rules(min_anchors=3, dominance_share=0.8)
 
@@ -104,3 +104,10 @@ def test_a_block_split_between_cells_suppresses_them_and_a_block_cut_by_the_filt
     assert cells == {("55",)} and totals
     cells, totals = suppressed_figures([BlockPlacement(publishable=False, inside={("55",)})])
     assert cells == {("55",)} and totals
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables, st.integers(2, 4), st.sampled_from([0.5, 0.8, 1.0]))
+def test_packed_atoms_give_the_same_blocks_as_tuples(table, k, share) -> None:
+    rules = Rules(min_anchors=k, dominance_share=share)
+    assert protection_blocks(table, rules) == build_blocks(table, rules, PROTECTION_LEVELS)

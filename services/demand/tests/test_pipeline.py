@@ -371,3 +371,23 @@ async def test_snapshots_taken_during_concurrent_writes_lose_nothing(
             session, pipeline.ViewParams(group_by=("anchor_type",)), rules, fine=True
         )
     assert rolled == fine
+
+
+async def test_blocks_planned_before_an_aggregate_only_change_are_not_released(
+    app: FastAPI, new_anchor, refresh
+) -> None:
+    from services.demand import pipeline, service
+
+    anchors = [await new_anchor() for _ in range(3)]
+    for a in anchors:
+        await post(app, a["id"], **catering(visibility="aggregate_only"))
+    rules = service.rules_of(app.state.settings)
+    async with app.state.database.transaction(write=False) as session:
+        plan = await pipeline.plan_release(session, rules)
+    await post(app, anchors[0]["id"], **catering(50_000_000, visibility="aggregate_only"))  # now dominant
+    with pytest.raises(pipeline.StalePlan):
+        async with app.state.database.transaction() as session:
+            await pipeline.release_snapshot(session, rules, plan)
+    assert await refresh() == 1  # plans again, and the dominant anchor suppresses the cell
+    answer = await view(app, group_by="cpv_division")
+    assert cell(answer, cpv_division="55")["suppressed"]
