@@ -533,6 +533,23 @@ async def run_backend(name: str, url: str, args: argparse.Namespace, nats_url: s
         print(f"    peak memory growth during the import    {memory.growth_mb:10.0f} MB")
         figures["import_ratio"] = import_rate / raw_rate
         figures["import_memory_mb"] = memory.growth_mb
+
+        # How long publishing takes as the pipeline changes (the lock is held only for the release).
+        started = time.perf_counter()
+        await service.refresh_pipeline(app.state.database, settings, force=True)
+        after_import = time.perf_counter() - started
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://demand", auth=auth, timeout=600
+        ) as http:
+            page = (await http.get("/api/v1/demand", params={"anchor_id": importer["id"], "limit": 1})).json()
+            line = page["items"][0]
+            await http.patch(f"/api/v1/demand/{line['id']}", json={"estimated_value_pence": 1_234_500})
+        started = time.perf_counter()
+        await service.refresh_pipeline(app.state.database, settings, force=True)
+        one_change = time.perf_counter() - started
+        print(
+            f"    snapshot after the import {after_import:.1f} s; after one changed line {one_change:.1f} s"
+        )
         await _wait_outbox(app)
     return figures
 
