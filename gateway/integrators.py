@@ -281,6 +281,7 @@ A comment line is sent after 15 s of quiet. The stream never ends by itself."""
 
 @router.get(
     "/events/stream",
+    status_code=200,
     summary="Server-Sent Events: every event the caller may see, resumable with Last-Event-ID",
     description=STREAM_DESCRIPTION,
     tags=[TAG],

@@ -133,8 +133,3 @@ PUBLIC_ROUTES: Final = _routes(
     "GET /events/stream",
     "GET /asyncapi.json",
 )
-
-# Built by someone else later; the gateway leaves room for them in app.py.
-LATER_GATEWAY_PATHS: Final = frozenset(
-    r.path for r in PUBLIC_ROUTES if r.path.split("/")[3] in ("webhooks", "events", "asyncapi.json")
-)

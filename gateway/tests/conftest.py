@@ -334,33 +334,32 @@ def free_tcp_port() -> int:
 @pytest.fixture(scope="session")
 def echo_gateway(
     echo_upstream: Process,
-    nats_server: NatsServer,
     tmp_path_factory: pytest.TempPathFactory,
     _database_factory_sync: DatabaseFactory,
 ) -> Iterator[Process]:
-    """A gateway process whose three upstreams are all the instrumented upstream."""
+    """A gateway process whose three upstreams are all the instrumented upstream. Its own
+    nats-server: a gateway keeps SEEDBED_EVENTS and consumes it (``gateway-webhooks``), which on
+    the shared server would take the events of the in-process gateways of other tests."""
+    root = tmp_path_factory.mktemp("echo-gateway")
+    nats = NatsServer(root / "nats")
+    nats.start()
     database_url = asyncio.run(
         _database_factory_sync.create("sqlite", "gateway", alembic_prepare(GATEWAY_DIR))
     )
     env = _service_env(
         {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "SEEDBED_"))},
         {"gateway": database_url},
-        nats_server.url,
+        nats.url,
     )
     for name in SERVICES:
         env[f"GATEWAY_{name.upper()}_URL"] = echo_upstream.url
     env["GATEWAY_CORS_ORIGINS"] = '["https://portal.example"]'
     env["SEEDBED_ACCESS_LOG"] = "false"
-    process = Process(
-        "echo-gateway",
-        "gateway.app:create_app",
-        free_port(),
-        env,
-        tmp_path_factory.mktemp("echo-gateway") / "gateway.log",
-    )
+    process = Process("echo-gateway", "gateway.app:create_app", free_port(), env, root / "gateway.log")
     process.start()
     try:
         process.wait_ready()
         yield process
     finally:
         process.stop()
+        nats.stop()

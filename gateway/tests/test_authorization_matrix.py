@@ -449,7 +449,20 @@ def request_for(case: Case, world: World, system: System) -> tuple[str, str, dic
                 made = http.post("/api/v1/api-keys", json={"role": "integrator", "name": "to revoke"})
             path = path.replace("{id}", made.json()["id"])
         elif kind == "webhook":
-            path = path.replace("{id}", str(uuid.uuid4()))
+            # A subscription of the caller's own (for the roles that may have one), so that an
+            # allowed call finds it; the other roles are refused before any lookup.
+            made_id = str(uuid.uuid4())
+            if role in ("staff", "anchor", "integrator"):
+                with httpx.Client(
+                    base_url=system.url, headers={"Authorization": f"Bearer {world.keys[role]}"}
+                ) as http:
+                    made = http.post(
+                        "/api/v1/webhooks",
+                        json={"url": "https://hooks.example/seedbed", "types": ["demand.item.*"]},
+                    )
+                assert made.status_code == 201, made.text
+                made_id = made.json()["id"]
+            path = path.replace("{id}", made_id)
         else:
             assert target is not None
             world.need(target)
@@ -613,7 +626,13 @@ def test_access_matrix(case: Case, system: System, world: World) -> None:
     if case.role != "anonymous":
         headers["Authorization"] = f"Bearer {world.keys[case.role]}"
     with httpx.Client(base_url=system.url, timeout=20) as http:
-        response = http.request(method, path, headers=headers, **kwargs)
+        if case.rule.path == "/events/stream":
+            # A stream never ends: its status and headers say it all, the body is not read.
+            with http.stream(method, path, headers=headers, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+        else:
+            response = http.request(method, path, headers=headers, **kwargs)
     problem = verdict(case, response, world) or list_check(case, response, world)
     assert problem is None, f"{case.id} ({case.meaning}): {problem}"
 

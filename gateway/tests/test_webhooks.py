@@ -226,7 +226,14 @@ async def test_owners_see_only_their_subscriptions_and_roles_only_their_events(
         await publish(streams, "mentoring.session.booked.v1", {"session_id": "s"})
         await publish(streams, "mentoring.mentor.registered.v1", {"mentor_id": "m"})
         last = await publish(streams, ITEM, demand_line())
-        await wait_until(lambda: last.id in receiver.ids() and len(receiver.received) >= 2, timeout=10)
+        try:
+            await wait_until(lambda: last.id in receiver.ids() and len(receiver.received) >= 2, timeout=10)
+        except TimeoutError:
+            async with client_of(app) as staff:
+                logs = {h: await deliveries(staff, h) for h in (mine["id"], anchors["id"])}
+            consumer = app.state.runtime.webhooks_consumer
+            counts = (consumer.processed_total, consumer.duplicates_total, consumer.dead_lettered_total)
+            raise AssertionError(f"received {receiver.ids()}; deliveries {logs}; consumer {counts}") from None
         await asyncio.sleep(0.2)
     assert refused.status_code == 403 and refused.json()["types"] == ["enterprises.*"]
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"].startswith("types")
