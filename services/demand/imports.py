@@ -17,7 +17,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,42 +171,75 @@ def _parse(records: list[str]) -> list[list[str] | csv.Error]:
         return out
 
 
-def _csv_fields(header: list[str], values: list[str]) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    raw: dict[str, Any] = {}
-    errors: list[dict[str, str]] = []
-    area: dict[str, Any] = {}
-    for name, value in zip(header, values, strict=False):
-        value = value.strip()
-        if not value or name not in KNOWN_COLUMNS:
+def _split_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(";") if part.strip()]
+
+
+def _requirements(value: str) -> list[dict[str, str]]:
+    parsed = []
+    for part in value.split(";"):
+        code, _, amount = part.strip().partition("=")
+        if code.strip():
+            parsed.append({"code": code.strip(), **({"min_value_pence": amount.strip()} if amount else {})})
+    return parsed
+
+
+def _lots(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise _CellError("lots", "must be a JSON array of lots") from None
+
+
+class _CellError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+
+
+def _reader(header: list[str]) -> Callable[[list[str]], tuple[dict[str, Any], list[dict[str, str]]]]:
+    """How to read a row under this header: (position, field, where, how) per known column."""
+    plan: list[tuple[int, str, str | None, Callable[[str], Any] | None]] = []
+    for position, name in enumerate(header):
+        if name not in KNOWN_COLUMNS:
             continue
-        if name in LIST_COLUMNS:
-            parsed: Any = [part.strip() for part in value.split(";") if part.strip()]
-        elif name == "requirements":
-            parsed = []
-            for part in (p.strip() for p in value.split(";")):
-                if not part:
-                    continue
-                code, _, amount = part.partition("=")
-                parsed.append(
-                    {"code": code.strip(), **({"min_value_pence": amount.strip()} if amount else {})}
-                )
-        elif name == "lots":
-            try:
-                parsed = json.loads(value)
-            except ValueError:
-                errors.append({"field": "lots", "message": "must be a JSON array of lots"})
+        how: Callable[[str], Any] | None = (
+            _split_list if name in LIST_COLUMNS else _requirements if name == "requirements" else
+            _lots if name == "lots" else None
+        )  # fmt: skip
+        if name == "delivery_area":
+            plan.append((position, "label", "delivery_area", how))
+        elif name.startswith("delivery_area."):
+            plan.append((position, name.split(".", 1)[1], "delivery_area", how))
+        else:
+            plan.append((position, name, None, how))
+
+    def read(values: list[str]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        raw: dict[str, Any] = {}
+        errors: list[dict[str, str]] = []
+        area: dict[str, Any] = {}
+        count = len(values)
+        for position, name, where, how in plan:
+            if position >= count:
+                break
+            value = values[position].strip()
+            if not value:
                 continue
-        else:
-            parsed = value
-        if name.startswith("delivery_area."):
-            area[name.split(".", 1)[1]] = parsed
-        elif name == "delivery_area":
-            area["label"] = parsed
-        else:
-            raw[name] = parsed
-    if area:
-        raw["delivery_area"] = area
-    return raw, errors
+            if how is not None:
+                try:
+                    value = how(value)
+                except _CellError as exc:
+                    errors.append({"field": exc.field, "message": exc.message})
+                    continue
+            if where is None:
+                raw[name] = value
+            else:
+                area[name] = value
+        if area:
+            raw["delivery_area"] = area
+        return raw, errors
+
+    return read
 
 
 async def csv_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
@@ -222,6 +255,7 @@ async def csv_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
                 continue
             if header is None:
                 header = [name.strip() for name in values]
+                read = _reader(header)
                 problems = [
                     {"field": name, "message": "unknown column; see GET /demand/imports/template.csv"}
                     for name in header
@@ -243,7 +277,7 @@ async def csv_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
                 message = f"{len(values)} values for {len(header)} columns"
                 yield ImportRow(row, {}, [{"field": "row", "message": message}])
                 continue
-            fields, errors = _csv_fields(header, values)
+            fields, errors = read(values)
             yield ImportRow(row, fields, errors)
     if header is None:
         raise UnreadableFile(1, "the file is empty: it needs a header row")

@@ -204,10 +204,9 @@ async def get_line(session: AsyncSession, line_id: str, *, for_update: bool = Fa
 
 def _line_values(fields: DemandFields) -> dict[str, Any]:
     """The stored columns of a validated line (lots numbered)."""
-    values = fields.model_dump(mode="python", exclude={"anchor_id"})
-    values["lots"] = [lot.model_dump(mode="json") for lot in fields.numbered_lots()]
-    values["requirements"] = [r.model_dump(mode="json") for r in fields.requirements]
-    values["delivery_area"] = fields.delivery_area.model_dump(mode="json") if fields.delivery_area else None
+    values = fields.model_dump(mode="python", exclude={"anchor_id"})  # nested models become dicts
+    if any(lot["lot_id"] is None for lot in values["lots"]):
+        values["lots"] = [lot.model_dump(mode="python") for lot in fields.numbered_lots()]
     return values
 
 
