@@ -153,7 +153,7 @@ class Dispatcher:
         backoff = 0.0
         while not cancel_requested():
             self.wake.clear()
-            free = self._slots - len(self._in_flight)
+            free = min(self._slots - len(self._in_flight), self.settings.webhook_batch_size)
             try:
                 claimed = await self.claim(free) if free > 0 else []
                 await self._purge_now_and_then()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from nats.js.api import StorageType, StreamConfig, StreamSource
 from nats.js.errors import BadRequestError, NotFoundError
@@ -34,13 +36,25 @@ SOURCE_STREAMS = tuple(stream_for(service).name for service in SERVICES)
 
 
 class EventStreamKeeper:
-    """Keeps ``SEEDBED_EVENTS`` in existence and sourcing every service stream that exists."""
+    """Keeps ``SEEDBED_EVENTS`` in existence and sourcing every service stream that exists.
 
-    def __init__(self, settings: GatewaySettings, link: NatsLink) -> None:
+    ``generation`` grows each time the stream is found made anew (its creation time changed),
+    and ``on_recreated`` runs then: the consumers of the lost stream went with it.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        link: NatsLink,
+        on_recreated: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.settings = settings
         self.link = link
+        self.on_recreated = on_recreated
         self.sourced: frozenset[str] = frozenset()
         self.ready = asyncio.Event()  # set once the stream exists (with whatever sources exist)
+        self.generation = 0
+        self.created: datetime | None = None
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -55,13 +69,17 @@ class EventStreamKeeper:
     def complete(self) -> bool:
         return self.sourced >= set(SOURCE_STREAMS)
 
+    @property
+    def max_age_seconds(self) -> float:
+        return self.settings.events_stream_max_age_days * 86400
+
     def _config(self, sources: list[str]) -> StreamConfig:
         return StreamConfig(
             name=EVENTS_STREAM,
             description="Every Seedbed event, sourced from the services' streams (subjects kept).",
             sources=[StreamSource(name=name) for name in sources],
             storage=StorageType.FILE,
-            max_age=self.settings.events_stream_max_age_days * 86400 or None,
+            max_age=self.max_age_seconds or None,
             num_replicas=self.settings.stream_replicas,
         )
 
@@ -76,23 +94,25 @@ class EventStreamKeeper:
         try:
             info = await js.stream_info(EVENTS_STREAM)
         except NotFoundError:
-            info = None
-        if info is None:
             try:
-                await js.add_stream(self._config(existing))
+                info = await js.add_stream(self._config(existing))
                 log.info("events stream created", extra={"sources": existing})
-                self.sourced = frozenset(existing)
-                return
             except BadRequestError as exc:
                 if exc.err_code != STREAM_NAME_IN_USE:
                     raise
                 info = await js.stream_info(EVENTS_STREAM)  # another replica made it just now
         current = [source.name for source in info.config.sources or []]
         wanted = current + [name for name in existing if name not in current]
-        if wanted != current:
-            await js.update_stream(self._config(wanted))
+        if wanted != current or abs((info.config.max_age or 0) - self.max_age_seconds) > 1:
+            info = await js.update_stream(self._config(wanted))
             log.info("events stream sources added", extra={"sources": wanted})
         self.sourced = frozenset(wanted)
+        if self.created is not None and info.created is not None and info.created != self.created:
+            self.generation += 1
+            log.warning("events stream was made anew", extra={"generation": self.generation})
+            if self.on_recreated is not None:
+                await self.on_recreated()
+        self.created = info.created or self.created
 
     async def _run(self) -> None:
         while not cancel_requested():
@@ -107,9 +127,8 @@ class EventStreamKeeper:
                 self.last_error = repr(exc)
                 log.warning("events stream not ensured", extra={"error": repr(exc)})
             settings = self.settings
-            wait = (
+            await asyncio.sleep(
                 settings.events_stream_check_seconds
                 if self.complete
                 else settings.events_sources_check_seconds
             )
-            await asyncio.sleep(wait)

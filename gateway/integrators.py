@@ -123,7 +123,10 @@ def _delivery_out(row: Any, attempts: list[Any]) -> Delivery:
     response_model=WebhookCreated,
     summary="Subscribe a URL to events; the signing secret is shown only in this answer",
     tags=[TAG],
-    responses={403: problem("The role may not use webhooks, or may see none of the events of a pattern.")},
+    responses={
+        403: problem("The role may not use webhooks, or may see none of the events of a pattern."),
+        409: problem("The caller holds the most subscriptions one owner may."),
+    },
 )
 async def create_webhook(
     body: WebhookCreate,
@@ -141,6 +144,14 @@ async def create_webhook(
         url = await webhooks.check_url(body.url, runtime.settings)
     except ValueError as exc:
         raise field_errors([{"field": "url", "message": str(exc)}]) from None
+    limit = runtime.settings.webhook_max_subscriptions_per_owner
+    if not owner.is_staff and await webhooks.count_subscriptions(session, owner) >= limit:
+        raise Problem(
+            409,
+            "Conflict",
+            f"You hold {limit} webhook subscriptions already, the most one owner may; delete one first.",
+            type="too-many-subscriptions",
+        )
     row, secret = await webhooks.create_subscription(
         session, owner, runtime.secret_box, url=url, types=body.types, description=body.description
     )

@@ -125,7 +125,7 @@ class GatewayRuntime:
         """SEEDBED_EVENTS, the webhook dispatcher, and the fan-out consumer once the stream exists
         (started earlier, the consumer would back off for seconds while the stream is made)."""
         assert self._nats is not None and self._database is not None
-        self._event_stream = EventStreamKeeper(self.settings, self._nats)
+        self._event_stream = EventStreamKeeper(self.settings, self._nats, self._restart_webhooks_consumer)
         await self._event_stream.start()
         self._dispatcher = Dispatcher(self.settings, self._database, self.secret_box)
         await self._dispatcher.start()
@@ -147,6 +147,15 @@ class GatewayRuntime:
             await consumer.start()
 
         self._consumer_starter = asyncio.create_task(start_consumer(), name="webhooks-consumer-start")
+
+    async def _restart_webhooks_consumer(self) -> None:
+        """The stream was made anew and the durable consumer lost with it: make it again (the
+        kit's consumer takes a deleted consumer's answers for an empty stream). The inbox keeps
+        the events sourced a second time from being fanned out twice."""
+        consumer = self._webhooks_consumer
+        if consumer is not None and self._consumer_starter is not None and self._consumer_starter.done():
+            await consumer.stop()
+            await consumer.start()
 
     async def stop(self) -> None:
         await stop_task(self._consumer_starter)

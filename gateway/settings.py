@@ -115,6 +115,8 @@ class GatewaySettings(BaseAppSettings):
     # production only.
     webhook_allow_private_networks: bool | None = None
     webhook_retention_days: float = 30.0
+    # Each subscription gets every matching event: bound how many one owner (not staff) may hold.
+    webhook_max_subscriptions_per_owner: int = 25
     # Encrypts webhook secrets at rest (AES-GCM); derived from the API key pepper when empty.
     webhook_encryption_key: SecretStr = SecretStr("")
 

@@ -17,6 +17,7 @@ should the gateway die first).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -113,18 +114,24 @@ class EventStream:
     async def frames(self, heartbeat: float, still_valid: StillValid) -> AsyncIterator[bytes]:
         """The bytes to send, until the caller stops reading or the credential lapses."""
         next_msg = self.subscription.next_msg  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         yield b"retry: %d\n: stream open\n\n" % RETRY_MILLISECONDS
         while True:
             try:
                 message = await next_msg(timeout=heartbeat)
             except nats.errors.TimeoutError:
+                message = None
+            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+                return  # the gateway is stopping: the client reconnects with Last-Event-ID
+            if loop.time() - checked >= heartbeat:  # on a busy stream as on a quiet one
+                checked = loop.time()
                 if not await still_valid():
                     yield b": credential no longer valid\n\n"
                     return
+            if message is None:
                 yield b": keep-alive\n\n"
                 continue
-            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-                return  # the gateway is stopping: the client reconnects with Last-Event-ID
             event_type = message.subject
             if not (may_see(self.role, event_type) and matches_any(self.patterns, event_type)):
                 continue  # the server-side filter already did this; this is the belt to its braces

@@ -268,6 +268,12 @@ async def create_subscription(
     return row, secret
 
 
+async def count_subscriptions(session: AsyncSession, owner: Owner) -> int:
+    """How many subscriptions the caller holds (staff: all of them)."""
+    count = await session.scalar(sa.select(sa.func.count()).select_from(subscriptions).where(owner.clause()))
+    return int(count or 0)
+
+
 async def get_subscription(session: AsyncSession, owner: Owner, subscription_id: uuid.UUID) -> Any | None:
     """The subscription if it exists and the caller may see it (else None: 404 either way)."""
     return (

@@ -325,3 +325,77 @@ async def test_the_events_stream_sources_a_service_stream_that_appears_later(
         assert app.state.runtime.event_stream.sourced == {"ENTERPRISES", "DEMAND", "MENTORING"}
         info = await app.state.runtime.nats.js.stream_info(EVENTS_STREAM)
     assert {source.name for source in info.config.sources} == {"ENTERPRISES", "DEMAND", "MENTORING"}
+
+
+async def test_a_subscription_failing_delivery_after_delivery_is_disabled_until_a_redelivery_succeeds(
+    gateway_app: GatewayFactory, streams: str
+) -> None:
+    dead = Receiver()
+    await dead.start()
+    await dead.stop()  # nothing listens at its URL for now
+    async with gateway_app(**FAST, webhook_disable_after_failed_deliveries=2) as app, client_of(app) as http:
+        hook = await subscribe(http, dead.url, ["demand.*"])
+        for n in range(2):
+            await publish(streams, ITEM, demand_line(f"Line {n}"))
+
+        async def disabled() -> bool:
+            return (await http.get("/api/v1/webhooks")).json()["items"][0]["active"] is False
+
+        await wait_until(disabled, timeout=10)
+        listed = (await http.get("/api/v1/webhooks")).json()["items"][0]
+        await publish(streams, ITEM, demand_line("While disabled"))
+        await asyncio.sleep(0.3)
+        log = await deliveries(http, hook["id"])
+        assert len(log) == 2 and {d["status"] for d in log} == {"failed"}  # nothing new while disabled
+        await dead.start()
+        try:
+            again = await http.post(f"/api/v1/webhooks/{hook['id']}/deliveries/{log[0]['id']}/redeliver")
+            assert again.status_code == 202
+
+            async def enabled() -> bool:
+                return (await http.get("/api/v1/webhooks")).json()["items"][0]["active"] is True
+
+            await wait_until(enabled, timeout=10)
+            enabled_again = (await http.get("/api/v1/webhooks")).json()["items"][0]
+        finally:
+            await dead.stop()
+    assert listed["consecutive_failures"] == 2 and "2 failed deliveries in a row" in listed["disabled_reason"]
+    assert enabled_again["consecutive_failures"] == 0 and enabled_again["disabled_reason"] is None
+    assert len(dead.received) == 1
+
+
+async def test_one_owner_holds_a_bounded_number_of_subscriptions(
+    gateway_app: GatewayFactory, streams: str
+) -> None:
+    async with gateway_app(**FAST, webhook_max_subscriptions_per_owner=2) as app:
+        key = await key_of(app, "integrator")
+        async with client_of(app, key) as http:
+            answers = [
+                (
+                    await http.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/h", "types": ["*"]})
+                ).status_code
+                for _ in range(3)
+            ]
+        async with client_of(app) as staff:
+            made_by_staff = await staff.post(
+                "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/h", "types": ["*"]}
+            )
+    assert answers == [201, 201, 409]
+    assert made_by_staff.status_code == 201
+
+
+async def test_webhooks_resume_when_the_events_stream_is_lost_and_made_again(
+    gateway_over: GatewayFactory, nats_url: str, receiver: Receiver
+) -> None:
+    await make_service_streams(nats_url)
+    async with gateway_over(**FAST, events_stream_check_seconds=0.1) as app, client_of(app) as http:
+        await subscribe(http, receiver.url, ["demand.*"])
+        first = await publish(nats_url, ITEM, demand_line())
+        await wait_until(lambda: first.id in receiver.ids(), timeout=10)
+        # NATS loses the stream (a store wiped, an operator's mistake): the gateway makes it again
+        # and its consumer with it.
+        await app.state.runtime.nats.js.delete_stream(EVENTS_STREAM)
+        await wait_until(lambda: app.state.runtime.event_stream.generation == 1, timeout=10)
+        second = await publish(nats_url, ITEM, demand_line("After the loss"))
+        await wait_until(lambda: second.id in receiver.ids(), timeout=10)
+    assert receiver.ids().count(first.id) == 1  # the first event, sourced again, was not sent again
