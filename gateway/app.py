@@ -6,12 +6,13 @@ takes that short chain straight from the server and the edge forwards it; the
 gateway's own routes (keys, ``/me``, composite views, documents, health) go
 through FastAPI, whose stack holds the same two middlewares.
 
-Adding a router of the gateway's own (webhooks, the event stream, the AsyncAPI
-document): put it in ``ROUTERS``; the route table (``gateway.routes``) already
-sends ``/api/v1/webhooks``, ``/events`` and ``/asyncapi.json`` here, the edge
-authenticates them (``shared.principal.PrincipalDep`` and ``StaffDep`` work in
-them, the credential is ``gateway.api.CredentialDep``), and ``app.state.nats``,
-``app.state.database`` and ``app.state.runtime`` are there for them.
+Adding a router of the gateway's own: put it in ``ROUTERS`` (``gateway.integrators``
+holds webhooks, the event stream and the AsyncAPI document); the route table
+(``gateway.routes``) must send its paths here, the edge authenticates them
+(``shared.principal.PrincipalDep`` and ``StaffDep`` work in them, the credential is
+``gateway.api.CredentialDep``), and ``app.state.nats``, ``app.state.database`` and
+``app.state.runtime`` are there for them. The edge passes a streaming answer (SSE)
+through unbuffered, and its limits apply per request, so a long stream is not cut.
 """
 
 from __future__ import annotations

@@ -357,19 +357,24 @@ async def event_stream(
         ) from None
 
     async def still_valid() -> bool:
+        """Whether the stream may go on; a check that cannot be made ends it too (fail closed: the
+        client reconnects with Last-Event-ID and is authenticated afresh, nothing is lost)."""
         now = utcnow()
         if credential.expires_at is not None and credential.expires_at <= now:
             return False
         if credential.key_id is None:
             return True
-        async with runtime.database.transaction(write=False) as session:
-            key_row = (
-                await session.execute(
-                    sa.select(api_keys.c.revoked_at, api_keys.c.expires_at).where(
-                        api_keys.c.id == credential.key_id
+        try:
+            async with runtime.database.transaction(write=False) as session:
+                key_row = (
+                    await session.execute(
+                        sa.select(api_keys.c.revoked_at, api_keys.c.expires_at).where(
+                            api_keys.c.id == credential.key_id
+                        )
                     )
-                )
-            ).one_or_none()
+                ).one_or_none()
+        except Exception:
+            return False
         return (
             key_row is not None
             and key_row.revoked_at is None

@@ -127,7 +127,7 @@ class EventStream:
             if loop.time() - checked >= heartbeat:  # on a busy stream as on a quiet one
                 checked = loop.time()
                 if not await still_valid():
-                    yield b": credential no longer valid\n\n"
+                    yield b": credential no longer valid, or not checkable now\n\n"
                     return
             if message is None:
                 yield b": keep-alive\n\n"
