@@ -261,6 +261,9 @@ async def build_world(system: System) -> World:
                 "/api/v1/anchors",
                 {"name": f"Anchor {name} {tag}", "type": "local_authority"},
             )
+        cohort = {"name": f"Cohort C1 {tag}", "programme": "Tender ready", "start_date": "2027-01-11",
+                  "end_date": "2027-06-30"}  # fmt: skip
+        await _create(world, http, "C1", "/api/v1/cohorts", cohort)
         for name in ("E1", "E2"):
             await _create(
                 world, http, name, "/api/v1/enterprises", enterprise_body(f"Enterprise {name} {tag}")
@@ -346,13 +349,15 @@ def kind_of(path: str) -> str | None:
         "mentors": "mentor",
         "sessions": "session",
         "anchors": "anchor",
+        "cohorts": "cohort",
         "api-keys": "key",
         "webhooks": "webhook",
     }.get(segment)
 
 
-OWN = {"enterprise": "E1", "mentor": "M1", "session": "S1", "demand": "D1", "anchor": "A1"}
+OWN = {"enterprise": "E1", "mentor": "M1", "session": "S1", "demand": "D1", "anchor": "A1", "cohort": "C1"}
 OTHERS = {
+    "cohort": [],  # cohorts belong to the incubator (staff), not to a tenant
     "enterprise": ["E2"],
     "mentor": ["M2"],
     "session": ["S2"],
@@ -489,6 +494,10 @@ def request_for(case: Case, world: World, system: System) -> tuple[str, str, dic
             if role in ("enterprise", "anchor", "integrator")
             else {"status": "verified", "note": f"verified {marker}"}
         )
+    elif template == ("PATCH", "/milestone-definitions/{code}"):
+        body = {"description": f"Evidence that the enterprise exists in law (checked {marker})."}
+    elif template == ("PATCH", "/anchors/{id}"):
+        body = {"annual_third_party_spend_pence": 250_000_000_00}
     elif template == ("POST", "/anchors"):
         body = {"name": f"Anchor {marker} {uuid.uuid4().hex[:6]}", "type": "university"}
     elif template == ("POST", "/demand"):
@@ -565,6 +574,8 @@ def verdict(case: Case, response: httpx.Response, world: World) -> str | None:
         return f"{status} without problem+json"
     expected = case.expected
     if expected == OK:
+        if status == 404 and case.rule.path.endswith("/redeliver") and "Delivery" in response.text:
+            return None  # the caller's own subscription was found; the made-up delivery was not
         if status in (401, 403, 404, 405):
             return f"expected to be allowed, got {status}: {response.text[:300]}"
         if status == 422:
@@ -617,8 +628,10 @@ def list_check(case: Case, response: httpx.Response, world: World) -> str | None
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_access_matrix(case: Case, system: System, world: World) -> None:
-    if (case.rule.method, template(case.rule.full_path)) not in world.routes:
-        pytest.skip(f"route missing: {case.rule.ident} ({owner_of(case.rule.full_path)})")
+    documented = (case.rule.method, template(case.rule.full_path)) in world.routes
+    assert documented, (
+        f"route missing from the gateway's document: {case.rule.ident} ({owner_of(case.rule.full_path)})"
+    )
     method, path, kwargs = request_for(case, world, system)
     if case.rule.path in ("/demand", "/sessions") and method == "GET":
         kwargs.setdefault("params", {})["limit"] = 500
@@ -656,8 +669,6 @@ def test_no_denied_write_changed_another_tenants_objects(system: System, world: 
 
 
 def test_the_calendar_feed_opens_with_its_token_and_nothing_else(system: System, world: World) -> None:
-    if ("POST", template("/api/v1/mentors/{id}/calendar-token")) not in world.routes:
-        pytest.skip("route missing: POST /mentors/{id}/calendar-token (mentoring)")
     world.need("M1")
     mentor = world.ids["M1"]
     with httpx.Client(base_url=system.url, timeout=20) as http:
