@@ -115,6 +115,7 @@ class Dispatcher:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._last_purge = 0.0
 
     def poke(self) -> None:
@@ -136,6 +137,12 @@ class Dispatcher:
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
+        # Let the loop finish what it is doing (a query cancelled mid-way leaves the SQLite
+        # driver's thread to answer a loop that may be gone), then make sure it has stopped.
+        self._stopping = True
+        self.wake.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=2)
         await stop_task(self._task)
         self._task = None
         if self._in_flight:
@@ -151,11 +158,17 @@ class Dispatcher:
 
     async def _run(self) -> None:
         backoff = 0.0
-        while not cancel_requested():
+        while not (self._stopping or cancel_requested()):
             self.wake.clear()
             free = min(self._slots - len(self._in_flight), self.settings.webhook_batch_size)
+            claimed: list[Claimed] = []
+            due_in = float("inf")
             try:
-                claimed = await self.claim(free) if free > 0 else []
+                if free > 0:
+                    # A read first: an idle dispatcher never takes SQLite's write lock.
+                    due_in = await self._seconds_until_next_due()
+                    if due_in <= 0:
+                        claimed = await self.claim(free)
                 await self._purge_now_and_then()
                 backoff = 0.0
             except asyncio.CancelledError:
@@ -171,13 +184,11 @@ class Dispatcher:
                 task = asyncio.create_task(self._deliver(item), name=f"webhook-{item.delivery_id}")
                 self._in_flight.add(task)
                 task.add_done_callback(self._finished)
-            if claimed and len(claimed) == free:
+            if claimed:
                 continue  # more may be due
-            wait = self.settings.webhook_poll_seconds
-            if free > 0:
-                with contextlib.suppress(Exception):
-                    wait = min(wait, await self._seconds_until_next_due())
-            if wait > 0 and not self.wake.is_set():
+            # Due but not claimed: another replica holds those rows for a moment.
+            wait = max(min(self.settings.webhook_poll_seconds, due_in), 0.01)
+            if not self.wake.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), wait)
 
