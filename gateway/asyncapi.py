@@ -12,24 +12,21 @@ periodically. Each role is shown the event types it may see (``gateway.visibilit
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from gateway.documents import ServiceDocuments
 from gateway.event_stream import EVENTS_STREAM
 from gateway.openapi import merge_components
 from gateway.routes import SERVICES
 from gateway.settings import GatewaySettings
 from gateway.visibility import STREAM_ROLES, may_see
 from shared.events import CONTENT_TYPE, stream_for
-from shared.tasks import cancel_requested, stop_task
 
 log = logging.getLogger("seedbed.gateway.asyncapi")
 
@@ -133,73 +130,28 @@ def for_role(document: dict[str, Any], role: str) -> dict[str, Any]:
     return document | {"channels": channels, "operations": operations, "components": kept}
 
 
-class AsyncApiAggregator:
+class AsyncApiAggregator(ServiceDocuments):
+    path = "/asyncapi.json"
+
     def __init__(self, settings: GatewaySettings, http: httpx.AsyncClient, service_auth: httpx.Auth) -> None:
-        self.settings = settings
-        self.http = http
-        self.service_auth = service_auth
-        self.documents: dict[str, dict[str, Any]] = {}
-        self.errors: dict[str, str] = {}
+        super().__init__(settings, http, service_auth)
         self._merged: dict[str, Any] | None = None
         self._by_role: dict[str, dict[str, Any]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-        self._last_attempt = 0.0
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="asyncapi-documents")
-
-    async def stop(self) -> None:
-        await stop_task(self._task)
-        self._task = None
 
     @property
-    def missing(self) -> list[str]:
-        return [service for service in SERVICES if service not in self.documents]
+    def refresh_seconds(self) -> float:
+        return self.settings.asyncapi_refresh_seconds
 
-    async def _run(self) -> None:
-        delay = 0.25
-        while not cancel_requested():
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("service event documents not refreshed")
-            if self.missing:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            else:
-                delay = 0.25
-                await asyncio.sleep(self.settings.asyncapi_refresh_seconds)
+    def check(self, document: Any) -> None:
+        if not isinstance(document, dict) or not str(document.get("asyncapi", "")).startswith("3."):
+            raise ValueError("not an AsyncAPI 3 document")
 
-    async def _fetch(self, service: str, base_url: str) -> None:
-        try:
-            response = await self.http.get(f"{base_url}/asyncapi.json", auth=self.service_auth, timeout=5.0)
-            response.raise_for_status()
-            document = response.json()
-            if not isinstance(document, dict) or not str(document.get("asyncapi", "")).startswith("3."):
-                raise ValueError("not an AsyncAPI 3 document")
-        except (httpx.HTTPError, ValueError) as exc:
-            self.errors[service] = repr(exc)
-            return
-        self.errors.pop(service, None)
-        if self.documents.get(service) != document:
-            self.documents[service] = document
-            self._merged = None
-            self._by_role = {}
-
-    async def refresh(self) -> None:
-        """Fetch every service's document now (keeping the last good one of a service that fails)."""
-        async with self._lock:
-            self._last_attempt = time.monotonic()
-            await asyncio.gather(
-                *(self._fetch(service, url) for service, url in self.settings.upstreams().items())
-            )
+    def changed(self) -> None:
+        self._merged = None
+        self._by_role = {}
 
     async def document(self, role: str) -> dict[str, Any]:
-        if self.missing and time.monotonic() - self._last_attempt > 0.25:
-            # A service came up since the last attempt? Ask now rather than serve a gap.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.refresh(), 3.0)
+        await self.fill_gaps()
         if self._merged is None:
             self._merged = merge_asyncapi(self.documents, self.settings, self.missing)
             self._by_role = {}

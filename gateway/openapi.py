@@ -13,16 +13,14 @@ as problem+json, which is what the shared kit answers.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
+from gateway.documents import ServiceDocuments
 from gateway.routes import GATEWAY, SERVICES, is_public_feed, owner_of
 from gateway.settings import GatewaySettings
 from shared.problems import PROBLEM_MEDIA_TYPE, PROBLEM_SCHEMA, document_problem_responses
@@ -201,8 +199,9 @@ def merge_documents(
     return document
 
 
-class OpenApiAggregator:
+class OpenApiAggregator(ServiceDocuments):
     OwnDocument = Callable[[], dict[str, Any]]
+    path = "/openapi.json"
 
     def __init__(
         self,
@@ -211,70 +210,19 @@ class OpenApiAggregator:
         service_auth: httpx.Auth,
         own: OwnDocument,
     ) -> None:
-        self.settings = settings
-        self.http = http
-        self.service_auth = service_auth
+        super().__init__(settings, http, service_auth)
         self.own = own
-        self.documents: dict[str, dict[str, Any]] = {}
-        self.errors: dict[str, str] = {}
         self._merged: dict[str, Any] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-        self._last_attempt = 0.0
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="openapi-documents")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     @property
-    def missing(self) -> list[str]:
-        return [service for service in SERVICES if service not in self.documents]
+    def refresh_seconds(self) -> float:
+        return self.settings.openapi_refresh_seconds
 
-    async def _run(self) -> None:
-        delay = 0.25
-        while True:
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("service documents not refreshed")
-            if self.missing:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            else:
-                delay = 0.25
-                await asyncio.sleep(self.settings.openapi_refresh_seconds)
-
-    async def _fetch(self, service: str, base_url: str) -> None:
-        try:
-            response = await self.http.get(f"{base_url}/openapi.json", auth=self.service_auth, timeout=5.0)
-            response.raise_for_status()
-            document = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            self.errors[service] = repr(exc)
-            return
-        self.errors.pop(service, None)
-        if self.documents.get(service) != document:
-            self.documents[service] = document
-            self._merged = None
-
-    async def refresh(self) -> None:
-        """Fetch every service's document now (keeping the last good one of a service that fails)."""
-        async with self._lock:
-            self._last_attempt = time.monotonic()
-            await asyncio.gather(
-                *(self._fetch(service, url) for service, url in self.settings.upstreams().items())
-            )
+    def changed(self) -> None:
+        self._merged = None
 
     async def document(self) -> dict[str, Any]:
-        if self.missing and time.monotonic() - self._last_attempt > 0.25:
-            # A service came up since the last attempt? Ask now rather than serve a gap.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.refresh(), 3.0)
+        await self.fill_gaps()
         if self._merged is None:
             self._merged = merge_documents(self.own(), self.documents, self.settings, self.missing)
         return self._merged
