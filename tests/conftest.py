@@ -243,7 +243,7 @@ async def stream_messages(nats_url: str, streams: tuple[str, ...] = STREAMS) -> 
         out = []
         for stream in streams:
             state = (await js.stream_info(stream)).state
-            for sequence in range(state.first_seq, state.last_seq + 1):
+            for sequence in range(state.first_seq, state.last_seq + 1) if state.messages else ():
                 message = await js.get_msg(stream, sequence)
                 out.append(
                     Captured(
