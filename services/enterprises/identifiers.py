@@ -1,4 +1,4 @@
-"""UK identifiers an enterprise gives us: postcodes, register numbers, CPV codes.
+"""UK identifiers an enterprise gives us: postcodes and register numbers (CPV codes: ``shared.cpv``).
 
 Each ``normalise_*`` function returns the canonical spelling or raises
 :class:`ValueError` with a message fit for a person; nothing here touches the database.
@@ -122,66 +122,3 @@ def normalise_registration_number(legal_form: str, raw: str | None) -> str | Non
     if not pattern.match(compact):
         raise ValueError(f"not plausible for {legal_form}: expected {expected}")
     return compact
-
-
-# --- CPV codes -------------------------------------------------------------------------------
-
-# The 45 divisions of CPV 2008 (DOMAIN.md).
-_DIVISION_TABLE = (
-    "03 09 14 15 16 18 19 22 24 30 31 32 33 34 35 37 38 39 41 42 43 44 45 48 50 51 55 60 63 64 65 66 70 "
-    "71 72 73 75 76 77 79 80 85 90 92 98"
-)
-CPV_DIVISIONS: Final = frozenset(_DIVISION_TABLE.split())
-assert len(CPV_DIVISIONS) == 45
-
-_CPV = re.compile(r"^(\d{8})(?:-(\d))?$")
-_CPV_WEIGHTS: Final = (3, 7, 1, 3, 7, 1, 3, 7)
-# Where the official CPV 2008 list departs from the weighted rule (found by checking the rule
-# against published codes): the fuel and energy division 09 below its root is shifted by 6,
-# two top-level codes carry their own digit, and group 033 is not known well enough to check.
-_CPV_SHIFTED_DIVISION: Final = ("09", 6)
-_CPV_OWN_DIGIT: Final = {"03300000": 2, "51000000": 9}
-_CPV_UNCHECKED_PREFIXES: Final = ("033",)
-
-
-def cpv_check_digit(code: str) -> int:
-    """The check digit the weighted rule gives an 8-digit CPV code (weights 3, 7, 1 repeating, mod 10).
-
-    The rule reproduces the published digit of 149 of 155 sampled official codes; the
-    others are handled by :func:`cpv_check_digit_accepted`.
-    """
-    return sum(int(d) * w for d, w in zip(code, _CPV_WEIGHTS, strict=True)) % 10
-
-
-def cpv_check_digit_accepted(code: str, digit: int) -> bool:
-    if code in _CPV_OWN_DIGIT:
-        return digit == _CPV_OWN_DIGIT[code]
-    if code.startswith(_CPV_UNCHECKED_PREFIXES):
-        return True
-    expected = cpv_check_digit(code)
-    division, shift = _CPV_SHIFTED_DIVISION
-    if code.startswith(division) and code != division + "000000":
-        expected = (expected + shift) % 10
-    return digit == expected
-
-
-def normalise_cpv_code(raw: str) -> str:
-    """``"45000000-7"`` or ``"45000000"`` (spaces removed); ValueError for an unknown division
-    or a check digit that does not belong to the code."""
-    compact = re.sub(r"\s+", "", raw)
-    match = _CPV.match(compact)
-    if match is None:
-        raise ValueError(
-            f"not a CPV code: {raw.strip()!r} (expected XXXXXXXX or XXXXXXXX-Y, e.g. 45000000-7)"
-        )
-    code, digit = match.group(1), match.group(2)
-    if code[:2] not in CPV_DIVISIONS:
-        raise ValueError(f"CPV code {code} is in no CPV 2008 division ({code[:2]} is not one)")
-    if digit is not None and not cpv_check_digit_accepted(code, int(digit)):
-        raise ValueError(f"the check digit of CPV code {compact} is wrong; give the code without it")
-    return compact
-
-
-def cpv_base(code: str) -> str:
-    """The 8 digits of a CPV code, without its check digit."""
-    return code[:8]

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
-from services.enterprises.identifiers import CPV_DIVISIONS, LEGAL_FORMS
+from services.enterprises.identifiers import LEGAL_FORMS
 from services.enterprises.sizing import SIZE_CLASSES
+from shared import cpv
 
 MilestoneStatus = Literal["not_started", "in_progress", "submitted", "verified", "rejected", "expired"]
 GapReason = Literal["not_started", "in_progress", "submitted", "rejected", "expired", "below_threshold"]
@@ -46,7 +47,7 @@ AMOUNT_FACTS: Final = {
 LIST_FACTS: Final[dict[str, frozenset[str]]] = {
     "legal_form_in": frozenset(LEGAL_FORMS),
     "size_class_in": frozenset(SIZE_CLASSES),
-    "cpv_division_in": CPV_DIVISIONS,
+    "cpv_division_in": cpv.DIVISIONS,
 }
 MAX_RULE_DEPTH: Final = 6
 MAX_AMOUNT: Final = 10**15

@@ -18,7 +18,8 @@ from pydantic import (
 )
 
 from services.enterprises.events import Category, LegalForm, StageName
-from services.enterprises.identifiers import normalise_cpv_code, normalise_postcode
+from services.enterprises.identifiers import normalise_postcode
+from shared import cpv
 
 MAX_PENCE = 10**15  # ten trillion pounds: far above any real figure, far below int64
 MAX_CPV_CODES = 100
@@ -44,7 +45,7 @@ def _cpv_codes(value: list[str] | None) -> list[str] | None:
     errors = []
     for i, raw in enumerate(value):
         try:
-            code = normalise_cpv_code(raw)
+            code = cpv.normalise(raw)
         except ValueError as exc:
             errors.append(f"[{i}] {exc}")
             continue

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enterprises import events as ev
 from services.enterprises import lifecycle, readiness
-from services.enterprises.identifiers import cpv_base, normalise_registration_number
+from services.enterprises.identifiers import normalise_registration_number
 from services.enterprises.models import (
     cohorts,
     demand_lines,
@@ -48,7 +48,7 @@ from services.enterprises.schemas import (
     VerifiedOut,
 )
 from services.enterprises.sizing import size_class
-from shared import outbox
+from shared import cpv, outbox
 from shared.db import utcnow
 from shared.events import new_event
 from shared.http import decode_cursor, encode_cursor, etag
@@ -272,7 +272,7 @@ async def _replace_cpv_codes(session: AsyncSession, enterprise_id: uuid.UUID, co
     await session.execute(
         sa.delete(enterprise_cpv_codes).where(enterprise_cpv_codes.c.enterprise_id == enterprise_id)
     )
-    bases = sorted({cpv_base(code) for code in codes})
+    bases = sorted({cpv.base(code) for code in codes})
     if bases:
         await session.execute(
             sa.insert(enterprise_cpv_codes), [{"enterprise_id": enterprise_id, "code": b} for b in bases]
