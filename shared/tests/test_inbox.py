@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 
@@ -64,6 +65,8 @@ class Harness:
 
     async def stop(self) -> None:
         await self.consumer.stop()
+        with contextlib.suppress(Exception):  # an external server outlives the test: leave it clean
+            await self.link.js.delete_stream(self.spec.name)
         await self.link.close()
 
     def event(self, n: int) -> CloudEvent:
@@ -90,8 +93,8 @@ class Harness:
             await asyncio.sleep(0.05)
 
 
-async def test_event_delivered_three_times_is_applied_once(database: Database, nats_url: str) -> None:
-    h = Harness(database, nats_url)
+async def test_event_delivered_three_times_is_applied_once(database: Database, nats_variant: str) -> None:
+    h = Harness(database, nats_variant)
     await h.start()
     try:
         event = h.event(1)
@@ -110,8 +113,8 @@ async def test_event_delivered_three_times_is_applied_once(database: Database, n
         await h.stop()
 
 
-async def test_transient_failures_are_retried_and_applied_once(database: Database, nats_url: str) -> None:
-    h = Harness(database, nats_url)
+async def test_transient_failures_are_retried_and_applied_once(database: Database, nats_variant: str) -> None:
+    h = Harness(database, nats_variant)
     await h.start(max_deliver=5)
     try:
         event = h.event(1)
@@ -129,9 +132,9 @@ async def test_transient_failures_are_retried_and_applied_once(database: Databas
 
 
 async def test_poison_message_is_dead_lettered_after_max_deliver_and_the_rest_still_flow(
-    database: Database, nats_url: str
+    database: Database, nats_variant: str
 ) -> None:
-    h = Harness(database, nats_url)
+    h = Harness(database, nats_variant)
     await h.start(max_deliver=3)
     try:
         before, poison, after = h.event(1), h.event(2), h.event(3)
