@@ -2,34 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-
-from shared.testing.apps import STAFF, client
+from shared.testing.basics import ServiceBasics
 
 
-async def test_healthz_and_readyz_answer(app: FastAPI) -> None:
-    async with client(app, None) as http:
-        assert (await http.get("/healthz")).status_code == 200
-        ready = await http.get("/readyz")
-    assert ready.status_code == 200
-    assert ready.json()["checks"]["database"] == "ok"
-
-
-async def test_request_without_principal_header_is_refused(app: FastAPI) -> None:
-    async with client(app, None) as http:
-        response = await http.get("/asyncapi.json")
-    assert response.status_code == 401
-    assert response.headers["content-type"] == "application/problem+json"
-
-
-async def test_request_with_forged_principal_header_is_refused(app: FastAPI) -> None:
-    async with client(app, STAFF, secret="not-the-secret-the-gateway-uses-000000") as http:
-        response = await http.get("/asyncapi.json")
-    assert response.status_code == 401
-
-
-async def test_signed_request_is_accepted(app: FastAPI) -> None:
-    async with client(app, STAFF) as http:
-        response = await http.get("/asyncapi.json")
-    assert response.status_code == 200
-    assert response.json()["asyncapi"] == "3.0.0"
+class TestServiceBasics(ServiceBasics):
+    pass
