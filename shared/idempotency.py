@@ -40,6 +40,31 @@ idempotency_table = sa.Table(
 )
 
 
+# Built once (only the parameters change from request to request): building them is costly.
+_FIND = sa.select(idempotency_table).where(
+    idempotency_table.c.owner == sa.bindparam("owner"),
+    idempotency_table.c.key == sa.bindparam("key"),
+    idempotency_table.c.created_at > sa.bindparam("fresh_after"),
+)
+_UPSERTS: dict[str, sa.Executable] = {}
+
+
+def _upsert(dialect: str) -> sa.Executable:
+    """Insert a key's response in one statement: a new key is inserted, an expired one reused;
+    a fresh one held by a concurrent request with the same key is left alone (no row counted)."""
+    found = _UPSERTS.get(dialect)
+    if found is None:
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = insert(idempotency_table)
+        kept = ("fingerprint", "status_code", "headers", "body", "created_at")
+        found = _UPSERTS[dialect] = statement.on_conflict_do_update(
+            index_elements=[idempotency_table.c.owner, idempotency_table.c.key],
+            set_={name: statement.excluded[name] for name in kept},
+            where=idempotency_table.c.created_at <= sa.bindparam("expired_before"),
+        )
+    return found
+
+
 class Idempotency:
     """The idempotency context of one request (``key`` is None without the header)."""
 
@@ -52,15 +77,8 @@ class Idempotency:
         """The stored response of an earlier identical request, if any."""
         if self.key is None:
             return None
-        row = (
-            await session.execute(
-                sa.select(idempotency_table).where(
-                    idempotency_table.c.owner == self.owner,
-                    idempotency_table.c.key == self.key,
-                    idempotency_table.c.created_at > utcnow() - KEEP_FOR,
-                )
-            )
-        ).first()
+        params = {"owner": self.owner, "key": self.key, "fresh_after": utcnow() - KEEP_FOR}
+        row = (await session.execute(_FIND, params)).first()
         if row is None:
             return None
         if row.fingerprint != self.fingerprint:
@@ -90,16 +108,7 @@ class Idempotency:
             "created_at": utcnow(),
         }
         dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(idempotency_table).values(values)
-        # One statement: a new key is inserted, an expired one reused; a fresh one held by a
-        # concurrent request with the same key is left alone, and this request is refused.
-        statement = statement.on_conflict_do_update(
-            index_elements=[idempotency_table.c.owner, idempotency_table.c.key],
-            set_={name: statement.excluded[name] for name in values if name not in ("owner", "key")},
-            where=idempotency_table.c.created_at <= utcnow() - KEEP_FOR,
-        )
-        result = await session.execute(statement)
+        result = await session.execute(_upsert(dialect), values | {"expired_before": utcnow() - KEEP_FOR})
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise Problem(
                 409,
