@@ -61,14 +61,15 @@ API = "/api/v1"
 
 
 # -- dependencies -------------------------------------------------------------------------------
+# All async: FastAPI runs a plain ``def`` dependency in the threadpool, a thread hop per request.
 
 
-def _now(request: Request) -> datetime:
+async def _now(request: Request) -> datetime:
     now: datetime = request.app.state.clock()
     return now
 
 
-def _settings(request: Request) -> MentoringSettings:
+async def _settings(request: Request) -> MentoringSettings:
     settings: MentoringSettings = request.app.state.mentoring_settings
     return settings
 
@@ -77,7 +78,7 @@ NowDep = Annotated[datetime, Depends(_now)]
 SettingsDep = Annotated[MentoringSettings, Depends(_settings)]
 
 
-def _signed_in(principal: PrincipalDep) -> Principal:
+async def _signed_in(principal: PrincipalDep) -> Principal:
     # The gateway sends "public" only for a calendar feed; everything else needs a credential.
     if principal.role == "public":
         raise Problem(401, "Unauthorized", "This route needs a credential.", type="unauthorized")

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -68,8 +68,10 @@ from shared.http import decode_cursor, encode_cursor
 from shared.principal import Principal
 from shared.problems import Problem, conflict, field_errors
 
-# Sessions of a mentor within this much of a range decide its day and week counts.
+# Sessions of a mentor within this much of a range decide its day and week counts
+# (its local day and buffers only, when the mentor has no weekly limit).
 WEEK_MARGIN = timedelta(days=8)
+NEAR_MARGIN = timedelta(days=2)
 
 
 def _is_postgres(session: AsyncSession) -> bool:
@@ -450,6 +452,10 @@ _RULE_COLUMNS = [
 ]
 
 
+# What a booking reads of its mentor besides the rules (the SQLite read repeats them per session).
+_BOOKING_COLUMNS = [*_RULE_COLUMNS, mentors.c.active, mentors.c.max_active_mentees]
+
+
 @dataclass(frozen=True)
 class MentorSlot:
     mentor_id: uuid.UUID
@@ -745,36 +751,88 @@ def _session_event(type_: str, row: Row[Any] | dict[str, Any], **extra: Any) -> 
     return new_event(type_, payload, source=events.SOURCE, subject=str(payload.session_id))
 
 
-def _around_statement(*, excluding: bool) -> sa.Select[Any]:
-    mentors_own = sa.and_(
-        sessions.c.mentor_id == sa.bindparam("mentor_id"),
-        sessions.c.status.in_(COUNTED_STATUSES),
-        sessions.c.blocked_from < sa.bindparam("high"),
-        sessions.c.blocked_until > sa.bindparam("low"),
-    )
-    enterprises_own = sa.and_(
+# Statuses written inline: an expanding IN would be rendered again at every execution.
+_COUNTED = sessions.c.status.in_([sa.literal_column(f"'{status}'") for status in COUNTED_STATUSES])
+_IS_BOOKED = sessions.c.status == sa.literal_column(f"'{BOOKED}'")
+# The columns of a session near a booking, as _sort_around reads them.
+_NEAR_COLUMNS = (
+    sessions.c.id,
+    sessions.c.mentor_id,
+    sessions.c.enterprise_id,
+    sessions.c.starts_at,
+    sessions.c.ends_at,
+    sessions.c.blocked_from,
+    sessions.c.blocked_until,
+    sessions.c.status,
+    sessions.c.timezone,
+)
+
+
+def _enterprise_overlaps() -> sa.ColumnElement[bool]:
+    return sa.and_(
         sessions.c.enterprise_id == sa.bindparam("enterprise_id"),
-        sessions.c.status == BOOKED,
+        _IS_BOOKED,
         sessions.c.starts_at < sa.bindparam("end"),
         sessions.c.ends_at > sa.bindparam("start"),
     )
-    query = sa.select(
-        sessions.c.id,
-        sessions.c.mentor_id,
-        sessions.c.enterprise_id,
-        sessions.c.starts_at,
-        sessions.c.ends_at,
-        sessions.c.blocked_from,
-        sessions.c.blocked_until,
-        sessions.c.status,
-        sessions.c.timezone,
-    ).where(sa.or_(mentors_own, enterprises_own))
+
+
+def _around_statement(*, excluding: bool) -> sa.Select[Any]:
+    mentors_own = sa.and_(
+        sessions.c.mentor_id == sa.bindparam("mentor_id"),
+        _COUNTED,
+        sessions.c.blocked_from < sa.bindparam("high"),
+        sessions.c.blocked_until > sa.bindparam("low"),
+    )
+    query = sa.select(*_NEAR_COLUMNS).where(sa.or_(mentors_own, _enterprise_overlaps()))
     return query.where(sessions.c.id != sa.bindparam("excluding")) if excluding else query
+
+
+def _mentor_and_around_statement() -> sa.Select[Any]:
+    """SQLite: the mentor and the sessions around a booking in one statement (the write lock,
+    taken at BEGIN IMMEDIATE, already keeps every other writer out). One row per session
+    near it, or one row with NULL session columns (``near_*``)."""
+
+    def margin(near: str, far: str) -> sa.ColumnElement[Any]:
+        # Sessions in the whole local week count only when the mentor has a weekly limit.
+        weekly = mentors.c.max_sessions_per_week.is_not(None)
+        return sa.case((weekly, sa.bindparam(far)), else_=sa.bindparam(near))
+
+    mentors_own = sa.and_(
+        sessions.c.mentor_id == mentors.c.id,
+        _COUNTED,
+        sessions.c.blocked_from < margin("high", "high_week"),
+        sessions.c.blocked_until > margin("low", "low_week"),
+    )
+    return (
+        sa.select(*_BOOKING_COLUMNS, *(column.label(f"near_{column.name}") for column in _NEAR_COLUMNS))
+        .select_from(mentors.outerjoin(sessions, sa.or_(mentors_own, _enterprise_overlaps())))
+        .where(mentors.c.id == sa.bindparam("mentor_id"))
+    )
 
 
 _AROUND = _around_statement(excluding=False)
 _AROUND_EXCLUDING = _around_statement(excluding=True)
+_MENTOR_AND_AROUND = _mentor_and_around_statement()
 _INSERT_SESSION = sa.insert(sessions)
+
+
+class _Near(NamedTuple):
+    """A session near a booking, read with the mentor (the SQLite booking read)."""
+
+    id: uuid.UUID
+    mentor_id: uuid.UUID
+    enterprise_id: uuid.UUID
+    starts_at: datetime
+    ends_at: datetime
+    blocked_from: datetime
+    blocked_until: datetime
+    status: str
+    timezone: str
+
+
+def _margin(mentor: Row[Any]) -> timedelta:
+    return WEEK_MARGIN if mentor.max_sessions_per_week is not None else NEAR_MARGIN
 
 
 async def _around(
@@ -789,7 +847,7 @@ async def _around(
     """In one query: the mentor's sessions that matter to a new one (those its buffers could
     touch, and its local day and week when limits count them), and a booked session of the
     enterprise overlapping it, if there is one."""
-    margin = WEEK_MARGIN if mentor.max_sessions_per_week is not None else timedelta(days=2)
+    margin = _margin(mentor)
     params: dict[str, Any] = {
         "mentor_id": mentor.id,
         "enterprise_id": enterprise_id,
@@ -801,10 +859,40 @@ async def _around(
     statement = _AROUND
     if excluding is not None:
         statement, params["excluding"] = _AROUND_EXCLUDING, excluding
+    return _sort_around(await session.execute(statement, params), mentor.id, enterprise_id, start, end)
+
+
+async def _mentor_and_around(
+    session: AsyncSession, mentor_id: uuid.UUID, enterprise_id: uuid.UUID, start: datetime, end: datetime
+) -> tuple[Row[Any] | None, list[slots.Taken], Row[Any] | None]:
+    """SQLite: what :func:`lock_for_booking` and :func:`_around` read, in one statement."""
+    params = {
+        "mentor_id": mentor_id,
+        "enterprise_id": enterprise_id,
+        "low": start - NEAR_MARGIN,
+        "high": end + NEAR_MARGIN,
+        "low_week": start - WEEK_MARGIN,
+        "high_week": end + WEEK_MARGIN,
+        "start": start,
+        "end": end,
+    }
+    rows = (await session.execute(_MENTOR_AND_AROUND, params)).all()
+    if not rows:
+        return None, [], None
+    near = [_Near(*row[-len(_NEAR_COLUMNS) :]) for row in rows if row.near_id is not None]
+    taken, clash = _sort_around(near, mentor_id, enterprise_id, start, end)
+    return rows[0], taken, clash
+
+
+def _sort_around(
+    rows: Iterable[Any], mentor_id: uuid.UUID, enterprise_id: uuid.UUID, start: datetime, end: datetime
+) -> tuple[list[slots.Taken], Any]:
+    """The mentor's sessions as :class:`slots.Taken` (the session as ``ref``), and the soonest
+    booked session of the enterprise overlapping ``[start, end)``, if any."""
     taken: list[slots.Taken] = []
-    clash: Row[Any] | None = None
-    for row in await session.execute(statement, params):
-        if row.mentor_id == mentor.id and row.status in COUNTED_STATUSES:
+    clash: Any = None
+    for row in rows:
+        if row.mentor_id == mentor_id and row.status in COUNTED_STATUSES:
             taken.append(
                 slots.Taken(
                     start=row.starts_at,
@@ -837,19 +925,29 @@ async def book_session(
     settings: MentoringSettings,
 ) -> dict[str, Any]:
     """Book a free slot, or refuse with a problem naming why (and the session in the way)."""
-    mentor = await lock_for_booking(session, data.mentor_id, data.enterprise_id)
+    start = data.start.astimezone(UTC)
+    duration = timedelta(minutes=data.duration_minutes)
+    end = start + duration
+    taken: list[slots.Taken] = []
+    clash: Any = None
+    if _is_postgres(session):
+        # The locks first, then the read: a booking that waited for them sees what the
+        # booking before it committed.
+        mentor = await lock_for_booking(session, data.mentor_id, data.enterprise_id)
+        if mentor is not None:
+            taken, clash = await _around(session, mentor, data.enterprise_id, start, end)
+    else:
+        mentor, taken, clash = await _mentor_and_around(
+            session, data.mentor_id, data.enterprise_id, start, end
+        )
     if mentor is None:
         raise field_errors([{"field": "mentor_id", "message": "no mentor with this id"}])
     if not mentor.active:
         raise field_errors([{"field": "mentor_id", "message": "this mentor is not taking bookings"}])
     _check_duration(mentor, data.duration_minutes, "duration_minutes")
     rules = rules_of(mentor)
-    start = data.start.astimezone(UTC)
-    duration = timedelta(minutes=data.duration_minutes)
-    end = start + duration
     blocked = slots.occupied_range(rules, start, duration)
 
-    taken, clash = await _around(session, mentor, data.enterprise_id, start, end)
     verdict = slots.check_slot(rules, duration, start, now, taken)
     if not verdict.free:
         raise _refused(verdict, rules, mentor, data.enterprise_id)

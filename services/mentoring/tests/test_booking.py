@@ -4,9 +4,11 @@ limits and capacity, idempotent retries, and the SQLite write lock taken before 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from services.mentoring.tests.helpers import (
@@ -21,6 +23,8 @@ from services.mentoring.tests.helpers import (
     overlapping_booked_pairs,
     stream_events,
 )
+from shared.db import utcnow
+from shared.idempotency import idempotency_table
 
 
 async def test_a_free_slot_is_booked_and_announced(app, staff: httpx.AsyncClient, nats_url: str) -> None:
@@ -177,6 +181,24 @@ async def test_the_same_idempotency_key_books_once_and_a_different_body_is_refus
     assert [e["type"] for e in events].count("mentoring.session.booked.v1") == 1
 
 
+async def test_an_expired_idempotency_key_is_used_again_and_a_fresh_one_held_elsewhere_is_not(
+    app, staff: httpx.AsyncClient
+) -> None:
+    ada = await create_mentor(staff)
+    first = await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 29, 10), key="old-key")
+    assert first.status_code == 201
+    # 25 hours later (keys last 24 hours) the key books anew, with another body.
+    async with app.state.database.transaction() as session:
+        await session.execute(sa.update(idempotency_table).values(created_at=utcnow() - timedelta(hours=25)))
+    again = await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 29, 14), key="old-key")
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first.json()["id"]
+    replayed = await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 29, 14), key="old-key")
+    assert replayed.status_code == 422  # fresh again: a different body is refused
+    assert await count_rows(app, "SELECT count(*) FROM sessions") == 2
+    assert await count_rows(app, "SELECT count(*) FROM idempotency_keys") == 1
+
+
 async def test_who_may_book(as_principal, staff: httpx.AsyncClient) -> None:
     ada = await create_mentor(staff)
     firm = uuid.uuid4()
@@ -218,5 +240,7 @@ async def test_on_sqlite_the_booking_takes_the_write_lock_before_it_checks_the_s
     reads = [s for s in transaction if s.startswith("SELECT")]
     assert any("FROM idempotency_keys" in s for s in reads)
     assert any("FROM mentors" in s for s in reads)
-    assert any("FROM sessions" in s and "enterprise_id" in s and "mentor_id" in s for s in reads)
+    # The sessions in the way: the mentor's and the enterprise's (read with the mentor, in one join).
+    near = ("FROM sessions", "JOIN sessions")
+    assert any(any(n in s for n in near) and "enterprise_id" in s and "mentor_id" in s for s in reads)
     assert await overlapping_booked_pairs(app) == 0
