@@ -39,7 +39,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 ListParam = Annotated[list[str] | None, Query()]
 
 
-def _settings(request: Request) -> DemandSettings:
+async def _settings(request: Request) -> DemandSettings:
     settings = request.app.state.settings
     assert isinstance(settings, DemandSettings)
     return settings

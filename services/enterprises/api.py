@@ -48,7 +48,7 @@ MilestoneCode = Annotated[
 JSON = "application/json"
 
 
-def expiry_warning(request: Request) -> timedelta:
+async def expiry_warning(request: Request) -> timedelta:
     return request.app.state.settings.expiry_warning  # type: ignore[no-any-return]
 
 
