@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import Depends, Request, Response
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import KIT_METADATA, UtcDateTime, utcnow
@@ -48,6 +49,20 @@ _FIND = sa.select(idempotency_table).where(
 )
 _UPSERTS: dict[str, sa.Executable] = {}
 
+STORED_FINGERPRINT: sa.Label[str | None] = (
+    sa.select(idempotency_table.c.fingerprint)
+    .where(
+        idempotency_table.c.owner == sa.bindparam("idempotency_owner"),
+        idempotency_table.c.key == sa.bindparam("idempotency_key"),
+        idempotency_table.c.created_at > sa.bindparam("idempotency_fresh_after"),
+    )
+    .scalar_subquery()
+    .label("idempotency_fingerprint")
+)
+"""The fingerprint stored under a request's key (NULL when none is), as a column to add to the
+first read of a use case, so that a key costs no statement of its own; its parameters are
+:meth:`Idempotency.lookup_params`, and the row read goes to :meth:`Idempotency.replay_found`."""
+
 
 def _upsert(dialect: str) -> sa.Executable:
     """Insert a key's response in one statement: a new key is inserted, an expired one reused;
@@ -77,11 +92,30 @@ class Idempotency:
         """The stored response of an earlier identical request, if any."""
         if self.key is None:
             return None
-        params = {"owner": self.owner, "key": self.key, "fresh_after": utcnow() - KEEP_FOR}
-        row = (await session.execute(_FIND, params)).first()
-        if row is None:
+        return self._response(await self._find(session))
+
+    def lookup_params(self) -> dict[str, Any]:
+        """The parameters of :data:`STORED_FINGERPRINT` for this request (it needs a key)."""
+        return {
+            "idempotency_owner": self.owner,
+            "idempotency_key": self.key,
+            "idempotency_fresh_after": utcnow() - KEEP_FOR,
+        }
+
+    async def replay_found(self, session: AsyncSession, fingerprint: str | None) -> Response | None:
+        """:meth:`replay`, given the fingerprint that :data:`STORED_FINGERPRINT` read: no statement
+        when no response is stored (the usual case), 422 when it belongs to another request."""
+        if self.key is None or fingerprint is None:
             return None
-        if row.fingerprint != self.fingerprint:
+        self._check(fingerprint)
+        return self._response(await self._find(session))
+
+    async def _find(self, session: AsyncSession) -> Row[Any] | None:
+        params = {"owner": self.owner, "key": self.key, "fresh_after": utcnow() - KEEP_FOR}
+        return (await session.execute(_FIND, params)).first()
+
+    def _check(self, fingerprint: str) -> None:
+        if fingerprint != self.fingerprint:
             raise Problem(
                 422,
                 "Idempotency-Key reused",
@@ -89,6 +123,11 @@ class Idempotency:
                 type="idempotency-key-reused",
                 errors=[{"field": HEADER, "message": "already used with a different request body"}],
             )
+
+    def _response(self, row: Row[Any] | None) -> Response | None:
+        if row is None:
+            return None
+        self._check(row.fingerprint)
         headers = json.loads(row.headers)
         headers["Idempotent-Replayed"] = "true"
         return Response(content=row.body, status_code=row.status_code, headers=headers)

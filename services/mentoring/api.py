@@ -597,9 +597,11 @@ async def book_session(
         raise forbidden("An enterprise books sessions for itself only.")
     if principal.role == "mentor" and not principal.owns("mentor", body.mentor_id):
         raise forbidden("A mentor books sessions with themselves only.")
-    if (replay := await idempotency.replay(db)) is not None:
-        return replay
-    row = await service.book_session(db, principal=principal, data=body, now=now, settings=settings)
+    row = await service.book_session(
+        db, principal=principal, data=body, now=now, settings=settings, idempotency=idempotency
+    )
+    if isinstance(row, Response):  # the replay of an earlier identical request
+        return row
     response = JSONResponse(
         _session_out(row).model_dump(mode="json"),
         status_code=201,

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from fastapi import Response
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
@@ -65,6 +66,7 @@ from services.mentoring.settings import MentoringSettings
 from shared import outbox
 from shared.events import CloudEvent, new_event
 from shared.http import decode_cursor, encode_cursor
+from shared.idempotency import STORED_FINGERPRINT, Idempotency
 from shared.principal import Principal
 from shared.problems import Problem, conflict, field_errors
 
@@ -170,6 +172,8 @@ _MENTOR_AND_ENTERPRISE_LOCKED = (
     .where(mentors.c.id == sa.bindparam("mentor_id"))
     .with_for_update(key_share=True, of=mentors)
 )
+# A keyed booking reads the fingerprint stored under its Idempotency-Key in the same statement.
+_MENTOR_AND_ENTERPRISE_LOCKED_KEYED = _MENTOR_AND_ENTERPRISE_LOCKED.add_columns(STORED_FINGERPRINT)
 
 
 def _advisory_key(enterprise_id: uuid.UUID) -> int:
@@ -184,7 +188,10 @@ async def load_mentor(session: AsyncSession, mentor_id: uuid.UUID, *, lock: bool
 
 
 async def lock_for_booking(
-    session: AsyncSession, mentor_id: uuid.UUID, enterprise_id: uuid.UUID
+    session: AsyncSession,
+    mentor_id: uuid.UUID,
+    enterprise_id: uuid.UUID,
+    idempotency: Idempotency | None = None,
 ) -> Row[Any] | None:
     """The mentor, with their bookings and the enterprise's held until the commit.
 
@@ -192,11 +199,17 @@ async def lock_for_booking(
     checks that follow see every committed session and the exclusion constraints are a last
     guard rather than a race (two transactions inserting conflicting rows at the same moment
     would each wait for the other on the constraint: a deadlock). On SQLite the write
-    transaction already holds the database lock."""
+    transaction already holds the database lock.
+
+    With a keyed ``idempotency`` (PostgreSQL), the row also has ``idempotency_fingerprint``."""
     if not _is_postgres(session):
         return await load_mentor(session, mentor_id)
     params = {"mentor_id": mentor_id, "enterprise_key": _advisory_key(enterprise_id)}
-    return (await session.execute(_MENTOR_AND_ENTERPRISE_LOCKED, params)).first()
+    statement = _MENTOR_AND_ENTERPRISE_LOCKED
+    if idempotency is not None and idempotency.key is not None:
+        statement = _MENTOR_AND_ENTERPRISE_LOCKED_KEYED
+        params |= idempotency.lookup_params()
+    return (await session.execute(statement, params)).first()
 
 
 async def _replace_expertise(session: AsyncSession, mentor_id: uuid.UUID, tags: Sequence[str]) -> None:
@@ -788,10 +801,11 @@ def _around_statement(*, excluding: bool) -> sa.Select[Any]:
     return query.where(sessions.c.id != sa.bindparam("excluding")) if excluding else query
 
 
-def _mentor_and_around_statement() -> sa.Select[Any]:
+def _mentor_and_around_statement(*, keyed: bool) -> sa.Select[Any]:
     """SQLite: the mentor and the sessions around a booking in one statement (the write lock,
     taken at BEGIN IMMEDIATE, already keeps every other writer out). One row per session
-    near it, or one row with NULL session columns (``near_*``)."""
+    near it, or one row with NULL session columns (``near_*``); ``keyed`` adds the fingerprint
+    stored under the request's Idempotency-Key."""
 
     def margin(near: str, far: str) -> sa.ColumnElement[Any]:
         # Sessions in the whole local week count only when the mentor has a weekly limit.
@@ -805,7 +819,11 @@ def _mentor_and_around_statement() -> sa.Select[Any]:
         sessions.c.blocked_until > margin("low", "low_week"),
     )
     return (
-        sa.select(*_BOOKING_COLUMNS, *(column.label(f"near_{column.name}") for column in _NEAR_COLUMNS))
+        sa.select(
+            *_BOOKING_COLUMNS,
+            *([STORED_FINGERPRINT] if keyed else []),
+            *(column.label(f"near_{column.name}") for column in _NEAR_COLUMNS),
+        )
         .select_from(mentors.outerjoin(sessions, sa.or_(mentors_own, _enterprise_overlaps())))
         .where(mentors.c.id == sa.bindparam("mentor_id"))
     )
@@ -813,7 +831,8 @@ def _mentor_and_around_statement() -> sa.Select[Any]:
 
 _AROUND = _around_statement(excluding=False)
 _AROUND_EXCLUDING = _around_statement(excluding=True)
-_MENTOR_AND_AROUND = _mentor_and_around_statement()
+_MENTOR_AND_AROUND = _mentor_and_around_statement(keyed=False)
+_MENTOR_AND_AROUND_KEYED = _mentor_and_around_statement(keyed=True)
 _INSERT_SESSION = sa.insert(sessions)
 
 
@@ -863,10 +882,15 @@ async def _around(
 
 
 async def _mentor_and_around(
-    session: AsyncSession, mentor_id: uuid.UUID, enterprise_id: uuid.UUID, start: datetime, end: datetime
+    session: AsyncSession,
+    mentor_id: uuid.UUID,
+    enterprise_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    idempotency: Idempotency | None = None,
 ) -> tuple[Row[Any] | None, list[slots.Taken], Row[Any] | None]:
     """SQLite: what :func:`lock_for_booking` and :func:`_around` read, in one statement."""
-    params = {
+    params: dict[str, Any] = {
         "mentor_id": mentor_id,
         "enterprise_id": enterprise_id,
         "low": start - NEAR_MARGIN,
@@ -876,7 +900,11 @@ async def _mentor_and_around(
         "start": start,
         "end": end,
     }
-    rows = (await session.execute(_MENTOR_AND_AROUND, params)).all()
+    statement = _MENTOR_AND_AROUND
+    if idempotency is not None and idempotency.key is not None:
+        statement = _MENTOR_AND_AROUND_KEYED
+        params |= idempotency.lookup_params()
+    rows = (await session.execute(statement, params)).all()
     if not rows:
         return None, [], None
     near = [_Near(*row[-len(_NEAR_COLUMNS) :]) for row in rows if row.near_id is not None]
@@ -923,23 +951,35 @@ async def book_session(
     data: SessionIn,
     now: datetime,
     settings: MentoringSettings,
-) -> dict[str, Any]:
-    """Book a free slot, or refuse with a problem naming why (and the session in the way)."""
+    idempotency: Idempotency | None = None,
+) -> dict[str, Any] | Response:
+    """Book a free slot, or refuse with a problem naming why (and the session in the way).
+
+    With ``idempotency``, an earlier identical request's stored response is returned instead
+    (its key is looked up in the booking's first read, not in a statement of its own)."""
     start = data.start.astimezone(UTC)
     duration = timedelta(minutes=data.duration_minutes)
     end = start + duration
     taken: list[slots.Taken] = []
     clash: Any = None
-    if _is_postgres(session):
+    postgres = _is_postgres(session)
+    if postgres:
         # The locks first, then the read: a booking that waited for them sees what the
         # booking before it committed.
-        mentor = await lock_for_booking(session, data.mentor_id, data.enterprise_id)
-        if mentor is not None:
-            taken, clash = await _around(session, mentor, data.enterprise_id, start, end)
+        mentor = await lock_for_booking(session, data.mentor_id, data.enterprise_id, idempotency)
     else:
         mentor, taken, clash = await _mentor_and_around(
-            session, data.mentor_id, data.enterprise_id, start, end
+            session, data.mentor_id, data.enterprise_id, start, end, idempotency
         )
+    if idempotency is not None and idempotency.key is not None:
+        if mentor is None:  # no row to carry the fingerprint
+            replay = await idempotency.replay(session)
+        else:
+            replay = await idempotency.replay_found(session, mentor.idempotency_fingerprint)
+        if replay is not None:
+            return replay
+    if postgres and mentor is not None:
+        taken, clash = await _around(session, mentor, data.enterprise_id, start, end)
     if mentor is None:
         raise field_errors([{"field": "mentor_id", "message": "no mentor with this id"}])
     if not mentor.active:

@@ -3,6 +3,7 @@ limits and capacity, idempotent retries, and the SQLite write lock taken before 
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from services.mentoring.tests.helpers import (
     ANCHOR,
@@ -217,11 +219,28 @@ async def test_who_may_book(as_principal, staff: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 async def test_on_sqlite_the_booking_takes_the_write_lock_before_it_checks_the_slot(app, staff) -> None:
     ada = await create_mentor(staff)
-    statements: list[tuple[int, str]] = []
+    path = make_url(app.state.database.url).database
+
+    def write_lock_held() -> bool:
+        """Whether another connection is refused SQLite's write lock right now."""
+        probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            probe.close()
+
+    statements: list[tuple[int, str, bool]] = []
 
     def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        statements.append((id(conn.connection.dbapi_connection), " ".join(statement.split())))
+        statement = " ".join(statement.split())
+        locked = statement.startswith("SELECT") and write_lock_held()
+        statements.append((id(conn.connection.dbapi_connection), statement, locked))
 
+    assert not write_lock_held()
     engine = app.state.database.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
     try:
@@ -229,18 +248,34 @@ async def test_on_sqlite_the_booking_takes_the_write_lock_before_it_checks_the_s
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 201, response.text
-    insert_at = next(i for i, (_, s) in enumerate(statements) if s.startswith("INSERT INTO sessions"))
+    insert_at = next(i for i, (_, s, _) in enumerate(statements) if s.startswith("INSERT INTO sessions"))
     connection = statements[insert_at][0]
-    mine = [s for c, s in statements[: insert_at + 1] if c == connection]
-    begin_at = max(i for i, s in enumerate(mine) if s.startswith("BEGIN"))
-    transaction = mine[begin_at:]
-    # The request's transaction began with the write lock, and every read that decides the
-    # booking (the idempotency key, the mentor, the sessions in the way) came after it.
-    assert transaction[0] == "BEGIN IMMEDIATE"
-    reads = [s for s in transaction if s.startswith("SELECT")]
-    assert any("FROM idempotency_keys" in s for s in reads)
-    assert any("FROM mentors" in s for s in reads)
+    reads = [
+        (s, locked) for c, s, locked in statements[:insert_at] if c == connection and s.startswith("SELECT")
+    ]
+    # Every read that decides the booking (the idempotency key, the mentor, the sessions in the
+    # way) ran while the request's transaction held the write lock (taken at BEGIN IMMEDIATE).
+    assert reads and all(locked for _, locked in reads)
+    assert any("FROM idempotency_keys" in s for s, _ in reads)
+    assert any("FROM mentors" in s for s, _ in reads)
     # The sessions in the way: the mentor's and the enterprise's (read with the mentor, in one join).
     near = ("FROM sessions", "JOIN sessions")
-    assert any(any(n in s for n in near) and "enterprise_id" in s and "mentor_id" in s for s in reads)
+    assert any(any(n in s for n in near) and "enterprise_id" in s and "mentor_id" in s for s, _ in reads)
+    # All of them in one statement: the key costs no read of its own.
+    assert len(reads) == 1
     assert await overlapping_booked_pairs(app) == 0
+
+
+async def test_a_keyed_booking_of_an_unknown_mentor_is_refused_and_its_key_still_replays(
+    staff: httpx.AsyncClient,
+) -> None:
+    ada = await create_mentor(staff)
+    firm = uuid.uuid4()
+    unknown = await book(staff, str(uuid.uuid4()), firm, london(2027, 3, 29, 10), key="k-unknown")
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "mentor_id"
+    first = await book(staff, ada["id"], firm, london(2027, 3, 29, 10), key="k-known")
+    assert first.status_code == 201
+    # The key was used for a booking of Ada: a request naming an unknown mentor under it is
+    # told so (the key is checked even when no mentor row carries its fingerprint).
+    reused = await book(staff, str(uuid.uuid4()), firm, london(2027, 3, 29, 10), key="k-known")
+    assert reused.status_code == 422 and reused.json()["errors"][0]["field"] == "Idempotency-Key"
