@@ -210,6 +210,7 @@ def running_system(
             process.start()
         for process in everything:
             process.wait_ready("/readyz")
+        _wait_for_whole_documents(gateway.url)
         yield System(nats, services, gateway)
     finally:
         # All at once: each may take its graceful-shutdown time, and they need not take it in turn.
@@ -221,6 +222,22 @@ def running_system(
         for process in everything:
             process.stop(timeout=6)
         nats.stop()
+
+
+def _wait_for_whole_documents(url: str, timeout: float = START_TIMEOUT) -> None:
+    """Until the gateway's OpenAPI and AsyncAPI documents hold every service: it fetches them
+    in the background and, on a loaded machine, may not have every one yet when it is ready."""
+    headers = {"Authorization": f"Bearer {BOOTSTRAP_KEY}"}
+    deadline = time.monotonic() + timeout
+    for path in ("/openapi.json", "/api/v1/asyncapi.json"):
+        while True:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                info = httpx.get(url + path, headers=headers, timeout=10).json().get("info", {})
+                if not info.get("x-seedbed-unavailable-services"):
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the gateway's {path} still lacks a service")
+            time.sleep(0.1)
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> None:

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from shared.db import Database, UtcDateTime, new_metadata
+from shared.testing.databases import DatabaseFactory
 
 stamps = sa.Table(
     "stamps",
@@ -84,3 +85,31 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(database: Database) -> 
         assert await session.scalar(sa.text("PRAGMA journal_mode")) == "wal"
         assert await session.scalar(sa.text("PRAGMA foreign_keys")) == 1
         assert await session.scalar(sa.text("PRAGMA busy_timeout")) >= 5000
+
+
+@pytest.mark.postgres
+async def test_the_database_factory_drops_every_database_it_made(tmp_path) -> None:
+    import asyncpg
+
+    from shared.testing.databases import _asyncpg_dsn, postgres_admin_url
+
+    admin = postgres_admin_url()
+    if admin is None:
+        pytest.skip("PostgreSQL variant skipped: SEEDBED_TEST_POSTGRES_URL is not set")
+
+    async def nothing(url: str) -> None:
+        return None
+
+    factory = DatabaseFactory(tmp_path, admin)
+    made = [await factory.create("postgres", "dropme", nothing) for _ in range(6)]
+    assert len(set(made)) == 6
+    conn = await asyncpg.connect(_asyncpg_dsn(admin))
+    try:
+        pattern = f"seedbed_t%_{factory.run_id}_%"
+        query = "SELECT count(*) FROM pg_database WHERE datname LIKE $1"
+        before = await conn.fetchval(query, pattern)
+        await factory.drop_all()
+        after = await conn.fetchval(query, pattern)
+    finally:
+        await conn.close()
+    assert (before, after) == (7, 0)  # six databases and their template
