@@ -95,6 +95,12 @@ class MilestoneChanged(BaseModel):
     expires_at: datetime | None
     value_pence: int | None = Field(description="The evidenced amount (insured cover), when there is one.")
     actor_role: ActorRole
+    renewal_pending: bool = Field(
+        default=False,
+        description="A verification stands while its early renewal (status submitted) awaits review. "
+        "On submitted: expires_at and value_pence are the renewal's; on expiring and expired they are "
+        "the standing verification's.",
+    )
 
 
 class VerifiedMilestoneOut(BaseModel):

@@ -24,14 +24,16 @@ class ExpiryRun:
 async def run_expiry(
     database: Database, *, warning: timedelta, batch: int = 500, now: datetime | None = None
 ) -> ExpiryRun:
-    """Warn of verifications entering the window, then expire lapsed ones, batch by batch."""
+    """Warn of verifications entering the window, then expire lapsed ones, batch by batch
+    (standing verifications of milestones whose renewal awaits review included)."""
     now = now or utcnow()
     warned = expired = 0
-    for step in (service.warn_expiring, service.expire_lapsed):
+    warnings = (service.warn_expiring, service.warn_standing_expiring)
+    for step in (*warnings, service.expire_lapsed, service.expire_standing_lapsed):
         while True:
             async with database.transaction() as session:
                 done = await step(session, now=now, warning=warning, batch=batch)
-            if step is service.warn_expiring:
+            if step in warnings:
                 warned += done.changed
             else:
                 expired += done.changed

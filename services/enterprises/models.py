@@ -116,6 +116,34 @@ milestone_definitions = sa.Table(
     sa.Column("updated_by", sa.String(200), nullable=True),
 )
 
+# The columns of a verification that are kept as the standing one during a renewal.
+STANDING_FIELDS = (
+    "evidence",
+    "value_pence",
+    "expires_at",
+    "submitted_at",
+    "submitted_by_role",
+    "submitted_by_actor",
+    "submitted_by_subject",
+    "verified_at",
+    "verified_by_role",
+    "verified_by_actor",
+    "verified_by_subject",
+)
+_STANDING_TYPES = {
+    "evidence": Json,
+    "value_pence": sa.BigInteger(),
+    "expires_at": UtcDateTime(),
+    "submitted_at": UtcDateTime(),
+    "verified_at": UtcDateTime(),
+    "submitted_by_role": sa.String(20),
+    "verified_by_role": sa.String(20),
+    "submitted_by_actor": sa.String(200),
+    "verified_by_actor": sa.String(200),
+    "submitted_by_subject": sa.String(64),
+    "verified_by_subject": sa.String(64),
+}
+
 enterprise_milestones = sa.Table(
     "enterprise_milestones",
     metadata,
@@ -138,6 +166,11 @@ enterprise_milestones = sa.Table(
     sa.Column("verified_by_subject", sa.String(64), nullable=True),
     # Set when the expiry warning for the current verification went out (exactly once).
     sa.Column("expiry_warned", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The standing verification: what was verified, kept while an early resubmission (a renewal)
+    # awaits review. Set exactly when standing_verified_at is set; cleared when the renewal is
+    # verified, rejected (the milestone goes back to this verification) or when it lapses.
+    *(sa.Column(f"standing_{name}", _STANDING_TYPES[name], nullable=True) for name in STANDING_FIELDS),
+    sa.Column("standing_expiry_warned", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.CheckConstraint("value_pence >= 0", name="value_not_negative"),
@@ -147,6 +180,12 @@ sa.Index(
     enterprise_milestones.c.expires_at,
     sqlite_where=enterprise_milestones.c.status == "verified",
     postgresql_where=enterprise_milestones.c.status == "verified",
+)
+sa.Index(
+    "ix_enterprise_milestones_standing_expiry",
+    enterprise_milestones.c.standing_expires_at,
+    sqlite_where=enterprise_milestones.c.standing_verified_at.is_not(None),
+    postgresql_where=enterprise_milestones.c.standing_verified_at.is_not(None),
 )
 
 # Who changed what and when, for every enterprise and milestone change.

@@ -81,13 +81,26 @@ class Definition:
 
 
 @dataclass(frozen=True)
+class Standing:
+    """The verification still in force while a resubmission (an early renewal) awaits review."""
+
+    expires_at: datetime | None = None
+    value_pence: int | None = None
+
+
+@dataclass(frozen=True)
 class MilestoneState:
-    """One enterprise milestone as readiness sees it."""
+    """One enterprise milestone as readiness sees it.
+
+    ``standing`` is set while a verified milestone was resubmitted to renew it: the status,
+    expiry and value are then the pending renewal's, and ``standing`` what was verified.
+    """
 
     code: str
     status: MilestoneStatus
     expires_at: datetime | None = None
     value_pence: int | None = None
+    standing: Standing | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,7 @@ class VerifiedMilestone:
     code: str
     expires_at: datetime | None
     value_pence: int | None
+    renewal_pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,9 +228,23 @@ def _merge(requirements: Iterable[Requirement]) -> dict[str, int | None]:
     return merged
 
 
+def verification_in_force(m: MilestoneState, now: datetime) -> VerifiedMilestone | None:
+    """The verification of ``m`` that holds at ``now``, if any.
+
+    A verified milestone whose expiry passed counts as expired. While a renewal is pending,
+    the standing verification holds until its own expiry passes.
+    """
+    if m.status == "verified" and (m.expires_at is None or m.expires_at > now):
+        return VerifiedMilestone(m.code, m.expires_at, m.value_pence)
+    s = m.standing
+    if s is not None and (s.expires_at is None or s.expires_at > now):
+        return VerifiedMilestone(m.code, s.expires_at, s.value_pence, renewal_pending=True)
+    return None
+
+
 def standing_verification(m: MilestoneState, now: datetime) -> bool:
-    """Verified and not lapsed (a verified milestone whose expiry passed counts as expired)."""
-    return m.status == "verified" and (m.expires_at is None or m.expires_at > now)
+    """Verified and not lapsed, by the milestone itself or by its standing verification."""
+    return verification_in_force(m, now) is not None
 
 
 def assess(
@@ -229,32 +257,28 @@ def assess(
     """Score (share of required codes met), readiness, what is missing and what expires soon.
 
     A requirement is met by a verified milestone that has not expired and, when the
-    requirement has a minimum value, evidences at least that value.
+    requirement has a minimum value, evidences at least that value. While a renewal of a
+    verified milestone is pending, its standing verification (expiry, value) meets it.
     """
     by_code = {m.code: m for m in milestones}
+    in_force = {code: verification_in_force(m, now) for code, m in by_code.items()}
     required = _merge(requirements)
     missing: list[str] = []
     gaps: list[Gap] = []
     for code, threshold in required.items():
         m = by_code.get(code)
+        v = in_force.get(code)
         if m is None:
             gaps.append(Gap(code, "not_started", threshold))
-        elif not standing_verification(m, now):
+        elif v is None:
             reason: GapReason = "expired" if m.status in ("verified", "expired") else m.status  # type: ignore[assignment]
             gaps.append(Gap(code, reason, threshold, m.value_pence))
-        elif threshold is not None and (m.value_pence is None or m.value_pence < threshold):
-            gaps.append(Gap(code, "below_threshold", threshold, m.value_pence))
+        elif threshold is not None and (v.value_pence is None or v.value_pence < threshold):
+            gaps.append(Gap(code, "below_threshold", threshold, v.value_pence))
         else:
             continue
         missing.append(code)
-    verified = sorted(
-        (
-            VerifiedMilestone(m.code, m.expires_at, m.value_pence)
-            for m in by_code.values()
-            if standing_verification(m, now)
-        ),
-        key=lambda v: v.code,
-    )
+    verified = sorted((v for v in in_force.values() if v is not None), key=lambda v: v.code)
     expiring = tuple(v.code for v in verified if v.expires_at is not None and v.expires_at <= now + warning)
     total = len(required)
     score = 1.0 if total == 0 else (total - len(missing)) / total

@@ -300,6 +300,18 @@ class Party(BaseModel):
     subject_id: str | None = None
 
 
+class StandingVerification(BaseModel):
+    """The verification in force while its renewal awaits review."""
+
+    evidence: dict[str, Any] | None = None
+    value_pence: int | None = None
+    expires_at: datetime | None = None
+    submitted_at: datetime | None = None
+    submitted_by: Party | None = None
+    verified_at: datetime
+    verified_by: Party | None = None
+
+
 class EnterpriseMilestone(BaseModel):
     code: str
     name: str
@@ -317,6 +329,16 @@ class EnterpriseMilestone(BaseModel):
     verified_by: Party | None = None
     version: int = 0
     updated_at: datetime | None = None
+    renewal_pending: bool = Field(
+        default=False,
+        description="A verified milestone was resubmitted to renew it: the fields above are the "
+        "renewal under review, and `standing` the verification still in force.",
+    )
+    standing: StandingVerification | None = Field(
+        default=None,
+        description="While a renewal is pending: the verification that still counts for readiness "
+        "until its `expires_at` passes.",
+    )
 
 
 class EnterpriseMilestonePage(BaseModel):
@@ -331,6 +353,9 @@ class VerifiedOut(BaseModel):
     code: str
     expires_at: datetime | None
     value_pence: int | None
+    renewal_pending: bool = Field(
+        default=False, description="This is a standing verification whose renewal awaits review."
+    )
 
 
 class GapOut(BaseModel):

@@ -24,6 +24,7 @@ from services.enterprises import events as ev
 from services.enterprises import lifecycle, readiness
 from services.enterprises.identifiers import normalise_registration_number
 from services.enterprises.models import (
+    STANDING_FIELDS,
     cohorts,
     demand_lines,
     enterprise_cpv_codes,
@@ -45,6 +46,7 @@ from services.enterprises.schemas import (
     MilestoneUpdate,
     Party,
     ReadinessOut,
+    StandingVerification,
     VerifiedOut,
 )
 from services.enterprises.sizing import size_class
@@ -652,7 +654,10 @@ async def update_definition(
 
 
 def _state_of(row: Any) -> readiness.MilestoneState:
-    return readiness.MilestoneState(row.code, row.status, row.expires_at, row.value_pence)
+    standing = None
+    if row.standing_verified_at is not None:
+        standing = readiness.Standing(row.standing_expires_at, row.standing_value_pence)
+    return readiness.MilestoneState(row.code, row.status, row.expires_at, row.value_pence, standing)
 
 
 async def _milestone_states(
@@ -661,9 +666,16 @@ async def _milestone_states(
     m = enterprise_milestones.c
     rows = (
         await session.execute(
-            sa.select(m.enterprise_id, m.code, m.status, m.expires_at, m.value_pence).where(
-                m.enterprise_id.in_(enterprise_ids)
-            )
+            sa.select(
+                m.enterprise_id,
+                m.code,
+                m.status,
+                m.expires_at,
+                m.value_pence,
+                m.standing_verified_at,
+                m.standing_expires_at,
+                m.standing_value_pence,
+            ).where(m.enterprise_id.in_(enterprise_ids))
         )
     ).all()
     states: dict[uuid.UUID, list[readiness.MilestoneState]] = {}
@@ -855,7 +867,12 @@ async def assess_enterprise(
         missing=list(result.missing),
         expiring_soon=list(result.expiring_soon),
         verified=[
-            VerifiedOut(code=v.code, expires_at=v.expires_at, value_pence=v.value_pence)
+            VerifiedOut(
+                code=v.code,
+                expires_at=v.expires_at,
+                value_pence=v.value_pence,
+                renewal_pending=v.renewal_pending,
+            )
             for v in result.verified
         ],
         required=list(result.required),
@@ -877,6 +894,24 @@ async def assess_enterprise(
 
 def _party(role: str | None, actor: str | None, subject: str | None) -> Party | None:
     return None if role is None or actor is None else Party(role=role, actor=actor, subject_id=subject)
+
+
+def _standing_out(row: Any) -> StandingVerification | None:
+    if row.standing_verified_at is None:
+        return None
+    return StandingVerification(
+        evidence=row.standing_evidence,
+        value_pence=row.standing_value_pence,
+        expires_at=row.standing_expires_at,
+        submitted_at=row.standing_submitted_at,
+        submitted_by=_party(
+            row.standing_submitted_by_role, row.standing_submitted_by_actor, row.standing_submitted_by_subject
+        ),
+        verified_at=row.standing_verified_at,
+        verified_by=_party(
+            row.standing_verified_by_role, row.standing_verified_by_actor, row.standing_verified_by_subject
+        ),
+    )
 
 
 async def list_milestones(session: AsyncSession, enterprise_id: uuid.UUID) -> list[EnterpriseMilestone]:
@@ -914,6 +949,8 @@ async def list_milestones(session: AsyncSession, enterprise_id: uuid.UUID) -> li
                     "verified_by": _party(s.verified_by_role, s.verified_by_actor, s.verified_by_subject),
                     "version": s.version,
                     "updated_at": s.updated_at,
+                    "renewal_pending": s.standing_verified_at is not None,
+                    "standing": _standing_out(s),
                 }
             )
         items.append(item)
@@ -927,6 +964,16 @@ async def get_milestone(session: AsyncSession, enterprise_id: uuid.UUID, code: s
     raise Problem(
         404, "Milestone definition not found", f"No milestone definition {code!r}.", type="not-found"
     )
+
+
+_NO_STANDING: dict[str, Any] = {f"standing_{name}": None for name in STANDING_FIELDS} | {
+    "standing_expiry_warned": False
+}
+
+
+def _has_standing(row: Any) -> bool:
+    """Whether a verification stands while a renewal of the milestone awaits review."""
+    return row is not None and row.standing_verified_at is not None
 
 
 def _submitted_by(row: Any, actor: Actor) -> bool:
@@ -980,9 +1027,30 @@ async def change_milestone(
             allowed=lifecycle.allowed_moves(actor.role, current),
         )
     values: dict[str, Any] = {"status": target, "updated_at": now}
+    action: str | None = None
+    event_type: str | None = None
     errors: list[dict[str, str]] = []
     if update.expires_at is not None and update.expires_at <= now:
         errors.append({"field": "expires_at", "message": "must be in the future"})
+    renewing = (
+        target == "submitted"
+        and row is not None
+        and current == "verified"
+        and (row.expires_at is None or row.expires_at > now)
+    )
+    if renewing:
+        # An early renewal: the verification stands until the renewal is reviewed or it lapses,
+        # and the renewal inherits none of it (new evidence, value and expiry).
+        values.update({f"standing_{name}": row._mapping[name] for name in STANDING_FIELDS})
+        values.update(
+            standing_expiry_warned=row.expiry_warned,
+            evidence=None,
+            value_pence=None,
+            expires_at=None,
+            note=None,
+        )
+    elif target in ("verified", "rejected") and _has_standing(row):
+        values.update(_NO_STANDING)
     if target in ("in_progress", "submitted"):
         if update.evidence is not None:
             values["evidence"] = update.evidence.model_dump(mode="json", exclude_none=True)
@@ -990,8 +1058,10 @@ async def change_milestone(
             values["value_pence"] = update.value_pence
         if "expires_at" in update.model_fields_set:
             values["expires_at"] = update.expires_at
-        elif row is not None and (
-            row.status == "expired" or (row.expires_at is not None and row.expires_at <= now)
+        elif (
+            not renewing
+            and row is not None
+            and (row.status == "expired" or (row.expires_at is not None and row.expires_at <= now))
         ):
             values["expires_at"] = None  # new evidence does not inherit a lapsed expiry
         if update.note is not None:
@@ -999,7 +1069,12 @@ async def change_milestone(
     if target == "submitted":
         evidence = values.get("evidence", row.evidence if row else None)
         if not evidence:
-            errors.append({"field": "evidence", "message": "submitting needs evidence: a reference or a url"})
+            message = (
+                "a renewal needs its new evidence: a reference or a url"
+                if renewing
+                else "submitting needs evidence: a reference or a url"
+            )
+            errors.append({"field": "evidence", "message": message})
         value = values.get("value_pence", row.value_pence if row else None)
         if definition.threshold_pence is not None and value is None:
             errors.append(
@@ -1047,6 +1122,12 @@ async def change_milestone(
             verified_by_actor=None,
             verified_by_subject=None,
         )
+        if _has_standing(row):
+            # A rejected renewal: the milestone goes back to the verification that still stands
+            # (if that has lapsed meanwhile, the expiry job expires it as any verified one).
+            values.update({name: row._mapping[f"standing_{name}"] for name in STANDING_FIELDS})
+            values.update(status="verified", expiry_warned=row.standing_expiry_warned)
+            action, event_type = "milestone_renewal_rejected", ev.MILESTONE_REJECTED
     if errors:
         raise field_errors(errors)
     values["version"] = version + 1
@@ -1060,13 +1141,32 @@ async def change_milestone(
             .where(m.enterprise_id == enterprise_id, m.code == code)
             .values(**values)
         )
+    if renewing:
+        action = "milestone_renewal_submitted"
     await _after_milestone_change(
-        session, enterprise, definition, row, actor, now=now, warning=warning, note=update.note
+        session,
+        enterprise,
+        definition,
+        row,
+        actor,
+        now=now,
+        warning=warning,
+        note=update.note,
+        action=action,
+        event_type=event_type,
     )
     return await get_milestone(session, enterprise_id, code)
 
 
-TRACKED_MILESTONE_FIELDS = ("status", "evidence", "value_pence", "expires_at", "note")
+TRACKED_MILESTONE_FIELDS = (
+    "status",
+    "evidence",
+    "value_pence",
+    "expires_at",
+    "note",
+    "standing_value_pence",
+    "standing_expires_at",
+)
 
 
 async def _after_milestone_change(
@@ -1082,8 +1182,13 @@ async def _after_milestone_change(
     action: str | None = None,
     event_type: str | None = None,
     refresh: bool = True,
+    standing: bool = False,
 ) -> Any:
-    """History, event and readiness after a milestone row changed."""
+    """History, event and readiness after a milestone row changed.
+
+    ``standing``: the event is about the standing verification of ``before`` (its expiry
+    warning or lapse while a renewal awaits review), so it carries that one's expiry and value.
+    """
     m = enterprise_milestones.c
     after = (
         await session.execute(
@@ -1109,15 +1214,18 @@ async def _after_milestone_change(
     )
     event_type = event_type or ev.MILESTONE_EVENT_BY_STATUS.get(after.status)
     if event_type is not None:
+        described = before if standing else after
+        prefix = "standing_" if standing else ""
         payload = ev.MilestoneChanged(
             enterprise_id=enterprise.id,
             code=definition.code,
             category=definition.category,
             status=after.status,
             version=after.version,
-            expires_at=after.expires_at,
-            value_pence=after.value_pence,
+            expires_at=described._mapping[f"{prefix}expires_at"],
+            value_pence=described._mapping[f"{prefix}value_pence"],
             actor_role=actor.role if actor.role in ("enterprise", "staff", "mentor") else "system",
+            renewal_pending=standing or _has_standing(after),
         )
         await outbox.add(session, _event(event_type, payload, f"{enterprise.id}/{definition.code}"))
     if refresh:
@@ -1215,6 +1323,7 @@ async def _expiry_pass(
     action: str | None,
     event_type: str | None,
     note: str,
+    standing: bool = False,
 ) -> ExpiryPass:
     """Apply ``claim`` to the ``due`` milestones of up to ``batch`` enterprises.
 
@@ -1225,13 +1334,14 @@ async def _expiry_pass(
     after a restart never announce one twice.
     """
     m = enterprise_milestones.c
+    expiry = m.standing_expires_at if standing else m.expires_at
     candidates = list(
         (
             await session.execute(
                 sa.select(m.enterprise_id)
                 .where(*due)
                 .group_by(m.enterprise_id)
-                .order_by(sa.func.min(m.expires_at), m.enterprise_id)
+                .order_by(sa.func.min(expiry), m.enterprise_id)
                 .limit(batch)
             )
         ).scalars()
@@ -1264,7 +1374,8 @@ async def _expiry_pass(
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 continue
             definition = await get_definition(session, row.code)
-            expires = row.expires_at.isoformat() if row.expires_at else "?"
+            lapses = row.standing_expires_at if standing else row.expires_at
+            expires = lapses.isoformat() if lapses else "?"
             await _after_milestone_change(
                 session,
                 enterprise,
@@ -1277,6 +1388,7 @@ async def _expiry_pass(
                 action=action,
                 event_type=event_type,
                 refresh=False,
+                standing=standing,
             )
             announced = True
             changed += 1
@@ -1327,6 +1439,58 @@ async def expire_lapsed(
         action=None,
         event_type=None,
         note="lapsed at {expires_at}",
+    )
+
+
+async def warn_standing_expiring(
+    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500
+) -> ExpiryPass:
+    """Send ``milestone.expiring`` once per standing verification (its renewal still pending)
+    entering the warning window; one that was warned of before its renewal is not warned again."""
+    m = enterprise_milestones.c
+    due = [
+        m.standing_verified_at.is_not(None),
+        m.standing_expiry_warned.is_(False),
+        m.standing_expires_at.is_not(None),
+        m.standing_expires_at > now,
+        m.standing_expires_at <= now + warning,
+    ]
+    return await _expiry_pass(
+        session,
+        due,
+        claim={"standing_expiry_warned": True},
+        now=now,
+        warning=warning,
+        batch=batch,
+        action="standing_verification_expiring",
+        event_type=ev.MILESTONE_EXPIRING,
+        note="the verification standing while its renewal is reviewed expires at {expires_at}",
+        standing=True,
+    )
+
+
+async def expire_standing_lapsed(
+    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500
+) -> ExpiryPass:
+    """Drop standing verifications whose expiry passed while their renewal is still pending,
+    once each, and announce it (``milestone.expired``); the renewal stays as it is."""
+    m = enterprise_milestones.c
+    due = [
+        m.standing_verified_at.is_not(None),
+        m.standing_expires_at.is_not(None),
+        m.standing_expires_at <= now,
+    ]
+    return await _expiry_pass(
+        session,
+        due,
+        claim=_NO_STANDING,
+        now=now,
+        warning=warning,
+        batch=batch,
+        action="standing_verification_expired",
+        event_type=ev.MILESTONE_EXPIRED,
+        note="the verification standing while its renewal is reviewed lapsed at {expires_at}",
+        standing=True,
     )
 
 

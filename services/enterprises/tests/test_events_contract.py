@@ -31,6 +31,7 @@ MILESTONE = {
     "expires_at",
     "value_pence",
     "actor_role",
+    "renewal_pending",
 }
 READINESS = {"enterprise_id", "version", "score", "ready", "missing", "expiring_soon", "verified"}
 

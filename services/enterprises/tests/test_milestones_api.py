@@ -87,6 +87,7 @@ async def test_an_enterprise_submits_evidence_and_staff_verify_it(
         "expires_at": None,
         "value_pence": 1_000_000_000,
         "actor_role": "staff",
+        "renewal_pending": False,
     }
     assert verified_event["data"]["expires_at"] is not None
 

@@ -13,6 +13,7 @@ from services.enterprises.readiness import (
     Facts,
     MilestoneState,
     Requirement,
+    Standing,
     applies,
     assess,
     overall_requirements,
@@ -30,13 +31,20 @@ expiries = st.one_of(
     st.integers(min_value=-400, max_value=800).map(lambda days: NOW + timedelta(days=days)),
 )
 values = st.one_of(st.none(), st.integers(min_value=0, max_value=2_000_000_000))
-milestone = st.builds(
-    MilestoneState,
-    code=st.sampled_from(CODES),
-    status=st.sampled_from(STATUSES),
-    expires_at=expiries,
-    value_pence=values,
-)
+standings = st.builds(Standing, expires_at=expiries, value_pence=values)
+
+
+@st.composite
+def milestone(draw: st.DrawFn) -> MilestoneState:
+    """Any milestone; one that is being worked on again may hold a standing verification."""
+    status = draw(st.sampled_from(STATUSES))
+    standing = draw(st.one_of(st.none(), standings)) if status in ("in_progress", "submitted") else None
+    return MilestoneState(
+        draw(st.sampled_from(CODES)), status, draw(expiries), draw(values), standing=standing
+    )
+
+
+milestone = milestone()
 milestones = st.lists(milestone, max_size=8, unique_by=lambda m: m.code)
 requirement = st.builds(Requirement, code=st.sampled_from(CODES), min_value_pence=values)
 requirements = st.lists(requirement, max_size=8)
@@ -77,11 +85,90 @@ def test_adding_a_verified_unexpired_milestone_never_lowers_the_score(
 @PROPERTY
 @given(milestones, requirements)
 def test_an_expired_verification_counts_as_missing(ms, reqs) -> None:
-    lapsed = [MilestoneState(m.code, "verified", NOW - timedelta(seconds=1), m.value_pence) for m in ms]
+    lapsed = [
+        MilestoneState(m.code, "verified", NOW - timedelta(seconds=1), m.value_pence, standing=m.standing)
+        for m in ms
+        if m.standing is None
+    ]
     result = assess(lapsed, reqs, now=NOW, warning=WARNING)
     assert set(result.missing) == {r.code for r in reqs}
     assert result.verified == ()
-    assert all(g.reason == "expired" for g in result.gaps if g.code in {m.code for m in ms})
+    assert all(g.reason == "expired" for g in result.gaps if g.code in {m.code for m in lapsed})
+
+
+def resubmitted(m: MilestoneState, expires_at: datetime | None, value: int | None) -> MilestoneState:
+    """``m`` (verified) resubmitted early: the renewal is pending, the verification stands."""
+    return MilestoneState(
+        m.code, "submitted", expires_at, value, standing=Standing(m.expires_at, m.value_pence)
+    )
+
+
+def comparable(result):  # what consumers of readiness see, apart from the renewal flag
+    verified = [(v.code, v.expires_at, v.value_pence) for v in result.verified]
+    return result.score, result.ready, result.missing, result.expiring_soon, verified, result.gaps
+
+
+future = st.one_of(
+    st.none(), st.integers(min_value=1, max_value=800 * 24).map(lambda hours: NOW + timedelta(hours=hours))
+)
+
+
+@PROPERTY
+@given(
+    milestones,
+    requirements,
+    st.sampled_from(CODES),
+    future,
+    values,
+    expiries,
+    values,
+    st.integers(min_value=0, max_value=1200).map(lambda hours: timedelta(hours=hours)),
+)
+def test_resubmitting_a_verified_milestone_never_lowers_readiness_before_its_expiry(
+    ms, reqs, code, expires_at, value, renewal_expiry, renewal_value, later
+) -> None:
+    target = MilestoneState(code, "verified", expires_at, value)
+    others = [m for m in ms if m.code != code]
+    at = NOW + later
+    assume(expires_at is None or at < expires_at)
+    before = assess([*others, target], reqs, now=at, warning=WARNING)
+    after = assess(
+        [*others, resubmitted(target, renewal_expiry, renewal_value)], reqs, now=at, warning=WARNING
+    )
+    assert comparable(after) == comparable(before)
+    pending = {v.code for v in before.verified if v.renewal_pending}
+    assert {v.code for v in after.verified if v.renewal_pending} == pending | {code}
+
+
+@PROPERTY
+@given(milestones, requirements, st.sampled_from(CODES), future, values, expiries, values)
+def test_a_standing_verification_lapses_at_its_own_expiry(
+    ms, reqs, code, expires_at, value, renewal_expiry, renewal_value
+) -> None:
+    expires_at = expires_at or NOW + timedelta(days=1)
+    renewed = MilestoneState(code, "verified", expires_at, value)
+    ms = [*(m for m in ms if m.code != code), resubmitted(renewed, renewal_expiry, renewal_value)]
+    result = assess(ms, [*reqs, Requirement(code)], now=expires_at, warning=WARNING)
+    assert code in result.missing
+    assert code not in {v.code for v in result.verified}
+    assert next(g for g in result.gaps if g.code == code).reason == "submitted"
+
+
+def test_a_standing_verification_counts_with_its_own_value_and_shows_as_expiring() -> None:
+    m = MilestoneState(
+        "public_liability_insurance",
+        "submitted",
+        NOW + timedelta(days=400),
+        100,
+        standing=Standing(NOW + timedelta(days=10), 500_000_000),
+    )
+    result = assess([m], [Requirement("public_liability_insurance", 500_000_000)], now=NOW, warning=WARNING)
+    assert result.ready
+    assert result.expiring_soon == ("public_liability_insurance",)
+    assert result.verified[0].expires_at == NOW + timedelta(days=10)
+    assert result.verified[0].renewal_pending
+    short = assess([m], [Requirement("public_liability_insurance", 600_000_000)], now=NOW, warning=WARNING)
+    assert short.gaps[0].reason == "below_threshold" and short.gaps[0].value_pence == 500_000_000
 
 
 @PROPERTY
