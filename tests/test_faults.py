@@ -66,7 +66,12 @@ async def test_the_demand_read_model_catches_up_with_what_happened_while_it_was_
     async with system.client(anchor_key) as buyer:
         answer = await poll(
             lambda: buyer.get(f"{API}/demand/{line_id}/candidates"),
-            lambda r: set(made) <= set(ids(r, "enterprise_id")),
+            # Every enterprise made while it was down, and the rename that came after (the
+            # events arrive in order; the rename is the last of them).
+            lambda r: (
+                set(made) <= set(ids(r, "enterprise_id"))
+                and {c["enterprise_id"]: c["name"] for c in r.json()["items"]}[made[0]] == f"Renamed {tag}"
+            ),
         )
     names = {c["enterprise_id"]: c["name"] for c in answer.json()["items"]}
     assert names[made[0]] == f"Renamed {tag}"  # the later version won
