@@ -38,6 +38,7 @@ PIPELINE_PUBLISHED = event_type(SERVICE, "pipeline", "published")
 
 class AnchorPayload(BaseModel):
     anchor_id: str
+    version: int  # grows with every change of the anchor
     name: str
     type: str
     identifiers: dict[str, str]
@@ -130,7 +131,11 @@ PUBLISHED: list[EventSpec] = [
 
 def anchor_event(kind: str, anchor: dict[str, Any]) -> CloudEvent:
     payload = AnchorPayload(
-        anchor_id=anchor["id"], name=anchor["name"], type=anchor["type"], identifiers=anchor["identifiers"]
+        anchor_id=anchor["id"],
+        version=anchor["version"],
+        name=anchor["name"],
+        type=anchor["type"],
+        identifiers=anchor["identifiers"],
     )
     return new_event(kind, payload, source=SOURCE, subject=anchor["id"])
 
