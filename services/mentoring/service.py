@@ -1146,21 +1146,30 @@ async def cancel_session(
     mentor = await load_mentor(session, row.mentor_id)
     assert mentor is not None
     _require_notice(row, mentor, principal, now, "cancelled")
+    values = {"cancel_reason": data.reason, "cancelled_by_role": principal.role, "cancelled_at": now}
+    return await _end_session(
+        session, row, CANCELLED, events.SESSION_CANCELLED, now, values, reason=data.reason
+    )
+
+
+async def _end_session(
+    session: AsyncSession,
+    row: Row[Any],
+    status: str,
+    event_type: str,
+    now: datetime,
+    values: dict[str, Any],
+    **event_extra: Any,
+) -> Row[Any]:
+    """Move a booked session to ``status`` (a higher sequence) and announce it."""
     await session.execute(
         sa.update(sessions)
         .where(sessions.c.id == row.id)
-        .values(
-            status=CANCELLED,
-            sequence=sessions.c.sequence + 1,
-            cancel_reason=data.reason,
-            cancelled_by_role=principal.role,
-            cancelled_at=now,
-            updated_at=now,
-        )
+        .values(status=status, sequence=sessions.c.sequence + 1, updated_at=now, **values)
     )
-    cancelled = await _reload(session, row.id)
-    await outbox.add(session, _session_event(events.SESSION_CANCELLED, cancelled, reason=data.reason))
-    return cancelled
+    ended = await _reload(session, row.id)
+    await outbox.add(session, _session_event(event_type, ended, **event_extra))
+    return ended
 
 
 def _require_started(row: Row[Any], now: datetime, action: str) -> None:
@@ -1180,51 +1189,31 @@ async def complete_session(
     records the sign-offs from the event)."""
     _require_booked(row, "completed")
     _require_started(row, now, "completed")
-    await session.execute(
-        sa.update(sessions)
-        .where(sessions.c.id == row.id)
-        .values(
-            status=COMPLETED,
-            sequence=sessions.c.sequence + 1,
-            outcome=data.outcome,
-            notes=data.notes,
-            action_items=list(data.action_items),
-            signed_off_milestones=list(data.signed_off_milestones),
-            closed_at=now,
-            updated_at=now,
-        )
-    )
-    completed = await _reload(session, row.id)
-    await outbox.add(
+    signed_off = list(data.signed_off_milestones)
+    values = {
+        "outcome": data.outcome,
+        "notes": data.notes,
+        "action_items": list(data.action_items),
+        "signed_off_milestones": signed_off,
+        "closed_at": now,
+    }
+    return await _end_session(
         session,
-        _session_event(
-            events.SESSION_COMPLETED,
-            completed,
-            outcome=data.outcome,
-            signed_off_milestones=list(data.signed_off_milestones),
-        ),
+        row,
+        COMPLETED,
+        events.SESSION_COMPLETED,
+        now,
+        values,
+        outcome=data.outcome,
+        signed_off_milestones=signed_off,
     )
-    return completed
 
 
 async def record_no_show(session: AsyncSession, row: Row[Any], *, data: NoShowIn, now: datetime) -> Row[Any]:
     _require_booked(row, "marked as a no-show")
     _require_started(row, now, "marked as a no-show")
-    await session.execute(
-        sa.update(sessions)
-        .where(sessions.c.id == row.id)
-        .values(
-            status=NO_SHOW,
-            sequence=sessions.c.sequence + 1,
-            absent_party=data.absent_party,
-            notes=data.note,
-            closed_at=now,
-            updated_at=now,
-        )
-    )
-    missed = await _reload(session, row.id)
-    await outbox.add(session, _session_event(events.SESSION_NO_SHOW, missed))
-    return missed
+    values = {"absent_party": data.absent_party, "notes": data.note, "closed_at": now}
+    return await _end_session(session, row, NO_SHOW, events.SESSION_NO_SHOW, now, values)
 
 
 # -- calendars ------------------------------------------------------------------------------------
