@@ -31,7 +31,7 @@ class ServiceDocuments:
         self.http = http
         self.service_auth = service_auth
         self.documents: dict[str, dict[str, Any]] = {}
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # the last failure of each service, to log a change once
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._last_attempt = 0.0
@@ -80,9 +80,12 @@ class ServiceDocuments:
             document = response.json()
             self.check(document)
         except (httpx.HTTPError, ValueError) as exc:
+            if self.errors.get(service) != repr(exc):  # said once, not at every retry
+                log.warning("%s of %s not fetched: %r", self.path, service, exc)
             self.errors[service] = repr(exc)
             return
-        self.errors.pop(service, None)
+        if self.errors.pop(service, None) is not None:
+            log.info("%s of %s fetched again", self.path, service)
         if self.documents.get(service) != document:
             self.documents[service] = document
             self.changed()
