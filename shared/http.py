@@ -54,13 +54,18 @@ def etag(version: int | str) -> str:
     return f'"{version}"'
 
 
+def matches_etag(header: str | None, current: str) -> bool:
+    """Whether an ``If-Match`` / ``If-None-Match`` header names ``current`` (or is ``*``)."""
+    if header is None:
+        return False
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or current in tags
+
+
 def check_if_match(request: Request, current: str) -> None:
     """Honour ``If-Match``: 412 when the client's copy is not the current one."""
     header = request.headers.get("if-match")
-    if header is None:
-        return
-    tags = [t.strip() for t in header.split(",")]
-    if "*" in tags or current in tags:
+    if header is None or matches_etag(header, current):
         return
     raise Problem(
         412,

@@ -26,7 +26,7 @@ from services.demand.schemas import (
 )
 from services.demand.settings import DemandSettings
 from shared.db import SessionDep
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, check_if_match, etag
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, check_if_match, etag, matches_etag
 from shared.idempotency import IdempotencyDep
 from shared.principal import Principal, StaffDep, require_roles
 from shared.problems import Problem, field_errors, forbidden, not_found
@@ -50,11 +50,6 @@ SettingsDep = Annotated[DemandSettings, Depends(_settings)]
 
 def _json(model: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status_code=status_code, headers=headers)
-
-
-def _not_modified(request: Request, tag: str) -> bool:
-    header = request.headers.get("if-none-match")
-    return header is not None and (header.strip() == "*" or tag in [t.strip() for t in header.split(",")])
 
 
 # --- anchors -------------------------------------------------------------------------------------
@@ -295,7 +290,7 @@ async def ocds_export(
 async def get_line(demand_id: str, request: Request, session: SessionDep, principal: SignedInDep) -> Response:
     line = service.require_visible(principal, await service.get_line(session, demand_id), demand_id)
     tag = etag(line["version"])
-    if _not_modified(request, tag):
+    if matches_etag(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers={"ETag": tag})
     return _json(DemandOut.model_validate(line), headers={"ETag": tag})
 

@@ -42,7 +42,7 @@ from services.demand.settings import DemandSettings
 from shared import outbox
 from shared.db import Database, utcnow
 from shared.events import CloudEvent
-from shared.http import decode_cursor, encode_cursor
+from shared.http import decode_cursor, encode_cursor, matches_etag
 from shared.principal import Principal
 from shared.problems import Problem, conflict, field_errors, forbidden, not_found, validation_errors
 
@@ -871,9 +871,7 @@ async def pipeline_answer(
     await pipeline.begin_consistent_read(session)
     version = await pipeline.latest_version(session)
     tag = pipeline.view_etag(version, params, rules)
-    if if_none_match and (
-        if_none_match.strip() == "*" or tag in [t.strip() for t in if_none_match.split(",")]
-    ):
+    if matches_etag(if_none_match, tag):
         return tag, None
     body = cache.get(tag)
     if body is None:
