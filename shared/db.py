@@ -8,7 +8,6 @@ PostgreSQL runs on asyncpg with a pool sized for concurrency.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -25,6 +24,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+
+from shared import sqlite_driver
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -61,8 +62,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("sqlite_begin") == "immediate"
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # A writer queues for the engine's turn first (see sqlite_driver.OneTripConnection).
+        driver: sqlite_driver.OneTripConnection = conn.connection.dbapi_connection  # type: ignore[assignment]
+        driver.begin(immediate=conn.get_execution_options().get("sqlite_begin") == "immediate")
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False, pooled: bool = True) -> AsyncEngine:
@@ -72,7 +74,11 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False, pooled: 
     )
     if is_sqlite_url(url):
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool
+            url,
+            echo=echo,
+            module=sqlite_driver.OneTripDbapi(),  # one trip to the driver's thread per statement
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **pool,
         )
         _configure_sqlite(engine)
         return engine
@@ -92,10 +98,9 @@ class Database:
         # every session's ``info`` points back to this Database.
         self.extensions: dict[str, Any] = {}
         self.info: dict[str, Any] = {"database": self}
-        # SQLite has one writer: this process's write transactions take turns here, in order,
-        # rather than in SQLite's busy handler, which sleeps up to 100 ms between tries.
-        # (BEGIN IMMEDIATE still guards against other processes.)
-        self.write_turn: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        # SQLite has one writer: write sessions begin with BEGIN IMMEDIATE, and this process's
+        # writers take turns for it in the driver (shared/sqlite_driver.py) rather than in
+        # SQLite's busy handler. (BEGIN IMMEDIATE still guards against other processes.)
         writer = self.engine.execution_options(sqlite_begin="immediate") if self.is_sqlite else self.engine
         self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.info)
         self.write_sessions = async_sessionmaker(writer, expire_on_commit=False, info=self.info)
@@ -105,18 +110,9 @@ class Database:
         return (self.write_sessions if write else self.read_sessions)()
 
     @asynccontextmanager
-    async def write_slot(self, write: bool = True) -> AsyncIterator[None]:
-        """Hold this process's SQLite writer turn (a no-op for reads and on PostgreSQL)."""
-        if write and self.write_turn is not None:
-            async with self.write_turn:
-                yield
-        else:
-            yield
-
-    @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """A session in a transaction that commits on success and rolls back on error."""
-        async with self.write_slot(write), self.session(write=write) as session, session.begin():
+        async with self.session(write=write) as session, session.begin():
             yield session
 
     async def ping(self) -> None:
@@ -134,7 +130,7 @@ async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """
     database: Database = request.app.state.database
     write = request.method not in READ_METHODS
-    async with database.write_slot(write), database.session(write=write) as session:
+    async with database.session(write=write) as session:
         try:
             yield session
             await session.commit()

@@ -1,0 +1,189 @@
+"""SQLAlchemy's aiosqlite driver, with one trip to the connection's thread per statement,
+and the writer turn that keeps this process's SQLite writers in line.
+
+aiosqlite runs each sqlite3 call on the connection's own thread and hands the result back
+to the event loop. SQLAlchemy's adapter makes three such trips for a write (open a cursor,
+execute, close it) and four for a read (fetch the rows too), and the pool adds a ROLLBACK
+when it takes a connection back, even after a COMMIT. A trip costs the event loop about
+44 us of CPU (measured on an idle loop); a transaction of one INSERT made 8 of them, a
+mentoring booking 18.
+
+Here a statement runs open-execute-fetch-close as one function on the driver's thread: one
+trip; and a connection with no transaction open is not rolled back. The one-INSERT
+transaction now makes 3 trips (BEGIN, INSERT, COMMIT). Only the buffered cursor changes;
+server-side cursors (``stream()``) keep SQLAlchemy's own, which fetches as it goes. Errors
+come back as before (the same sqlite3 exception, through the same ``_handle_exception``).
+
+It relies on private parts, pinned in ``pyproject.toml`` and checked by
+``shared/tests/test_sqlite_driver.py``: aiosqlite's ``Connection._execute`` and ``_conn``,
+and the adapter classes of ``sqlalchemy.dialects.sqlite.aiosqlite``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util.concurrency import await_
+
+Outcome = tuple[Any, list[Any], int, int | None]
+
+
+def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
+    """On the driver's thread: the whole statement, its rows read and its cursor closed."""
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else []
+        return description, rows, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A buffered cursor whose statements each cost one trip to the driver's thread."""
+
+    __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
+        # No aiosqlite cursor is opened here (that would be a trip of its own).
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+        self._arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._lastrowid  # type: ignore[return-value]
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    async def _trip(self, operation: str, parameters: Any, many: bool) -> None:
+        connection = self._connection
+        async with self._adapt_connection._execute_mutex:
+            outcome: Outcome = await connection._execute(_run, connection._conn, operation, parameters, many)
+        self._description, rows, self._rowcount, self._lastrowid = outcome
+        self._rows = collections.deque(rows)
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> None:
+        await self._trip(operation, parameters, False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Sequence[Any]) -> None:
+        await self._trip(operation, seq_of_parameters, True)
+
+    async def _async_soft_close(self) -> None:
+        return None  # nothing is open on the driver's thread
+
+    def close(self) -> None:
+        self._rows.clear()
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """A connection whose write transactions take the engine's writer turn.
+
+    SQLite has one writer. Two connections of this process that both ``BEGIN IMMEDIATE``
+    would meet in SQLite's busy handler, which sleeps up to 100 ms between tries; instead
+    they queue, in order, on the turn. It is held from ``BEGIN IMMEDIATE`` until the COMMIT
+    or ROLLBACK has returned (or the connection is closed), which is exactly as long as SQLite
+    holds its write lock: a request validates its input and renders its response without it.
+    """
+
+    __slots__ = ("_holds_turn",)
+    _cursor_cls = OneTripCursor
+    dbapi: OneTripDbapi
+
+    def __init__(self, dbapi: OneTripDbapi, connection: aiosqlite.Connection) -> None:
+        super().__init__(dbapi, connection)
+        self._holds_turn = False
+
+    def begin(self, *, immediate: bool) -> None:
+        """``BEGIN`` or, for a writer, ``BEGIN IMMEDIATE`` after taking the turn."""
+        if immediate:
+            await_(self.dbapi.turn.acquire())
+            self._holds_turn = True
+        try:
+            self.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        except BaseException:
+            self._release_turn()
+            raise
+
+    def _release_turn(self) -> None:
+        if self._holds_turn:
+            self._holds_turn = False
+            self.dbapi.turn.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._release_turn()
+
+    def rollback(self) -> None:
+        try:
+            # The pool rolls back every connection it takes back, committed or not; with no
+            # transaction open there is nothing to roll back, and no trip is made.
+            if self._connection._connection is not None and self._connection._conn.in_transaction:
+                super().rollback()
+        finally:
+            self._release_turn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._release_turn()
+
+    def terminate(self) -> None:
+        try:
+            super().terminate()
+        finally:
+            self._release_turn()
+
+
+class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
+    """The DB-API module handed to ``create_async_engine(module=...)`` for SQLite URLs: one
+    per engine, holding that engine's writer turn."""
+
+    def __init__(self) -> None:
+        super().__init__(aiosqlite, sqlite3)
+        self.turn = asyncio.Lock()
+
+    def connect(self, *args: Any, **kwargs: Any) -> OneTripConnection:
+        connection = self.aiosqlite.connect(*args, **kwargs)
+        connection._thread.daemon = True  # as SQLAlchemy's own adapter does
+        return OneTripConnection(self, await_(connection))

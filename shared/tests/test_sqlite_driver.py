@@ -1,0 +1,164 @@
+"""The SQLite driver: one trip to the driver's thread per statement, and the writer turn."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+import sqlalchemy as sa
+
+from shared.db import Database, new_metadata
+
+items = sa.Table(
+    "items",
+    new_metadata(),
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(50), nullable=False),
+)
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}", pool_size=20)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(items.metadata.create_all)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The functions sent to aiosqlite's thread, in order."""
+    sent: list[str] = []
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(getattr(fn, "__name__", repr(fn)))
+        return await real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    yield sent
+
+
+def write_lock_free(database: Database) -> bool:
+    """Whether another connection could take SQLite's write lock right now."""
+    path = database.engine.url.database
+    assert path is not None
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        probe.close()
+
+
+async def test_a_write_transaction_costs_one_trip_per_statement(database: Database, trips: list[str]) -> None:
+    async with database.transaction() as session:  # warm: the pool's first connection
+        await session.execute(sa.insert(items).values(id=1, name="warm"))
+    trips.clear()
+    async with database.transaction() as session:
+        await session.execute(sa.insert(items).values(id=2, name="a"))
+        rows = (await session.execute(sa.select(items.c.name).order_by(items.c.id))).scalars().all()
+    assert rows == ["warm", "a"]
+    # BEGIN IMMEDIATE, INSERT, SELECT (rows and all), COMMIT; and no ROLLBACK when the pool
+    # takes back a connection whose transaction is already over.
+    assert trips == ["_run", "_run", "_run", "commit"]
+
+
+async def test_rows_counts_and_errors_come_back_as_before(database: Database) -> None:
+    async with database.transaction() as session:
+        await session.execute(sa.insert(items), [{"id": n, "name": f"n{n}"} for n in range(1, 6)])
+        updated = await session.execute(sa.update(items).where(items.c.id > 3).values(name="big"))
+        assert updated.rowcount == 2
+    with pytest.raises(sa.exc.IntegrityError):
+        async with database.transaction() as session:
+            await session.execute(sa.insert(items).values(id=6, name="kept?"))
+            await session.execute(sa.insert(items).values(id=1, name="duplicate"))
+    async with database.transaction(write=False) as session:
+        names = (await session.execute(sa.select(items.c.name).order_by(items.c.id))).scalars().all()
+        streamed = [row.id async for row in await session.stream(sa.select(items.c.id).order_by(items.c.id))]
+    assert names == ["n1", "n2", "n3", "big", "big"]  # the failed transaction left nothing
+    assert streamed == [1, 2, 3, 4, 5]
+
+
+async def test_the_writer_turn_is_held_from_begin_to_the_end_of_commit(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turn = database.engine.dialect.dbapi.turn
+    lock_free_when_taken: list[bool] = []
+    take = turn.acquire
+
+    async def acquire() -> bool:
+        taken = await take()
+        lock_free_when_taken.append(write_lock_free(database))
+        return taken
+
+    monkeypatch.setattr(turn, "acquire", acquire)
+    session = database.session()
+    try:
+        await session.execute(sa.insert(items).values(id=1, name="a"))
+        assert turn.locked() and not write_lock_free(database)
+        waiting = asyncio.create_task(_insert(database, 2))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # queued for the turn, not in SQLite's busy handler
+        await session.commit()
+        await asyncio.wait_for(waiting, 5)
+    finally:
+        await session.close()
+    # Each writer found SQLite's write lock free when its turn came: the one before it had
+    # committed, not merely started to.
+    assert lock_free_when_taken == [True, True]
+    assert not turn.locked() and write_lock_free(database)
+
+
+async def test_a_write_session_that_runs_no_statement_never_takes_the_turn(database: Database) -> None:
+    turn = database.engine.dialect.dbapi.turn
+    async with database.transaction():  # a request refused before its first statement
+        assert not turn.locked()
+    holder = database.session()
+    try:
+        await holder.execute(sa.insert(items).values(id=1, name="a"))
+        assert turn.locked()
+        async with database.session() as idle:  # would wait for the holder if it took the turn
+            await asyncio.wait_for(idle.commit(), 5)
+    finally:
+        await holder.rollback()
+        await holder.close()
+    assert not turn.locked()
+
+
+async def test_failed_and_cancelled_writers_hand_the_turn_on(database: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as session:
+            await session.execute(sa.insert(items).values(id=1, name="rolled back"))
+            raise RuntimeError("the use case failed")
+
+    holder = database.session()
+    await holder.execute(sa.insert(items).values(id=2, name="holder"))
+    queued = asyncio.create_task(_insert(database, 3))
+    await asyncio.sleep(0.05)
+    queued.cancel()  # cancelled while waiting for the turn
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await holder.commit()
+    await holder.close()
+
+    await asyncio.wait_for(asyncio.gather(*(_insert(database, n) for n in range(10, 40))), 10)
+    async with database.transaction(write=False) as session:
+        ids = (await session.execute(sa.select(items.c.id).order_by(items.c.id))).scalars().all()
+    assert ids == [2, *range(10, 40)]
+    assert write_lock_free(database)
+
+
+async def _insert(database: Database, item_id: int) -> None:
+    async with database.transaction() as session:
+        await session.execute(sa.insert(items).values(id=item_id, name=f"n{item_id}"))
+        await asyncio.sleep(0)
