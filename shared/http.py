@@ -1,4 +1,4 @@
-"""HTTP conventions shared by every API: cursor pagination and ETag preconditions."""
+"""HTTP conventions shared by every API: cursor pagination, ETag preconditions, JSON bodies."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any, Generic, TypeVar
 
-from fastapi import Request
+from fastapi import Request, Response
 from pydantic import BaseModel
 
 from shared.problems import Problem
@@ -22,6 +22,14 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+def json_response(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """``model`` as a JSON response, serialized once by pydantic (a ``JSONResponse`` of
+    ``model_dump(mode="json")`` builds the same body in two passes: a dict, then ``json.dumps``)."""
+    return Response(model.model_dump_json(), status_code, headers, media_type="application/json")
 
 
 def encode_cursor(values: list[Any]) -> str:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from services.demand import imports, pipeline, service
 from services.demand.schemas import (
@@ -26,7 +26,15 @@ from services.demand.schemas import (
 )
 from services.demand.settings import DemandSettings
 from shared.db import SessionDep
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, check_if_match, etag, matches_etag
+from shared.http import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    Page,
+    check_if_match,
+    etag,
+    json_response,
+    matches_etag,
+)
 from shared.idempotency import IdempotencyDep
 from shared.principal import Principal, StaffDep, require_roles
 from shared.problems import Problem, field_errors, forbidden, not_found
@@ -48,10 +56,6 @@ async def _settings(request: Request) -> DemandSettings:
 SettingsDep = Annotated[DemandSettings, Depends(_settings)]
 
 
-def _json(model: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"), status_code=status_code, headers=headers)
-
-
 # --- anchors -------------------------------------------------------------------------------------
 
 
@@ -65,7 +69,7 @@ async def create_anchor(
     if replay is not None:
         return replay
     anchor = await service.create_anchor(session, body)
-    response = _json(
+    response = json_response(
         AnchorOut.model_validate(anchor),
         201,
         {"Location": f"/api/v1/anchors/{anchor['id']}", "ETag": etag(anchor["version"])},
@@ -95,7 +99,7 @@ async def get_anchor(anchor_id: str, session: SessionDep, principal: SignedInDep
     anchor = await service.get_anchor(session, anchor_id)
     if anchor is None:
         raise not_found("Anchor", anchor_id)
-    return _json(AnchorOut.model_validate(anchor), headers={"ETag": etag(anchor["version"])})
+    return json_response(AnchorOut.model_validate(anchor), headers={"ETag": etag(anchor["version"])})
 
 
 @router.patch("/anchors/{anchor_id}", response_model=AnchorOut, tags=["anchors"], summary="Change an anchor")
@@ -107,7 +111,7 @@ async def update_anchor(
         raise not_found("Anchor", anchor_id)
     check_if_match(request, etag(anchor["version"]))
     anchor = await service.update_anchor(session, anchor, body)
-    return _json(AnchorOut.model_validate(anchor), headers={"ETag": etag(anchor["version"])})
+    return json_response(AnchorOut.model_validate(anchor), headers={"ETag": etag(anchor["version"])})
 
 
 # --- demand lines --------------------------------------------------------------------------------
@@ -123,7 +127,7 @@ async def create_line(
     if replay is not None:
         return replay
     line = await service.create_line(session, principal, body)
-    response = _json(
+    response = json_response(
         DemandOut.model_validate(line),
         201,
         {"Location": f"/api/v1/demand/{line['id']}", "ETag": etag(line["version"])},
@@ -292,7 +296,7 @@ async def get_line(demand_id: str, request: Request, session: SessionDep, princi
     tag = etag(line["version"])
     if matches_etag(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers={"ETag": tag})
-    return _json(DemandOut.model_validate(line), headers={"ETag": tag})
+    return json_response(DemandOut.model_validate(line), headers={"ETag": tag})
 
 
 @router.patch(
@@ -310,7 +314,7 @@ async def update_line(
     line = await service.update_line(
         session, principal, line, body.model_dump(mode="json", exclude_unset=True)
     )
-    return _json(DemandOut.model_validate(line), headers={"ETag": etag(line["version"])})
+    return json_response(DemandOut.model_validate(line), headers={"ETag": etag(line["version"])})
 
 
 @router.get(

@@ -14,7 +14,6 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Row
 
 from services.mentoring import calendars, service
@@ -50,7 +49,7 @@ from services.mentoring.schemas import (
 )
 from services.mentoring.settings import MentoringSettings
 from shared.db import SessionDep
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, check_if_match, etag
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, check_if_match, etag, json_response
 from shared.idempotency import IdempotencyDep
 from shared.principal import Principal, PrincipalDep, Role
 from shared.problems import Problem, field_errors, forbidden, not_found
@@ -250,8 +249,8 @@ async def register_mentor(
         if errors:
             raise field_errors(errors)
     mentor = await service.register_mentor(db, body, now)
-    response = JSONResponse(
-        _mentor_out(mentor).model_dump(mode="json"),
+    response = json_response(
+        _mentor_out(mentor),
         status_code=201,
         headers={"Location": _mentor_location(mentor.id), "ETag": etag(mentor.version)},
     )
@@ -602,8 +601,8 @@ async def book_session(
     )
     if isinstance(row, Response):  # the replay of an earlier identical request
         return row
-    response = JSONResponse(
-        _session_out(row).model_dump(mode="json"),
+    response = json_response(
+        _session_out(row),
         status_code=201,
         headers={"Location": _session_location(row["id"]), "ETag": etag(row["sequence"])},
     )
