@@ -8,7 +8,7 @@ PostgreSQL runs on asyncpg with a pool sized for concurrency.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -121,6 +121,35 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+Write = tuple[sa.Insert, dict[str, Any]]
+"""An INSERT and its parameters (the columns' values, and any other bound parameter)."""
+
+
+async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Result[Any]:
+    """Run several INSERTs of one transaction; the result is the last one's.
+
+    On PostgreSQL they are one statement (each but the last a data-modifying CTE, all of them
+    run), so one round trip instead of one each; elsewhere they run one after the other. Either
+    way a failure of any of them fails the call, and the transaction with it."""
+    if len(writes) > 1 and session.get_bind().dialect.name == "postgresql":
+        statements: list[sa.Insert] = []
+        others: dict[str, Any] = {}  # parameters that are not column values (a WHERE's)
+        for statement, params in writes:
+            columns = statement.table.c
+            statements.append(statement.values({k: v for k, v in params.items() if k in columns}))
+            for name, value in params.items():
+                if name not in columns:
+                    assert others.setdefault(name, value) == value, f"two values for {name}"
+        *first, last = statements
+        combined = last.add_cte(*(write.cte(f"write_{n}") for n, write in enumerate(first)))
+        return await session.execute(combined, others or None)
+    result: Result[Any] | None = None
+    for statement, params in writes:
+        result = await session.execute(statement, params)
+    assert result is not None, "nothing to write"
+    return result
 
 
 async def request_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from fastapi import Depends, Request, Response
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Result, Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import KIT_METADATA, UtcDateTime, utcnow
@@ -134,9 +134,19 @@ class Idempotency:
 
     async def remember(self, session: AsyncSession, response: Response) -> Response:
         """Store ``response`` for retries (in the caller's transaction) and return it."""
+        write = self.record(session, response)
+        if write is not None:
+            self.check_recorded(await session.execute(*write))
+        return response
+
+    def record(self, session: AsyncSession, response: Response) -> tuple[sa.Insert, dict[str, Any]] | None:
+        """What :meth:`remember` runs, as a statement and its parameters: for the caller to run
+        with its other writes (:func:`shared.db.execute_together`), last, and to pass the result
+        to :meth:`check_recorded`. None without a key."""
         if self.key is None:
-            return response
+            return None
         headers = {k: v for k, v in response.headers.items() if k.lower() in REPLAYED_HEADERS}
+        now = utcnow()
         values = {
             "owner": self.owner,
             "key": self.key,
@@ -144,10 +154,15 @@ class Idempotency:
             "status_code": response.status_code,
             "headers": json.dumps(headers),
             "body": bytes(response.body),
-            "created_at": utcnow(),
+            "created_at": now,
+            "expired_before": now - KEEP_FOR,
         }
         dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-        result = await session.execute(_upsert(dialect), values | {"expired_before": utcnow() - KEEP_FOR})
+        return _upsert(dialect), values
+
+    @staticmethod
+    def check_recorded(result: Result[Any]) -> None:
+        """409 when a concurrent request with the same key stored its response first."""
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise Problem(
                 409,
@@ -156,7 +171,6 @@ class Idempotency:
                 "retry to receive its response.",
                 type="idempotency-key-in-use",
             )
-        return response
 
 
 async def idempotency(request: Request) -> Idempotency:

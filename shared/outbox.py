@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,19 +92,37 @@ def handoff(database: Database) -> OutboxHandoff:
     return found
 
 
+_INSERT = sa.insert(outbox_table)
+
+
+def _row(event: CloudEvent, now: datetime) -> dict[str, Any]:
+    return {"id": event.id, "subject": event.type, "body": event.to_bytes(), "created_at": now}
+
+
 async def add(session: AsyncSession, event: CloudEvent) -> None:
     """Record ``event`` in the caller's transaction; it is published after the commit."""
-    await add_many(session, [event])
+    row = _row(event, utcnow())
+    await session.execute(_INSERT, row)
+    session.info.setdefault(PENDING_KEY, []).append(row)
 
 
 async def add_many(session: AsyncSession, events: Iterable[CloudEvent]) -> int:
     """Record several events in one statement (bulk imports)."""
     now = utcnow()
-    rows = [{"id": e.id, "subject": e.type, "body": e.to_bytes(), "created_at": now} for e in events]
+    rows = [_row(e, now) for e in events]
     if rows:
-        await session.execute(sa.insert(outbox_table), rows)
+        await session.execute(_INSERT, rows)
         session.info.setdefault(PENDING_KEY, []).extend(rows)
     return len(rows)
+
+
+def insert(session: AsyncSession, event: CloudEvent) -> tuple[sa.Insert, dict[str, Any]]:
+    """What :func:`add` runs, as a statement and its parameters, for the caller to run with its
+    other writes (:func:`shared.db.execute_together`). Run it in this session: the relay is
+    told of the event after the commit, and a rollback forgets it."""
+    row = _row(event, utcnow())
+    session.info.setdefault(PENDING_KEY, []).append(row)
+    return _INSERT, row
 
 
 @sa_event.listens_for(Session, "after_commit")

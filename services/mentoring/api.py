@@ -596,17 +596,19 @@ async def book_session(
         raise forbidden("An enterprise books sessions for itself only.")
     if principal.role == "mentor" and not principal.owns("mentor", body.mentor_id):
         raise forbidden("A mentor books sessions with themselves only.")
-    row = await service.book_session(
+    booking = await service.book_session(
         db, principal=principal, data=body, now=now, settings=settings, idempotency=idempotency
     )
-    if isinstance(row, Response):  # the replay of an earlier identical request
-        return row
+    if isinstance(booking, Response):  # the replay of an earlier identical request
+        return booking
+    row = booking.row
     response = json_response(
         _session_out(row),
         status_code=201,
         headers={"Location": _session_location(row["id"]), "ETag": etag(row["sequence"])},
     )
-    return await idempotency.remember(db, response)
+    await service.record_booking(db, booking, idempotency=idempotency, response=response)
+    return response
 
 
 @router.get("/sessions", response_model=SessionPage, tags=["sessions"], summary="List sessions")

@@ -22,10 +22,10 @@ import itertools
 import secrets
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -64,6 +64,7 @@ from services.mentoring.schemas import (
 )
 from services.mentoring.settings import MentoringSettings
 from shared import outbox
+from shared.db import execute_together
 from shared.events import CloudEvent, new_event
 from shared.http import decode_cursor, encode_cursor
 from shared.idempotency import STORED_FINGERPRINT, Idempotency
@@ -72,6 +73,8 @@ from shared.problems import Problem, conflict, field_errors
 
 # Sessions of a mentor within this much of a range decide its day and week counts
 # (its local day and buffers only, when the mentor has no weekly limit).
+T = TypeVar("T")
+
 WEEK_MARGIN = timedelta(days=8)
 NEAR_MARGIN = timedelta(days=2)
 
@@ -683,8 +686,7 @@ async def _conflicting(
 
 async def _write_guarded(
     session: AsyncSession,
-    statement: sa.Executable,
-    params: dict[str, Any] | None = None,
+    write: Awaitable[T],
     *,
     mentor_id: uuid.UUID,
     enterprise_id: uuid.UUID,
@@ -692,12 +694,12 @@ async def _write_guarded(
     end: datetime,
     blocked: tuple[datetime, datetime],
     excluding: uuid.UUID | None,
-) -> None:
-    """Insert or move a booked session. Should PostgreSQL's exclusion constraints refuse it
-    anyway (a writer that did not take the locks), the request fails with a 409 naming the
-    session it collided with, looked up outside the failed transaction."""
+) -> T:
+    """Insert or move a booked session (``write``). Should PostgreSQL's exclusion constraints
+    refuse it anyway (a writer that did not take the locks), the request fails with a 409
+    naming the session it collided with, looked up outside the failed transaction."""
     try:
-        await session.execute(statement, params)
+        return await write
     except IntegrityError as exc:
         message = str(exc.orig)
         if ENTERPRISE_OVERLAP in message:
@@ -944,6 +946,14 @@ def _refused(
     return _refusal_problem(verdict, rules, mentor, conflicting, enterprise_id)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Booking:
+    """A booking checked and decided, not yet written (:func:`record_booking` writes it)."""
+
+    row: dict[str, Any]
+    blocked: tuple[datetime, datetime]
+
+
 async def book_session(
     session: AsyncSession,
     *,
@@ -952,8 +962,9 @@ async def book_session(
     now: datetime,
     settings: MentoringSettings,
     idempotency: Idempotency | None = None,
-) -> dict[str, Any] | Response:
-    """Book a free slot, or refuse with a problem naming why (and the session in the way).
+) -> Booking | Response:
+    """Decide a booking into a free slot, or refuse with a problem naming why (and the session
+    in the way). The checks run under the locks that :func:`record_booking` writes under.
 
     With ``idempotency``, an earlier identical request's stored response is returned instead
     (its key is looked up in the booking's first read, not in a statement of its own)."""
@@ -1023,19 +1034,35 @@ async def book_session(
         "created_at": now,
         "updated_at": now,
     }
-    await _write_guarded(
+    return Booking(row, blocked)
+
+
+async def record_booking(
+    session: AsyncSession,
+    booking: Booking,
+    *,
+    idempotency: Idempotency | None = None,
+    response: Response | None = None,
+) -> None:
+    """Write a decided booking: the session, its event and, with a key, the ``response`` for
+    retries; in one statement on PostgreSQL."""
+    row = booking.row
+    writes = [(_INSERT_SESSION, row), outbox.insert(session, _session_event(events.SESSION_BOOKED, row))]
+    record = idempotency.record(session, response) if idempotency and response else None
+    if record is not None:
+        writes.append(record)
+    result = await _write_guarded(
         session,
-        _INSERT_SESSION,
-        row,
-        mentor_id=mentor.id,
-        enterprise_id=data.enterprise_id,
-        start=start,
-        end=end,
-        blocked=blocked,
+        execute_together(session, writes),
+        mentor_id=row["mentor_id"],
+        enterprise_id=row["enterprise_id"],
+        start=row["starts_at"],
+        end=row["ends_at"],
+        blocked=booking.blocked,
         excluding=None,
     )
-    await outbox.add(session, _session_event(events.SESSION_BOOKED, row))
-    return row
+    if record is not None:
+        Idempotency.check_recorded(result)
 
 
 # -- sessions: changes ----------------------------------------------------------------------------
@@ -1113,19 +1140,21 @@ async def reschedule_session(
         raise _taken_problem("enterprise", clash, mentor.id, row.enterprise_id)
     await _write_guarded(
         session,
-        sa.update(sessions)
-        .where(sessions.c.id == row.id)
-        .values(
-            starts_at=start,
-            ends_at=end,
-            blocked_from=blocked[0],
-            blocked_until=blocked[1],
-            duration_minutes=minutes,
-            timezone=mentor.timezone,
-            sequence=sessions.c.sequence + 1,
-            reschedule_reason=data.reason,
-            scheduled_at=now,  # its reminders are counted from now, for the new start
-            updated_at=now,
+        session.execute(
+            sa.update(sessions)
+            .where(sessions.c.id == row.id)
+            .values(
+                starts_at=start,
+                ends_at=end,
+                blocked_from=blocked[0],
+                blocked_until=blocked[1],
+                duration_minutes=minutes,
+                timezone=mentor.timezone,
+                sequence=sessions.c.sequence + 1,
+                reschedule_reason=data.reason,
+                scheduled_at=now,  # its reminders are counted from now, for the new start
+                updated_at=now,
+            ),
         ),
         mentor_id=mentor.id,
         enterprise_id=row.enterprise_id,
