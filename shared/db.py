@@ -131,8 +131,9 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Re
     """Run several INSERTs of one transaction; the result is the last one's.
 
     On PostgreSQL they are one statement (each but the last a data-modifying CTE, all of them
-    run), so one round trip instead of one each; elsewhere they run one after the other. Either
-    way a failure of any of them fails the call, and the transaction with it."""
+    run): one round trip instead of one each. On SQLite they are still statements of their
+    own, but go to the driver's thread in one trip. Either way a failure of any of them fails
+    the call (raised as the last statement's), and the transaction with it."""
     if len(writes) > 1 and session.get_bind().dialect.name == "postgresql":
         statements: list[sa.Insert] = []
         others: dict[str, Any] = {}  # parameters that are not column values (a WHERE's)
@@ -145,8 +146,19 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Re
         *first, last = statements
         combined = last.add_cte(*(write.cte(f"write_{n}") for n, write in enumerate(first)))
         return await session.execute(combined, others or None)
+    if len(writes) > 1 and session.get_bind().dialect.name == "sqlite":
+        # One trip to the driver's thread for all of them (sqlite_driver.hold_writes).
+        raw = await (await session.connection()).get_raw_connection()
+        driver: sqlite_driver.OneTripConnection = raw.dbapi_connection  # type: ignore[assignment]
+        with driver.hold_writes(len(writes)):
+            return await _one_after_another(session, writes)
+    return await _one_after_another(session, writes)
+
+
+async def _one_after_another(session: AsyncSession, writes: Sequence[Write]) -> Result[Any]:
     result: Result[Any] | None = None
     for statement, params in writes:
+        assert not statement._returning, "execute_together is for INSERTs without RETURNING"
         result = await session.execute(statement, params)
     assert result is not None, "nothing to write"
     return result

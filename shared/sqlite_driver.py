@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiosqlite
@@ -37,6 +38,16 @@ from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
 Outcome = tuple[Any, list[Any], int, int | None]
+Step = tuple[str, Any, bool]  # a statement, its parameters, whether they are many
+
+
+def _run_steps(connection: sqlite3.Connection, steps: list[Step]) -> Outcome:
+    """On the driver's thread: statements in order; the outcome is the last one's."""
+    for operation, parameters, many in steps[:-1]:
+        description = _run(connection, operation, parameters, many)[0]
+        if description is not None:  # pragma: no cover - held writes are plain INSERTs
+            raise sqlite3.ProgrammingError(f"a held write returned rows: {operation[:200]}")
+    return _run(connection, *steps[-1])
 
 
 def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
@@ -95,8 +106,24 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _trip(self, operation: str, parameters: Any, many: bool) -> None:
         connection = self._connection
-        async with self._adapt_connection._execute_mutex:
-            outcome: Outcome = await connection._execute(_run, connection._conn, operation, parameters, many)
+        adapter: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        held = adapter._held
+        if held is not None:  # writes held for one trip (OneTripConnection.hold_writes)
+            held.append((operation, parameters, many))
+            if len(held) < adapter._held_count:
+                self._description, self._rows, self._rowcount, self._lastrowid = (
+                    None,
+                    collections.deque(),
+                    -1,
+                    None,
+                )
+                return
+            adapter._held = None
+            async with adapter._execute_mutex:
+                outcome: Outcome = await connection._execute(_run_steps, connection._conn, held)
+        else:
+            async with adapter._execute_mutex:
+                outcome = await connection._execute(_run, connection._conn, operation, parameters, many)
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
 
@@ -123,13 +150,27 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     holds its write lock: a request validates its input and renders its response without it.
     """
 
-    __slots__ = ("_holds_turn",)
+    __slots__ = ("_held", "_held_count", "_holds_turn")
     _cursor_cls = OneTripCursor
     dbapi: OneTripDbapi
 
     def __init__(self, dbapi: OneTripDbapi, connection: aiosqlite.Connection) -> None:
         super().__init__(dbapi, connection)
         self._holds_turn = False
+        self._held: list[Step] | None = None
+        self._held_count = 0
+
+    @contextlib.contextmanager
+    def hold_writes(self, count: int) -> Iterator[None]:
+        """The next ``count`` statements go to the driver's thread together, in one trip, when
+        the last of them is executed; the others return at once, with no rows, no row count
+        and no row id. For writes whose results nobody reads but the last's (see
+        ``shared.db.execute_together``); an error in any of them is raised by the last."""
+        self._held, self._held_count = [], count
+        try:
+            yield
+        finally:
+            self._held, self._held_count = None, 0
 
     def begin(self, *, immediate: bool) -> None:
         """``BEGIN`` or, for a writer, ``BEGIN IMMEDIATE`` after taking the turn."""

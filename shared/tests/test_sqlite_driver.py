@@ -12,7 +12,7 @@ import aiosqlite
 import pytest
 import sqlalchemy as sa
 
-from shared.db import Database, new_metadata
+from shared.db import Database, execute_together, new_metadata
 
 items = sa.Table(
     "items",
@@ -162,3 +162,30 @@ async def _insert(database: Database, item_id: int) -> None:
     async with database.transaction() as session:
         await session.execute(sa.insert(items).values(id=item_id, name=f"n{item_id}"))
         await asyncio.sleep(0)
+
+
+async def test_writes_run_together_go_in_one_trip_and_a_failure_in_any_fails_the_call(
+    database: Database, trips: list[str]
+) -> None:
+    insert = sa.insert(items)
+    async with database.transaction() as session:
+        await session.execute(insert, {"id": 1, "name": "first"})
+        trips.clear()
+        result = await execute_together(
+            session, [(insert, {"id": 2, "name": "b"}), (insert, {"id": 3, "name": "c"})]
+        )
+        assert trips == ["_run_steps"] and result.rowcount == 1
+    with pytest.raises(sa.exc.IntegrityError):
+        async with database.transaction() as session:
+            await execute_together(
+                session,
+                [
+                    (insert, {"id": 4, "name": "d"}),
+                    (insert, {"id": 1, "name": "taken"}),
+                    (insert, {"id": 5, "name": "e"}),
+                ],
+            )
+    async with database.transaction() as session:  # the connection is usable again, writes one by one
+        await session.execute(insert, {"id": 6, "name": "f"})
+        ids = (await session.execute(sa.select(items.c.id).order_by(items.c.id))).scalars().all()
+    assert ids == [1, 2, 3, 6]

@@ -50,7 +50,7 @@ async def test_the_writes_land_together_and_the_result_is_the_last_ones(database
         finally:
             sa.event.remove(engine, "before_cursor_execute", listener)
         keyed.check_recorded(result)  # the idempotency upsert stored one row
-        assert len(statements) == (3 if database.is_sqlite else 1)
+        assert len(statements) == (3 if database.is_sqlite else 1)  # on SQLite: in one trip
         assert [row["id"] for row in session.info[PENDING_KEY]] == [made.id]
     assert await counts(database) == (1, 1, 1)
     async with database.transaction(write=False) as session:
