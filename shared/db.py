@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from shared import sqlite_driver
@@ -151,15 +152,15 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Re
         raw = await (await session.connection()).get_raw_connection()
         driver: sqlite_driver.OneTripConnection = raw.dbapi_connection  # type: ignore[assignment]
         with driver.hold_writes(len(writes)):
-            return await _one_after_another(session, writes)
-    return await _one_after_another(session, writes)
+            return await session.run_sync(_one_after_another, writes)  # one greenlet for them all
+    return await session.run_sync(_one_after_another, writes)
 
 
-async def _one_after_another(session: AsyncSession, writes: Sequence[Write]) -> Result[Any]:
+def _one_after_another(session: Session, writes: Sequence[Write]) -> Result[Any]:
     result: Result[Any] | None = None
     for statement, params in writes:
         assert not statement._returning, "execute_together is for INSERTs without RETURNING"
-        result = await session.execute(statement, params)
+        result = session.execute(statement, params)
     assert result is not None, "nothing to write"
     return result
 
