@@ -133,8 +133,10 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Re
 
     On PostgreSQL they are one statement (each but the last a data-modifying CTE, all of them
     run): one round trip instead of one each. On SQLite they are still statements of their
-    own, but go to the driver's thread in one trip. Either way a failure of any of them fails
-    the call (raised as the last statement's), and the transaction with it."""
+    own, run together when the last is executed: in a write transaction on the event loop's
+    thread (sqlite_driver.OneTripConnection.hold_writes), otherwise in one trip to the driver's
+    thread. Either way a failure of any of them fails the call (raised as the last statement's),
+    and the transaction with it."""
     if len(writes) > 1 and session.get_bind().dialect.name == "postgresql":
         statements: list[sa.Insert] = []
         others: dict[str, Any] = {}  # parameters that are not column values (a WHERE's)
@@ -147,16 +149,15 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Re
         *first, last = statements
         combined = last.add_cte(*(write.cte(f"write_{n}") for n, write in enumerate(first)))
         return await session.execute(combined, others or None)
-    if len(writes) > 1 and session.get_bind().dialect.name == "sqlite":
-        # One trip to the driver's thread for all of them (sqlite_driver.hold_writes).
-        raw = await (await session.connection()).get_raw_connection()
-        driver: sqlite_driver.OneTripConnection = raw.dbapi_connection  # type: ignore[assignment]
+    held = len(writes) > 1 and session.get_bind().dialect.name == "sqlite"
+    return await session.run_sync(_one_after_another, writes, held)  # one greenlet for them all
+
+
+def _one_after_another(session: Session, writes: Sequence[Write], held: bool) -> Result[Any]:
+    if held:  # on SQLite, run together (sqlite_driver.OneTripConnection.hold_writes)
+        driver: sqlite_driver.OneTripConnection = session.connection().connection.dbapi_connection  # type: ignore[assignment]
         with driver.hold_writes(len(writes)):
-            return await session.run_sync(_one_after_another, writes)  # one greenlet for them all
-    return await session.run_sync(_one_after_another, writes)
-
-
-def _one_after_another(session: Session, writes: Sequence[Write]) -> Result[Any]:
+            return _one_after_another(session, writes, False)
     result: Result[Any] | None = None
     for statement, params in writes:
         assert not statement._returning, "execute_together is for INSERTs without RETURNING"
