@@ -120,7 +120,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
                 return
             adapter._held = None
             async with adapter._execute_mutex:
-                if adapter._holds_turn:
+                if adapter._holds_turn and adapter.wal:
                     # Here, on the event loop's thread: a handful of INSERTs in a transaction
                     # that holds the write lock cannot wait for a lock (in WAL mode readers
                     # never block the writer), so they cost less than a trip's two wake-ups.
@@ -156,7 +156,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     holds its write lock: a request validates its input and renders its response without it.
     """
 
-    __slots__ = ("_held", "_held_count", "_holds_turn")
+    __slots__ = ("_held", "_held_count", "_holds_turn", "wal")
     _cursor_cls = OneTripCursor
     dbapi: OneTripDbapi
 
@@ -165,6 +165,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._holds_turn = False
         self._held: list[Step] | None = None
         self._held_count = 0
+        self.wal = False  # in WAL mode (set when the engine connects)
 
     @contextlib.contextmanager
     def hold_writes(self, count: int) -> Iterator[None]:
@@ -173,7 +174,8 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         count and no row id. For a use case's few single-row writes in a write transaction,
         whose results nobody reads but the last's (see ``shared.db.execute_together``); an
         error in any of them is raised by the last. (Outside a write transaction, which holds
-        the writer turn, they go to the driver's thread together, in one trip.)"""
+        the writer turn, or outside WAL mode, they go to the driver's thread together, in one
+        trip.)"""
         self._held, self._held_count = [], count
         try:
             yield

@@ -190,3 +190,24 @@ async def test_writes_run_together_make_no_trip_and_a_failure_in_any_fails_the_c
         await session.execute(insert, {"id": 6, "name": "f"})
         ids = (await session.execute(sa.select(items.c.id).order_by(items.c.id))).scalars().all()
     assert ids == [1, 2, 3, 6]
+
+
+async def test_outside_wal_mode_writes_run_together_in_one_trip_instead(
+    tmp_path: Path, trips: list[str]
+) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'journal.db'}")
+    try:
+        async with database.engine.begin() as conn:
+            await conn.run_sync(items.metadata.create_all)
+        async with database.transaction() as session:
+            driver = (await (await session.connection()).get_raw_connection()).dbapi_connection
+            assert driver.wal  # what the kit sets up
+            driver.wal = False  # as if the file system had refused WAL mode
+            trips.clear()
+            insert = sa.insert(items)
+            await execute_together(
+                session, [(insert, {"id": 1, "name": "a"}), (insert, {"id": 2, "name": "b"})]
+            )
+            assert trips == ["_run_steps"]
+    finally:
+        await database.dispose()
