@@ -8,6 +8,7 @@ import sqlite3
 import uuid
 from datetime import timedelta
 
+import aiosqlite
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -271,6 +272,34 @@ async def test_on_sqlite_the_booking_takes_the_write_lock_before_it_checks_the_s
     # All of them in one statement: the key costs no read of its own.
     assert len(reads) == 1
     assert await overlapping_booked_pairs(app) == 0
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+async def test_on_sqlite_a_booking_crosses_to_the_driver_thread_only_to_begin_read_and_commit(
+    app, staff, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its three writes (session, event, idempotency record) run together on the event loop,
+    under the write lock: a booking costs the database thread no more trips than a bare insert."""
+    ada = await create_mentor(staff)
+    trips: list[tuple[int, str]] = []
+    real = aiosqlite.Connection._execute
+
+    async def recorded(self: aiosqlite.Connection, fn, *args, **kwargs):
+        sql = args[1] if getattr(fn, "__name__", "") == "_run" else getattr(fn, "__name__", "")
+        trips.append((id(self), " ".join(str(sql).split())[:60]))
+        return await real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", recorded)
+    response = await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 29, 10), key="trips")
+    assert response.status_code == 201, response.text
+    read = next(i for i, (_, sql) in enumerate(trips) if sql.startswith("SELECT mentors.id"))
+    connection = trips[read][0]
+    mine = [sql for c, sql in trips if c == connection]
+    at = mine.index(trips[read][1])
+    assert mine[at - 1 : at + 2] == ["BEGIN IMMEDIATE", trips[read][1], "commit"]
+    assert await count_rows(app, "SELECT count(*) FROM sessions") == 1
+    assert await count_rows(app, "SELECT count(*) FROM outbox") == 2  # the mentor's event and this one
+    assert await count_rows(app, "SELECT count(*) FROM idempotency_keys") == 1
 
 
 async def test_a_keyed_booking_of_an_unknown_mentor_is_refused_and_its_key_still_replays(
