@@ -140,19 +140,46 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Re
     thread. Either way a failure of any of them fails the call (raised as the last statement's),
     and the transaction with it."""
     if len(writes) > 1 and session.get_bind().dialect.name == "postgresql":
-        statements: list[sa.Insert] = []
-        others: dict[str, Any] = {}  # parameters that are not column values (a WHERE's)
-        for statement, params in writes:
-            columns = statement.table.c
-            statements.append(statement.values({k: v for k, v in params.items() if k in columns}))
-            for name, value in params.items():
-                if name not in columns:
-                    assert others.setdefault(name, value) == value, f"two values for {name}"
-        *first, last = statements
-        combined = last.add_cte(*(write.cte(f"write_{n}") for n, write in enumerate(first)))
-        return await session.execute(combined, others or None)
+        combined, params = _combined(writes)
+        return await session.execute(combined, params)
     held = len(writes) > 1 and session.get_bind().dialect.name == "sqlite"
     return await session.run_sync(_one_after_another, writes, held)  # one greenlet for them all
+
+
+_COMBINED: dict[tuple[tuple[sa.Insert, tuple[str, ...]], ...], sa.Insert] = {}
+
+
+def _combined(writes: Sequence[Write]) -> tuple[sa.Insert, dict[str, Any]]:
+    """PostgreSQL: the writes as one statement (built once per shape: building and caching a
+    statement costs more than running it) and its parameters. Column values become parameters
+    ``w<n>_<column>``; any other parameter (a WHERE's) keeps its name."""
+    shape = tuple((statement, tuple(params)) for statement, params in writes)
+    combined = _COMBINED.get(shape)
+    if combined is None:
+        parts = [
+            statement.values(
+                {
+                    name: sa.bindparam(f"w{n}_{name}", type_=statement.table.c[name].type)
+                    for name in names
+                    if name in statement.table.c
+                }
+            )
+            for n, (statement, names) in enumerate(shape)
+        ]
+        *first, last = parts
+        combined = last.add_cte(*(part.cte(f"write_{n}") for n, part in enumerate(first)))
+        if len(_COMBINED) >= 64:  # a few shapes per service; never grow without bound
+            _COMBINED.clear()
+        _COMBINED[shape] = combined
+    params: dict[str, Any] = {}
+    for n, (statement, values) in enumerate(writes):
+        columns = statement.table.c
+        for name, value in values.items():
+            if name in columns:
+                params[f"w{n}_{name}"] = value
+            else:
+                assert params.setdefault(name, value) == value, f"two values for {name}"
+    return combined, params
 
 
 def _one_after_another(session: Session, writes: Sequence[Write], held: bool) -> Result[Any]:
