@@ -23,9 +23,10 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from shared.nats_server import NatsServer, free_port
+from shared.nats_server import NatsServer
 from shared.testing.apps import TEST_SECRET, running
 from shared.testing.databases import DatabaseFactory, alembic_prepare
+from shared.testing.ports import server_port
 from shared.testing.system import (
     BOOTSTRAP_KEY,
     MIGRATIONS,
@@ -120,7 +121,7 @@ def echo_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]
     process = Process(
         "echo",
         "gateway.tests.echo_upstream:create_app",
-        free_port(),
+        server_port(),
         env,
         tmp_path_factory.mktemp("echo") / "echo.log",
     )
@@ -144,7 +145,7 @@ def client_of(app: FastAPI, key: str | None = BOOTSTRAP_KEY, **kwargs: Any) -> h
 
 
 def free_tcp_port() -> int:
-    return free_port()
+    return server_port()
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +158,7 @@ def echo_gateway(
     nats-server: a gateway keeps SEEDBED_EVENTS and consumes it (``gateway-webhooks``), which on
     the shared server would take the events of the in-process gateways of other tests."""
     root = tmp_path_factory.mktemp("echo-gateway")
-    nats = NatsServer(root / "nats")
+    nats = NatsServer(root / "nats", port=server_port())
     nats.start()
     database_url = asyncio.run(
         _database_factory_sync.create("sqlite", "gateway", alembic_prepare(GATEWAY_DIR))
@@ -167,7 +168,7 @@ def echo_gateway(
         env[f"GATEWAY_{name.upper()}_URL"] = echo_upstream.url
     env["GATEWAY_CORS_ORIGINS"] = '["https://portal.example"]'
     env["SEEDBED_ACCESS_LOG"] = "false"
-    process = Process("echo-gateway", "gateway.app:create_app", free_port(), env, root / "gateway.log")
+    process = Process("echo-gateway", "gateway.app:create_app", server_port(), env, root / "gateway.log")
     process.start()
     try:
         process.wait_ready()

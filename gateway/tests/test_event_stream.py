@@ -28,7 +28,7 @@ from gateway.tests.webhook_receiver import (
     read_until,
     sse_events,
 )
-from shared.nats_server import free_port
+from shared.testing.ports import server_port
 
 STREAM = "/api/v1/events/stream"
 
@@ -255,7 +255,7 @@ async def test_an_aggregate_only_line_never_reaches_a_webhook_or_the_stream(
 @asynccontextmanager
 async def served(app: FastAPI) -> AsyncIterator[str]:
     """Serve an app whose lifespan is already running, on a free port, through uvicorn."""
-    port = free_port()
+    port = server_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False)
     )

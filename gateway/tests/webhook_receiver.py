@@ -20,7 +20,7 @@ from aiohttp import web
 
 from shared.events import CONTENT_TYPE, CloudEvent, event_source, new_event, stream_for
 from shared.nats import ensure_stream
-from shared.nats_server import free_port
+from shared.testing.ports import server_port
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 
@@ -79,7 +79,7 @@ class Receiver:
         app.router.add_post("/hook", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self.port = port or self.port or free_port()
+        self.port = port or self.port or server_port()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         return self
 

@@ -17,6 +17,7 @@ import pytest
 
 from shared.nats_server import NatsServer, external_nats_url, reset_jetstream
 from shared.testing.databases import POSTGRES_ENV, DatabaseFactory, postgres_admin_url
+from shared.testing.ports import server_port
 
 POSTGRES_SKIP = f"PostgreSQL variant skipped: {POSTGRES_ENV} is not set"
 EXTERNAL_NATS_SKIP = "external-NATS variant skipped: SEEDBED_TEST_NATS_URL is not set"
@@ -33,7 +34,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats") / "store")
+    server = NatsServer(tmp_path_factory.mktemp("nats") / "store", port=server_port())
     server.start()
     yield server
     server.stop()
@@ -49,7 +50,7 @@ async def nats_url(nats_server: NatsServer) -> str:
 @pytest.fixture
 def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A nats-server of this test's own, for tests that kill and restart it."""
-    server = NatsServer(tmp_path / "nats-store")
+    server = NatsServer(tmp_path / "nats-store", port=server_port())
     server.start()
     yield server
     server.stop()

@@ -26,9 +26,10 @@ from typing import Any
 
 import httpx
 
-from shared.nats_server import NatsServer, free_port
+from shared.nats_server import NatsServer
 from shared.testing.apps import TEST_SECRET
 from shared.testing.databases import DatabaseFactory, alembic_prepare
+from shared.testing.ports import server_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("enterprises", "demand", "mentoring")
@@ -188,7 +189,7 @@ def running_system(
     replaces the import string of a part (e.g. a service made with a test clock); ``env`` is
     added to every process's environment."""
     apps = APPS | dict(apps or {})
-    nats = NatsServer(root / "nats")
+    nats = NatsServer(root / "nats", port=server_port())
     nats.start()
     everything: list[Process] = []
     try:
@@ -201,10 +202,10 @@ def running_system(
 
         common = service_env(base_environ(), asyncio.run(create()), nats.url) | dict(env or {})
         services = {
-            name: Process(name, apps[name], free_port(), common, root / f"{name}.log") for name in SERVICES
+            name: Process(name, apps[name], server_port(), common, root / f"{name}.log") for name in SERVICES
         }
         gateway_env = common | {f"GATEWAY_{name.upper()}_URL": p.url for name, p in services.items()}
-        gateway = Process("gateway", apps["gateway"], free_port(), gateway_env, root / "gateway.log")
+        gateway = Process("gateway", apps["gateway"], server_port(), gateway_env, root / "gateway.log")
         everything = [*services.values(), gateway]
         for process in everything:
             process.start()

@@ -18,6 +18,7 @@ from shared.inbox import ConsumerSpec, EventConsumer
 from shared.nats import NatsLink
 from shared.nats_server import NatsServer
 from shared.outbox import OutboxRelay, outbox_table
+from shared.testing.ports import server_port
 from shared.tests.conftest import received, things
 
 
@@ -124,7 +125,7 @@ async def test_no_event_lost_or_doubled_while_nats_is_killed_and_restarted_twice
 async def test_writes_succeed_while_nats_is_down_and_drain_when_it_returns(
     database: Database, tmp_path
 ) -> None:
-    server = NatsServer(tmp_path / "late-nats")  # not started yet
+    server = NatsServer(tmp_path / "late-nats", port=server_port())  # not started yet
     service = "kit" + uuid.uuid4().hex[:6]
     spec = stream_for(service)
     link = NatsLink(server.url, name="writer", streams=[spec], connect_timeout=0.5)
