@@ -76,7 +76,7 @@ def nats_variant(request: pytest.FixtureRequest, nats_server: NatsServer) -> str
 
 @pytest.fixture(scope="session")
 def _database_factory_sync(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
-    factory = DatabaseFactory(tmp_path_factory.mktemp("databases"), postgres_admin_url())
+    factory = DatabaseFactory(tmp_path_factory.mktemp("databases"), postgres_admin_url(), spares=2)
     yield factory
     asyncio.run(factory.drop_all())
 
@@ -85,4 +85,9 @@ def _database_factory_sync(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 async def database_factory(
     _database_factory_sync: DatabaseFactory,
 ) -> AsyncIterator[DatabaseFactory]:
-    yield _database_factory_sync
+    """The session's factory; the PostgreSQL databases the test made are dropped once it is over
+    (its fixtures that use them are torn down before this one)."""
+    factory = _database_factory_sync
+    before = len(factory.copies)
+    yield factory
+    factory.release(factory.copies[before:])
