@@ -6,13 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from shared.nats_server import free_port, port_open
+from shared.nats_server import port_open
+from shared.testing.ports import server_port
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -36,7 +38,7 @@ def processes_of(var_dir: Path) -> list[int]:
 
 
 def start_system(var_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
-    ports = {name: free_port() for name in ("gateway", "enterprises", "demand", "mentoring", "nats")}
+    ports = {name: server_port() for name in ("gateway", "enterprises", "demand", "mentoring", "nats")}
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "SEEDBED_BOOTSTRAP_STAFF_KEY")}
     env |= {f"SEEDBED_{name.upper()}_PORT": str(port) for name, port in ports.items()}
     env["SEEDBED_VAR_DIR"] = str(var_dir)
@@ -50,10 +52,42 @@ def start_system(var_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]
     return process, ports
 
 
-def wait_ready(process: subprocess.Popen[bytes], gateway_port: int, timeout: float = 120) -> httpx.Response:
+class Output:
+    """The supervisor's output as it comes: a thread drains the pipe."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe) -> None:
+        for line in iter(pipe.readline, b""):
+            self.lines.append(line.decode(errors="replace"))
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        """Until a line holds ``text``: the supervisor says the system is up only after its own
+        readiness check, which may come a moment after the test's."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline, f"no {text!r} in:\n{''.join(self.lines)}"
+            time.sleep(0.05)
+
+    def whole(self, timeout: float = 10) -> str:
+        """All of it, once the process has ended."""
+        self._thread.join(timeout)
+        return "".join(self.lines)
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], gateway_port: int, said: Output | None = None, timeout: float = 120
+) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+        if process.poll() is not None:
+            raise AssertionError(
+                said.whole() if said else process.stdout.read().decode() if process.stdout else ""
+            )
         try:
             response = httpx.get(f"http://127.0.0.1:{gateway_port}/readyz", timeout=2)
             if response.status_code == 200:
@@ -74,15 +108,18 @@ def wait_gone(var_dir: Path, timeout: float = 20) -> list[int]:
 def test_make_run_comes_up_ready_and_sigterm_leaves_no_process_or_port(tmp_path: Path) -> None:
     var_dir = tmp_path / "var"
     process, ports = start_system(var_dir)
+    said = Output(process)
     try:
-        ready = wait_ready(process, ports["gateway"])
+        ready = wait_ready(process, ports["gateway"], said)
         checks = ready.json()["checks"]
         assert {"enterprises", "demand", "mentoring", "nats"} <= checks.keys()
         assert len(processes_of(var_dir)) >= 6  # supervisor, nats, three services, gateway
         staff_key = (var_dir / "staff-key").read_text().strip()
         assert len(staff_key) >= 32
+        said.wait_for("Seedbed is up.")
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=60)[0].decode()
+        process.wait(timeout=60)
+        output = said.whole()
     finally:
         if process.poll() is None:
             process.kill()

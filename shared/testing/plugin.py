@@ -5,6 +5,9 @@
 - ``db_backend``: "sqlite" always, "postgres" when SEEDBED_TEST_POSTGRES_URL is set
   (otherwise that variant is skipped, and the report header says so).
 - ``database_factory``: fresh migrated databases per test.
+
+Under pytest-xdist each worker has its own nats-server, databases and ports (``ports.py``);
+``distribution.py`` decides which tests share a worker.
 """
 
 from __future__ import annotations
