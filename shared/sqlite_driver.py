@@ -6,11 +6,14 @@ to the event loop. SQLAlchemy's adapter makes three such trips for a write (open
 execute, close it) and four for a read (fetch the rows too), and the pool adds a ROLLBACK
 when it takes a connection back, even after a COMMIT. A trip costs the event loop about
 44 us of CPU (measured on an idle loop); a transaction of one INSERT made 8 of them, a
-mentoring booking 18.
+mentoring booking about 19 (counted over 250 requests, its outbox relay's included).
 
 Here a statement runs open-execute-fetch-close as one function on the driver's thread: one
 trip; and a connection with no transaction open is not rolled back. The one-INSERT
-transaction now makes 3 trips (BEGIN, INSERT, COMMIT). Only the buffered cursor changes;
+transaction now makes 3 trips (BEGIN, INSERT, COMMIT). A use case's few writes, run together
+(``OneTripConnection.hold_writes``, used by ``shared.db.execute_together``), make none: in a
+write transaction in WAL mode they cannot wait for a lock, and run on the event loop's thread.
+A booking now makes 3 trips (BEGIN, its read, COMMIT). Only the buffered cursor changes;
 server-side cursors (``stream()``) keep SQLAlchemy's own, which fetches as it goes. Errors
 come back as before (the same sqlite3 exception, through the same ``_handle_exception``).
 
@@ -42,7 +45,7 @@ Step = tuple[str, Any, bool]  # a statement, its parameters, whether they are ma
 
 
 def _run_steps(connection: sqlite3.Connection, steps: list[Step]) -> Outcome:
-    """On the driver's thread: statements in order; the outcome is the last one's."""
+    """Statements in order (held writes); the outcome is the last one's."""
     for operation, parameters, many in steps[:-1]:
         description = _run(connection, operation, parameters, many)[0]
         if description is not None:  # pragma: no cover - held writes are plain INSERTs
@@ -51,7 +54,7 @@ def _run_steps(connection: sqlite3.Connection, steps: list[Step]) -> Outcome:
 
 
 def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
-    """On the driver's thread: the whole statement, its rows read and its cursor closed."""
+    """The whole statement, its rows read and its cursor closed (on the driver's thread)."""
     cursor = connection.cursor()
     try:
         if many:
@@ -110,13 +113,9 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         held = adapter._held
         if held is not None:  # writes held for one trip (OneTripConnection.hold_writes)
             held.append((operation, parameters, many))
-            if len(held) < adapter._held_count:
-                self._description, self._rows, self._rowcount, self._lastrowid = (
-                    None,
-                    collections.deque(),
-                    -1,
-                    None,
-                )
+            if len(held) < adapter._held_count:  # run with the last one
+                self._description, self._rowcount, self._lastrowid = None, -1, None
+                self._rows = collections.deque()
                 return
             adapter._held = None
             async with adapter._execute_mutex:
