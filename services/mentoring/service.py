@@ -71,10 +71,10 @@ from shared.idempotency import STORED_FINGERPRINT, Idempotency
 from shared.principal import Principal
 from shared.problems import Problem, conflict, field_errors
 
-# Sessions of a mentor within this much of a range decide its day and week counts
-# (its local day and buffers only, when the mentor has no weekly limit).
 T = TypeVar("T")
 
+# Sessions of a mentor within this much of a range decide its day and week counts
+# (its local day and buffers only, when the mentor has no weekly limit).
 WEEK_MARGIN = timedelta(days=8)
 NEAR_MARGIN = timedelta(days=2)
 
