@@ -1,10 +1,10 @@
 """How pytest-xdist shares the tests out (``-n 2 --dist loadgroup``, set in pyproject.toml).
 
-Each test goes to whichever worker is free, except that the tests sharing a module- or
-session-scoped fixture of a conftest or test module (a whole running system, the events it
-published) go to one worker together: that fixture is then set up once, not once per worker,
-and never torn down and set up again between its tests. Tests marked ``xdist_group`` go
-together as well, as xdist documents.
+Each test goes to whichever worker is free (those marked ``slow`` first), except that the
+tests sharing a module- or session-scoped fixture of a conftest or test module (a whole
+running system, the events it published) go to one worker together: that fixture is then set
+up once, not once per worker, and never torn down and set up again between its tests. Tests
+marked ``xdist_group`` go together as well, as xdist documents.
 
 The scheduler is xdist's ``loadgroup`` one, told the groups directly: xdist passes them from the
 workers to the scheduler by appending ``@group`` to node ids, which has no effect from pytest 9.2
@@ -113,6 +113,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     directory = getattr(config, "workerinput", {}).get(GROUPS_DIR)
     if directory is None:
         return
+    # Tests marked slow are sent out first (after the groups, the largest first): last, one of
+    # them would keep a worker busy for seconds after the other one had run out of tests.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "worker")
     scratch = Path(directory) / f"{worker}.json.new"
     scratch.write_text(json.dumps(worker_groups(items)))
