@@ -189,6 +189,12 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         try:
             self.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         except BaseException:
+            # A cancelled trip is not taken back: the BEGIN may still run on the driver's
+            # thread, after this connection has gone back to the pool. A ROLLBACK queued behind
+            # it ends that transaction there (and is nothing when there is none).
+            sqlite = self._connection._connection
+            if sqlite is not None:
+                self._connection._tx.put_nowait((None, sqlite.rollback))
             self._release_turn()
             raise
 

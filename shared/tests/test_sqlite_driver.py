@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -211,3 +212,33 @@ async def test_outside_wal_mode_writes_run_together_in_one_trip_instead(
             assert trips == ["_run_steps"]
     finally:
         await database.dispose()
+
+
+async def test_a_writer_cancelled_at_any_moment_leaves_the_next_writer_a_clean_connection(
+    database: Database,
+) -> None:
+    """A cancelled trip still runs on the driver's thread: a BEGIN IMMEDIATE cancelled on its way
+    must not leave its connection in a transaction (holding the write lock) when the pool takes it
+    back. (Found cancelling writers at random moments: the next write on the pooled connection
+    failed with "cannot start a transaction within a transaction", or waited out the busy timeout.)"""
+    rng = random.Random(7)
+    insert = sa.insert(items)
+
+    async def writer(first: int) -> None:
+        n = first
+        while True:
+            async with database.transaction() as session:
+                await session.execute(insert, {"id": n, "name": "cancelled"})
+            n += 1
+
+    for attempt in range(200):
+        task = asyncio.create_task(writer(1_000_000 * (attempt + 1)))
+        await asyncio.sleep(rng.random() * 0.003)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.timeout(3):  # the busy timeout is 30 s: waiting it out fails here
+            async with database.transaction() as session:
+                await session.execute(insert, {"id": attempt + 1, "name": "after"})
+    async with database.transaction(write=False) as session:
+        after = await session.scalar(sa.select(sa.func.count()).where(items.c.name == "after"))
+    assert after == 200
