@@ -136,7 +136,7 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Re
     On PostgreSQL they are one statement (each but the last a data-modifying CTE, all of them
     run): one round trip instead of one each. On SQLite they are still statements of their
     own, run together when the last is executed: in a write transaction on the event loop's
-    thread (sqlite_driver.OneTripConnection.hold_writes), otherwise in one trip to the driver's
+    thread (sqlite_driver.OneTripConnection.run_together), otherwise in one trip to the driver's
     thread. Either way a failure of any of them fails the call (raised as the last statement's),
     and the transaction with it."""
     if len(writes) > 1 and session.get_bind().dialect.name == "postgresql":
@@ -144,6 +144,25 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Re
         return await session.execute(combined, params)
     held = len(writes) > 1 and session.get_bind().dialect.name == "sqlite"
     return await session.run_sync(_one_after_another, writes, held)  # one greenlet for them all
+
+
+async def execute_small(
+    session: AsyncSession, statement: sa.Executable, params: dict[str, Any] | None = None
+) -> Result[Any]:
+    """Run a statement that touches a handful of rows by index (a use case's first read, say).
+
+    On SQLite, in a write transaction, it runs on the event loop's thread rather than making a
+    trip to the driver's (sqlite_driver.OneTripConnection.run_together); elsewhere, as
+    ``session.execute``. Never for a statement whose size depends on the data."""
+    if session.get_bind().dialect.name != "sqlite":
+        return await session.execute(statement, params)
+    return await session.run_sync(_small, statement, params)
+
+
+def _small(session: Session, statement: sa.Executable, params: dict[str, Any] | None) -> Result[Any]:
+    driver: sqlite_driver.OneTripConnection = session.connection().connection.dbapi_connection  # type: ignore[assignment]
+    with driver.run_together(1):
+        return session.execute(statement, params)
 
 
 _COMBINED: dict[tuple[tuple[sa.Insert, tuple[str, ...]], ...], sa.Insert] = {}
@@ -183,9 +202,9 @@ def _combined(writes: Sequence[Write]) -> tuple[sa.Insert, dict[str, Any]]:
 
 
 def _one_after_another(session: Session, writes: Sequence[Write], held: bool) -> Result[Any]:
-    if held:  # on SQLite, run together (sqlite_driver.OneTripConnection.hold_writes)
+    if held:  # on SQLite, run together (sqlite_driver.OneTripConnection.run_together)
         driver: sqlite_driver.OneTripConnection = session.connection().connection.dbapi_connection  # type: ignore[assignment]
-        with driver.hold_writes(len(writes)):
+        with driver.run_together(len(writes)):
             return _one_after_another(session, writes, False)
     result: Result[Any] | None = None
     for statement, params in writes:

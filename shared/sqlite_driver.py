@@ -10,10 +10,10 @@ mentoring booking about 19 (counted over 250 requests, its outbox relay's includ
 
 Here a statement runs open-execute-fetch-close as one function on the driver's thread: one
 trip; and a connection with no transaction open is not rolled back. The one-INSERT
-transaction now makes 3 trips (BEGIN, INSERT, COMMIT). A use case's few writes, run together
-(``OneTripConnection.hold_writes``, used by ``shared.db.execute_together``), make none: in a
-write transaction in WAL mode they cannot wait for a lock, and run on the event loop's thread.
-A booking now makes 3 trips (BEGIN, its read, COMMIT). Only the buffered cursor changes;
+transaction now makes 3 trips (BEGIN, INSERT, COMMIT). Small statements run together
+(``OneTripConnection.run_together``: ``shared.db.execute_together`` and ``execute_small``)
+make none: in a write transaction in WAL mode they cannot wait for a lock, and run on the
+event loop's thread. A booking now makes 2 trips (BEGIN, COMMIT). Only the buffered cursor changes;
 server-side cursors (``stream()``) keep SQLAlchemy's own, which fetches as it goes. Errors
 come back as before (the same sqlite3 exception, through the same ``_handle_exception``).
 
@@ -45,11 +45,11 @@ Step = tuple[str, Any, bool]  # a statement, its parameters, whether they are ma
 
 
 def _run_steps(connection: sqlite3.Connection, steps: list[Step]) -> Outcome:
-    """Statements in order (held writes); the outcome is the last one's."""
+    """Statements in order (run together); the outcome is the last one's."""
     for operation, parameters, many in steps[:-1]:
         description = _run(connection, operation, parameters, many)[0]
-        if description is not None:  # pragma: no cover - held writes are plain INSERTs
-            raise sqlite3.ProgrammingError(f"a held write returned rows: {operation[:200]}")
+        if description is not None:  # pragma: no cover - only the last one's rows are read
+            raise sqlite3.ProgrammingError(f"rows nobody reads: {operation[:200]}")
     return _run(connection, *steps[-1])
 
 
@@ -111,7 +111,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         connection = self._connection
         adapter: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
         held = adapter._held
-        if held is not None:  # writes held for one trip (OneTripConnection.hold_writes)
+        if held is not None:  # statements run together (OneTripConnection.run_together)
             held.append((operation, parameters, many))
             if len(held) < adapter._held_count:  # run with the last one
                 self._description, self._rowcount, self._lastrowid = None, -1, None
@@ -167,14 +167,15 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self.wal = False  # in WAL mode (set when the engine connects)
 
     @contextlib.contextmanager
-    def hold_writes(self, count: int) -> Iterator[None]:
+    def run_together(self, count: int) -> Iterator[None]:
         """The next ``count`` statements run together when the last of them is executed, on
-        the event loop's thread; the others return at once, with no rows, no row
-        count and no row id. For a use case's few single-row writes in a write transaction,
-        whose results nobody reads but the last's (see ``shared.db.execute_together``); an
-        error in any of them is raised by the last. (Outside a write transaction, which holds
-        the writer turn, or outside WAL mode, they go to the driver's thread together, in one
-        trip.)"""
+        the event loop's thread; the others return at once, with no rows, no row count and no
+        row id. For a handful of statements that each touch a few rows by index, in a write
+        transaction, whose results nobody reads but the last's (``shared.db.execute_together``,
+        ``shared.db.execute_small``): under the write lock, in WAL mode, they cannot wait for a
+        lock, and cost less than a trip's two thread wake-ups. An error in any of them is raised
+        by the last. (Outside a write transaction, which holds the writer turn, or outside WAL
+        mode, they go to the driver's thread together, in one trip.)"""
         self._held, self._held_count = [], count
         try:
             yield

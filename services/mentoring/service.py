@@ -64,7 +64,7 @@ from services.mentoring.schemas import (
 )
 from services.mentoring.settings import MentoringSettings
 from shared import outbox
-from shared.db import execute_together
+from shared.db import execute_small, execute_together
 from shared.events import CloudEvent, new_event
 from shared.http import decode_cursor, encode_cursor
 from shared.idempotency import STORED_FINGERPRINT, Idempotency
@@ -906,7 +906,9 @@ async def _mentor_and_around(
     if idempotency is not None and idempotency.key is not None:
         statement = _MENTOR_AND_AROUND_KEYED
         params |= idempotency.lookup_params()
-    rows = (await session.execute(statement, params)).all()
+    # One mentor and the sessions of a few days around the booking (by index): small enough
+    # to run without a trip to the driver's thread.
+    rows = (await execute_small(session, statement, params)).all()
     if not rows:
         return None, [], None
     near = [_Near(*row[-len(_NEAR_COLUMNS) :]) for row in rows if row.near_id is not None]

@@ -13,7 +13,7 @@ import aiosqlite
 import pytest
 import sqlalchemy as sa
 
-from shared.db import Database, execute_together, new_metadata
+from shared.db import Database, execute_small, execute_together, new_metadata
 
 items = sa.Table(
     "items",
@@ -242,3 +242,19 @@ async def test_a_writer_cancelled_at_any_moment_leaves_the_next_writer_a_clean_c
     async with database.transaction(write=False) as session:
         after = await session.scalar(sa.select(sa.func.count()).where(items.c.name == "after"))
     assert after == 200
+
+
+async def test_a_small_statement_makes_no_trip_in_a_write_transaction_and_one_in_a_read(
+    database: Database, trips: list[str]
+) -> None:
+    query = sa.select(items.c.name).where(items.c.id == sa.bindparam("id"))
+    async with database.transaction() as session:
+        await session.execute(sa.insert(items), {"id": 1, "name": "a"})
+        trips.clear()
+        assert (await execute_small(session, query, {"id": 1})).scalar_one() == "a"
+        assert trips == []  # under the write lock: on the event loop
+    async with database.transaction(write=False) as session:
+        await session.execute(sa.select(1))
+        trips.clear()
+        assert (await execute_small(session, query, {"id": 1})).scalar_one() == "a"
+        assert trips == ["_run_steps"]  # a reader holds no lock: on the driver's thread
