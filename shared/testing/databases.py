@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import sqlite3
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -24,6 +25,22 @@ Prepare = Callable[[str], Awaitable[None]]
 T = TypeVar("T")
 
 POSTGRES_ENV = "SEEDBED_TEST_POSTGRES_URL"
+
+
+def sqlite_write_lock_held(url: str) -> bool:
+    """Whether another connection is refused the write lock of the SQLite database at ``url``
+    right now (a probe: ``BEGIN IMMEDIATE`` without waiting, then ``ROLLBACK``)."""
+    path = make_url(url).database
+    assert path, "a SQLite file database"
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        probe.close()
 
 
 def postgres_admin_url() -> str | None:

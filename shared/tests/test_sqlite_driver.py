@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from shared.db import Database, execute_small, execute_together, new_metadata
+from shared.testing.databases import sqlite_write_lock_held
 
 items = sa.Table(
     "items",
@@ -47,18 +47,7 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def write_lock_free(database: Database) -> bool:
-    """Whether another connection could take SQLite's write lock right now."""
-    path = database.engine.url.database
-    assert path is not None
-    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
-    try:
-        probe.execute("BEGIN IMMEDIATE")
-        probe.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        probe.close()
+    return not sqlite_write_lock_held(database.url)
 
 
 async def test_a_write_transaction_costs_one_trip_per_statement(database: Database, trips: list[str]) -> None:

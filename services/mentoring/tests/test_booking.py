@@ -4,7 +4,6 @@ limits and capacity, idempotent retries, and the SQLite write lock taken before 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 from datetime import timedelta
 
@@ -13,7 +12,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
 from services.mentoring.tests.helpers import (
     ANCHOR,
@@ -29,6 +27,7 @@ from services.mentoring.tests.helpers import (
 )
 from shared.db import utcnow
 from shared.idempotency import idempotency_table
+from shared.testing.databases import sqlite_write_lock_held
 
 
 async def test_a_free_slot_is_booked_and_announced(app, staff: httpx.AsyncClient, nats_url: str) -> None:
@@ -221,19 +220,9 @@ async def test_who_may_book(as_principal, staff: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 async def test_on_sqlite_the_booking_takes_the_write_lock_before_it_checks_the_slot(app, staff) -> None:
     ada = await create_mentor(staff)
-    path = make_url(app.state.database.url).database
 
     def write_lock_held() -> bool:
-        """Whether another connection is refused SQLite's write lock right now."""
-        probe = sqlite3.connect(path, timeout=0, isolation_level=None)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            return False
-        except sqlite3.OperationalError:
-            return True
-        finally:
-            probe.close()
+        return sqlite_write_lock_held(app.state.database.url)
 
     statements: list[tuple[int, str, bool]] = []
 
