@@ -135,34 +135,37 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Re
 
     On PostgreSQL they are one statement (each but the last a data-modifying CTE, all of them
     run): one round trip instead of one each. On SQLite they are still statements of their
-    own, run together when the last is executed: in a write transaction on the event loop's
-    thread (sqlite_driver.OneTripConnection.run_together), otherwise in one trip to the driver's
-    thread. Either way a failure of any of them fails the call (raised as the last statement's),
-    and the transaction with it."""
-    if len(writes) > 1 and session.get_bind().dialect.name == "postgresql":
-        combined, params = _combined(writes)
-        return await session.execute(combined, params)
-    held = len(writes) > 1 and session.get_bind().dialect.name == "sqlite"
-    return await session.run_sync(_one_after_another, writes, held)  # one greenlet for them all
+    own, run together when the last is executed (:func:`_run_together`). Either way a failure
+    of any of them fails the call (raised as the last statement's), and the transaction with it."""
+    assert writes and not any(statement._returning for statement, _ in writes), "INSERTs, no RETURNING"
+    if session.get_bind().dialect.name == "sqlite":
+        return await session.run_sync(_run_together, writes)
+    if len(writes) == 1:
+        return await session.execute(*writes[0])
+    combined, params = _combined(writes)
+    return await session.execute(combined, params)
 
 
 async def execute_small(
     session: AsyncSession, statement: sa.Executable, params: dict[str, Any] | None = None
 ) -> Result[Any]:
-    """Run a statement that touches a handful of rows by index (a use case's first read, say).
-
-    On SQLite, in a write transaction, it runs on the event loop's thread rather than making a
-    trip to the driver's (sqlite_driver.OneTripConnection.run_together); elsewhere, as
-    ``session.execute``. Never for a statement whose size depends on the data."""
-    if session.get_bind().dialect.name != "sqlite":
-        return await session.execute(statement, params)
-    return await session.run_sync(_small, statement, params)
+    """Run a statement that touches a handful of rows by index (a use case's first read, say):
+    on SQLite as :func:`_run_together` runs it, elsewhere as ``session.execute``. Never for a
+    statement whose size depends on the data."""
+    if session.get_bind().dialect.name == "sqlite":
+        return await session.run_sync(_run_together, [(statement, params)])
+    return await session.execute(statement, params)
 
 
-def _small(session: Session, statement: sa.Executable, params: dict[str, Any] | None) -> Result[Any]:
+def _run_together(session: Session, statements: Sequence[tuple[sa.Executable, Any]]) -> Result[Any]:
+    """SQLite, in one greenlet: the statements go to the driver together when the last is
+    executed; in a write transaction they run on the event loop's thread, otherwise in one trip
+    to the driver's (sqlite_driver.OneTripConnection.run_together)."""
     driver: sqlite_driver.OneTripConnection = session.connection().connection.dbapi_connection  # type: ignore[assignment]
-    with driver.run_together(1):
-        return session.execute(statement, params)
+    with driver.run_together(len(statements)):
+        for statement, params in statements:
+            result = session.execute(statement, params)
+    return result
 
 
 _COMBINED: dict[tuple[tuple[sa.Insert, tuple[str, ...]], ...], sa.Insert] = {}
@@ -199,19 +202,6 @@ def _combined(writes: Sequence[Write]) -> tuple[sa.Insert, dict[str, Any]]:
             else:
                 assert params.setdefault(name, value) == value, f"two values for {name}"
     return combined, params
-
-
-def _one_after_another(session: Session, writes: Sequence[Write], held: bool) -> Result[Any]:
-    if held:  # on SQLite, run together (sqlite_driver.OneTripConnection.run_together)
-        driver: sqlite_driver.OneTripConnection = session.connection().connection.dbapi_connection  # type: ignore[assignment]
-        with driver.run_together(len(writes)):
-            return _one_after_another(session, writes, False)
-    result: Result[Any] | None = None
-    for statement, params in writes:
-        assert not statement._returning, "execute_together is for INSERTs without RETURNING"
-        result = session.execute(statement, params)
-    assert result is not None, "nothing to write"
-    return result
 
 
 async def request_session(request: Request) -> AsyncIterator[AsyncSession]:

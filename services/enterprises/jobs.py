@@ -6,6 +6,7 @@ Every replica runs them; each run is safe alongside another (see ``service.warn_
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,12 +29,12 @@ async def run_expiry(
     (standing verifications of milestones whose renewal awaits review included)."""
     now = now or utcnow()
     warned = expired = 0
-    warnings = (service.warn_expiring, service.warn_standing_expiring)
-    for step in (*warnings, service.expire_lapsed, service.expire_standing_lapsed):
+    # The milestones' own verifications, then the standing ones (renewals awaiting review).
+    for step, standing in itertools.product((service.warn_expiring, service.expire_lapsed), (False, True)):
         while True:
             async with database.transaction() as session:
-                done = await step(session, now=now, warning=warning, batch=batch)
-            if step in warnings:
+                done = await step(session, now=now, warning=warning, batch=batch, standing=standing)
+            if step is service.warn_expiring:
                 warned += done.changed
             else:
                 expired += done.changed

@@ -242,11 +242,6 @@ def verification_in_force(m: MilestoneState, now: datetime) -> VerifiedMilestone
     return None
 
 
-def standing_verification(m: MilestoneState, now: datetime) -> bool:
-    """Verified and not lapsed, by the milestone itself or by its standing verification."""
-    return verification_in_force(m, now) is not None
-
-
 def assess(
     milestones: Iterable[MilestoneState],
     requirements: Sequence[Requirement],

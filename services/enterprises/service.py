@@ -1334,7 +1334,7 @@ async def _expiry_pass(
     after a restart never announce one twice.
     """
     m = enterprise_milestones.c
-    expiry = m.standing_expires_at if standing else m.expires_at
+    expiry = _verification_columns(standing)[1]
     candidates = list(
         (
             await session.execute(
@@ -1374,7 +1374,7 @@ async def _expiry_pass(
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 continue
             definition = await get_definition(session, row.code)
-            lapses = row.standing_expires_at if standing else row.expires_at
+            lapses = row._mapping[expiry.key]
             expires = lapses.isoformat() if lapses else "?"
             await _after_milestone_change(
                 session,
@@ -1398,99 +1398,72 @@ async def _expiry_pass(
     return ExpiryPass(changed, len(candidates), len(claimed))
 
 
-async def warn_expiring(
-    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500
-) -> ExpiryPass:
-    """Send ``milestone.expiring`` once per verification entering the warning window."""
+def _verification_columns(standing: bool) -> tuple[sa.ColumnElement[bool], Any, Any]:
+    """What marks a verification, its expiry and its warned flag: the milestone's own, or the
+    standing one kept while its renewal awaits review."""
     m = enterprise_milestones.c
+    if standing:
+        return m.standing_verified_at.is_not(None), m.standing_expires_at, m.standing_expiry_warned
+    return m.status == "verified", m.expires_at, m.expiry_warned
+
+
+async def warn_expiring(
+    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500, standing: bool = False
+) -> ExpiryPass:
+    """Send ``milestone.expiring`` once per verification entering the warning window.
+
+    ``standing``: the standing verifications of milestones whose renewal awaits review; one
+    that was warned of before its renewal is not warned again."""
+    verified, expires_at, warned = _verification_columns(standing)
     due = [
-        m.status == "verified",
-        m.expiry_warned.is_(False),
-        m.expires_at.is_not(None),
-        m.expires_at > now,
-        m.expires_at <= now + warning,
+        verified,
+        warned.is_(False),
+        expires_at.is_not(None),
+        expires_at > now,
+        expires_at <= now + warning,
     ]
     return await _expiry_pass(
         session,
         due,
-        claim={"expiry_warned": True},
+        claim={warned.key: True},
         now=now,
         warning=warning,
         batch=batch,
-        action="milestone_expiring",
+        action="standing_verification_expiring" if standing else "milestone_expiring",
         event_type=ev.MILESTONE_EXPIRING,
-        note="expires at {expires_at}",
+        note=(
+            "the verification standing while its renewal is reviewed expires at {expires_at}"
+            if standing
+            else "expires at {expires_at}"
+        ),
+        standing=standing,
     )
 
 
 async def expire_lapsed(
-    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500
+    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500, standing: bool = False
 ) -> ExpiryPass:
-    """Mark verified milestones whose expiry passed as ``expired``, once each, and announce it."""
-    m = enterprise_milestones.c
-    due = [m.status == "verified", m.expires_at.is_not(None), m.expires_at <= now]
+    """Mark verified milestones whose expiry passed as ``expired``, once each, and announce it.
+
+    ``standing``: drop the standing verifications whose expiry passed while their renewal is
+    still pending (``milestone.expired``); the renewal stays as it is."""
+    verified, expires_at, _ = _verification_columns(standing)
+    due = [verified, expires_at.is_not(None), expires_at <= now]
     return await _expiry_pass(
         session,
         due,
-        claim={"status": "expired"},
+        claim=_NO_STANDING if standing else {"status": "expired"},
         now=now,
         warning=warning,
         batch=batch,
-        action=None,
-        event_type=None,
-        note="lapsed at {expires_at}",
-    )
-
-
-async def warn_standing_expiring(
-    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500
-) -> ExpiryPass:
-    """Send ``milestone.expiring`` once per standing verification (its renewal still pending)
-    entering the warning window; one that was warned of before its renewal is not warned again."""
-    m = enterprise_milestones.c
-    due = [
-        m.standing_verified_at.is_not(None),
-        m.standing_expiry_warned.is_(False),
-        m.standing_expires_at.is_not(None),
-        m.standing_expires_at > now,
-        m.standing_expires_at <= now + warning,
-    ]
-    return await _expiry_pass(
-        session,
-        due,
-        claim={"standing_expiry_warned": True},
-        now=now,
-        warning=warning,
-        batch=batch,
-        action="standing_verification_expiring",
-        event_type=ev.MILESTONE_EXPIRING,
-        note="the verification standing while its renewal is reviewed expires at {expires_at}",
-        standing=True,
-    )
-
-
-async def expire_standing_lapsed(
-    session: AsyncSession, *, now: datetime, warning: timedelta, batch: int = 500
-) -> ExpiryPass:
-    """Drop standing verifications whose expiry passed while their renewal is still pending,
-    once each, and announce it (``milestone.expired``); the renewal stays as it is."""
-    m = enterprise_milestones.c
-    due = [
-        m.standing_verified_at.is_not(None),
-        m.standing_expires_at.is_not(None),
-        m.standing_expires_at <= now,
-    ]
-    return await _expiry_pass(
-        session,
-        due,
-        claim=_NO_STANDING,
-        now=now,
-        warning=warning,
-        batch=batch,
-        action="standing_verification_expired",
-        event_type=ev.MILESTONE_EXPIRED,
-        note="the verification standing while its renewal is reviewed lapsed at {expires_at}",
-        standing=True,
+        action="standing_verification_expired" if standing else None,
+        event_type=ev.MILESTONE_EXPIRED if standing else None,
+        note=(
+            "the verification standing while its renewal is reviewed lapsed at {expires_at}"
+            if standing
+            else "lapsed at {expires_at}"
+        ),
+        standing=standing,
     )
 
 

@@ -18,7 +18,7 @@ from services.enterprises.readiness import (
     assess,
     overall_requirements,
     rule_errors,
-    standing_verification,
+    verification_in_force,
 )
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -72,7 +72,7 @@ def test_adding_a_verified_unexpired_milestone_never_lowers_the_score(
     if expires_at is not None and expires_at <= NOW:
         expires_at = NOW + timedelta(days=1)
     # Adding: the code had no standing verification (replacing one with less cover is not adding).
-    assume(not any(m.code == code and standing_verification(m, NOW) for m in ms))
+    assume(not any(m.code == code and verification_in_force(m, NOW) is not None for m in ms))
     before = assess(ms, reqs, now=NOW, warning=WARNING)
     others = [m for m in ms if m.code != code]
     after = assess(
