@@ -70,6 +70,15 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: 
         cursor.close()
 
 
+class PreparedStatementFailed(Exception):
+    """Statement ``index`` of :meth:`OneTripConnection.run_prepared` failed with ``error``."""
+
+    def __init__(self, index: int, error: sqlite3.Error) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """A buffered cursor whose statements each cost one trip to the driver's thread."""
 
@@ -181,6 +190,29 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             yield
         finally:
             self._held, self._held_count = None, 0
+
+    @property
+    def runs_on_loop(self) -> bool:
+        """Whether statements may run on the event loop's thread now: in a write transaction
+        (the writer turn held) in WAL mode, with no trip of this connection under way."""
+        return self._holds_turn and self.wal and not self._execute_mutex.locked()
+
+    def run_prepared(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> int:
+        """Run ready-made statements (SQL and positional parameters, bound by the caller) in
+        order on the event loop's thread, as :meth:`run_together` runs its statements; only
+        while :attr:`runs_on_loop`. Returns the last one's row count; a sqlite3 error comes as
+        :class:`PreparedStatementFailed`, naming the statement."""
+        assert self.runs_on_loop, "only in a write transaction, in WAL mode"
+        cursor = self._connection._conn.cursor()
+        try:
+            for index, (operation, parameters) in enumerate(statements):
+                try:
+                    cursor.execute(operation, parameters)
+                except sqlite3.Error as exc:
+                    raise PreparedStatementFailed(index, exc) from exc
+            return cursor.rowcount
+        finally:
+            cursor.close()
 
     def begin(self, *, immediate: bool) -> None:
         """``BEGIN`` or, for a writer, ``BEGIN IMMEDIATE`` after taking the turn."""

@@ -1,0 +1,184 @@
+"""SQLite: a use case's INSERTs run together without SQLAlchemy's work per execution
+(``shared.db._prepared_insert``), and land exactly as SQLAlchemy would have written them."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from shared.db import Database, UtcDateTime, execute_together, new_metadata
+from shared.idempotency import Idempotency, idempotency_table
+
+metadata = new_metadata()
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("tags", sa.JSON, nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("tries", sa.Integer, nullable=False, server_default="0"),
+)
+defaulted = sa.Table(
+    "defaulted",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False, default="python-side"),
+)
+INSERT_RECORD = sa.insert(records)
+INSERT_DEFAULTED = sa.insert(defaulted)
+WHEN = datetime(2027, 3, 28, 0, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'prepared.db'}")
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        await conn.run_sync(idempotency_table.create)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+def executions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """The statements that went through SQLAlchemy's ``Session.execute``."""
+    seen: list[Any] = []
+    real = Session.execute
+
+    def counted(self: Session, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(statement)
+        return real(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "execute", counted)
+    yield seen
+
+
+def record(n: int, **changes: Any) -> dict[str, Any]:
+    values = {
+        "id": uuid.UUID(int=n),
+        "at": WHEN + timedelta(minutes=n),
+        "tags": ["legal", {"n": n}],
+        "body": bytes([n]) * 3,
+        "note": None,
+    }
+    return values | changes
+
+
+async def stored(database: Database) -> list[Any]:
+    async with database.transaction(write=False) as session:
+        return list((await session.execute(sa.select(records).order_by(records.c.at))).all())
+
+
+def raw_rows(database: Database) -> list[tuple[Any, ...]]:
+    """The rows as SQLite holds them (the text and bytes the types wrote)."""
+    with sqlite3.connect(database.url.removeprefix("sqlite+aiosqlite:///")) as raw:
+        return raw.execute("SELECT * FROM records ORDER BY at").fetchall()
+
+
+async def test_inserts_run_together_land_as_sqlalchemy_writes_them(
+    database: Database, executions: list[Any]
+) -> None:
+    async with database.transaction() as session:
+        await session.execute(sa.select(1))  # the transaction begins; what follows is the use case's
+        executions.clear()
+        result = await execute_together(session, [(INSERT_RECORD, record(1)), (INSERT_RECORD, record(2))])
+        assert executions == []  # neither went through SQLAlchemy's execution
+        assert result.rowcount == 1
+    rows = await stored(database)
+    assert [row.id for row in rows] == [uuid.UUID(int=1), uuid.UUID(int=2)]
+    first = rows[0]
+    assert first.at == WHEN + timedelta(minutes=1) and first.at.tzinfo is UTC
+    assert first.tags == ["legal", {"n": 1}] and first.body == b"\x01\x01\x01"
+    assert first.note is None and first.tries == 0  # the server default applies
+    prepared = raw_rows(database)
+    async with database.transaction() as session:  # the same rows again, through SQLAlchemy
+        await session.execute(sa.delete(records))
+        for n in (1, 2):
+            await session.execute(INSERT_RECORD, record(n))
+    assert raw_rows(database) == prepared
+
+
+async def test_a_failing_insert_is_an_integrity_error_naming_it_and_nothing_lands(database: Database) -> None:
+    async with database.transaction() as session:
+        await execute_together(session, [(INSERT_RECORD, record(1))])
+    with pytest.raises(sa.exc.IntegrityError) as failed:
+        async with database.transaction() as session:
+            await execute_together(
+                session, [(INSERT_RECORD, record(2)), (INSERT_RECORD, record(1)), (INSERT_RECORD, record(3))]
+            )
+    assert isinstance(failed.value.orig, sqlite3.IntegrityError)
+    assert "INSERT INTO records" in str(failed.value.statement)
+    assert [row.id for row in await stored(database)] == [uuid.UUID(int=1)]
+    async with database.transaction() as session:  # the connection is fine for the next writer
+        await execute_together(session, [(INSERT_RECORD, record(4))])
+    assert len(await stored(database)) == 2
+
+
+async def test_a_value_its_type_refuses_is_a_statement_error_and_nothing_lands(database: Database) -> None:
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"):
+        async with database.transaction() as session:
+            await execute_together(
+                session, [(INSERT_RECORD, record(1)), (INSERT_RECORD, record(2, at=datetime(2027, 1, 1)))]
+            )
+    assert await stored(database) == []
+
+
+async def test_python_side_defaults_take_sqlalchemys_path(database: Database, executions: list[Any]) -> None:
+    async with database.transaction() as session:
+        await session.execute(sa.select(1))
+        executions.clear()
+        await execute_together(session, [(INSERT_RECORD, record(1)), (INSERT_DEFAULTED, {"id": 1})])
+        assert len(executions) == 2  # one of them needs SQLAlchemy: both go its way, together
+    async with database.transaction(write=False) as session:
+        assert await session.scalar(sa.select(defaulted.c.kind)) == "python-side"
+
+
+async def test_a_listener_on_statements_sees_every_insert(database: Database) -> None:
+    seen: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(database.engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        async with database.transaction() as session:
+            await execute_together(session, [(INSERT_RECORD, record(1)), (INSERT_RECORD, record(2))])
+    finally:
+        sa.event.remove(database.engine.sync_engine, "before_cursor_execute", listener)
+    assert sum("INSERT INTO records" in statement for statement in seen) == 2
+
+
+async def test_a_read_transaction_never_runs_them_on_the_loop(
+    database: Database, executions: list[Any]
+) -> None:
+    async with database.transaction(write=False) as session:
+        await session.execute(sa.select(1))
+        executions.clear()
+        await execute_together(session, [(INSERT_RECORD, record(1))])
+        # No writer turn held: it may have to wait for SQLite's lock, so it goes to the
+        # driver's thread, through SQLAlchemy.
+        assert len(executions) == 1
+
+
+async def test_an_idempotency_record_counts_no_row_when_a_fresh_one_is_there(database: Database) -> None:
+    keyed = Idempotency("key-1", "staff::t", "fingerprint")
+    response = JSONResponse({"id": 1}, status_code=201)
+    async with database.transaction() as session:
+        record_write = keyed.record(session, response)
+        assert record_write is not None
+        assert (await execute_together(session, [record_write])).rowcount == 1
+    async with database.transaction() as session:
+        record_write = keyed.record(session, response)
+        assert record_write is not None
+        assert (await execute_together(session, [record_write])).rowcount == 0  # the upsert's WHERE
