@@ -8,6 +8,7 @@ principal reaches only a calendar feed, with its secret token.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -63,28 +64,35 @@ API = "/api/v1"
 # All async: FastAPI runs a plain ``def`` dependency in the threadpool, a thread hop per request.
 
 
-async def _now(request: Request) -> datetime:
-    now: datetime = request.app.state.clock()
-    return now
-
-
-async def _settings(request: Request) -> MentoringSettings:
-    settings: MentoringSettings = request.app.state.mentoring_settings
-    return settings
-
-
-NowDep = Annotated[datetime, Depends(_now)]
-SettingsDep = Annotated[MentoringSettings, Depends(_settings)]
-
-
-async def _signed_in(principal: PrincipalDep) -> Principal:
+def _signed_in_principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal  # verified by the kit's PrincipalMiddleware
     # The gateway sends "public" only for a calendar feed; everything else needs a credential.
     if principal.role == "public":
         raise Problem(401, "Unauthorized", "This route needs a credential.", type="unauthorized")
     return principal
 
 
+async def _signed_in(request: Request) -> Principal:
+    return _signed_in_principal(request)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who asks (signed in), the service clock's time and the settings: one dependency for the
+    three, as FastAPI resolves every dependency of a route on every request."""
+
+    principal: Principal
+    now: datetime
+    settings: MentoringSettings
+
+
+async def _context(request: Request) -> Context:
+    state = request.app.state
+    return Context(_signed_in_principal(request), state.clock(), state.mentoring_settings)
+
+
 Caller = Annotated[Principal, Depends(_signed_in)]
+ContextDep = Annotated[Context, Depends(_context)]
 PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
 
@@ -237,8 +245,9 @@ async def _mentor(db: SessionDep, mentor_id: uuid.UUID, *, lock: bool = False) -
     "/mentors", status_code=201, response_model=MentorOut, tags=["mentors"], summary="Register a mentor"
 )
 async def register_mentor(
-    body: MentorIn, principal: Caller, db: SessionDep, idempotency: IdempotencyDep, now: NowDep
+    body: MentorIn, ctx: ContextDep, db: SessionDep, idempotency: IdempotencyDep
 ) -> Response:
+    principal, now = ctx.principal, ctx.now
     _allow(principal, "staff")
     if (replay := await idempotency.replay(db)) is not None:
         return replay
@@ -296,13 +305,12 @@ def _tags(values: list[str]) -> list[str]:
     summary="Mentors for an enterprise: expertise against its open milestones, then capacity",
 )
 async def recommend_mentors(
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
-    now: NowDep,
-    settings: SettingsDep,
     enterprise_id: uuid.UUID,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> Recommendations:
+    principal, now, settings = ctx.principal, ctx.now, ctx.settings
     _allow(principal, "staff", "enterprise", "mentor")
     if principal.role == "enterprise" and not principal.owns("enterprise", enterprise_id):
         raise not_found("Enterprise", enterprise_id)
@@ -348,12 +356,12 @@ async def get_mentor(
 async def update_mentor(
     mentor_id: uuid.UUID,
     body: MentorPatch,
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
     request: Request,
     response: Response,
-    now: NowDep,
 ) -> MentorOut:
+    principal, now = ctx.principal, ctx.now
     _allow(principal, "staff", "mentor")
     _allow_mentor_owner(principal, mentor_id)
     mentor = await _mentor(db, mentor_id, lock=True)
@@ -387,12 +395,12 @@ async def get_availability(
 async def set_availability(
     mentor_id: uuid.UUID,
     body: AvailabilityIn,
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
     request: Request,
     response: Response,
-    now: NowDep,
 ) -> AvailabilityOut:
+    principal, now = ctx.principal, ctx.now
     _allow(principal, "staff", "mentor")
     _allow_mentor_owner(principal, mentor_id)
     if errors := body.problems():
@@ -411,8 +419,9 @@ async def set_availability(
     summary="Rotate the secret calendar feed URL (the previous one stops working at once)",
 )
 async def rotate_calendar_token(
-    mentor_id: uuid.UUID, principal: Caller, db: SessionDep, now: NowDep, response: Response
+    mentor_id: uuid.UUID, ctx: ContextDep, db: SessionDep, response: Response
 ) -> CalendarTokenOut:
+    principal, now = ctx.principal, ctx.now
     _allow(principal, "staff", "mentor")
     _allow_mentor_owner(principal, mentor_id)
     mentor = await _mentor(db, mentor_id, lock=True)
@@ -432,9 +441,8 @@ async def rotate_calendar_token(
     tags=["calendars"],
     summary="Turn the calendar feed URL off",
 )
-async def revoke_calendar_token(
-    mentor_id: uuid.UUID, principal: Caller, db: SessionDep, now: NowDep
-) -> Response:
+async def revoke_calendar_token(mentor_id: uuid.UUID, ctx: ContextDep, db: SessionDep) -> Response:
+    principal, now = ctx.principal, ctx.now
     _allow(principal, "staff", "mentor")
     _allow_mentor_owner(principal, mentor_id)
     mentor = await _mentor(db, mentor_id, lock=True)
@@ -453,8 +461,7 @@ async def mentor_calendar(
     mentor_id: uuid.UUID,
     principal: PrincipalDep,
     db: SessionDep,
-    now: NowDep,
-    settings: SettingsDep,
+    request: Request,
     token: str | None = None,
 ) -> Response:
     if principal.role == "public":
@@ -467,7 +474,8 @@ async def mentor_calendar(
         _allow(principal, "staff", "mentor")
         _allow_mentor_owner(principal, mentor_id)
         mentor = await _mentor(db, mentor_id)
-    body = await service.mentor_feed(db, mentor, now=now, settings=settings)
+    state = request.app.state
+    body = await service.mentor_feed(db, mentor, now=state.clock(), settings=state.mentoring_settings)
     return Response(
         body,
         media_type=calendars.CONTENT_TYPE,
@@ -489,14 +497,13 @@ async def mentor_calendar(
 )
 async def mentor_slots(
     mentor_id: uuid.UUID,
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
-    now: NowDep,
-    settings: SettingsDep,
     start: Annotated[str, Query(description="RFC 3339 with offset, or a date (local midnight)")],
     end: Annotated[str, Query(description="RFC 3339 with offset, or a date (local midnight), exclusive")],
     duration_minutes: Annotated[int, Query(ge=5, le=480)],
 ) -> MentorSlots:
+    principal, now, settings = ctx.principal, ctx.now, ctx.settings
     _allow(principal, *MENTOR_READERS)
     range_start, range_end = _required_time(start, "start"), _required_time(end, "end")
     mentor = await _mentor(db, mentor_id)
@@ -527,10 +534,8 @@ async def mentor_slots(
     summary="Free slots of several mentors at once (any mentor with an expertise), soonest first",
 )
 async def slots_of_mentors(
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
-    now: NowDep,
-    settings: SettingsDep,
     start: Annotated[
         str, Query(description="RFC 3339 with offset, or a date (each mentor's local midnight)")
     ],
@@ -541,6 +546,7 @@ async def slots_of_mentors(
     limit: PageLimit = 200,
     cursor: str | None = None,
 ) -> SlotPage:
+    principal, now, settings = ctx.principal, ctx.now, ctx.settings
     _allow(principal, *MENTOR_READERS)
     items, next_cursor = await service.slots_of_mentors(
         db,
@@ -585,12 +591,11 @@ def _session_location(session_id: uuid.UUID) -> str:
 )
 async def book_session(
     body: SessionIn,
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
     idempotency: IdempotencyDep,
-    now: NowDep,
-    settings: SettingsDep,
 ) -> Response:
+    principal, now, settings = ctx.principal, ctx.now, ctx.settings
     _allow(principal, "staff", "enterprise", "mentor")
     if principal.role == "enterprise" and not principal.owns("enterprise", body.enterprise_id):
         raise forbidden("An enterprise books sessions for itself only.")
@@ -725,12 +730,12 @@ def _changed(row: Row[Any], response: Response) -> SessionOut:
 async def cancel_session(
     session_id: uuid.UUID,
     body: CancelIn,
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
     request: Request,
     response: Response,
-    now: NowDep,
 ) -> SessionOut:
+    principal, now = ctx.principal, ctx.now
     row = await _session_for(db, principal, session_id, lock=True)
     check_if_match(request, etag(row.sequence))
     return _changed(await service.cancel_session(db, row, principal=principal, data=body, now=now), response)
@@ -745,13 +750,12 @@ async def cancel_session(
 async def reschedule_session(
     session_id: uuid.UUID,
     body: RescheduleIn,
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
     request: Request,
     response: Response,
-    now: NowDep,
-    settings: SettingsDep,
 ) -> SessionOut:
+    principal, now, settings = ctx.principal, ctx.now, ctx.settings
     row = await _session_for(db, principal, session_id, lock=True)
     check_if_match(request, etag(row.sequence))
     moved = await service.reschedule_session(
@@ -769,12 +773,12 @@ async def reschedule_session(
 async def complete_session(
     session_id: uuid.UUID,
     body: CompleteIn,
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
     request: Request,
     response: Response,
-    now: NowDep,
 ) -> SessionOut:
+    principal, now = ctx.principal, ctx.now
     row = await _session_for(db, principal, session_id, lock=True, mentor_only=True)
     check_if_match(request, etag(row.sequence))
     return _changed(await service.complete_session(db, row, data=body, now=now), response)
@@ -789,12 +793,12 @@ async def complete_session(
 async def record_no_show(
     session_id: uuid.UUID,
     body: NoShowIn,
-    principal: Caller,
+    ctx: ContextDep,
     db: SessionDep,
     request: Request,
     response: Response,
-    now: NowDep,
 ) -> SessionOut:
+    principal, now = ctx.principal, ctx.now
     row = await _session_for(db, principal, session_id, lock=True, mentor_only=True)
     check_if_match(request, etag(row.sequence))
     return _changed(await service.record_no_show(db, row, data=body, now=now), response)
