@@ -8,10 +8,8 @@ PostgreSQL runs on asyncpg with a pool sized for concurrency.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
@@ -130,8 +128,8 @@ class Database:
 
 Write = tuple[sa.Insert, dict[str, Any]]
 """An INSERT and its parameters (the columns' values, and any other bound parameter). The
-statement is built once, at import, and reused: on SQLite it is compiled once per statement
-(:func:`_prepared_insert`)."""
+statement is built once, at import, and reused: on SQLite it is compiled once
+(``sqlite_driver.prepare``)."""
 
 
 class Written(Protocol):
@@ -171,122 +169,20 @@ async def execute_small(
 def _run_together(session: Session, statements: Sequence[tuple[sa.Executable, Any]]) -> Any:
     """SQLite, in one greenlet: the statements go to the driver together when the last is
     executed; in a write transaction they run on the event loop's thread, otherwise in one trip
-    to the driver's (sqlite_driver.OneTripConnection.run_together). INSERTs that nobody watches
-    run as :func:`_prepared_insert` made them, without SQLAlchemy's work per execution."""
+    to the driver's (sqlite_driver.OneTripConnection.run_together). In a write transaction,
+    statements that nobody watches run as ``sqlite_driver.prepare`` made them, without
+    SQLAlchemy's work per execution."""
     connection = session.connection()
     driver: sqlite_driver.OneTripConnection = connection.connection.dbapi_connection  # type: ignore[assignment]
-    if driver.runs_on_loop and not _watched(session, connection):
-        prepared = [
-            _prepared_insert(connection.dialect, statement, params) for statement, params in statements
-        ]
-        if all(insert is not None for insert in prepared):
-            return _run_prepared(driver, prepared, statements)  # type: ignore[arg-type]
+    if driver.runs_on_loop and not sqlite_driver.watched(session, connection):
+        dialect = connection.dialect
+        prepared = [sqlite_driver.prepare(dialect, statement, params) for statement, params in statements]
+        if all(statement is not None for statement in prepared):
+            return driver.run_prepared(prepared, [params for _, params in statements])  # type: ignore[arg-type]
     with driver.run_together(len(statements)):
         for statement, params in statements:
             result = session.execute(statement, params)
     return result
-
-
-def _watched(session: Session, connection: Connection) -> bool:
-    """Whether anything listens to statements being executed (instrumentation, a test, echo):
-    then every statement takes SQLAlchemy's own path, so that they see it."""
-    events, dialect = connection.dispatch, connection.dialect.dispatch
-    return bool(
-        connection.engine.echo
-        or events.before_execute
-        or events.after_execute
-        or events.before_cursor_execute
-        or events.after_cursor_execute
-        or dialect.do_execute
-        or dialect.handle_error
-        or session.dispatch.do_orm_execute
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _PreparedInsert:
-    """An INSERT compiled once for one set of parameter names: its SQL, and for each positional
-    parameter the name it is read from (None for a value fixed in the statement) and the bind
-    processor of its type."""
-
-    sql: str
-    parameters: tuple[tuple[str | None, Callable[[Any], Any] | None, Any], ...]
-
-    def bind(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            fixed if name is None else (process(values[name]) if process else values[name])
-            for name, process, fixed in self.parameters
-        )
-
-
-_PREPARED: dict[tuple[sa.Executable, tuple[str, ...]], _PreparedInsert | None] = {}
-
-
-def _prepared_insert(dialect: sa.Dialect, statement: sa.Executable, params: Any) -> _PreparedInsert | None:
-    """SQLite: ``statement`` compiled by SQLAlchemy for these parameter names, with what binding
-    them needs, or None where only SQLAlchemy's own execution will do (not an INSERT, Python-side
-    column defaults to compute, parameters expanded or rendered at execution). Made once per
-    statement and names: statements are built once, at import."""
-    if not isinstance(statement, sa.Insert) or not isinstance(params, dict):
-        return None
-    key = (statement, tuple(params))
-    try:
-        return _PREPARED[key]
-    except KeyError:
-        pass
-    prepared = None
-    compiled = statement.compile(dialect=dialect, column_keys=[n for n in params if n in statement.table.c])
-    simple = not (
-        compiled.insert_prefetch
-        or compiled.returning
-        or compiled.literal_execute_params
-        or compiled.post_compile_params
-        or compiled.positiontup is None
-    )
-    if simple:
-        processors = compiled._bind_processors
-        parameters: list[tuple[str | None, Callable[[Any], Any] | None, Any]] = []
-        for name in compiled.positiontup or ():
-            process = processors.get(name)
-            bind = compiled.binds[name]
-            if name in params:
-                parameters.append((name, process, None))
-            elif bind.required or bind.callable is not None or bind.expanding:
-                simple = False  # a value SQLAlchemy asks for, or computes, at execution
-                break
-            else:
-                parameters.append((None, None, process(bind.value) if process else bind.value))
-        if simple:
-            prepared = _PreparedInsert(compiled.string, tuple(parameters))
-    if len(_PREPARED) >= 256:  # a few statements per service; never grow without bound
-        _PREPARED.clear()
-    _PREPARED[key] = prepared
-    return prepared
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    rowcount: int
-
-
-def _run_prepared(
-    driver: sqlite_driver.OneTripConnection,
-    prepared: Sequence[_PreparedInsert],
-    statements: Sequence[tuple[sa.Executable, dict[str, Any]]],
-) -> _Outcome:
-    """Bind and run prepared INSERTs on the event loop's thread; errors are raised as
-    SQLAlchemy raises them (``sa.exc.IntegrityError`` with the sqlite3 error as ``orig``)."""
-    steps: list[tuple[str, tuple[Any, ...]]] = []
-    for insert, (_statement, values) in zip(prepared, statements, strict=True):
-        try:
-            steps.append((insert.sql, insert.bind(values)))
-        except Exception as exc:  # a value its type refuses (a naive datetime, say)
-            raise sa.exc.StatementError(str(exc), insert.sql, values, exc) from exc
-    try:
-        return _Outcome(driver.run_prepared(steps))
-    except sqlite_driver.PreparedStatementFailed as failed:
-        sql, parameters = steps[failed.index]
-        raise sa.exc.DBAPIError.instance(sql, parameters, failed.error, sqlite3.Error) from failed.error
 
 
 _COMBINED: dict[tuple[tuple[sa.Insert, tuple[str, ...]], ...], sa.Insert] = {}

@@ -1,5 +1,6 @@
-"""SQLite: a use case's INSERTs run together without SQLAlchemy's work per execution
-(``shared.db._prepared_insert``), and land exactly as SQLAlchemy would have written them."""
+"""SQLite: in a write transaction, a use case's INSERTs and its small first read run without
+SQLAlchemy's work per execution (``shared.sqlite_driver.prepare``): what lands, and what is
+read, is exactly what SQLAlchemy would have written and read."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from shared.db import Database, UtcDateTime, execute_together, new_metadata
+from shared.db import Database, UtcDateTime, execute_small, execute_together, new_metadata
 from shared.idempotency import Idempotency, idempotency_table
 
 metadata = new_metadata()
@@ -182,3 +183,48 @@ async def test_an_idempotency_record_counts_no_row_when_a_fresh_one_is_there(dat
         record_write = keyed.record(session, response)
         assert record_write is not None
         assert (await execute_together(session, [record_write])).rowcount == 0  # the upsert's WHERE
+
+
+READ = (
+    sa.select(records.c.id, records.c.at, records.c.tags, records.c.body, records.c.note, records.c.tries)
+    .where(records.c.at >= sa.bindparam("since"))
+    .order_by(records.c.at)
+)
+
+
+async def test_a_small_read_in_a_write_transaction_reads_what_sqlalchemy_reads(
+    database: Database, executions: list[Any]
+) -> None:
+    async with database.transaction() as session:
+        await execute_together(session, [(INSERT_RECORD, record(n)) for n in (1, 2, 3)])
+    async with database.transaction() as session:
+        expected = (await session.execute(READ, {"since": WHEN + timedelta(minutes=2)})).all()
+        executions.clear()
+        result = await execute_small(session, READ, {"since": WHEN + timedelta(minutes=2)})
+        assert executions == []  # prepared: not through SQLAlchemy's execution
+        rows = result.all()
+    assert [tuple(row) for row in rows] == [tuple(row) for row in expected]
+    assert [type(value) for value in rows[0]] == [type(value) for value in expected[0]]
+    assert rows[0].id == uuid.UUID(int=2) and rows[0].at.tzinfo is UTC and rows[1].tags == ["legal", {"n": 3}]
+    async with database.transaction() as session:
+        one = sa.select(records.c.note).where(records.c.id == sa.bindparam("id"))
+        assert (await execute_small(session, one, {"id": uuid.UUID(int=1)})).scalar_one() is None
+        assert (await execute_small(session, one, {"id": uuid.UUID(int=9)})).first() is None
+        with pytest.raises(sa.exc.NoResultFound):
+            (await execute_small(session, one, {"id": uuid.UUID(int=9)})).one()
+
+
+async def test_reads_that_need_sqlalchemy_take_its_path(database: Database, executions: list[Any]) -> None:
+    async with database.transaction() as session:
+        await execute_together(session, [(INSERT_RECORD, record(n)) for n in (1, 2)])
+    expanding = sa.select(records.c.id).where(records.c.id.in_(sa.bindparam("ids", expanding=True)))
+    # Names a named tuple cannot carry as they are (SQLAlchemy's Row can).
+    unnamed = sa.select(sa.func.count().label("_count"), sa.func.max(records.c.at).label("class"))
+    async with database.transaction() as session:
+        await session.execute(sa.select(1))
+        executions.clear()
+        found = await execute_small(session, expanding, {"ids": [uuid.UUID(int=1), uuid.UUID(int=2)]})
+        assert sorted(found.scalars()) == [uuid.UUID(int=1), uuid.UUID(int=2)]
+        counted = (await execute_small(session, unnamed)).one()
+        assert counted[0] == 2 and counted[1] == WHEN + timedelta(minutes=2)
+        assert len(executions) == 2
