@@ -93,6 +93,12 @@ def handoff(database: Database) -> OutboxHandoff:
 
 
 _INSERT = sa.insert(outbox_table)
+# Built once: building a statement (and its cache key) costs more than running this one.
+_MARK_SENT = (
+    sa.update(outbox_table)
+    .where(outbox_table.c.id.in_(sa.bindparam("ids", expanding=True)), outbox_table.c.sent_at.is_(None))
+    .values(sent_at=sa.bindparam("sent_at"))
+)
 
 
 def _row(event: CloudEvent, now: datetime) -> dict[str, Any]:
@@ -143,6 +149,20 @@ def _after_rollback(session: Session, previous: Any) -> None:
         # Events recorded before the rolled-back savepoint may be gone; after the commit
         # the relay reads the table instead of trusting the hand-off.
         session.info[TAINTED_KEY] = True
+
+
+async def _settled(future: asyncio.Future[Any]) -> None:
+    """Wait for ``future`` without raising what it holds (the caller reads it): its error, or
+    its cancellation by someone else (the NATS client closing); this task's own cancellation
+    (stopping, or a timeout) still goes through."""
+    try:
+        await future
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+    except Exception:  # noqa: S110 - read from the future by the caller
+        pass
 
 
 class OutboxRelay:
@@ -216,8 +236,10 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 continue
             if not handoff.wake.is_set():
+                # (asyncio.timeout, not wait_for: no task of its own for every wait)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(handoff.wake.wait(), max(0.0, next_sweep - loop.time()))
+                    async with asyncio.timeout_at(next_sweep):
+                        await handoff.wake.wait()
 
     async def _relay_known(self, rows: list[dict[str, Any]]) -> None:
         """Publish rows this process just committed, without reading them back.
@@ -253,11 +275,7 @@ class OutboxRelay:
         ids, self._acked = self._acked, []
         for start in range(0, len(ids), 1000):
             async with self.database.transaction() as session:
-                await session.execute(
-                    sa.update(outbox_table)
-                    .where(outbox_table.c.id.in_(ids[start : start + 1000]), outbox_table.c.sent_at.is_(None))
-                    .values(sent_at=utcnow())
-                )
+                await session.execute(_MARK_SENT, {"ids": ids[start : start + 1000], "sent_at": utcnow()})
 
     async def drain(self) -> int:
         """Publish every unsent row in the table now; returns how many were published.
@@ -326,13 +344,18 @@ class OutboxRelay:
                     subject, body, headers={"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
                 )
             )
-        _done, pending = await asyncio.wait(futures, timeout=self.publish_timeout)
-        for future in pending:
-            future.cancel()
+        # The acks come back in order, usually together: awaiting each in turn costs less than
+        # asyncio.wait's waiter and callbacks.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.publish_timeout):
+                for future in futures:
+                    if not future.done():
+                        await _settled(future)
         outcome: list[str | None] = []
         missing_stream = False
         for future in futures:
-            if future in pending:
+            if not future.done() or future.cancelled():
+                future.cancel()
                 outcome.append("no ack before timeout")
             elif (exc := future.exception()) is not None:
                 missing_stream |= isinstance(exc, NoRespondersError | NoStreamResponseError)

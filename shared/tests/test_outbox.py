@@ -267,3 +267,27 @@ async def test_event_of_a_rolled_back_savepoint_is_never_published(database: Dat
         await relay.stop()
         await link.close()
     assert await stream_event_ids(nats_url, spec.name) == [kept.id]
+
+
+async def test_waiting_for_an_ack_ends_on_its_result_its_error_or_its_cancellation_not_on_ours() -> None:
+    """The relay waits for each ack in turn: an error or a cancellation by the NATS client is read
+    from the future afterwards; the relay's own cancellation (stop, a timeout) goes through."""
+    loop = asyncio.get_running_loop()
+    failed, cancelled, acked = loop.create_future(), loop.create_future(), loop.create_future()
+    loop.call_soon(failed.set_exception, ConnectionError("no ack"))
+    loop.call_soon(cancelled.cancel)
+    loop.call_soon(acked.set_result, "ack")
+    for future in (failed, cancelled, acked):
+        await outbox._settled(future)  # returns, raising nothing
+    assert isinstance(failed.exception(), ConnectionError)
+    assert cancelled.cancelled() and acked.result() == "ack"
+
+    never = loop.create_future()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await outbox._settled(never)
+    waiting = asyncio.create_task(outbox._settled(loop.create_future()))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
