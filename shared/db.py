@@ -16,7 +16,7 @@ from typing import Annotated, Any, Protocol
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Result
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from shared import sqlite_driver
+from shared import prepared, sqlite_driver
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -128,8 +128,7 @@ class Database:
 
 Write = tuple[sa.Insert, dict[str, Any]]
 """An INSERT and its parameters (the columns' values, and any other bound parameter). The
-statement is built once, at import, and reused: on SQLite it is compiled once
-(``sqlite_driver.prepare``)."""
+statement is built once, at import, and reused: it is compiled once (``shared.prepared``)."""
 
 
 class Written(Protocol):
@@ -144,41 +143,57 @@ async def execute_together(session: AsyncSession, writes: Sequence[Write]) -> Wr
 
     On PostgreSQL they are one statement (each but the last a data-modifying CTE, all of them
     run): one round trip instead of one each. On SQLite they are still statements of their
-    own, run together when the last is executed (:func:`_run_together`). Either way a failure
-    of any of them fails the call (raised as the last statement's), and the transaction with it."""
+    own, run together when the last is executed (:func:`_run_together`). Either way they run
+    prepared (``shared.prepared``) where they can, and a failure of any of them fails the call
+    (raised as the failing statement's), and the transaction with it."""
     assert writes and not any(statement._returning for statement, _ in writes), "INSERTs, no RETURNING"
     if session.get_bind().dialect.name == "sqlite":
-        return await session.run_sync(_run_together, writes)  # type: ignore[no-any-return]
-    if len(writes) == 1:
-        return await session.execute(*writes[0])  # type: ignore[return-value]
-    combined, params = _combined(writes)
-    return await session.execute(combined, params)  # type: ignore[return-value]
+        return await session.run_sync(_run_together, writes)
+    if len(writes) > 1:
+        writes = [_combined(writes)]
+    return await session.run_sync(_run_prepared, writes)
 
 
 async def execute_small(
     session: AsyncSession, statement: sa.Executable, params: dict[str, Any] | None = None
-) -> Result[Any]:
-    """Run a statement that touches a handful of rows by index (a use case's first read, say):
-    on SQLite as :func:`_run_together` runs it, elsewhere as ``session.execute``. Never for a
-    statement whose size depends on the data."""
+) -> Small:
+    """Run a statement that touches a handful of rows by index (a use case's first reads, say),
+    prepared where it can be (``shared.prepared``): on SQLite as :func:`_run_together` runs it.
+    Never for a statement whose size depends on the data."""
     if session.get_bind().dialect.name == "sqlite":
-        return await session.run_sync(_run_together, [(statement, params)])  # type: ignore[no-any-return]
-    return await session.execute(statement, params)
+        return await session.run_sync(_run_together, [(statement, params)])
+    return await session.run_sync(_run_prepared, [(statement, params)])
 
 
-def _run_together(session: Session, statements: Sequence[tuple[sa.Executable, Any]]) -> Any:
-    """SQLite, in one greenlet: the statements go to the driver together when the last is
-    executed; in a write transaction they run on the event loop's thread, otherwise in one trip
-    to the driver's (sqlite_driver.OneTripConnection.run_together). In a write transaction,
-    statements that nobody watches run as ``sqlite_driver.prepare`` made them, without
-    SQLAlchemy's work per execution."""
-    connection = session.connection()
-    driver: sqlite_driver.OneTripConnection = connection.connection.dbapi_connection  # type: ignore[assignment]
-    if driver.runs_on_loop and not sqlite_driver.watched(session, connection):
-        dialect = connection.dialect
-        prepared = [sqlite_driver.prepare(dialect, statement, params) for statement, params in statements]
-        if all(statement is not None for statement in prepared):
-            return driver.run_prepared(prepared, [params for _, params in statements])  # type: ignore[arg-type]
+class Small(Protocol):
+    """What :func:`execute_small` returns: SQLAlchemy's ``Result``, or a prepared statement's
+    (``shared.prepared.PreparedResult``), which has these of its methods."""
+
+    def all(self) -> Sequence[Any]: ...
+    def first(self) -> Any: ...
+    def one(self) -> Any: ...
+    def scalar(self) -> Any: ...
+    def scalar_one(self) -> Any: ...
+
+
+def _run_prepared(session: Session, statements: prepared.Statements) -> Any:
+    """PostgreSQL, in one greenlet: the statements prepared, or else through SQLAlchemy."""
+    result: Any = prepared.run(session, statements)
+    if result is None:
+        for statement, params in statements:
+            result = session.execute(statement, params)
+    return result
+
+
+def _run_together(session: Session, statements: prepared.Statements) -> Any:
+    """SQLite, in one greenlet: in a write transaction, prepared on the event loop's thread
+    where they can be; otherwise the statements go to the driver together when the last is
+    executed: on the event loop's thread in a write transaction, else in one trip to the
+    driver's (sqlite_driver.OneTripConnection.run_together)."""
+    result: Any = prepared.run(session, statements)
+    if result is not None:
+        return result
+    driver: sqlite_driver.OneTripConnection = session.connection().connection.dbapi_connection  # type: ignore[assignment]
     with driver.run_together(len(statements)):
         for statement, params in statements:
             result = session.execute(statement, params)
@@ -191,7 +206,10 @@ _COMBINED: dict[tuple[tuple[sa.Insert, tuple[str, ...]], ...], sa.Insert] = {}
 def _combined(writes: Sequence[Write]) -> tuple[sa.Insert, dict[str, Any]]:
     """PostgreSQL: the writes as one statement (built once per shape: building and caching a
     statement costs more than running it) and its parameters. Column values become parameters
-    ``w<n>_<column>``; any other parameter (a WHERE's) keeps its name."""
+    ``w<n>_<column>``; any other parameter (a WHERE's) keeps its name. Columns with a
+    Python-side default that a write leaves out get it here: inside a CTE, SQLAlchemy would
+    bind them as NULL."""
+    writes = [(statement, _with_python_defaults(statement, params)) for statement, params in writes]
     shape = tuple((statement, tuple(params)) for statement, params in writes)
     combined = _COMBINED.get(shape)
     if combined is None:
@@ -219,6 +237,28 @@ def _combined(writes: Sequence[Write]) -> tuple[sa.Insert, dict[str, Any]]:
             else:
                 assert params.setdefault(name, value) == value, f"two values for {name}"
     return combined, params
+
+
+def _with_python_defaults(statement: sa.Insert, values: dict[str, Any]) -> dict[str, Any]:
+    missing = [
+        column
+        for column in statement.table.c
+        if column.default is not None
+        and column.key not in values
+        and column.key not in (statement._values or {})
+    ]
+    if not missing:
+        return values
+    values = dict(values)
+    for column in missing:
+        default = column.default
+        if default.is_scalar:  # type: ignore[union-attr]
+            values[column.key] = default.arg  # type: ignore[union-attr]
+        elif default.is_callable:  # type: ignore[union-attr]
+            values[column.key] = default.arg(None)  # type: ignore[union-attr]
+        else:
+            raise ValueError(f"execute_together: give {column} a value (its default runs in SQL)")
+    return values
 
 
 async def request_session(request: Request) -> AsyncIterator[AsyncSession]:

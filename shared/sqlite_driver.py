@@ -13,10 +13,9 @@ trip; and a connection with no transaction open is not rolled back. The one-INSE
 transaction now makes 3 trips (BEGIN, INSERT, COMMIT). Small statements run together
 (``OneTripConnection.run_together``: ``shared.db.execute_together`` and ``execute_small``)
 make none: in a write transaction in WAL mode they cannot wait for a lock, and run on the
-event loop's thread. A booking now makes 2 trips (BEGIN, COMMIT). There, statements that nobody
-watches run prepared (``prepare``, ``OneTripConnection.run_prepared``): compiled by SQLAlchemy
-once, then bound, run and read with their types' own processors, without SQLAlchemy's work per
-execution, which cost about as much again as SQLite's. Only the buffered cursor changes;
+event loop's thread. A booking now makes 2 trips (BEGIN, COMMIT); there its statements run
+prepared (``shared.prepared``, through ``OneTripConnection.run_on_loop``). Only the buffered
+cursor changes;
 server-side cursors (``stream()``) keep SQLAlchemy's own, which fetches as it goes. Errors
 come back as before (the same sqlite3 exception, through the same ``_handle_exception``).
 
@@ -30,21 +29,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import keyword
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiosqlite
-import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
@@ -76,6 +70,15 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: 
         return description, rows, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
+
+
+class StatementFailed(Exception):
+    """Statement ``index`` of :meth:`OneTripConnection.run_on_loop` failed with ``error``."""
+
+    def __init__(self, index: int, error: sqlite3.Error) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -196,28 +199,20 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         (the writer turn held) in WAL mode, with no trip of this connection under way."""
         return self._holds_turn and self.wal and not self._execute_mutex.locked()
 
-    def run_prepared(self, prepared: Sequence[Prepared], values: Sequence[dict[str, Any]]) -> PreparedResult:
-        """Bind and run prepared statements in order on the event loop's thread, as
-        :meth:`run_together` runs its statements; only while :attr:`runs_on_loop`. The result is
-        the last one's: its rows (as its type processors make them) and its row count. Errors are
-        raised as SQLAlchemy raises them (``sa.exc.IntegrityError``, the sqlite3 error as ``orig``)."""
+    def run_on_loop(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> tuple[list[Any], Any, int]:
+        """Run statements (SQL and positional parameters, bound by the caller) in order on the
+        event loop's thread, as :meth:`run_together` runs its statements; only while
+        :attr:`runs_on_loop`. Returns the last one's rows, description and row count; a failing
+        statement's sqlite3 error is raised as :class:`StatementFailed`."""
         assert self.runs_on_loop, "only in a write transaction, in WAL mode"
-        steps = []
-        for statement, given in zip(prepared, values, strict=True):
-            try:
-                steps.append((statement, statement.bind(given)))
-            except Exception as exc:  # a value its type refuses (a naive datetime, say)
-                raise sa.exc.StatementError(str(exc), statement.sql, given, exc) from exc
         cursor = self._connection._conn.cursor()
         try:
-            for statement, parameters in steps:
+            for index, (operation, parameters) in enumerate(statements):
                 try:
-                    cursor.execute(statement.sql, parameters)
+                    cursor.execute(operation, parameters)
                 except sqlite3.Error as exc:
-                    raise sa.exc.DBAPIError.instance(statement.sql, parameters, exc, sqlite3.Error) from exc
-            last = steps[-1][0]
-            rows = last.rows(cursor.fetchall()) if last.row is not None else []
-            return PreparedResult(rows, cursor.rowcount)
+                    raise StatementFailed(index, exc) from exc
+            return cursor.fetchall(), cursor.description, cursor.rowcount
         finally:
             cursor.close()
 
@@ -283,153 +278,3 @@ class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
         connection = self.aiosqlite.connect(*args, **kwargs)
         connection._thread.daemon = True  # as SQLAlchemy's own adapter does
         return OneTripConnection(self, await_(connection))
-
-
-# -- prepared statements -------------------------------------------------------------------------
-# A use case's few statements in a write transaction (``shared.db.execute_together`` and
-# ``execute_small``) cost SQLAlchemy about as much again per execution as SQLite takes to run
-# them: building an execution context, looking the compiled form up by cache key, binding,
-# making a result. Here a statement is compiled by SQLAlchemy once, and each execution only
-# binds with the types' own processors, runs, and processes rows with the types' own result
-# processors.
-
-Processor = Callable[[Any], Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A statement compiled once for one set of parameter names: its SQL; for each positional
-    parameter the name it is read from (None for a value fixed in the statement), its type's
-    bind processor and the fixed value; for a SELECT, the row's type and each column's result
-    processor."""
-
-    sql: str
-    parameters: tuple[tuple[str | None, Processor, Any], ...]
-    row: type[tuple[Any, ...]] | None = None
-    processors: tuple[Processor, ...] = ()
-
-    def bind(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            fixed if name is None else (process(values[name]) if process else values[name])
-            for name, process, fixed in self.parameters
-        )
-
-    def rows(self, fetched: list[tuple[Any, ...]]) -> list[Any]:
-        make, processors = self.row._make, self.processors  # type: ignore[union-attr]
-        return [
-            make(
-                [process(value) if process else value for process, value in zip(processors, raw, strict=True)]
-            )
-            for raw in fetched
-        ]
-
-
-class PreparedResult:
-    """The last prepared statement's rows (named tuples: ``row.column``) and row count, with the
-    parts of SQLAlchemy's ``Result`` that a small statement's caller uses."""
-
-    __slots__ = ("_rows", "rowcount")
-
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self._rows = rows
-        self.rowcount = rowcount
-
-    def all(self) -> list[Any]:
-        return self._rows
-
-    def first(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def one(self) -> Any:
-        if len(self._rows) != 1:
-            raise sa.exc.NoResultFound("no row") if not self._rows else sa.exc.MultipleResultsFound("rows")
-        return self._rows[0]
-
-    def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
-
-    def scalar_one(self) -> Any:
-        return self.one()[0]
-
-
-_PREPARED: dict[tuple[sa.Executable, tuple[str, ...]], Prepared | None] = {}
-
-
-def prepare(dialect: sa.Dialect, statement: sa.Executable, params: Any) -> Prepared | None:
-    """``statement`` (an INSERT or a SELECT) compiled for these parameter names, or None where
-    only SQLAlchemy's own execution will do: Python-side column defaults to compute, parameters
-    expanded or rendered at execution, a value computed at execution, RETURNING, columns that
-    are not plain names. Made once per statement and names: statements are built once, at
-    import (an INSERT's ``.values()`` are fixed in it)."""
-    if not isinstance(statement, sa.Insert | sa.Select) or not isinstance(params, dict | None):
-        return None
-    params = params or {}
-    key = (statement, tuple(params))
-    try:
-        return _PREPARED[key]
-    except KeyError:
-        pass
-    if len(_PREPARED) >= 256:  # a few statements per service; never grow without bound
-        _PREPARED.clear()
-    _PREPARED[key] = prepared = _prepare(dialect, statement, params)
-    return prepared
-
-
-def _prepare(
-    dialect: sa.Dialect, statement: sa.Insert | sa.Select[Any], params: dict[str, Any]
-) -> Prepared | None:
-    if isinstance(statement, sa.Insert):
-        compiled = statement.compile(
-            dialect=dialect, column_keys=[n for n in params if n in statement.table.c]
-        )
-    else:
-        compiled = statement.compile(dialect=dialect)
-    if (
-        compiled.positiontup is None
-        or compiled.literal_execute_params
-        or compiled.post_compile_params
-        or getattr(compiled, "insert_prefetch", None)
-        or (isinstance(statement, sa.Insert) and compiled.returning)
-    ):
-        return None
-    processors = compiled._bind_processors
-    parameters: list[tuple[str | None, Processor, Any]] = []
-    for name in compiled.positiontup:
-        process = processors.get(name)
-        bind = compiled.binds[name]
-        if name in params:
-            parameters.append((name, process, None))
-        elif bind.required or bind.callable is not None or bind.expanding:
-            return None  # a value SQLAlchemy asks for, or computes, at execution
-        else:
-            parameters.append((None, None, process(bind.value) if process else bind.value))
-    if isinstance(statement, sa.Insert):
-        return Prepared(compiled.string, tuple(parameters))
-    columns = compiled._result_columns
-    names = [column.keyname for column in columns]
-    if len(set(names)) != len(names) or not all(
-        name.isidentifier() and not keyword.iskeyword(name) for name in names
-    ):
-        return None
-    return Prepared(
-        compiled.string,
-        tuple(parameters),
-        collections.namedtuple("Row", names),  # type: ignore[misc]
-        tuple(column.type._cached_result_processor(dialect, None) for column in columns),
-    )
-
-
-def watched(session: Session, connection: Connection) -> bool:
-    """Whether anything listens to statements being executed (instrumentation, a test, echo):
-    then every statement takes SQLAlchemy's own path, so that they see it."""
-    events, dialect = connection.dispatch, connection.dialect.dispatch
-    return bool(
-        connection.engine.echo
-        or events.before_execute
-        or events.after_execute
-        or events.before_cursor_execute
-        or events.after_cursor_execute
-        or dialect.do_execute
-        or dialect.handle_error
-        or session.dispatch.do_orm_execute
-    )

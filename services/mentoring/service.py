@@ -212,7 +212,7 @@ async def lock_for_booking(
     if idempotency is not None and idempotency.key is not None:
         statement = _MENTOR_AND_ENTERPRISE_LOCKED_KEYED
         params |= idempotency.lookup_params()
-    return (await session.execute(statement, params)).first()
+    return (await execute_small(session, statement, params)).first()  # type: ignore[no-any-return]
 
 
 async def _replace_expertise(session: AsyncSession, mentor_id: uuid.UUID, tags: Sequence[str]) -> None:
@@ -880,7 +880,9 @@ async def _around(
     statement = _AROUND
     if excluding is not None:
         statement, params["excluding"] = _AROUND_EXCLUDING, excluding
-    return _sort_around(await session.execute(statement, params), mentor.id, enterprise_id, start, end)
+    # A few days of one mentor's sessions and one enterprise's, by index: small.
+    rows = (await execute_small(session, statement, params)).all()
+    return _sort_around(rows, mentor.id, enterprise_id, start, end)
 
 
 async def _mentor_and_around(
