@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.dialects import sqlite
 
 from shared.db import Database, UtcDateTime, new_metadata
 from shared.testing.databases import DatabaseFactory
@@ -46,6 +49,24 @@ async def test_times_come_back_aware_utc_whatever_zone_they_went_in(database: Da
         back = await session.scalar(sa.select(stamps.c.at))
     assert back == paris and back.tzinfo is not None and back.utcoffset() == timedelta(0)
     assert back == datetime(2027, 3, 28, 1, 30, tzinfo=UTC)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=-9, minutes=-30)), timezone(timedelta(hours=14))]
+        ),
+    )
+)
+def test_sqlite_stores_the_text_of_sqlalchemys_datetime_storage_format(moment: datetime) -> None:
+    """Stored times compare as text in SQL: the kit's faster bind must write exactly what
+    SQLAlchemy's DATETIME writes, microseconds always included."""
+    dialect = sqlite.dialect()
+    ours = UtcDateTime().bind_processor(dialect)
+    theirs = sqlite.DATETIME().bind_processor(dialect)
+    assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
 
 
 async def test_naive_time_is_refused(database: Database) -> None:
