@@ -186,7 +186,7 @@ async def idempotency(request: Request) -> Idempotency:
     principal: Principal | None = getattr(request.state, "principal", None)
     owner = f"{principal.role}:{principal.subject_id}:{principal.actor}" if principal else "anonymous"
     digest = hashlib.sha256()
-    digest.update(f"{request.method} {request.url.path}\n".encode())
+    digest.update(f"{request.method} {request.scope['path']}\n".encode())  # (request.url costs a URL)
     digest.update(await request.body())
     return Idempotency(key, owner, digest.hexdigest())
 
