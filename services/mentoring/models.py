@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -103,6 +105,16 @@ sessions = sa.Table(
         name="status_known",
     ),
 )
+# A session's occupied time (itself and its buffers) spans at most this: so the sessions whose
+# occupied time meets a range all start within this much of it, and a query for them reads a
+# range of the (mentor_id, starts_at) and (enterprise_id, starts_at) indexes rather than every
+# session the mentor or enterprise ever had. The schemas allow at most 8 h + 8 h + 8 h.
+MAX_BLOCKED_SPAN = timedelta(days=2)
+for _dialect, _within in (
+    ("sqlite", "julianday(blocked_until) - julianday(blocked_from) <= 2"),
+    ("postgresql", "blocked_until - blocked_from <= interval '2 days'"),
+):
+    sessions.append_constraint(sa.CheckConstraint(_within, name="blocked_span").ddl_if(dialect=_dialect))
 sa.Index("ix_sessions_mentor_id_starts_at", sessions.c.mentor_id, sessions.c.starts_at)
 sa.Index("ix_sessions_enterprise_id_starts_at", sessions.c.enterprise_id, sessions.c.starts_at)
 sa.Index("ix_sessions_starts_at_id", sessions.c.starts_at, sessions.c.id)

@@ -44,6 +44,7 @@ from services.mentoring.models import (
     COMPLETED,
     COUNTED_STATUSES,
     ENTERPRISE_OVERLAP,
+    MAX_BLOCKED_SPAN,
     MENTOR_OVERLAP,
     NO_SHOW,
     enterprises,
@@ -379,6 +380,21 @@ def resolve_bound(bound: Bound, zone: ZoneInfo) -> datetime:
     return slots.wall_clock_instant(bound, 0, zone)
 
 
+def _occupying(low: Any, high: Any, *, starts_after: Any = None, starts_before: Any = None) -> list[Any]:
+    """Sessions whose occupied time (buffers included) meets ``[low, high)``. They start within
+    MAX_BLOCKED_SPAN of it (a constraint of the table): the bounds on ``starts_at`` add nothing
+    to the answer, but let the query read a range of the ``(mentor_id, starts_at)`` index
+    instead of the mentor's whole history. (Given as bound parameters, pass their names.)"""
+    if starts_after is None:
+        starts_after, starts_before = low - MAX_BLOCKED_SPAN, high + MAX_BLOCKED_SPAN
+    return [
+        sessions.c.blocked_from < high,
+        sessions.c.blocked_until > low,
+        sessions.c.starts_at > starts_after,
+        sessions.c.starts_at < starts_before,
+    ]
+
+
 async def _taken(
     session: AsyncSession,
     mentor_ids: Iterable[uuid.UUID] | sa.Select[Any],
@@ -397,8 +413,7 @@ async def _taken(
     ).where(
         sessions.c.mentor_id.in_(ids),
         sessions.c.status.in_(COUNTED_STATUSES),
-        sessions.c.blocked_from < end + WEEK_MARGIN,
-        sessions.c.blocked_until > start - WEEK_MARGIN,
+        *_occupying(start - WEEK_MARGIN, end + WEEK_MARGIN),
     )
     found: dict[uuid.UUID, list[slots.Taken]] = defaultdict(list)
     for row in await session.execute(query):
@@ -667,16 +682,13 @@ async def _conflicting(
 ) -> Row[Any] | None:
     """A booked session of the mentor (its occupied time) or of the enterprise overlapping ``[low, high)``."""
     if party == "mentor":
-        query = sa.select(sessions).where(
-            sessions.c.mentor_id == mentor_id,
-            sessions.c.blocked_from < high,
-            sessions.c.blocked_until > low,
-        )
+        query = sa.select(sessions).where(sessions.c.mentor_id == mentor_id, *_occupying(low, high))
     else:
         query = sa.select(sessions).where(
             sessions.c.enterprise_id == enterprise_id,
             sessions.c.starts_at < high,
             sessions.c.ends_at > low,
+            sessions.c.starts_at > low - MAX_BLOCKED_SPAN,
         )
     query = query.where(sessions.c.status == BOOKED).order_by(sessions.c.starts_at).limit(1)
     if excluding is not None:
@@ -789,6 +801,8 @@ def _enterprise_overlaps() -> sa.ColumnElement[bool]:
         _IS_BOOKED,
         sessions.c.starts_at < sa.bindparam("end"),
         sessions.c.ends_at > sa.bindparam("start"),
+        # A session is shorter than MAX_BLOCKED_SPAN: read a range of (enterprise_id, starts_at).
+        sessions.c.starts_at > sa.bindparam("enterprise_starts_after"),
     )
 
 
@@ -796,8 +810,12 @@ def _around_statement(*, excluding: bool) -> sa.Select[Any]:
     mentors_own = sa.and_(
         sessions.c.mentor_id == sa.bindparam("mentor_id"),
         _COUNTED,
-        sessions.c.blocked_from < sa.bindparam("high"),
-        sessions.c.blocked_until > sa.bindparam("low"),
+        *_occupying(
+            sa.bindparam("low"),
+            sa.bindparam("high"),
+            starts_after=sa.bindparam("starts_after"),
+            starts_before=sa.bindparam("starts_before"),
+        ),
     )
     query = sa.select(*_NEAR_COLUMNS).where(sa.or_(mentors_own, _enterprise_overlaps()))
     return query.where(sessions.c.id != sa.bindparam("excluding")) if excluding else query
@@ -817,8 +835,13 @@ def _mentor_and_around_statement(*, keyed: bool) -> sa.Select[Any]:
     mentors_own = sa.and_(
         sessions.c.mentor_id == mentors.c.id,
         _COUNTED,
-        sessions.c.blocked_from < margin("high", "high_week"),
-        sessions.c.blocked_until > margin("low", "low_week"),
+        *_occupying(
+            margin("low", "low_week"),
+            margin("high", "high_week"),
+            # The index range for the wider (weekly) margin, whichever applies.
+            starts_after=sa.bindparam("starts_after"),
+            starts_before=sa.bindparam("starts_before"),
+        ),
     )
     return (
         sa.select(
@@ -874,8 +897,11 @@ async def _around(
         "enterprise_id": enterprise_id,
         "low": start - margin,
         "high": end + margin,
+        "starts_after": start - margin - MAX_BLOCKED_SPAN,
+        "starts_before": end + margin + MAX_BLOCKED_SPAN,
         "start": start,
         "end": end,
+        "enterprise_starts_after": start - MAX_BLOCKED_SPAN,
     }
     statement = _AROUND
     if excluding is not None:
@@ -901,8 +927,11 @@ async def _mentor_and_around(
         "high": end + NEAR_MARGIN,
         "low_week": start - WEEK_MARGIN,
         "high_week": end + WEEK_MARGIN,
+        "starts_after": start - WEEK_MARGIN - MAX_BLOCKED_SPAN,
+        "starts_before": end + WEEK_MARGIN + MAX_BLOCKED_SPAN,
         "start": start,
         "end": end,
+        "enterprise_starts_after": start - MAX_BLOCKED_SPAN,
     }
     statement = _MENTOR_AND_AROUND
     if idempotency is not None and idempotency.key is not None:

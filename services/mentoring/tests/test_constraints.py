@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from services.mentoring.models import sessions
+from services.mentoring.models import MAX_BLOCKED_SPAN, sessions
+from services.mentoring.schemas import AvailabilityIn, SessionIn
 from services.mentoring.tests.helpers import book, create_mentor, london
 from shared.db import create_engine
 from shared.migrations import alembic_config
@@ -126,3 +127,70 @@ async def test_migrations_go_down_to_nothing_and_up_again(
     finally:
         await engine.dispose()
     assert {"mentors", "mentor_expertise", "sessions", "session_reminders", "enterprises", "outbox"} <= tables
+
+
+async def test_a_sessions_occupied_time_never_spans_more_than_two_days(app, staff) -> None:
+    """The queries around a booking read only sessions starting within MAX_BLOCKED_SPAN of it;
+    the table guarantees that none is longer (its buffers included)."""
+    ada = await create_mentor(staff)
+    longest = session_row(ada["id"], uuid.uuid4(), london(2027, 3, 29, 10))
+    longest["blocked_from"] = longest["starts_at"] - MAX_BLOCKED_SPAN / 2
+    longest["blocked_until"] = longest["starts_at"] + MAX_BLOCKED_SPAN / 2
+    await insert(app, longest)
+    too_long = session_row(ada["id"], uuid.uuid4(), london(2027, 4, 12, 10))
+    too_long["blocked_until"] = too_long["blocked_from"] + MAX_BLOCKED_SPAN + timedelta(minutes=1)
+    with pytest.raises(IntegrityError, match=r"ck_sessions_blocked_span|CHECK constraint failed"):
+        await insert(app, too_long)
+
+
+def test_the_longest_session_the_schemas_allow_fits_the_span() -> None:
+    longest = (
+        SessionIn.model_fields["duration_minutes"].metadata[-1].le
+        + 2 * AvailabilityIn.model_fields["buffer_before_minutes"].metadata[-1].le
+    )
+    assert AvailabilityIn.model_fields["buffer_after_minutes"].metadata[-1].le == 480
+    assert timedelta(minutes=longest) <= MAX_BLOCKED_SPAN
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+async def test_the_reads_around_a_booking_take_a_range_of_the_indexes_not_a_whole_history(app) -> None:
+    from services.mentoring import service
+
+    statements = [service._MENTOR_AND_AROUND_KEYED, service._AROUND, service._AROUND_EXCLUDING]
+    async with app.state.database.engine.connect() as conn:
+        for statement in statements:
+            compiled = statement.compile(dialect=conn.dialect)
+            plan = " | ".join(
+                row[3]
+                for row in await conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + compiled.string, tuple(None for _ in compiled.positiontup)
+                )
+            )
+            assert "ix_sessions_mentor_id_starts_at (mentor_id=? AND starts_at>? AND starts_at<?)" in plan
+            assert (
+                "ix_sessions_enterprise_id_starts_at (enterprise_id=? AND starts_at>? AND starts_at<?)"
+                in plan
+            )
+
+
+async def test_a_session_with_the_longest_buffers_still_blocks_the_far_end_of_its_time(app, staff) -> None:
+    ada = await create_mentor(
+        staff,
+        session_lengths_minutes=[60, 480],
+        availability={
+            "weekly": [{"weekday": day, "start": "00:00", "end": "24:00"} for day in range(7)],
+            "buffer_before_minutes": 480,
+            "buffer_after_minutes": 480,
+            "slot_interval_minutes": 60,
+        },
+    )
+    first = await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 29, 8), 480)
+    assert first.status_code == 201, first.text
+    # Occupied 00:00 on the 29th to 00:00 on the 30th; a session needs its own buffers too.
+    # (28 March is the day the clocks go forward: 16:00 there is 15:00 UTC.)
+    for refused in (london(2027, 3, 30, 7), london(2027, 3, 28, 16)):
+        response = await book(staff, ada["id"], uuid.uuid4(), refused, 60)
+        assert response.status_code == 409, response.text
+    for accepted in (london(2027, 3, 30, 8), london(2027, 3, 28, 15)):  # touching, not overlapping
+        response = await book(staff, ada["id"], uuid.uuid4(), accepted, 60)
+        assert response.status_code == 201, response.text
