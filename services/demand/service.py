@@ -599,6 +599,9 @@ class _Import:
         self.seen: dict[str, int] = {}
         self.batch: list[tuple[int, DemandFields]] = []
         self.is_postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+        # The anchor's newest line before this import wrote any (None: it had none), read once.
+        self.newest_before: datetime | None = None
+        self.newest_read = False
 
     def error(self, row: int, field_name: str, message: str) -> None:
         self.error_total += 1
@@ -638,21 +641,45 @@ class _Import:
         if len(self.batch) >= self.settings.import_batch_size:
             await self.flush()
 
+    async def existing_lines(self, refs: list[str | None]) -> dict[str, dict[str, Any]]:
+        """The anchor's lines with these ``external_ref`` values (locked on PostgreSQL).
+
+        Only lines the anchor had when this import began (its first lookup, before it wrote
+        anything) can match: a file names each line once, and a line another request creates
+        meanwhile makes this import's insert fail as a conflict. So an anchor that had no lines
+        needs no lookup, and on PostgreSQL the lookup stops at the anchor's newest line then.
+        Without that bound the planner, whose statistics cannot see the lines this transaction
+        has inserted, takes the anchor for one of a few hundred lines and reads all of them
+        (``ix_demand_lines_anchor_id_created_at``) to filter the 500 refs: every batch read
+        again every line the import had written so far. SQLite takes the unique index for the
+        refs (the bound would turn it to the range on ``created_at``).
+        """
+        t = demand_lines.c
+        if not self.newest_read:
+            self.newest_before = await self.session.scalar(
+                sa.select(sa.func.max(t.created_at)).where(t.anchor_id == self.anchor["id"])
+            )
+            self.newest_read = True
+        existing: dict[str, dict[str, Any]] = {}
+        if self.newest_before is None:
+            return existing
+        for start in range(0, len(refs), 500):
+            query = sa.select(*LINE_COLUMNS).where(
+                t.anchor_id == self.anchor["id"], t.external_ref.in_(refs[start : start + 500])
+            )
+            if self.is_postgres:
+                query = query.where(t.created_at <= self.newest_before).with_for_update()
+            for row in await self.session.execute(query):
+                existing[row.external_ref] = dict(row._mapping)
+        return existing
+
     async def flush(self) -> None:
         batch, self.batch = self.batch, []
         if not batch:
             return
         t = demand_lines.c
         refs = [fields.external_ref for _, fields in batch]
-        existing: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(refs), 500):
-            query = sa.select(*LINE_COLUMNS).where(
-                t.anchor_id == self.anchor["id"], t.external_ref.in_(refs[start : start + 500])
-            )
-            if self.is_postgres:
-                query = query.with_for_update()
-            for row in await self.session.execute(query):
-                existing[row.external_ref] = dict(row._mapping)
+        existing = await self.existing_lines(refs)
         now = utcnow()
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
