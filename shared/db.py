@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
@@ -200,65 +201,61 @@ def _run_together(session: Session, statements: prepared.Statements) -> Any:
     return result
 
 
-_COMBINED: dict[tuple[tuple[sa.Insert, tuple[str, ...]], ...], sa.Insert] = {}
+@dataclass(frozen=True, slots=True)
+class _Combined:
+    """PostgreSQL: writes of one shape as one statement; for each write, the parameter each of
+    its values goes to (None: a parameter of its own, a WHERE's), and the Python-side column
+    defaults it leaves out (inside a CTE SQLAlchemy would bind them as NULL)."""
+
+    statement: sa.Insert
+    keys: tuple[dict[str, str | None], ...]
+    defaults: tuple[tuple[tuple[str, Any], ...], ...]
+
+
+_COMBINED: dict[tuple[tuple[sa.Insert, tuple[str, ...]], ...], _Combined] = {}
 
 
 def _combined(writes: Sequence[Write]) -> tuple[sa.Insert, dict[str, Any]]:
     """PostgreSQL: the writes as one statement (built once per shape: building and caching a
     statement costs more than running it) and its parameters. Column values become parameters
-    ``w<n>_<column>``; any other parameter (a WHERE's) keeps its name. Columns with a
-    Python-side default that a write leaves out get it here: inside a CTE, SQLAlchemy would
-    bind them as NULL."""
-    writes = [(statement, _with_python_defaults(statement, params)) for statement, params in writes]
+    ``w<n>_<column>``; any other parameter (a WHERE's) keeps its name."""
     shape = tuple((statement, tuple(params)) for statement, params in writes)
     combined = _COMBINED.get(shape)
     if combined is None:
-        parts = [
-            statement.values(
-                {
-                    name: sa.bindparam(f"w{n}_{name}", type_=statement.table.c[name].type)
-                    for name in names
-                    if name in statement.table.c
-                }
-            )
-            for n, (statement, names) in enumerate(shape)
-        ]
-        *first, last = parts
-        combined = last.add_cte(*(part.cte(f"write_{n}") for n, part in enumerate(first)))
         if len(_COMBINED) >= 64:  # a few shapes per service; never grow without bound
             _COMBINED.clear()
-        _COMBINED[shape] = combined
+        combined = _COMBINED[shape] = _combine(shape)
     params: dict[str, Any] = {}
-    for n, (statement, values) in enumerate(writes):
-        columns = statement.table.c
+    for (_statement, values), keys, defaults in zip(writes, combined.keys, combined.defaults, strict=True):
         for name, value in values.items():
-            if name in columns:
-                params[f"w{n}_{name}"] = value
+            key = keys[name]
+            if key is not None:
+                params[key] = value
             else:
                 assert params.setdefault(name, value) == value, f"two values for {name}"
-    return combined, params
+        for key, default in defaults:
+            params[key] = default.arg(None) if default.is_callable else default.arg
+    return combined.statement, params
 
 
-def _with_python_defaults(statement: sa.Insert, values: dict[str, Any]) -> dict[str, Any]:
-    missing = [
-        column
-        for column in statement.table.c
-        if column.default is not None
-        and column.key not in values
-        and column.key not in (statement._values or {})
-    ]
-    if not missing:
-        return values
-    values = dict(values)
-    for column in missing:
-        default = column.default
-        if default.is_scalar:  # type: ignore[union-attr]
-            values[column.key] = default.arg  # type: ignore[union-attr]
-        elif default.is_callable:  # type: ignore[union-attr]
-            values[column.key] = default.arg(None)  # type: ignore[union-attr]
-        else:
-            raise ValueError(f"execute_together: give {column} a value (its default runs in SQL)")
-    return values
+def _combine(shape: tuple[tuple[sa.Insert, tuple[str, ...]], ...]) -> _Combined:
+    parts, keys, defaults = [], [], []
+    for n, (statement, names) in enumerate(shape):
+        columns = statement.table.c
+        given = set(names) | set(statement._values or ())
+        left_out = [c for c in columns if c.default is not None and c.key not in given]
+        for column in left_out:
+            if not (column.default.is_scalar or column.default.is_callable):  # type: ignore[union-attr]
+                raise ValueError(f"execute_together: give {column} a value (its default runs in SQL)")
+        bound = [name for name in names if name in columns] + [column.key for column in left_out]
+        parts.append(
+            statement.values({name: sa.bindparam(f"w{n}_{name}", type_=columns[name].type) for name in bound})
+        )
+        keys.append({name: (f"w{n}_{name}" if name in columns else None) for name in names})
+        defaults.append(tuple((f"w{n}_{column.key}", column.default) for column in left_out))
+    *first, last = parts
+    statement = last.add_cte(*(part.cte(f"write_{n}") for n, part in enumerate(first)))
+    return _Combined(statement, tuple(keys), tuple(defaults))
 
 
 async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
