@@ -8,7 +8,7 @@ Against the same service, database and HTTP stack (principal check, request sess
   single-row insert endpoint that this benchmark mounts on its own copy of the app.
   Target: at least 50%.
 
-    python -m bench.mentoring [--requests 600] [--bookings 800] [--concurrency 8] [--rounds 5]
+    python -m bench.mentoring [--requests 600] [--bookings 1600] [--concurrency 8] [--rounds 10]
 
 SQLite always; PostgreSQL too when SEEDBED_BENCH_POSTGRES_URL (or the default local server)
 answers: a database is created for the run and dropped after it. Requests go to the app
@@ -204,17 +204,18 @@ def spread(ratios: list[float], digits: int = 2) -> str:
 
 
 def booking_slots(mentor_ids: list[str], count: int) -> list[tuple[str, datetime]]:
-    """Distinct free hours on Monday 29 March (no two requests collide, the mentors' ten-minute
-    buffers included), spread over the mentors as many enterprises' bookings are: requests in
-    flight together are for different mentors. (Taken mentor after mentor, four requests in
-    flight would queue for one mentor's lock on PostgreSQL: that measures lock waits, not the
-    cost of a booking.)"""
+    """Distinct free hours on Monday 29 March and Friday 2 April (no two requests collide, the
+    mentors' ten-minute buffers and the seeded sessions included), spread over the mentors as
+    many enterprises' bookings are: requests in flight together are for different mentors.
+    (Taken mentor after mentor, four requests in flight would queue for one mentor's lock on
+    PostgreSQL: that measures lock waits, not the cost of a booking.)"""
     slots = []
-    for hour in (9, 11, 13, 15):
-        for mentor_id in mentor_ids:
-            slots.append((mentor_id, datetime(2027, 3, 29, hour, tzinfo=LONDON)))
-            if len(slots) == count:
-                return slots
+    for day in (datetime(2027, 3, 29), datetime(2027, 4, 2)):
+        for hour in (9, 11, 13, 15):
+            for mentor_id in mentor_ids:
+                slots.append((mentor_id, day.replace(hour=hour, tzinfo=LONDON)))
+                if len(slots) == count:
+                    return slots
     raise ValueError("not enough mentors for that many bookings")
 
 
@@ -278,7 +279,7 @@ async def measure(
         async def bare_insert(n: int) -> httpx.Response:
             return await http.post("/bench/rows")
 
-        warm_up = max(0, min(40, MENTORS * 4 - 2 * bookings))
+        warm_up = max(0, min(40, MENTORS * 8 - 2 * bookings))
         slots = booking_slots(mentor_ids, 2 * bookings + warm_up)
 
         def booking(first: int, keyed: bool) -> Request:
@@ -367,8 +368,8 @@ async def main(requests: int, bookings: int, concurrency: int, rounds: int) -> N
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=600)
-    parser.add_argument("--bookings", type=int, default=800)
+    parser.add_argument("--bookings", type=int, default=1600)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     asyncio.run(main(args.requests, args.bookings, args.concurrency, args.rounds))
