@@ -176,6 +176,9 @@ def _pence(value: Any, field: str, errors: _Errors) -> int | None:
     except InvalidOperation:
         errors.add(f"{field}.amount", "must be a number")
         return None
+    if not pence.is_finite():
+        errors.add(f"{field}.amount", "must be a number")
+        return None
     if pence != pence.to_integral_value():
         errors.add(f"{field}.amount", "has more than two decimal places")
         return None

@@ -43,6 +43,15 @@ from services.demand.vocabulary import (
 from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from shared.problems import field_errors
 
+# Sane ranges for the numbers and dates of a demand line, enforced on every way in (API, imports,
+# OCDS input) so that no stored line can break a sum, a snapshot or the OCDS export.
+MAX_PENCE = 10**13  # £100 billion: above any single public contract
+EARLIEST_DATE = date(2000, 1, 1)
+LATEST_DATE = date(2100, 12, 31)
+MAX_DURATION_MONTHS = 240
+Pence = Annotated[int, Field(ge=0, le=MAX_PENCE)]
+LineDate = Annotated[date, Field(ge=EARLIEST_DATE, le=LATEST_DATE)]
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
 MilestoneCode = Code
@@ -102,7 +111,7 @@ class AnchorCreate(StrictModel):
     identifiers: dict[str, str] = Field(
         default_factory=dict, description="by scheme: GB-PPON, GB-COH (Companies House), GB-NHS (ODS code)"
     )
-    annual_third_party_spend_pence: int | None = Field(None, ge=0)
+    annual_third_party_spend_pence: Pence | None = None
 
     _check_identifiers = field_validator("identifiers")(_identifiers)
 
@@ -111,7 +120,7 @@ class AnchorPatch(StrictModel):
     name: Text | None = None
     type: AnchorType | None = None
     identifiers: dict[str, str] | None = None
-    annual_third_party_spend_pence: int | None = Field(None, ge=0)
+    annual_third_party_spend_pence: Pence | None = None
 
     _check_identifiers = field_validator("identifiers")(lambda v: None if v is None else _identifiers(v))
 
@@ -137,7 +146,7 @@ class Lot(StrictModel):
         Field(None, description="unique within the line; numbered 1, 2... when left out")
     )
     title: Text
-    estimated_value_pence: int = Field(ge=0)
+    estimated_value_pence: Pence
     cpv_codes: list[str] = Field(default_factory=list, max_length=20)
 
     _check_cpv = field_validator("cpv_codes")(_cpv_list)
@@ -145,7 +154,7 @@ class Lot(StrictModel):
 
 class Requirement(StrictModel):
     code: MilestoneCode = Field(description="a readiness milestone code, e.g. public_liability_insurance")
-    min_value_pence: int | None = Field(None, ge=0, description="the evidenced amount needed, e.g. cover")
+    min_value_pence: Pence | None = Field(None, description="the evidenced amount needed, e.g. cover")
 
 
 class DeliveryArea(StrictModel):
@@ -188,14 +197,14 @@ class DemandFields(StrictModel):
     title: Text
     description: Annotated[str, StringConstraints(max_length=10_000)] = ""
     cpv_codes: list[str] = Field(min_length=1, max_length=20, description="the first is the main one")
-    estimated_value_pence: int = Field(ge=0)
-    min_value_pence: int | None = Field(None, ge=0)
-    max_value_pence: int | None = Field(None, ge=0)
+    estimated_value_pence: Pence
+    min_value_pence: Pence | None = None
+    max_value_pence: Pence | None = None
     category: Category
     procurement_method: ProcurementMethod | None = None
-    expected_tender_date: date | None = None
-    contract_start: date | None = None
-    duration_months: int | None = Field(None, ge=1, le=240)
+    expected_tender_date: LineDate | None = None
+    contract_start: LineDate | None = None
+    duration_months: int | None = Field(None, ge=1, le=MAX_DURATION_MONTHS)
     lots: list[Lot] = Field(default_factory=list, max_length=100)
     suitable_for_sme: bool = False
     suitable_for_vcse: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,8 @@ from services.demand import ocds, repository
 from services.demand.repository import LineFilters
 from services.demand.settings import DemandSettings
 from shared.db import Database, utcnow
+
+log = logging.getLogger("seedbed.demand.export")
 
 
 async def ocds_package(
@@ -33,7 +36,15 @@ async def ocds_package(
                 known.update(await repository.anchors_by_id(session, missing))
         parts = []
         for line in rows:
-            release = ocds.release_from_line(line, known[line["anchor_id"]], settings.ocds_ocid_prefix)
+            try:
+                release = ocds.release_from_line(line, known[line["anchor_id"]], settings.ocds_ocid_prefix)
+            except (ValueError, OverflowError) as exc:
+                # One line that cannot be expressed must not break the export for everyone.
+                log.warning(
+                    "demand line left out of the OCDS export",
+                    extra={"line_id": line["id"], "error": str(exc)},
+                )
+                continue
             parts.append(("" if first else ",") + json.dumps(release, separators=(",", ":")))
             first = False
         if parts:
