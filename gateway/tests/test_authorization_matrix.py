@@ -10,6 +10,7 @@ cover every route of ACCESS.md.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -317,8 +318,6 @@ async def build_world(system: System) -> World:
 
 @pytest.fixture(scope="module")
 def world(system: System) -> World:
-    import asyncio
-
     return asyncio.run(build_world(system))
 
 
