@@ -249,21 +249,22 @@ async def register_mentor(
 ) -> Response:
     principal, now = ctx.principal, ctx.now
     _allow(principal, "staff")
-    if (replay := await idempotency.replay(db)) is not None:
-        return replay
-    if body.availability is not None:
-        errors = body.availability.problems("availability.")
-        if body.availability.timezone not in (None, body.timezone):
-            errors.append({"field": "availability.timezone", "message": "must be the mentor's timezone"})
-        if errors:
-            raise field_errors(errors)
-    mentor = await service.register_mentor(db, body, now)
-    response = json_response(
-        _mentor_out(mentor),
-        status_code=201,
-        headers={"Location": _mentor_location(mentor.id), "ETag": etag(mentor.version)},
-    )
-    return await idempotency.remember(db, response)
+
+    async def create() -> Response:
+        if body.availability is not None:
+            errors = body.availability.problems("availability.")
+            if body.availability.timezone not in (None, body.timezone):
+                errors.append({"field": "availability.timezone", "message": "must be the mentor's timezone"})
+            if errors:
+                raise field_errors(errors)
+        mentor = await service.register_mentor(db, body, now)
+        return json_response(
+            _mentor_out(mentor),
+            status_code=201,
+            headers={"Location": _mentor_location(mentor.id), "ETag": etag(mentor.version)},
+        )
+
+    return await idempotency.respond(db, create)
 
 
 @router.get("/mentors", response_model=MentorPage, tags=["mentors"], summary="List mentors")
@@ -601,19 +602,16 @@ async def book_session(
         raise forbidden("An enterprise books sessions for itself only.")
     if principal.role == "mentor" and not principal.owns("mentor", body.mentor_id):
         raise forbidden("A mentor books sessions with themselves only.")
-    booking = await service.book_session(
-        db, principal=principal, data=body, now=now, settings=settings, idempotency=idempotency
-    )
-    if isinstance(booking, Response):  # the replay of an earlier identical request
-        return booking
-    row = booking.row
-    response = json_response(
-        _session_out(row),
-        status_code=201,
-        headers={"Location": _session_location(row["id"]), "ETag": etag(row["sequence"])},
-    )
-    await service.record_booking(db, booking, idempotency=idempotency, response=response)
-    return response
+
+    async def create() -> Response:
+        row = await service.book_session(db, principal=principal, data=body, now=now, settings=settings)
+        return json_response(
+            _session_out(row),
+            status_code=201,
+            headers={"Location": _session_location(row["id"]), "ETag": etag(row["sequence"])},
+        )
+
+    return await idempotency.respond(db, create)
 
 
 @router.get("/sessions", response_model=SessionPage, tags=["sessions"], summary="List sessions")

@@ -25,11 +25,10 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from fastapi import Response
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
@@ -65,10 +64,8 @@ from services.mentoring.schemas import (
 )
 from services.mentoring.settings import MentoringSettings
 from shared import outbox
-from shared.db import execute_small, execute_together
 from shared.events import CloudEvent, new_event
 from shared.http import decode_cursor, encode_cursor
-from shared.idempotency import STORED_FINGERPRINT, Idempotency
 from shared.principal import Principal
 from shared.problems import Problem, conflict, field_errors
 
@@ -165,22 +162,16 @@ def _mentor_event(type_: str, mentor: Row[Any]) -> CloudEvent:
     return new_event(type_, payload, source=events.SOURCE, subject=str(mentor.id))
 
 
-# The booking path's statements, built once: only their parameters change from call to call.
-_MENTOR = sa.select(mentors).where(mentors.c.id == sa.bindparam("mentor_id"))
-# FOR NO KEY UPDATE: changes of a mentor take turns (the ETag is checked under it); foreign keys
-# to the mentor still pass.
-_MENTOR_LOCKED = _MENTOR.with_for_update(key_share=True)
 # PostgreSQL: the mentor's row, and the mentor's and the enterprise's advisory locks, in one
 # round trip. Every booking and reschedule takes them in this order (a select list is evaluated
 # left to right), so they never deadlock on each other. Advisory locks, not a lock of the
-# mentor's row: a row lock writes the row, and so costs the server more for every booking.
-_MENTOR_AND_ENTERPRISE_LOCKED = sa.select(
-    mentors,
-    sa.func.pg_advisory_xact_lock(sa.bindparam("mentor_key", type_=sa.BigInteger)),
-    sa.func.pg_advisory_xact_lock(sa.bindparam("enterprise_key", type_=sa.BigInteger)),
-).where(mentors.c.id == sa.bindparam("mentor_id"))
-# A keyed booking reads the fingerprint stored under its Idempotency-Key in the same statement.
-_MENTOR_AND_ENTERPRISE_LOCKED_KEYED = _MENTOR_AND_ENTERPRISE_LOCKED.add_columns(STORED_FINGERPRINT)
+# mentor's row: a row lock writes the row.
+def _mentor_with_locks(mentor_id: uuid.UUID, enterprise_id: uuid.UUID) -> sa.Select[Any]:
+    return sa.select(
+        mentors,
+        sa.func.pg_advisory_xact_lock(_advisory_key(mentor_id)),
+        sa.func.pg_advisory_xact_lock(_advisory_key(enterprise_id)),
+    ).where(mentors.c.id == mentor_id)
 
 
 def _advisory_key(party_id: uuid.UUID) -> int:
@@ -190,16 +181,16 @@ def _advisory_key(party_id: uuid.UUID) -> int:
 
 async def load_mentor(session: AsyncSession, mentor_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
     """A mentor, or None; ``lock`` holds its row until the commit (PostgreSQL; SQLite's
-    write transactions already hold the database lock)."""
-    statement = _MENTOR_LOCKED if lock else _MENTOR
-    return (await session.execute(statement, {"mentor_id": mentor_id})).first()
+    write transactions already hold the database lock). FOR NO KEY UPDATE: changes of a mentor
+    take turns (the ETag is checked under it); foreign keys to the mentor still pass."""
+    statement = sa.select(mentors).where(mentors.c.id == mentor_id)
+    if lock:
+        statement = statement.with_for_update(key_share=True)
+    return (await session.execute(statement)).first()
 
 
 async def lock_for_booking(
-    session: AsyncSession,
-    mentor_id: uuid.UUID,
-    enterprise_id: uuid.UUID,
-    idempotency: Idempotency | None = None,
+    session: AsyncSession, mentor_id: uuid.UUID, enterprise_id: uuid.UUID
 ) -> Row[Any] | None:
     """The mentor, with their bookings and the enterprise's held until the commit.
 
@@ -208,21 +199,10 @@ async def lock_for_booking(
     checks that follow see every committed session and the exclusion constraints are a last
     guard rather than a race (two transactions inserting conflicting rows at the same moment
     would each wait for the other on the constraint: a deadlock). On SQLite the write
-    transaction already holds the database lock.
-
-    With a keyed ``idempotency`` (PostgreSQL), the row also has ``idempotency_fingerprint``."""
+    transaction already holds the database lock (BEGIN IMMEDIATE)."""
     if not _is_postgres(session):
         return await load_mentor(session, mentor_id)
-    params = {
-        "mentor_id": mentor_id,
-        "mentor_key": _advisory_key(mentor_id),
-        "enterprise_key": _advisory_key(enterprise_id),
-    }
-    statement = _MENTOR_AND_ENTERPRISE_LOCKED
-    if idempotency is not None and idempotency.key is not None:
-        statement = _MENTOR_AND_ENTERPRISE_LOCKED_KEYED
-        params |= idempotency.lookup_params()
-    return (await execute_small(session, statement, params)).first()  # type: ignore[no-any-return]
+    return (await session.execute(_mentor_with_locks(mentor_id, enterprise_id))).first()
 
 
 async def _replace_expertise(session: AsyncSession, mentor_id: uuid.UUID, tags: Sequence[str]) -> None:
@@ -490,10 +470,6 @@ _RULE_COLUMNS = [
     mentors.c.max_sessions_per_day,
     mentors.c.max_sessions_per_week,
 ]
-
-
-# What a booking reads of its mentor besides the rules (the SQLite read repeats them per session).
-_BOOKING_COLUMNS = [*_RULE_COLUMNS, mentors.c.active, mentors.c.max_active_mentees]
 
 
 @dataclass(frozen=True)
@@ -787,9 +763,6 @@ def _session_event(type_: str, row: Row[Any] | dict[str, Any], **extra: Any) -> 
     return new_event(type_, payload, source=events.SOURCE, subject=str(payload.session_id))
 
 
-# Statuses written inline: an expanding IN would be rendered again at every execution.
-_COUNTED = sessions.c.status.in_([sa.literal_column(f"'{status}'") for status in COUNTED_STATUSES])
-_IS_BOOKED = sessions.c.status == sa.literal_column(f"'{BOOKED}'")
 # The columns of a session near a booking, as _sort_around reads them.
 _NEAR_COLUMNS = (
     sessions.c.id,
@@ -802,86 +775,6 @@ _NEAR_COLUMNS = (
     sessions.c.status,
     sessions.c.timezone,
 )
-
-
-def _enterprise_overlaps() -> sa.ColumnElement[bool]:
-    return sa.and_(
-        sessions.c.enterprise_id == sa.bindparam("enterprise_id"),
-        _IS_BOOKED,
-        sessions.c.starts_at < sa.bindparam("end"),
-        sessions.c.ends_at > sa.bindparam("start"),
-        # A session is shorter than MAX_BLOCKED_SPAN: read a range of (enterprise_id, starts_at).
-        sessions.c.starts_at > sa.bindparam("enterprise_starts_after"),
-    )
-
-
-def _around_statement(*, excluding: bool) -> sa.Select[Any]:
-    mentors_own = sa.and_(
-        sessions.c.mentor_id == sa.bindparam("mentor_id"),
-        _COUNTED,
-        *_occupying(
-            sa.bindparam("low"),
-            sa.bindparam("high"),
-            starts_after=sa.bindparam("starts_after"),
-            starts_before=sa.bindparam("starts_before"),
-        ),
-    )
-    query = sa.select(*_NEAR_COLUMNS).where(sa.or_(mentors_own, _enterprise_overlaps()))
-    return query.where(sessions.c.id != sa.bindparam("excluding")) if excluding else query
-
-
-def _mentor_and_around_statement(*, keyed: bool) -> sa.Select[Any]:
-    """SQLite: the mentor and the sessions around a booking in one statement (the write lock,
-    taken at BEGIN IMMEDIATE, already keeps every other writer out). One row per session
-    near it, or one row with NULL session columns (``near_*``); ``keyed`` adds the fingerprint
-    stored under the request's Idempotency-Key."""
-
-    def margin(near: str, far: str) -> sa.ColumnElement[Any]:
-        # Sessions in the whole local week count only when the mentor has a weekly limit.
-        weekly = mentors.c.max_sessions_per_week.is_not(None)
-        return sa.case((weekly, sa.bindparam(far)), else_=sa.bindparam(near))
-
-    mentors_own = sa.and_(
-        sessions.c.mentor_id == mentors.c.id,
-        _COUNTED,
-        *_occupying(
-            margin("low", "low_week"),
-            margin("high", "high_week"),
-            # The index range for the wider (weekly) margin, whichever applies.
-            starts_after=sa.bindparam("starts_after"),
-            starts_before=sa.bindparam("starts_before"),
-        ),
-    )
-    return (
-        sa.select(
-            *_BOOKING_COLUMNS,
-            *([STORED_FINGERPRINT] if keyed else []),
-            *(column.label(f"near_{column.name}") for column in _NEAR_COLUMNS),
-        )
-        .select_from(mentors.outerjoin(sessions, sa.or_(mentors_own, _enterprise_overlaps())))
-        .where(mentors.c.id == sa.bindparam("mentor_id"))
-    )
-
-
-_AROUND = _around_statement(excluding=False)
-_AROUND_EXCLUDING = _around_statement(excluding=True)
-_MENTOR_AND_AROUND = _mentor_and_around_statement(keyed=False)
-_MENTOR_AND_AROUND_KEYED = _mentor_and_around_statement(keyed=True)
-_INSERT_SESSION = sa.insert(sessions)
-
-
-class _Near(NamedTuple):
-    """A session near a booking, read with the mentor (the SQLite booking read)."""
-
-    id: uuid.UUID
-    mentor_id: uuid.UUID
-    enterprise_id: uuid.UUID
-    starts_at: datetime
-    ends_at: datetime
-    blocked_from: datetime
-    blocked_until: datetime
-    status: str
-    timezone: str
 
 
 def _margin(mentor: Row[Any]) -> timedelta:
@@ -901,59 +794,24 @@ async def _around(
     touch, and its local day and week when limits count them), and a booked session of the
     enterprise overlapping it, if there is one."""
     margin = _margin(mentor)
-    params: dict[str, Any] = {
-        "mentor_id": mentor.id,
-        "enterprise_id": enterprise_id,
-        "low": start - margin,
-        "high": end + margin,
-        "starts_after": start - margin - MAX_BLOCKED_SPAN,
-        "starts_before": end + margin + MAX_BLOCKED_SPAN,
-        "start": start,
-        "end": end,
-        "enterprise_starts_after": start - MAX_BLOCKED_SPAN,
-    }
-    statement = _AROUND
+    mentors_own = sa.and_(
+        sessions.c.mentor_id == mentor.id,
+        sessions.c.status.in_(COUNTED_STATUSES),
+        *_occupying(start - margin, end + margin),
+    )
+    enterprises_own = sa.and_(
+        sessions.c.enterprise_id == enterprise_id,
+        sessions.c.status == BOOKED,
+        sessions.c.starts_at < end,
+        sessions.c.ends_at > start,
+        # A session is shorter than MAX_BLOCKED_SPAN: read a range of (enterprise_id, starts_at).
+        sessions.c.starts_at > start - MAX_BLOCKED_SPAN,
+    )
+    query = sa.select(*_NEAR_COLUMNS).where(sa.or_(mentors_own, enterprises_own))
     if excluding is not None:
-        statement, params["excluding"] = _AROUND_EXCLUDING, excluding
-    # A few days of one mentor's sessions and one enterprise's, by index: small.
-    rows = (await execute_small(session, statement, params)).all()
+        query = query.where(sessions.c.id != excluding)
+    rows = (await session.execute(query)).all()
     return _sort_around(rows, mentor.id, enterprise_id, start, end)
-
-
-async def _mentor_and_around(
-    session: AsyncSession,
-    mentor_id: uuid.UUID,
-    enterprise_id: uuid.UUID,
-    start: datetime,
-    end: datetime,
-    idempotency: Idempotency | None = None,
-) -> tuple[Row[Any] | None, list[slots.Taken], Row[Any] | None]:
-    """SQLite: what :func:`lock_for_booking` and :func:`_around` read, in one statement."""
-    params: dict[str, Any] = {
-        "mentor_id": mentor_id,
-        "enterprise_id": enterprise_id,
-        "low": start - NEAR_MARGIN,
-        "high": end + NEAR_MARGIN,
-        "low_week": start - WEEK_MARGIN,
-        "high_week": end + WEEK_MARGIN,
-        "starts_after": start - WEEK_MARGIN - MAX_BLOCKED_SPAN,
-        "starts_before": end + WEEK_MARGIN + MAX_BLOCKED_SPAN,
-        "start": start,
-        "end": end,
-        "enterprise_starts_after": start - MAX_BLOCKED_SPAN,
-    }
-    statement = _MENTOR_AND_AROUND
-    if idempotency is not None and idempotency.key is not None:
-        statement = _MENTOR_AND_AROUND_KEYED
-        params |= idempotency.lookup_params()
-    # One mentor and the sessions of a few days around the booking (by index): small enough
-    # to run without a trip to the driver's thread.
-    rows = (await execute_small(session, statement, params)).all()
-    if not rows:
-        return None, [], None
-    near = [_Near(*row[-len(_NEAR_COLUMNS) :]) for row in rows if row.near_id is not None]
-    taken, clash = _sort_around(near, mentor_id, enterprise_id, start, end)
-    return rows[0], taken, clash
 
 
 def _sort_around(
@@ -988,14 +846,6 @@ def _refused(
     return _refusal_problem(verdict, rules, mentor, conflicting, enterprise_id)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class Booking:
-    """A booking checked and decided, not yet written (:func:`record_booking` writes it)."""
-
-    row: dict[str, Any]
-    blocked: tuple[datetime, datetime]
-
-
 async def book_session(
     session: AsyncSession,
     *,
@@ -1003,36 +853,13 @@ async def book_session(
     data: SessionIn,
     now: datetime,
     settings: MentoringSettings,
-    idempotency: Idempotency | None = None,
-) -> Booking | Response:
-    """Decide a booking into a free slot, or refuse with a problem naming why (and the session
-    in the way). The checks run under the locks that :func:`record_booking` writes under.
-
-    With ``idempotency``, an earlier identical request's stored response is returned instead
-    (its key is looked up in the booking's first read, not in a statement of its own)."""
+) -> dict[str, Any]:
+    """Book a free slot, or refuse with a problem naming why (and the session in the way):
+    lock and read the mentor, read the sessions nearby, check the slot, insert, add the event."""
     start = data.start.astimezone(UTC)
     duration = timedelta(minutes=data.duration_minutes)
     end = start + duration
-    taken: list[slots.Taken] = []
-    clash: Any = None
-    postgres = _is_postgres(session)
-    if postgres:
-        # The locks first, then the read: a booking that waited for them sees what the
-        # booking before it committed.
-        mentor = await lock_for_booking(session, data.mentor_id, data.enterprise_id, idempotency)
-    else:
-        mentor, taken, clash = await _mentor_and_around(
-            session, data.mentor_id, data.enterprise_id, start, end, idempotency
-        )
-    if idempotency is not None and idempotency.key is not None:
-        if mentor is None:  # no row to carry the fingerprint
-            replay = await idempotency.replay(session)
-        else:
-            replay = await idempotency.replay_found(session, mentor.idempotency_fingerprint)
-        if replay is not None:
-            return replay
-    if postgres and mentor is not None:
-        taken, clash = await _around(session, mentor, data.enterprise_id, start, end)
+    mentor = await lock_for_booking(session, data.mentor_id, data.enterprise_id)
     if mentor is None:
         raise field_errors([{"field": "mentor_id", "message": "no mentor with this id"}])
     if not mentor.active:
@@ -1040,7 +867,7 @@ async def book_session(
     _check_duration(mentor, data.duration_minutes, "duration_minutes")
     rules = rules_of(mentor)
     blocked = slots.occupied_range(rules, start, duration)
-
+    taken, clash = await _around(session, mentor, data.enterprise_id, start, end)
     verdict = slots.check_slot(rules, duration, start, now, taken)
     if not verdict.free:
         raise _refused(verdict, rules, mentor, data.enterprise_id)
@@ -1076,35 +903,18 @@ async def book_session(
         "created_at": now,
         "updated_at": now,
     }
-    return Booking(row, blocked)
-
-
-async def record_booking(
-    session: AsyncSession,
-    booking: Booking,
-    *,
-    idempotency: Idempotency | None = None,
-    response: Response | None = None,
-) -> None:
-    """Write a decided booking: the session, its event and, with a key, the ``response`` for
-    retries; in one statement on PostgreSQL."""
-    row = booking.row
-    writes = [(_INSERT_SESSION, row), outbox.insert(session, _session_event(events.SESSION_BOOKED, row))]
-    record = idempotency.record(session, response) if idempotency and response else None
-    if record is not None:
-        writes.append(record)
-    result = await _write_guarded(
+    await _write_guarded(
         session,
-        execute_together(session, writes),
-        mentor_id=row["mentor_id"],
-        enterprise_id=row["enterprise_id"],
-        start=row["starts_at"],
-        end=row["ends_at"],
-        blocked=booking.blocked,
+        session.execute(sa.insert(sessions), row),
+        mentor_id=mentor.id,
+        enterprise_id=data.enterprise_id,
+        start=start,
+        end=end,
+        blocked=blocked,
         excluding=None,
     )
-    if record is not None:
-        Idempotency.check_recorded(result)
+    await outbox.add(session, _session_event(events.SESSION_BOOKED, row))
+    return row
 
 
 # -- sessions: changes ----------------------------------------------------------------------------

@@ -61,10 +61,10 @@ async def test_times_come_back_aware_utc_whatever_zone_they_went_in(database: Da
     )
 )
 def test_sqlite_stores_the_text_of_sqlalchemys_datetime_storage_format(moment: datetime) -> None:
-    """Stored times compare as text in SQL: the kit's faster bind must write exactly what
-    SQLAlchemy's DATETIME writes, microseconds always included."""
+    """Stored times compare as text in SQL: the kit's type writes exactly what SQLAlchemy's
+    DATETIME writes for the UTC time, microseconds always included."""
     dialect = sqlite.dialect()
-    ours = UtcDateTime().bind_processor(dialect)
+    ours = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
     theirs = sqlite.DATETIME().bind_processor(dialect)
     assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
 

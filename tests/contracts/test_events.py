@@ -38,7 +38,8 @@ from services.mentoring import events as mentoring_events
 from shared.asyncapi import EventSpec
 from shared.events import CONTENT_TYPE, EVENT_TYPE_PATTERN
 from shared.inbox import ConsumerSpec
-from shared.testing.system import System, wait_until
+from shared.testing.polling import wait_until
+from shared.testing.system import System
 from tests.conftest import (
     API,
     Captured,
@@ -332,7 +333,7 @@ async def until_published(system: System, *kinds: str, timeout: float = 20.0) ->
 
     try:
         await wait_until(there, timeout=timeout, interval=0.2)
-    except TimeoutError:
+    except AssertionError:
         raise AssertionError(f"not all of {kinds} on the streams within {timeout}s") from None
 
 
