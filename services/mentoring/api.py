@@ -1,8 +1,6 @@
 """HTTP routes of the mentoring service: validation and authorization only, no SQL.
 
-Who may do what follows docs/ACCESS.md: another tenant's session answers 404, a
-mentor profile the caller may see but not change answers 403, and the ``public``
-principal reaches only a calendar feed, with its secret token.
+Who may do what is in ``access.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +15,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.engine import Row
 
-from services.mentoring import calendars, service
-from services.mentoring.models import SESSION_STATUSES
+from services.mentoring import access, calendars, service
 from services.mentoring.schemas import (
     AvailabilityIn,
     AvailabilityOut,
@@ -49,10 +46,11 @@ from services.mentoring.schemas import (
     normalise_tag,
 )
 from services.mentoring.settings import MentoringSettings
+from services.mentoring.vocabulary import SESSION_STATUSES
 from shared.db import SessionDep
 from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, check_if_match, etag, json_response
 from shared.idempotency import IdempotencyDep
-from shared.principal import Principal, PrincipalDep, Role
+from shared.principal import Principal, PrincipalDep
 from shared.problems import Problem, field_errors, forbidden, not_found
 
 router = APIRouter()
@@ -94,21 +92,6 @@ async def _context(request: Request) -> Context:
 Caller = Annotated[Principal, Depends(_signed_in)]
 ContextDep = Annotated[Context, Depends(_context)]
 PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
-
-
-def _allow(principal: Principal, *roles: Role) -> None:
-    if principal.role not in roles:
-        raise forbidden(f"This action needs one of the roles: {', '.join(roles)}.")
-
-
-def _allow_mentor_owner(principal: Principal, mentor_id: uuid.UUID) -> None:
-    """Staff, or the mentor itself (403 for the others: mentors are not secret)."""
-    if principal.is_staff or principal.owns("mentor", mentor_id):
-        return
-    raise forbidden("Only staff or the mentor themselves may do this.")
-
-
-MENTOR_READERS: tuple[Role, ...] = ("staff", "anchor", "enterprise", "mentor")
 
 
 def _parse_time(value: str | None, field: str, *, allow_date: bool = True) -> datetime | date | None:
@@ -248,7 +231,7 @@ async def register_mentor(
     body: MentorIn, ctx: ContextDep, db: SessionDep, idempotency: IdempotencyDep
 ) -> Response:
     principal, now = ctx.principal, ctx.now
-    _allow(principal, "staff")
+    access.allow(principal, "staff")
 
     async def create() -> Response:
         if body.availability is not None:
@@ -277,7 +260,7 @@ async def list_mentors(
     limit: PageLimit = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> MentorPage:
-    _allow(principal, *MENTOR_READERS)
+    access.allow(principal, *access.MENTOR_READERS)
     rows, next_cursor = await service.list_mentors(
         db,
         expertise=_tags(expertise),
@@ -312,7 +295,7 @@ async def recommend_mentors(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> Recommendations:
     principal, now, settings = ctx.principal, ctx.now, ctx.settings
-    _allow(principal, "staff", "enterprise", "mentor")
+    access.allow(principal, "staff", "enterprise", "mentor")
     if principal.role == "enterprise" and not principal.owns("enterprise", enterprise_id):
         raise not_found("Enterprise", enterprise_id)
     result = await service.recommend_mentors(db, enterprise_id, now=now, settings=settings, limit=limit)
@@ -347,7 +330,7 @@ async def recommend_mentors(
 async def get_mentor(
     mentor_id: uuid.UUID, principal: Caller, db: SessionDep, response: Response
 ) -> MentorOut:
-    _allow(principal, *MENTOR_READERS)
+    access.allow(principal, *access.MENTOR_READERS)
     mentor = await _mentor(db, mentor_id)
     response.headers["ETag"] = etag(mentor.version)
     return _mentor_out(mentor)
@@ -363,8 +346,8 @@ async def update_mentor(
     response: Response,
 ) -> MentorOut:
     principal, now = ctx.principal, ctx.now
-    _allow(principal, "staff", "mentor")
-    _allow_mentor_owner(principal, mentor_id)
+    access.allow(principal, "staff", "mentor")
+    access.allow_mentor_owner(principal, mentor_id)
     mentor = await _mentor(db, mentor_id, lock=True)
     check_if_match(request, etag(mentor.version))
     updated = await service.update_mentor(db, mentor, body, now)
@@ -381,7 +364,7 @@ async def update_mentor(
 async def get_availability(
     mentor_id: uuid.UUID, principal: Caller, db: SessionDep, response: Response
 ) -> AvailabilityOut:
-    _allow(principal, *MENTOR_READERS)
+    access.allow(principal, *access.MENTOR_READERS)
     mentor = await _mentor(db, mentor_id)
     response.headers["ETag"] = etag(mentor.version)
     return _availability_out(mentor)
@@ -402,8 +385,8 @@ async def set_availability(
     response: Response,
 ) -> AvailabilityOut:
     principal, now = ctx.principal, ctx.now
-    _allow(principal, "staff", "mentor")
-    _allow_mentor_owner(principal, mentor_id)
+    access.allow(principal, "staff", "mentor")
+    access.allow_mentor_owner(principal, mentor_id)
     if errors := body.problems():
         raise field_errors(errors)
     mentor = await _mentor(db, mentor_id, lock=True)
@@ -423,8 +406,8 @@ async def rotate_calendar_token(
     mentor_id: uuid.UUID, ctx: ContextDep, db: SessionDep, response: Response
 ) -> CalendarTokenOut:
     principal, now = ctx.principal, ctx.now
-    _allow(principal, "staff", "mentor")
-    _allow_mentor_owner(principal, mentor_id)
+    access.allow(principal, "staff", "mentor")
+    access.allow_mentor_owner(principal, mentor_id)
     mentor = await _mentor(db, mentor_id, lock=True)
     token = await service.rotate_calendar_token(db, mentor, now)
     response.headers["Cache-Control"] = "no-store"
@@ -444,8 +427,8 @@ async def rotate_calendar_token(
 )
 async def revoke_calendar_token(mentor_id: uuid.UUID, ctx: ContextDep, db: SessionDep) -> Response:
     principal, now = ctx.principal, ctx.now
-    _allow(principal, "staff", "mentor")
-    _allow_mentor_owner(principal, mentor_id)
+    access.allow(principal, "staff", "mentor")
+    access.allow_mentor_owner(principal, mentor_id)
     mentor = await _mentor(db, mentor_id, lock=True)
     await service.revoke_calendar_token(db, mentor, now)
     return Response(status_code=204)
@@ -472,8 +455,8 @@ async def mentor_calendar(
             raise forbidden("This calendar feed URL is not valid (it may have been rotated).")
         assert mentor is not None
     else:
-        _allow(principal, "staff", "mentor")
-        _allow_mentor_owner(principal, mentor_id)
+        access.allow(principal, "staff", "mentor")
+        access.allow_mentor_owner(principal, mentor_id)
         mentor = await _mentor(db, mentor_id)
     state = request.app.state
     body = await service.mentor_feed(db, mentor, now=state.clock(), settings=state.mentoring_settings)
@@ -505,7 +488,7 @@ async def mentor_slots(
     duration_minutes: Annotated[int, Query(ge=5, le=480)],
 ) -> MentorSlots:
     principal, now, settings = ctx.principal, ctx.now, ctx.settings
-    _allow(principal, *MENTOR_READERS)
+    access.allow(principal, *access.MENTOR_READERS)
     range_start, range_end = _required_time(start, "start"), _required_time(end, "end")
     mentor = await _mentor(db, mentor_id)
     found = await service.mentor_slots(
@@ -548,7 +531,7 @@ async def slots_of_mentors(
     cursor: str | None = None,
 ) -> SlotPage:
     principal, now, settings = ctx.principal, ctx.now, ctx.settings
-    _allow(principal, *MENTOR_READERS)
+    access.allow(principal, *access.MENTOR_READERS)
     items, next_cursor = await service.slots_of_mentors(
         db,
         expertise=_tags(expertise),
@@ -597,7 +580,7 @@ async def book_session(
     idempotency: IdempotencyDep,
 ) -> Response:
     principal, now, settings = ctx.principal, ctx.now, ctx.settings
-    _allow(principal, "staff", "enterprise", "mentor")
+    access.allow(principal, "staff", "enterprise", "mentor")
     if principal.role == "enterprise" and not principal.owns("enterprise", body.enterprise_id):
         raise forbidden("An enterprise books sessions for itself only.")
     if principal.role == "mentor" and not principal.owns("mentor", body.mentor_id):
@@ -628,7 +611,7 @@ async def list_sessions(
     limit: PageLimit = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> SessionPage:
-    _allow(principal, "staff", "enterprise", "mentor")
+    access.allow(principal, "staff", "enterprise", "mentor")
     # Enterprises and mentors see their own sessions only, whatever they filter on.
     if principal.role == "enterprise":
         if enterprise_id is not None and not principal.owns("enterprise", enterprise_id):
@@ -673,11 +656,11 @@ async def _session_for(
 ) -> Row[Any]:
     """The session if the caller may act on it: 404 for anchors and non-participants, 403 for
     integrators, and for an enterprise where only its mentor may act (``mentor_only``)."""
-    _allow(principal, "staff", "anchor", "enterprise", "mentor")
+    access.allow(principal, "staff", "anchor", "enterprise", "mentor")
     if principal.role == "anchor":
         raise not_found("Session", session_id)
     row = await service.load_session(db, session_id, lock=lock)
-    if row is None or not (principal.is_staff or service.is_participant(principal, row)):
+    if row is None or not (principal.is_staff or access.is_participant(principal, row)):
         raise not_found("Session", session_id)
     if mentor_only and not principal.is_staff and not principal.owns("mentor", row.mentor_id):
         raise forbidden("Only the session's mentor or staff may record how it went.")

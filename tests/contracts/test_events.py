@@ -35,6 +35,7 @@ from pydantic import BaseModel, create_model
 from services.demand import events as demand_events
 from services.enterprises import events as enterprises_events
 from services.mentoring import events as mentoring_events
+from services.mentoring import read_models as mentoring_read_models
 from shared.asyncapi import EventSpec
 from shared.events import CONTENT_TYPE, EVENT_TYPE_PATTERN
 from shared.inbox import ConsumerSpec
@@ -71,10 +72,10 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "enterprises.readiness.changed.v1": demand_events.ReadinessChangedIn,
     },
     "mentoring-enterprises": {
-        "enterprises.enterprise.registered.v1": mentoring_events.EnterpriseSnapshot,
-        "enterprises.enterprise.updated.v1": mentoring_events.EnterpriseSnapshot,
-        "enterprises.enterprise.stage_changed.v1": mentoring_events.EnterpriseSnapshot,
-        "enterprises.readiness.changed.v1": mentoring_events.ReadinessChanged,
+        "enterprises.enterprise.registered.v1": mentoring_read_models.EnterpriseSnapshot,
+        "enterprises.enterprise.updated.v1": mentoring_read_models.EnterpriseSnapshot,
+        "enterprises.enterprise.stage_changed.v1": mentoring_read_models.EnterpriseSnapshot,
+        "enterprises.readiness.changed.v1": mentoring_read_models.ReadinessChanged,
     },
     "enterprises-demand": {
         "demand.item.published.v1": enterprises_events.DemandLineIn,
@@ -152,7 +153,7 @@ def test_the_comparison_finds_a_renamed_a_retyped_and_a_nullable_field() -> None
         name: (info.annotation, info) for name, info in producer.model_fields.items() if name != "missing"
     }
     renamed = create_model("Renamed", **fields, open_milestones=(list[str], ...))  # type: ignore[call-overload]
-    assert incompatibilities(mentoring_events.ReadinessChanged, renamed) == [
+    assert incompatibilities(mentoring_read_models.ReadinessChanged, renamed) == [
         "missing: the producer has no such field"
     ]
     retyped = create_model("Retyped", __base__=producer, version=(str, ...))
@@ -160,10 +161,10 @@ def test_the_comparison_finds_a_renamed_a_retyped_and_a_nullable_field() -> None
         "version: the producer sends string where integer is expected"
     ]
     nullable = create_model("Nullable", __base__=producer, enterprise_id=(uuid.UUID | None, ...))
-    assert incompatibilities(mentoring_events.ReadinessChanged, nullable) == [
+    assert incompatibilities(mentoring_read_models.ReadinessChanged, nullable) == [
         "enterprise_id: the producer sends null where string is expected"
     ]
-    assert incompatibilities(mentoring_events.ReadinessChanged, producer) == []
+    assert incompatibilities(mentoring_read_models.ReadinessChanged, producer) == []
 
 
 def incompatibilities(consumer: type[BaseModel], producer: type[BaseModel]) -> list[str]:

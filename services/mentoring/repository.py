@@ -1,0 +1,207 @@
+"""The mentoring service's shared queries: mentors and sessions read by several subjects, and
+the locks that serialise the bookings of one mentor or one enterprise."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.mentoring import slots
+from services.mentoring.models import MAX_BLOCKED_SPAN, mentors, sessions
+from services.mentoring.settings import MentoringSettings
+from services.mentoring.vocabulary import BOOKED, COUNTED_STATUSES
+from shared.problems import field_errors
+
+# Sessions of a mentor within this much of a range decide its day and week counts
+# (its local day and buffers only, when the mentor has no weekly limit).
+WEEK_MARGIN = timedelta(days=8)
+
+NEAR_MARGIN = timedelta(days=2)
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# PostgreSQL: the mentor's row, and the mentor's and the enterprise's advisory locks, in one
+# round trip. Every booking and reschedule takes them in this order (a select list is evaluated
+# left to right), so they never deadlock on each other. Advisory locks, not a lock of the
+# mentor's row: a row lock writes the row.
+def _mentor_with_locks(mentor_id: uuid.UUID, enterprise_id: uuid.UUID) -> sa.Select[Any]:
+    return sa.select(
+        mentors,
+        sa.func.pg_advisory_xact_lock(_advisory_key(mentor_id)),
+        sa.func.pg_advisory_xact_lock(_advisory_key(enterprise_id)),
+    ).where(mentors.c.id == mentor_id)
+
+
+def _advisory_key(party_id: uuid.UUID) -> int:
+    """A mentor's or an enterprise's advisory lock: 64 bits of its (random) id."""
+    return int.from_bytes(party_id.bytes[:8], "big", signed=True)
+
+
+async def load_mentor(session: AsyncSession, mentor_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    """A mentor, or None; ``lock`` holds its row until the commit (PostgreSQL; SQLite's
+    write transactions already hold the database lock). FOR NO KEY UPDATE: changes of a mentor
+    take turns (the ETag is checked under it); foreign keys to the mentor still pass."""
+    statement = sa.select(mentors).where(mentors.c.id == mentor_id)
+    if lock:
+        statement = statement.with_for_update(key_share=True)
+    return (await session.execute(statement)).first()
+
+
+async def lock_for_booking(
+    session: AsyncSession, mentor_id: uuid.UUID, enterprise_id: uuid.UUID
+) -> Row[Any] | None:
+    """The mentor, with their bookings and the enterprise's locked until the commit.
+
+    On PostgreSQL two bookings of one mentor, or of one enterprise, take turns here (advisory
+    locks of the transaction, one for the mentor and one for the enterprise), so the
+    checks that follow see every committed session and the exclusion constraints are a last
+    guard rather than a race (two transactions inserting conflicting rows at the same moment
+    would each wait for the other on the constraint: a deadlock). On SQLite the write
+    transaction already holds the database lock (BEGIN IMMEDIATE)."""
+    if not is_postgres(session):
+        return await load_mentor(session, mentor_id)
+    return (await session.execute(_mentor_with_locks(mentor_id, enterprise_id))).first()
+
+
+def cursor_values(values: list[Any]) -> tuple[datetime, uuid.UUID]:
+    try:
+        return datetime.fromisoformat(values[0]), uuid.UUID(values[1])
+    except (TypeError, ValueError) as exc:
+        raise field_errors([{"field": "cursor", "message": "not a cursor issued by this API"}]) from exc
+
+
+def occupying(low: Any, high: Any, *, starts_after: Any = None, starts_before: Any = None) -> list[Any]:
+    """Sessions whose occupied time (buffers included) meets ``[low, high)``. They start within
+    MAX_BLOCKED_SPAN of it (a constraint of the table): the bounds on ``starts_at`` add nothing
+    to the answer, but let the query read a range of the ``(mentor_id, starts_at)`` index
+    instead of the mentor's whole history. (Given as bound parameters, pass their names.)"""
+    if starts_after is None:
+        starts_after, starts_before = low - MAX_BLOCKED_SPAN, high + MAX_BLOCKED_SPAN
+    return [
+        sessions.c.blocked_from < high,
+        sessions.c.blocked_until > low,
+        sessions.c.starts_at > starts_after,
+        sessions.c.starts_at < starts_before,
+    ]
+
+
+async def taken_by_mentor(
+    session: AsyncSession,
+    mentor_ids: Iterable[uuid.UUID] | sa.Select[Any],
+    start: datetime,
+    end: datetime,
+) -> dict[uuid.UUID, list[slots.Taken]]:
+    """The mentors' sessions that are not cancelled and touch ``[start, end)``, with margins
+    wide enough to count the whole local days and weeks around it."""
+    ids = mentor_ids if isinstance(mentor_ids, sa.Select) else list(mentor_ids)
+    query = sa.select(
+        sessions.c.mentor_id,
+        sessions.c.starts_at,
+        sessions.c.blocked_from,
+        sessions.c.blocked_until,
+        sessions.c.status,
+    ).where(
+        sessions.c.mentor_id.in_(ids),
+        sessions.c.status.in_(COUNTED_STATUSES),
+        *occupying(start - WEEK_MARGIN, end + WEEK_MARGIN),
+    )
+    found: dict[uuid.UUID, list[slots.Taken]] = defaultdict(list)
+    for row in await session.execute(query):
+        found[row.mentor_id].append(
+            slots.Taken(
+                start=row.starts_at,
+                blocked_from=row.blocked_from,
+                blocked_until=row.blocked_until,
+                blocks=row.status == BOOKED,
+            )
+        )
+    return found
+
+
+async def load_session(
+    session: AsyncSession, session_id: uuid.UUID, *, lock: bool = False
+) -> Row[Any] | None:
+    query = sa.select(sessions).where(sessions.c.id == session_id)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    return (await session.execute(query)).first()
+
+
+async def reload_session(session: AsyncSession, session_id: uuid.UUID) -> Row[Any]:
+    row = await load_session(session, session_id)
+    assert row is not None
+    return row
+
+
+async def active_mentees(
+    session: AsyncSession, mentor_ids: Iterable[uuid.UUID] | None, now: datetime, settings: MentoringSettings
+) -> dict[uuid.UUID, set[uuid.UUID]]:
+    query = (
+        sa.select(sessions.c.mentor_id, sessions.c.enterprise_id)
+        .where(
+            sessions.c.status.in_(COUNTED_STATUSES),
+            sessions.c.starts_at >= now - timedelta(days=settings.mentee_active_days),
+        )
+        .distinct()
+    )
+    if mentor_ids is not None:
+        query = query.where(sessions.c.mentor_id.in_(list(mentor_ids)))
+    found: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    for row in await session.execute(query):
+        found[row.mentor_id].add(row.enterprise_id)
+    return found
+
+
+# The columns of a session near a booking.
+_NEAR_COLUMNS = (
+    sessions.c.id,
+    sessions.c.mentor_id,
+    sessions.c.enterprise_id,
+    sessions.c.starts_at,
+    sessions.c.ends_at,
+    sessions.c.blocked_from,
+    sessions.c.blocked_until,
+    sessions.c.status,
+    sessions.c.timezone,
+)
+
+
+def sessions_near(
+    mentor_id: uuid.UUID,
+    enterprise_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    margin: timedelta,
+    *,
+    excluding: uuid.UUID | None,
+) -> sa.Select[Any]:
+    """In one query: the mentor's sessions that matter to a new one at ``[start, end)`` (those
+    its buffers could touch, and within ``margin`` for its day and week limits), and the
+    enterprise's booked sessions overlapping it."""
+    mentors_own = sa.and_(
+        sessions.c.mentor_id == mentor_id,
+        sessions.c.status.in_(COUNTED_STATUSES),
+        *occupying(start - margin, end + margin),
+    )
+    enterprises_own = sa.and_(
+        sessions.c.enterprise_id == enterprise_id,
+        sessions.c.status == BOOKED,
+        sessions.c.starts_at < end,
+        sessions.c.ends_at > start,
+        # A session is shorter than MAX_BLOCKED_SPAN: read a range of (enterprise_id, starts_at).
+        sessions.c.starts_at > start - MAX_BLOCKED_SPAN,
+    )
+    query = sa.select(*_NEAR_COLUMNS).where(sa.or_(mentors_own, enterprises_own))
+    if excluding is not None:
+        query = query.where(sessions.c.id != excluding)
+    return query
