@@ -5,6 +5,7 @@ HTTP types. ``now`` is always an argument (the app's clock), so rules about noti
 are the same in tests on fixed dates as in production.
 """
 
+from services.mentoring.repository import load_mentor, load_session
 from services.mentoring.service.availability import MentorSlot, mentor_slots, slots_of_mentors
 from services.mentoring.service.booking import book_session, reschedule_session
 from services.mentoring.service.calendars import (
@@ -32,6 +33,8 @@ __all__ = [
     "feed_token_valid",
     "list_mentors",
     "list_sessions",
+    "load_mentor",
+    "load_session",
     "mentor_feed",
     "mentor_slots",
     "recommend_mentors",
