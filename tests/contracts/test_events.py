@@ -34,6 +34,7 @@ from pydantic import BaseModel, create_model
 
 from services.demand import events as demand_events
 from services.enterprises import events as enterprises_events
+from services.mentoring import consumers as mentoring_consumers
 from services.mentoring import events as mentoring_events
 from services.mentoring import read_models as mentoring_read_models
 from shared.asyncapi import EventSpec
@@ -58,9 +59,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS_MD = (ROOT / "docs" / "EVENTS.md").read_text()
 PRODUCERS = {"enterprises": enterprises_events, "demand": demand_events, "mentoring": mentoring_events}
 SPECS: dict[str, EventSpec] = {spec.type: spec for module in PRODUCERS.values() for spec in module.PUBLISHED}
-CONSUMERS: dict[str, ConsumerSpec] = {
-    spec.durable: spec for module in PRODUCERS.values() for spec in module.CONSUMERS
-}
+# Each service's consumer list (in its consumers.py, or still in its events.py).
+CONSUMER_LISTS = [enterprises_events.CONSUMERS, demand_events.CONSUMERS, mentoring_consumers.CONSUMERS]
+CONSUMERS: dict[str, ConsumerSpec] = {spec.durable: spec for specs in CONSUMER_LISTS for spec in specs}
 
 # The tolerant model each consumer parses an event type with (as its handler dispatches). The
 # types are written out, not taken from the producers' constants: a renamed type must show.
