@@ -334,8 +334,7 @@ class OutboxRelay:
                     subject, body, headers={"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
                 )
             )
-        # The acks come back in order, usually together: awaiting each in turn costs less than
-        # asyncio.wait's waiter and callbacks.
+        # The acks come back in order: awaiting each in order waits as long as for them all.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.publish_timeout):
                 for future in futures:
