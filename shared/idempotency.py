@@ -42,17 +42,28 @@ idempotency_table = sa.Table(
 )
 
 
-def _upsert(dialect: str) -> sa.Insert:
+# Built once with bound parameters: a request then only binds them.
+_FIND = sa.select(idempotency_table).where(
+    idempotency_table.c.owner == sa.bindparam("owner"),
+    idempotency_table.c.key == sa.bindparam("key"),
+    idempotency_table.c.created_at > sa.bindparam("fresh_after"),
+)
+
+
+def _upsert(insert: Callable[[sa.Table], Any]) -> sa.Insert:
     """Insert a key's response in one statement: a new key is inserted, an expired one reused;
     a fresh one held by a concurrent request with the same key is left alone (no row counted)."""
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(idempotency_table)
     kept = ("fingerprint", "status_code", "headers", "body", "created_at")
-    return statement.on_conflict_do_update(
+    upsert: sa.Insert = statement.on_conflict_do_update(
         index_elements=[idempotency_table.c.owner, idempotency_table.c.key],
         set_={name: statement.excluded[name] for name in kept},
         where=idempotency_table.c.created_at <= sa.bindparam("expired_before"),
     )
+    return upsert
+
+
+_UPSERTS = {"postgresql": _upsert(postgresql_insert), "sqlite": _upsert(sqlite_insert)}
 
 
 class Idempotency:
@@ -85,15 +96,8 @@ class Idempotency:
         used for a different request)."""
         if self.key is None:
             return None
-        found = (
-            await session.execute(
-                sa.select(idempotency_table).where(
-                    idempotency_table.c.owner == self.owner,
-                    idempotency_table.c.key == self.key,
-                    idempotency_table.c.created_at > utcnow() - KEEP_FOR,
-                )
-            )
-        ).first()
+        params = {"owner": self.owner, "key": self.key, "fresh_after": utcnow() - KEEP_FOR}
+        found = (await session.execute(_FIND, params)).first()
         if found is None:
             return None
         if found.fingerprint != self.fingerprint:
@@ -125,7 +129,7 @@ class Idempotency:
             "created_at": now,
             "expired_before": now - KEEP_FOR,
         }
-        result = await session.execute(_upsert(session.get_bind().dialect.name), values)
+        result = await session.execute(_UPSERTS[session.get_bind().dialect.name], values)
         if cast("CursorResult[Any]", result).rowcount == 0:
             raise Problem(
                 409,

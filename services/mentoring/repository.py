@@ -34,12 +34,14 @@ def is_postgres(session: AsyncSession) -> bool:
 # round trip. Every booking and reschedule takes them in this order (a select list is evaluated
 # left to right), so they never deadlock on each other. Advisory locks, not a lock of the
 # mentor's row: a row lock writes the row.
-def _mentor_with_locks(mentor_id: uuid.UUID, enterprise_id: uuid.UUID) -> sa.Select[Any]:
-    return sa.select(
-        mentors,
-        sa.func.pg_advisory_xact_lock(_advisory_key(mentor_id)),
-        sa.func.pg_advisory_xact_lock(_advisory_key(enterprise_id)),
-    ).where(mentors.c.id == mentor_id)
+# The booking's statements are built once with bound parameters: a booking then only binds them.
+_MENTOR_WITH_LOCKS = sa.select(
+    mentors,
+    sa.func.pg_advisory_xact_lock(sa.bindparam("mentor_key", type_=sa.BigInteger)),
+    sa.func.pg_advisory_xact_lock(sa.bindparam("enterprise_key", type_=sa.BigInteger)),
+).where(mentors.c.id == sa.bindparam("mentor_id"))
+_MENTOR = sa.select(mentors).where(mentors.c.id == sa.bindparam("mentor_id"))
+_MENTOR_LOCKED = _MENTOR.with_for_update(key_share=True)
 
 
 def _advisory_key(party_id: uuid.UUID) -> int:
@@ -51,10 +53,7 @@ async def load_mentor(session: AsyncSession, mentor_id: uuid.UUID, *, lock: bool
     """A mentor, or None; ``lock`` holds its row until the commit (PostgreSQL; SQLite's
     write transactions already hold the database lock). FOR NO KEY UPDATE: changes of a mentor
     take turns (the ETag is checked under it); foreign keys to the mentor still pass."""
-    statement = sa.select(mentors).where(mentors.c.id == mentor_id)
-    if lock:
-        statement = statement.with_for_update(key_share=True)
-    return (await session.execute(statement)).first()
+    return (await session.execute(_MENTOR_LOCKED if lock else _MENTOR, {"mentor_id": mentor_id})).first()
 
 
 async def lock_for_booking(
@@ -70,7 +69,8 @@ async def lock_for_booking(
     transaction already holds the database lock (BEGIN IMMEDIATE)."""
     if not is_postgres(session):
         return await load_mentor(session, mentor_id)
-    return (await session.execute(_mentor_with_locks(mentor_id, enterprise_id))).first()
+    keys = {"mentor_key": _advisory_key(mentor_id), "enterprise_key": _advisory_key(enterprise_id)}
+    return (await session.execute(_MENTOR_WITH_LOCKS, {"mentor_id": mentor_id, **keys})).first()
 
 
 def cursor_values(values: list[Any]) -> tuple[datetime, uuid.UUID]:
@@ -176,6 +176,34 @@ _NEAR_COLUMNS = (
 )
 
 
+def _sessions_near_statement(*, excluding: bool) -> sa.Select[Any]:
+    mentors_own = sa.and_(
+        sessions.c.mentor_id == sa.bindparam("mentor_id"),
+        # The statuses written into the statement (constants): it is compiled once.
+        sessions.c.status.in_([sa.literal_column(f"'{status}'") for status in COUNTED_STATUSES]),
+        *occupying(
+            sa.bindparam("low"),
+            sa.bindparam("high"),
+            starts_after=sa.bindparam("starts_after"),
+            starts_before=sa.bindparam("starts_before"),
+        ),
+    )
+    enterprises_own = sa.and_(
+        sessions.c.enterprise_id == sa.bindparam("enterprise_id"),
+        sessions.c.status == BOOKED,
+        sessions.c.starts_at < sa.bindparam("end"),
+        sessions.c.ends_at > sa.bindparam("start"),
+        # A session is shorter than MAX_BLOCKED_SPAN: read a range of (enterprise_id, starts_at).
+        sessions.c.starts_at > sa.bindparam("enterprise_starts_after"),
+    )
+    query = sa.select(*_NEAR_COLUMNS).where(sa.or_(mentors_own, enterprises_own))
+    return query.where(sessions.c.id != sa.bindparam("excluding")) if excluding else query
+
+
+_SESSIONS_NEAR = _sessions_near_statement(excluding=False)
+_SESSIONS_NEAR_EXCLUDING = _sessions_near_statement(excluding=True)
+
+
 def sessions_near(
     mentor_id: uuid.UUID,
     enterprise_id: uuid.UUID,
@@ -184,24 +212,21 @@ def sessions_near(
     margin: timedelta,
     *,
     excluding: uuid.UUID | None,
-) -> sa.Select[Any]:
+) -> tuple[sa.Select[Any], dict[str, Any]]:
     """In one query: the mentor's sessions that matter to a new one at ``[start, end)`` (those
     its buffers could touch, and within ``margin`` for its day and week limits), and the
-    enterprise's booked sessions overlapping it."""
-    mentors_own = sa.and_(
-        sessions.c.mentor_id == mentor_id,
-        sessions.c.status.in_(COUNTED_STATUSES),
-        *occupying(start - margin, end + margin),
-    )
-    enterprises_own = sa.and_(
-        sessions.c.enterprise_id == enterprise_id,
-        sessions.c.status == BOOKED,
-        sessions.c.starts_at < end,
-        sessions.c.ends_at > start,
-        # A session is shorter than MAX_BLOCKED_SPAN: read a range of (enterprise_id, starts_at).
-        sessions.c.starts_at > start - MAX_BLOCKED_SPAN,
-    )
-    query = sa.select(*_NEAR_COLUMNS).where(sa.or_(mentors_own, enterprises_own))
-    if excluding is not None:
-        query = query.where(sessions.c.id != excluding)
-    return query
+    enterprise's booked sessions overlapping it; the statement and its parameters."""
+    params: dict[str, Any] = {
+        "mentor_id": mentor_id,
+        "enterprise_id": enterprise_id,
+        "low": start - margin,
+        "high": end + margin,
+        "starts_after": start - margin - MAX_BLOCKED_SPAN,
+        "starts_before": end + margin + MAX_BLOCKED_SPAN,
+        "start": start,
+        "end": end,
+        "enterprise_starts_after": start - MAX_BLOCKED_SPAN,
+    }
+    if excluding is None:
+        return _SESSIONS_NEAR, params
+    return _SESSIONS_NEAR_EXCLUDING, params | {"excluding": excluding}

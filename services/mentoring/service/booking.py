@@ -183,8 +183,8 @@ async def _sessions_nearby(
 ) -> tuple[list[slots.Taken], Row[Any] | None]:
     """The mentor's sessions that matter to a new one, as :class:`slots.Taken`, and a booked
     session of the enterprise overlapping it, if there is one."""
-    query = sessions_near(mentor.id, enterprise_id, start, end, _margin(mentor), excluding=excluding)
-    rows = (await session.execute(query)).all()
+    query, params = sessions_near(mentor.id, enterprise_id, start, end, _margin(mentor), excluding=excluding)
+    rows = (await session.execute(query, params)).all()
     return _sort_nearby(rows, mentor.id, enterprise_id, start, end)
 
 

@@ -160,8 +160,10 @@ def test_the_longest_session_the_schemas_allow_fits_the_span() -> None:
 async def test_the_reads_around_a_booking_take_a_range_of_the_indexes_not_a_whole_history(app) -> None:
     someone, firm, start = uuid.uuid4(), uuid.uuid4(), datetime(2027, 3, 29, 9, tzinfo=UTC)
     statements = [
-        sessions_near(someone, firm, start, start + timedelta(hours=1), WEEK_MARGIN, excluding=None),
-        sessions_near(someone, firm, start, start + timedelta(hours=1), WEEK_MARGIN, excluding=uuid.uuid4()),
+        sessions_near(someone, firm, start, start + timedelta(hours=1), WEEK_MARGIN, excluding=None)[0],
+        sessions_near(someone, firm, start, start + timedelta(hours=1), WEEK_MARGIN, excluding=uuid.uuid4())[
+            0
+        ],
     ]
     async with app.state.database.engine.connect() as conn:
         for statement in statements:
