@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
@@ -51,6 +51,7 @@ async def test_times_come_back_aware_utc_whatever_zone_they_went_in(database: Da
     assert back == datetime(2027, 3, 28, 1, 30, tzinfo=UTC)
 
 
+@settings(deadline=None)  # a behaviour, not a timing: a loaded machine must not fail it
 @given(
     st.datetimes(
         min_value=datetime(1, 1, 2),
