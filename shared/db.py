@@ -8,6 +8,7 @@ PostgreSQL runs on asyncpg with a pool sized for concurrency.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -97,6 +98,7 @@ class Database:
         self.info: dict[str, Any] = {"database": self}
         # SQLite has one writer: write sessions take its lock when they begin (BEGIN IMMEDIATE).
         writer = self.engine.execution_options(sqlite_begin="immediate") if self.is_sqlite else self.engine
+        self.sqlite_writers = asyncio.Lock()
         self.read_sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self.info)
         self.write_sessions = async_sessionmaker(writer, expire_on_commit=False, info=self.info)
 
@@ -107,8 +109,20 @@ class Database:
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """A session in a transaction that commits on success and rolls back on error."""
-        async with self.session(write=write) as session, session.begin():
+        async with self.writing(write), self.session(write=write) as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def writing(self, write: bool = True) -> AsyncIterator[None]:
+        """SQLite: this process's write transactions queue here, first come first served;
+        SQLite's own busy handler polls and lets a late writer overtake, so under load an
+        early one could wait past the busy timeout. (BEGIN IMMEDIATE still guards against
+        other processes.) Nothing to do on PostgreSQL, or for a read."""
+        if not (write and self.is_sqlite):
+            yield
+            return
+        async with self.sqlite_writers:
+            yield
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -125,7 +139,7 @@ async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """
     database: Database = request.app.state.database
     write = request.method not in READ_METHODS
-    async with database.session(write=write) as session:
+    async with database.writing(write), database.session(write=write) as session:
         try:
             yield session
             await session.commit()
