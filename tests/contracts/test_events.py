@@ -33,6 +33,7 @@ import pytest
 from pydantic import BaseModel, create_model
 
 from services.demand import events as demand_events
+from services.enterprises import consumers as enterprises_consumers
 from services.enterprises import events as enterprises_events
 from services.mentoring import consumers as mentoring_consumers
 from services.mentoring import events as mentoring_events
@@ -60,7 +61,11 @@ EVENTS_MD = (ROOT / "docs" / "EVENTS.md").read_text()
 PRODUCERS = {"enterprises": enterprises_events, "demand": demand_events, "mentoring": mentoring_events}
 SPECS: dict[str, EventSpec] = {spec.type: spec for module in PRODUCERS.values() for spec in module.PUBLISHED}
 # Each service's consumer list (in its consumers.py, or still in its events.py).
-CONSUMER_LISTS = [enterprises_events.CONSUMERS, demand_events.CONSUMERS, mentoring_consumers.CONSUMERS]
+CONSUMER_LISTS: list[list[ConsumerSpec]] = [
+    enterprises_consumers.CONSUMERS,
+    demand_events.CONSUMERS,
+    mentoring_consumers.CONSUMERS,
+]
 CONSUMERS: dict[str, ConsumerSpec] = {spec.durable: spec for specs in CONSUMER_LISTS for spec in specs}
 
 # The tolerant model each consumer parses an event type with (as its handler dispatches). The
@@ -79,12 +84,12 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "enterprises.readiness.changed.v1": mentoring_read_models.ReadinessChanged,
     },
     "enterprises-demand": {
-        "demand.item.published.v1": enterprises_events.DemandLineIn,
-        "demand.item.updated.v1": enterprises_events.DemandLineIn,
-        "demand.item.withdrawn.v1": enterprises_events.DemandWithdrawnIn,
+        "demand.item.published.v1": enterprises_consumers.DemandLineIn,
+        "demand.item.updated.v1": enterprises_consumers.DemandLineIn,
+        "demand.item.withdrawn.v1": enterprises_consumers.DemandWithdrawnIn,
     },
     "enterprises-mentoring": {
-        "mentoring.session.completed.v1": enterprises_events.SessionCompletedIn,
+        "mentoring.session.completed.v1": enterprises_consumers.SessionCompletedIn,
     },
 }
 CONSUMER_CASES = [(durable, kind) for durable, models in CONSUMED.items() for kind in models]
