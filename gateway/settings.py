@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -77,6 +77,16 @@ class GatewaySettings(BaseAppSettings):
     rate_limit_per_minute: int = 600
     staff_rate_limit_per_minute: int = 6000
     public_rate_limit_per_minute: int = 120  # per client address, for credential-less feeds
+    # Failed authentications per client address; past it every credentialed request from that
+    # address answers 429 (a right guess too, or the limit would not stop guessing).
+    auth_failure_limit_per_minute: int = Field(30, ge=1)
+    # Where the limits' counters live: "local" (per replica), "nats" (a JetStream KeyValue
+    # bucket all replicas share), "auto" (nats unless the database is SQLite); gateway.limits.
+    rate_limit_store: Literal["auto", "local", "nats"] = "auto"
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed; from anyone else they are ignored, so a client cannot pick its own address.
+    # The gateway applies this itself: start uvicorn with --no-proxy-headers.
+    trusted_proxies: EnvList = Field(default_factory=list)
     max_body_bytes: int = 1024 * 1024
     max_import_body_bytes: int = 50 * 1024 * 1024
     cors_origins: EnvList = Field(default_factory=list)
@@ -161,6 +171,12 @@ class GatewaySettings(BaseAppSettings):
         if self.webhook_allow_private_networks is not None:
             return self.webhook_allow_private_networks
         return self.environment != "production"
+
+    @property
+    def shared_rate_limits(self) -> bool:
+        if self.rate_limit_store == "auto":
+            return not self.database_url.startswith("sqlite")
+        return self.rate_limit_store == "nats"
 
     @property
     def oidc_enabled(self) -> bool:

@@ -69,6 +69,7 @@ class Process:
                 "--port",
                 str(self.port),
                 "--no-access-log",
+                "--no-proxy-headers",  # the gateway trusts only GATEWAY_TRUSTED_PROXIES
                 "--timeout-graceful-shutdown",
                 "3",
             ],
