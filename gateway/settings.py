@@ -118,6 +118,10 @@ class GatewaySettings(BaseAppSettings):
     webhook_poll_seconds: float = 1.0  # the dispatcher also wakes at once when deliveries are added
     webhook_batch_size: int = 100
     webhook_concurrency: int = 32
+    # Of those, at most this many attempts to one subscription, and to one owner's subscriptions
+    # together: a slow receiver holds its own slots, never the other integrators' (gateway.deliveries).
+    webhook_concurrency_per_endpoint: int = Field(2, ge=1)
+    webhook_concurrency_per_owner: int = Field(8, ge=1)
     # A subscription whose deliveries all failed this many times in a row (each after the whole
     # schedule, about 28 hours) is disabled; 0 never disables.
     webhook_disable_after_failed_deliveries: int = 10
