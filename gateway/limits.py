@@ -40,6 +40,7 @@ from shared.nats import NatsLink
 log = logging.getLogger("seedbed.gateway.limits")
 
 RATE_LIMITS_BUCKET = "SEEDBED_RATE_LIMITS"
+MAX_KEY_LOCKS = 100_000
 CAS_ATTEMPTS = 8  # compare-and-set retries when other replicas write the same key meanwhile
 NATS_RETRY_SECONDS = 2.0  # after a failure, how long a replica counts locally before asking NATS again
 _TAT = struct.Struct("!d")
@@ -158,6 +159,12 @@ class SharedRateLimiter:
         self._kv: KeyValue | None = None
         self._kv_lock = asyncio.Lock()
         self._nats_again_at = 0.0
+        # Concurrent checks of one key take turns here, so a replica never races itself on
+        # the key's revision (compare-and-set retries are left to races between replicas).
+        self._key_locks: dict[str, asyncio.Lock] = {}
+        # A refused key stays refused until its allow time whatever other replicas do (its
+        # timestamp only grows): until then it is refused here without asking NATS.
+        self._refused_until: dict[str, tuple[float, int]] = {}
 
     async def _bucket(self) -> KeyValue:
         if self._kv is not None:
@@ -176,6 +183,7 @@ class SharedRateLimiter:
                             ttl=self.window,
                             storage=StorageType.MEMORY,
                             replicas=self.replicas,
+                            direct=True,  # reads served by any replica, without the JetStream API
                         )
                     )
             return self._kv
@@ -202,12 +210,36 @@ class SharedRateLimiter:
         return None if decision.allowed else decision
 
     async def _admit_shared(self, key: str, limit: int, policy: str) -> Decision:
+        refused = self._refused_until.get(key)
+        now = time.time()
+        if refused is not None:
+            if refused[0] > now and refused[1] == limit:
+                # The same answer the bucket would give: the timestamp is at least what we read.
+                decision, _ = gcra(
+                    refused[0] + self.window - self.window / limit, limit, self.window, now, policy
+                )
+                return decision
+            del self._refused_until[key]
+        lock = self._key_locks.get(key)
+        if lock is None:
+            if len(self._key_locks) >= MAX_KEY_LOCKS:
+                self._key_locks = {k: held for k, held in self._key_locks.items() if held.locked()}
+            lock = self._key_locks[key] = asyncio.Lock()
+        async with lock:
+            return await self._admit_locked(key, limit, policy)
+
+    async def _admit_locked(self, key: str, limit: int, policy: str) -> Decision:
         kv = await self._bucket()
         stored = bucket_key(key)
         for _ in range(CAS_ATTEMPTS):
             tat, revision = await self._read(kv, stored)
-            decision, new_tat = gcra(tat, limit, self.window, time.time(), policy)
+            now = time.time()
+            decision, new_tat = gcra(tat, limit, self.window, now, policy)
             if not decision.allowed:
+                assert tat is not None
+                if len(self._refused_until) >= MAX_KEY_LOCKS:
+                    self._refused_until.clear()
+                self._refused_until[key] = (tat + self.window / limit - self.window, limit)
                 return decision
             try:
                 if revision is None:

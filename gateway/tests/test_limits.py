@@ -4,13 +4,15 @@ proxies), and one quota across gateway replicas when the counters live in NATS K
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
 from fastapi import FastAPI
 
-from gateway.limits import RateLimiter
+from gateway.limits import RateLimiter, SharedRateLimiter
 from gateway.tests.conftest import GatewayFactory, client_of
+from shared.nats import NatsLink
 from shared.testing.system import BOOTSTRAP_KEY
 
 
@@ -258,3 +260,21 @@ async def test_replicas_counting_locally_each_allow_the_whole_quota(gateway_app:
         async with client_of(one, key) as via_one, client_of(two, key) as via_two:
             answers = [await (via_one if n % 2 == 0 else via_two).get("/api/v1/me") for n in range(8)]
     assert [a.status_code for a in answers] == [200] * 6 + [429] * 2
+
+
+async def test_concurrent_checks_on_two_replicas_allow_exactly_the_quota(nats_url: str) -> None:
+    """Compare-and-set on the key's revision: racing replicas never both take the last request."""
+    links = [NatsLink(nats_url, name=f"replica-{n}") for n in range(2)]
+    for link in links:
+        await link.start()
+    try:
+        assert all([await link.wait_ready(10) for link in links])
+        replicas = [SharedRateLimiter(link) for link in links]
+        decisions = await asyncio.gather(*(replicas[n % 2].admit("key:racing", 10) for n in range(40)))
+        again = await asyncio.gather(*(limiter.admit("key:racing", 10) for limiter in replicas))
+    finally:
+        for link in links:
+            await link.close()
+    assert sum(d.allowed for d in decisions) == 10
+    assert not any(d.allowed for d in again)  # refused from the cache or the bucket alike
+    assert all(limiter.fallbacks_total == 0 for limiter in replicas)
