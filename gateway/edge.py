@@ -59,10 +59,7 @@ class EdgeMiddleware:
         self.public_rate = settings.public_rate_limit_per_minute
         self._public = make_credential(_PUBLIC_PRINCIPAL, "public", "public", self.public_rate)
         self.auth_failure_limit = settings.auth_failure_limit_per_minute
-        # Addresses that failed authentication here lately: only their requests pay a look at
-        # the shared failure count before authenticating (another replica's first refusal of
-        # an address costs that replica one unlooked check, answered 429 if it fails).
-        self._suspects: dict[str, float] = {}
+        self._suspects = runtime.auth_failures_seen
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

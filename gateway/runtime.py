@@ -37,6 +37,10 @@ class GatewayRuntime:
         self.secret = settings.internal_secret.get_secret_value().encode()
         # Replaced by the shared limiter at start when the settings ask for it (gateway.limits).
         self.limiter: Limits = RateLimiter()
+        # Addresses that failed authentication on this replica lately (until when): only their
+        # requests pay a look at the failure count before authenticating. Another replica's
+        # first refusal of an address costs it one unlooked check (answered 429 if it fails).
+        self.auth_failures_seen: dict[str, float] = {}
         self.proxy = Proxy(settings, self.secret)
         self._database: Database | None = None
         self._nats: NatsLink | None = None

@@ -146,6 +146,10 @@ async def test_failed_authentication_is_limited_per_address_then_refused_with_42
             # Past the limit even the right key is refused: otherwise guessing would still pay.
             right_key = await attacker.get("/api/v1/me", headers={"Authorization": f"Bearer {BOOTSTRAP_KEY}"})
             malformed = await attacker.get("/api/v1/me", headers={"Authorization": "Basic abc"})
+            # A route of a service (the pass-through path) refuses it alike.
+            passed_through = await attacker.get(
+                "/api/v1/demand", headers={"Authorization": f"Bearer {BOOTSTRAP_KEY}"}
+            )
         async with client_at(app, "192.0.2.1") as elsewhere:
             unaffected = await elsewhere.get("/api/v1/me")
     codes = [a.status_code for a in guesses]
@@ -155,6 +159,7 @@ async def test_failed_authentication_is_limited_per_address_then_refused_with_42
     assert refused.json()["type"].endswith("rate-limited") and int(refused.headers["retry-after"]) >= 1
     assert refused.headers["ratelimit-policy"] == '"auth-failures";q=5;w=60'
     assert right_key.status_code == 429 and malformed.status_code == 429
+    assert passed_through.status_code == 429
     assert unaffected.status_code == 200
 
 
