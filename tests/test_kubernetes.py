@@ -12,6 +12,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -437,3 +439,32 @@ def test_production_postgres_waits_for_a_synchronous_standby_in_another_zone() -
     assert spec["affinity"]["topologyKey"] == "topology.kubernetes.io/zone"
     databases = {db["spec"]["name"] for db in objects("production", "Database").values()}
     assert databases | {spec["bootstrap"]["initdb"]["database"]} == set(APPS)  # one database per process
+
+
+def nats_server_accepts(config: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "nats.conf"
+    path.write_text(config)
+    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
+    return subprocess.run(
+        [binary, "-c", str(path), "-t"], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize("values", ["values.yaml", "values-development.yaml"])
+def test_the_jetstream_options_merged_by_the_helm_values_are_ones_nats_server_knows(
+    values: str, tmp_path: Path
+) -> None:
+    merged = nats_values(values)["config"]["jetstream"].get("merge", {})
+    options = "".join(f"  {key}: {value}\n" for key, value in merged.items())
+    config = f"jetstream {{\n  store_dir: {tmp_path / 'js'}\n{options}}}\n"
+    checked = nats_server_accepts(config, tmp_path)
+    assert checked.returncode == 0 and "is valid" in checked.stdout + checked.stderr, checked.stderr
+    # The check can fail: a misspelt option is refused.
+    assert nats_server_accepts(config.replace("store_dir", "store_dirr"), tmp_path).returncode != 0
+
+
+def test_the_compose_nats_configuration_is_valid_and_fsyncs_before_acking(tmp_path: Path) -> None:
+    config = (ROOT / "deploy/nats/nats.conf").read_text().replace("/data/jetstream", str(tmp_path / "js"))
+    checked = nats_server_accepts(config, tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert re.search(r"^\s*sync_interval: always$", config, re.MULTILINE)
