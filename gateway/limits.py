@@ -198,6 +198,9 @@ class SharedRateLimiter:
             return await self.fallback.admit(key, limit, policy)
 
     async def exhausted(self, key: str, limit: int, policy: str = "api") -> Decision | None:
+        known = self._known_refusal(key, limit, policy)
+        if known is not None:
+            return known
         if not self._nats_usable():
             return await self.fallback.exhausted(key, limit, policy)
         try:
@@ -209,17 +212,24 @@ class SharedRateLimiter:
         decision, _ = gcra(tat, limit, self.window, time.time(), policy)
         return None if decision.allowed else decision
 
-    async def _admit_shared(self, key: str, limit: int, policy: str) -> Decision:
+    def _known_refusal(self, key: str, limit: int, policy: str) -> Decision | None:
+        """The bucket's answer for a key refused lately, while it must still be a refusal."""
         refused = self._refused_until.get(key)
+        if refused is None:
+            return None
+        allow_at, refused_limit = refused
         now = time.time()
-        if refused is not None:
-            if refused[0] > now and refused[1] == limit:
-                # The same answer the bucket would give: the timestamp is at least what we read.
-                decision, _ = gcra(
-                    refused[0] + self.window - self.window / limit, limit, self.window, now, policy
-                )
-                return decision
+        if allow_at <= now or refused_limit != limit:
             del self._refused_until[key]
+            return None
+        # The timestamp is at least the one read then: rebuild it from the allow time.
+        decision, _ = gcra(allow_at + self.window - self.window / limit, limit, self.window, now, policy)
+        return decision
+
+    async def _admit_shared(self, key: str, limit: int, policy: str) -> Decision:
+        known = self._known_refusal(key, limit, policy)
+        if known is not None:
+            return known
         lock = self._key_locks.get(key)
         if lock is None:
             if len(self._key_locks) >= MAX_KEY_LOCKS:
