@@ -39,6 +39,27 @@ class BaseAppSettings(BaseSettings):
         validation_alias=AliasChoices("SEEDBED_INTERNAL_SECRET", "internal_secret"),
     )
     internal_header_max_age_seconds: float = 30.0
+    # A server that stops answering is taken for gone after about interval x (pings + 1)
+    # seconds, and the client reconnects (nats-py's defaults, 120 s x 2, left it for minutes).
+    nats_ping_interval_seconds: float = Field(
+        2.0,
+        gt=0,
+        validation_alias=AliasChoices("SEEDBED_NATS_PING_INTERVAL_SECONDS", "nats_ping_interval_seconds"),
+    )
+    nats_max_outstanding_pings: int = Field(
+        2,
+        ge=1,
+        validation_alias=AliasChoices("SEEDBED_NATS_MAX_OUTSTANDING_PINGS", "nats_max_outstanding_pings"),
+    )
+    # JetStream drops a message whose Nats-Msg-Id it stored within this window; the outbox
+    # relay looks in the stream before publishing a row older than it again.
+    stream_duplicate_window_seconds: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "SEEDBED_STREAM_DUPLICATE_WINDOW_SECONDS", "stream_duplicate_window_seconds"
+        ),
+    )
     log_level: str = Field("INFO", validation_alias=AliasChoices("SEEDBED_LOG_LEVEL", "log_level"))
     access_log: bool = Field(True, validation_alias=AliasChoices("SEEDBED_ACCESS_LOG", "access_log"))
 
