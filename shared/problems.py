@@ -161,16 +161,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     # request's context, so the 500 problem carries the request id.
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path (Starlette's 405 names only those
     of the first route that matched the path, one of several when each method has its own)."""
-    scope = {**request.scope, "method": ""}
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _child = route.matches(scope)
-        if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 def _is_validation_error_schema(content: dict[str, Any]) -> bool:
