@@ -291,7 +291,9 @@ class Supervisor:
             await self.migrate()
             await self.start_apps()
             gateway = f"http://127.0.0.1:{_port('gateway')}"
-            if await self.wait_ready(gateway):
+            # Each service too: the gateway is ready (degraded) while a service is still starting.
+            services = [f"http://127.0.0.1:{_port(name)}" for name in SERVICES]
+            if all([await self.wait_ready(url) for url in services]) and await self.wait_ready(gateway):
                 key_source = (
                     "SEEDBED_BOOTSTRAP_STAFF_KEY"
                     if "SEEDBED_BOOTSTRAP_STAFF_KEY" in os.environ
