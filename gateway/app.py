@@ -90,11 +90,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    def checks() -> dict[str, ReadinessCheck]:
-        checks: dict[str, ReadinessCheck] = {
-            "database": runtime.database.ping,
-            "nats": runtime.nats.ping,
-        }
+    def required_checks() -> dict[str, ReadinessCheck]:
+        # Without its database the gateway can authenticate no API key: nothing to serve.
+        return {"database": runtime.database.ping}
+
+    def optional_checks() -> dict[str, ReadinessCheck]:
+        # Degraded, not unready: without NATS only the event stream and webhooks wait, and a
+        # service that is down answers 503 for its own routes while the others serve; taking
+        # this pod out would fix neither.
+        checks: dict[str, ReadinessCheck] = {"nats": runtime.nats.ping}
         for name, url in settings.upstreams().items():
             checks[name] = _service_check(runtime.http, name, url)
         return checks
@@ -110,7 +114,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    app.include_router(health_router(checks))
+    app.include_router(health_router(required_checks, optional_checks))
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(await runtime.openapi.document())

@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from shared.settings import BaseAppSettings
+from shared.settings import BaseAppSettings, weak_secret
 
 # Asymmetric algorithms only: a symmetric one would let anyone holding the IdP's public
 # JWKS forge tokens (the HS256-with-public-key confusion), and "none" is no signature at all.
@@ -151,10 +151,17 @@ class GatewaySettings(BaseAppSettings):
 
     @model_validator(mode="after")
     def _pepper_outside_development(self) -> GatewaySettings:
-        if self.environment == "production" and len(self.api_key_pepper.get_secret_value()) < 32:
-            raise ValueError(
-                "GATEWAY_API_KEY_PEPPER must be a random value of at least 32 characters in production"
-            )
+        if self.environment != "production":
+            return self
+        keys = {"GATEWAY_API_KEY_PEPPER": self.api_key_pepper.get_secret_value()}
+        if self.webhook_encryption_key.get_secret_value():
+            keys["GATEWAY_WEBHOOK_ENCRYPTION_KEY"] = self.webhook_encryption_key.get_secret_value()
+        for name, value in keys.items():
+            reason = weak_secret(value)
+            if reason is not None:
+                raise ValueError(
+                    f"{name} must be a random value of at least 32 characters in production: {reason}"
+                )
         return self
 
     @model_validator(mode="after")
