@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import api, dashboard, integrators
 from gateway.edge import EdgeMiddleware
+from gateway.pages import routes as pages
 from gateway.routes import SERVICES, owner_of
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
@@ -110,6 +111,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router(checks))
+    pages.install(app)  # /, /pipeline, /anchors...: HTML for people (gateway.pages)
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(await runtime.openapi.document())
