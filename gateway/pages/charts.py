@@ -41,6 +41,11 @@ class Bar:
     withheld: bool = False
     href: str | None = None
 
+    @property
+    def label_lines(self) -> list[str]:
+        """A quarter's label on two lines (``Oct-Dec`` over ``2026``) so neighbours never overlap."""
+        return self.label.rsplit(" ", 1)
+
 
 @dataclass
 class Tick:
@@ -63,7 +68,7 @@ class BarChart:
 
 def quarter_bars(quarters: Sequence[str], cells: dict[tuple[str, ...], Cell]) -> BarChart:
     """Vertical bars of value by quarter; a withheld quarter is a hatched column, not a bar."""
-    chart = BarChart(width=760, height=300, plot_left=80, plot_top=24, plot_width=660, plot_height=216)
+    chart = BarChart(width=760, height=310, plot_left=80, plot_top=24, plot_width=660, plot_height=216)
     values = [c.value_pence for c in cells.values() if not c.suppressed and c.value_pence is not None]
     top = nice_ceiling(max(values, default=0))
     chart.ticks = [
@@ -192,10 +197,10 @@ def heat_map(
     divisions: Sequence[str], quarters: Sequence[str], cells: dict[tuple[str, ...], Cell]
 ) -> HeatMap:
     """Divisions down, quarters across; a cell's shade is its value's sixth of the largest."""
-    label_width, cell_width, cell_height = 330, 78, 30
+    label_width, cell_width, cell_height = 340, 88, 34
     chart = HeatMap(
         width=label_width + cell_width * len(quarters) + 10,
-        height=40 + cell_height * max(1, len(divisions)),
+        height=52 + cell_height * max(1, len(divisions)),
         label_width=label_width,
         cell_width=cell_width,
         cell_height=cell_height,
@@ -205,7 +210,7 @@ def heat_map(
         (label_width + i * cell_width + cell_width / 2, quarter_label(q)) for i, q in enumerate(quarters)
     ]
     for r, division in enumerate(divisions):
-        y = 34 + r * cell_height
+        y = 46 + r * cell_height
         chart.rows.append((y, division, division_label(division)))
         for c, quarter in enumerate(quarters):
             x = label_width + c * cell_width

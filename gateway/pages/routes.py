@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from gateway.auth import AuthError
 from gateway.pages import charts, downloads
@@ -100,6 +100,7 @@ templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
+    undefined=StrictUndefined,
     lstrip_blocks=True,
 )
 templates.globals |= {
@@ -322,7 +323,9 @@ def _pipeline_context(figures: PipelineFigures) -> dict[str, Any]:
         "last": quarter_label(quarters[-1]),
         "totals": totals,
         "quarter_rows": [(q, by_quarter.get((q,))) for q in quarters],
-        "division_rows": [(d, by_division.get((d,))) for d in sorted(by_division)],
+        "division_rows": sorted(
+            ((key[0], cell) for key, cell in by_division.items()), key=lambda row: row[0]
+        ),
         "heat_rows": [(d, [heat.get((d, q)) for q in quarters]) for d in divisions],
         "quarter_chart": charts.quarter_bars(quarters, by_quarter),
         "division_chart": charts.division_bars(by_division, link),
