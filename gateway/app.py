@@ -111,7 +111,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router(checks))
-    pages.install(app)  # /, /pipeline, /anchors...: HTML for people (gateway.pages)
+    pages.install(app, settings)  # /, /pipeline, /anchors...: HTML for people (gateway.pages)
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(await runtime.openapi.document())

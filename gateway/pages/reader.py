@@ -72,7 +72,9 @@ class View:
         return int(self.body.get("version") or 0)
 
 
-class _Lru(Generic[T]):
+class Lru(Generic[T]):
+    """The ``size`` entries used last."""
+
     def __init__(self, size: int) -> None:
         self.size = size
         self._entries: OrderedDict[str, T] = OrderedDict()
@@ -104,8 +106,8 @@ class PublicReader:
         upstreams = settings.upstreams()
         self.demand = upstreams["demand"] + "/api/v1"
         self.enterprises = upstreams["enterprises"] + "/api/v1"
-        self.views: _Lru[View] = _Lru(settings.pages_cache_size)
-        self._timed: _Lru[tuple[float, Any]] = _Lru(settings.pages_cache_size)
+        self.views: Lru[View] = Lru(settings.pages_cache_size)
+        self._timed: Lru[tuple[float, Any]] = Lru(settings.pages_cache_size)
 
     async def _get(
         self, url: str, params: Sequence[tuple[str, str]] = (), headers: dict[str, str] | None = None
