@@ -329,6 +329,10 @@ def _pipeline_context(figures: PipelineFigures) -> dict[str, Any]:
     )
     link = link.replace("?&", "?")
     withheld = sum(c.suppressed for c in [*by_quarter.values(), *by_division.values(), *heat.values()])
+    published_divisions = [(k[0], c) for k, c in by_division.items() if not c.suppressed and c.value_pence]
+    published_quarters = [(k[0], c) for k, c in by_quarter.items() if not c.suppressed and c.value_pence]
+    largest = max(published_divisions, key=lambda item: item[1].value_pence or 0, default=None)
+    busiest = max(published_quarters, key=lambda item: item[1].value_pence or 0, default=None)
     generated = figures.heat.body.get("generated_at")
     return {
         "query": query,
@@ -346,6 +350,8 @@ def _pipeline_context(figures: PipelineFigures) -> dict[str, Any]:
         "division_chart": charts.division_bars(by_division, link),
         "heat_map": charts.heat_map(divisions, quarters, heat),
         "withheld_count": withheld,
+        "largest": largest,
+        "busiest": busiest,
         "choices": figures.choices,
         "notes": notes_of(v.body for v in figures.views),
         "version": figures.version,
@@ -370,23 +376,14 @@ def _ocds_params(query: PipelineQuery, quarters: list[str]) -> list[tuple[str, s
 async def _rendered_pipeline(request: Request, reader: PublicReader) -> RenderedPipeline:
     query = PipelineQuery.from_params(request.query_params)
     figures = await pipeline_figures(request, reader, query)
-    cache: dict[str, RenderedPipeline] = request.app.state.pages_rendered
-    key = "|".join(
-        [
-            figures.heat.etag,
-            figures.by_quarter.etag,
-            figures.by_division.etag,
-            str(figures.choices is not None),
-        ]
-    )
+    cache: Lru[RenderedPipeline] = request.app.state.pages_rendered
     found = cache.get(query.query_string() + figures.quarters[0])
-    if found is not None and found.etag == _etag(key):
+    if found is not None and found.figures is figures:
         return found
+    tag = _etag(figures.heat.etag, figures.by_quarter.etag, figures.by_division.etag)
     html = render("pipeline.html", page="pipeline", **_pipeline_context(figures))
-    rendered = RenderedPipeline(figures, html, _etag(key))
-    if len(cache) >= reader.settings.pages_cache_size:
-        cache.pop(next(iter(cache)))
-    cache[query.query_string() + figures.quarters[0]] = rendered
+    rendered = RenderedPipeline(figures, html, tag)
+    cache.put(query.query_string() + figures.quarters[0], rendered)
     return rendered
 
 
