@@ -18,11 +18,12 @@ BAR_FILL = "#1d5fa8"
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2 or 5 x 10^n at or above ``value`` (an axis maximum a person can read)."""
+    """The smallest round number (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 x 10^n) at or above ``value``:
+    an axis maximum a person can read, that leaves the largest bar most of the axis."""
     if value <= 0:
         return 1.0
     exponent = math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
+    for step in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         candidate = step * 10**exponent
         if candidate >= value:
             return float(candidate)

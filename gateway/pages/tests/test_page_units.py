@@ -127,3 +127,5 @@ def test_heat_map_shades_and_withheld_cells() -> None:
     assert by_title["85 Health and social work services, Jan-Mar 2027"].withheld
     assert by_title["85 Health and social work services, Apr-Jun 2027"].text == "\u2013"
     assert charts.nice_ceiling(1_730_000) == 2_000_000
+    assert charts.nice_ceiling(5_500_000) == 6_000_000
+    assert charts.nice_ceiling(100) == 100
