@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -182,9 +181,7 @@ async def admitted(request: Request) -> None:
     runtime = await _runtime(request)
     settings = runtime.settings
     client = request.client.host if request.client else "unknown"
-    decision = runtime.limiter.check(
-        f"pages:{client}", settings.pages_rate_limit_per_minute, time.monotonic(), "public"
-    )
+    decision = await runtime.limiter.admit(f"pages:{client}", settings.pages_rate_limit_per_minute, "public")
     if not decision.allowed:
         raise PageError(
             429,
