@@ -31,6 +31,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import api, dashboard, integrators
 from gateway.edge import EdgeMiddleware
+from gateway.pages import routes as pages
 from gateway.routes import SERVICES, owner_of
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
@@ -115,6 +116,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router(required_checks, optional_checks))
+    pages.install(app, settings)  # /, /pipeline, /anchors...: HTML for people (gateway.pages)
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(await runtime.openapi.document())

@@ -134,6 +134,16 @@ class GatewaySettings(BaseAppSettings):
     # Encrypts webhook secrets at rest (AES-GCM); derived from the API key pepper when empty.
     webhook_encryption_key: SecretStr = SecretStr("")
 
+    # Pages for people (gateway.pages): open to anyone unless a key is required.
+    pages_require_key: bool = False
+    pages_rate_limit_per_minute: int = 600  # per client address
+    pages_cache_size: int = Field(512, ge=1)  # pipeline views and rendered pages kept
+    pages_lines_max: int = Field(2000, ge=1)  # lines a lines page sorts and pages through
+    pages_lines_per_page: int = Field(25, ge=1, le=200)
+    pages_lines_cache_seconds: float = 15.0
+    pages_anchors_max: int = Field(2000, ge=1)
+    pages_anchors_cache_seconds: float = 60.0
+
     # The AsyncAPI document: the NATS server integrators are told about.
     asyncapi_nats_url: str | None = None  # default: NATS_URL
     asyncapi_refresh_seconds: float = 300.0

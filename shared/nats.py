@@ -211,7 +211,7 @@ class NatsLink:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=self.reconnect_time_wait,
-                    ping_interval=self.ping_interval,  # type: ignore[arg-type]
+                    ping_interval=self.ping_interval,
                     max_outstanding_pings=self.max_outstanding_pings,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
