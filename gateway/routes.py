@@ -131,7 +131,7 @@ PUBLIC_ROUTES: Final = _routes(
     "POST /sessions/{id}/no-show",
     "GET /enterprises/{id}/dashboard",
     "POST|GET /webhooks",
-    "DELETE /webhooks/{id}",
+    "PATCH|DELETE /webhooks/{id}",
     "GET /webhooks/{id}/deliveries",
     "POST /webhooks/{id}/deliveries/{delivery_id}/redeliver",
     "GET /events/stream",
