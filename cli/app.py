@@ -61,13 +61,16 @@ class Options:
     key: str | None
     json: bool
 
-    def gateway(self, *, key_needed: bool = True) -> Gateway:
+    def api_key(self) -> str:
         key = self.key or default_key()
-        if key is None and key_needed:
+        if key is None:
             raise GatewayError(
                 f"no API key: pass --key, set SEEDBED_KEY, or run `make run` (it writes {staff_key_file()})"
             )
-        return Gateway(self.url, key)
+        return key
+
+    def gateway(self, *, key_needed: bool = True) -> Gateway:
+        return Gateway(self.url, self.api_key() if key_needed else None)
 
 
 def options(ctx: typer.Context) -> Options:
@@ -374,9 +377,7 @@ def events_tail(
 ) -> None:
     """Follow the event stream (Server-Sent Events), resuming after a dropped connection."""
     opts = options(ctx)
-    gw = opts.gateway()
-    gw.http.close()
-    key = gw.http.headers["Authorization"].removeprefix("Bearer ")
+    key = opts.api_key()
     json_lines = opts.json or as_json
 
     def show(event_id: str, event_type: str, event: dict[str, Any]) -> None:

@@ -120,6 +120,7 @@ def hour(
     tmp_path_factory: pytest.TempPathFactory, _database_factory_sync: DatabaseFactory
 ) -> Iterator[FirstHour]:
     root = tmp_path_factory.mktemp("first-hour")
+    (root / "system").mkdir()
     with boot(root / "system", _database_factory_sync) as (system, _clock):
         home = root / "home"
         (home / "var").mkdir(parents=True)
