@@ -8,6 +8,7 @@ row), so a command can show the detail and, for an import, the table of bad rows
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from typing import Any
 import httpx
 
 DEFAULT_PORT = 8000
+SAFE = frozenset({"GET", "PUT", "DELETE"})
+BUSY = frozenset({502, 503, 504})
+RETRIES = 3
 
 
 def default_url() -> str:
@@ -84,7 +88,7 @@ def refusal(method: str, path: str, response: httpx.Response) -> GatewayError:
 class Gateway:
     """A client of the gateway at ``url`` sending ``key`` (or no credential)."""
 
-    def __init__(self, url: str, key: str | None, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, key: str | None, *, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
@@ -104,12 +108,32 @@ class Gateway:
         )
 
     def request(
-        self, method: str, path: str, *, expect: Iterable[int] = (200, 201, 204), **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        expect: Iterable[int] = (200, 201, 204),
+        retry: bool | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise self.unreachable(exc) from None
+        """Send it; a request that is safe to repeat (a read, a PUT, a DELETE, a create with an
+        Idempotency-Key, or ``retry``) is tried again when a service is busy or down (502-504)."""
+        headers = kwargs.get("headers") or {}
+        repeatable = retry if retry is not None else method in SAFE or "Idempotency-Key" in headers
+        for attempt in range(RETRIES + 1 if repeatable else 1):
+            if attempt:
+                time.sleep(0.5 * 2**attempt)
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TimeoutException as exc:
+                if repeatable and attempt < RETRIES:
+                    continue
+                raise self.unreachable(exc) from None
+            except httpx.HTTPError as exc:
+                raise self.unreachable(exc) from None
+            if response.status_code in BUSY and repeatable and attempt < RETRIES:
+                continue
+            break
         if response.status_code not in set(expect):
             raise refusal(method, path, response)
         return response

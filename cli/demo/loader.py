@@ -303,6 +303,7 @@ class DemoLoader:
                 result = self.gw.request(
                     "POST",
                     f"{API}/demand/imports",
+                    retry=True,  # an upsert by external_ref: sending the file again is harmless
                     params={"anchor_id": anchor_id},
                     content=content,
                     headers={"Content-Type": media_type},
