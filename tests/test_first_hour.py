@@ -316,15 +316,6 @@ class Lines:
 def test_events_tail_resumes_after_the_gateway_drops_it_missing_nothing(hour: FirstHour) -> None:
     system = hour.system
     anchor, hub = hour.keys()["anchor"], hour.keys()["integrator"]
-    tail = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--json", "events", "tail", "--types", "demand.item.*", "--count", "3"],
-        cwd=hour.home,
-        env=hour.env(SEEDBED_KEY=hub["key"]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines = Lines(tail)
 
     def post(title: str) -> str:
         body = {k: v for k, v in line_body(anchor["subject_id"], title).items() if k != "anchor_id"}
@@ -332,16 +323,47 @@ def test_events_tail_resumes_after_the_gateway_drops_it_missing_nothing(hour: Fi
             system.url + API + "/demand",
             json=body,
             headers={"Authorization": f"Bearer {anchor['key']}"},
-            timeout=30,
+            timeout=60,
         )
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
 
-    try:
-        time.sleep(2)  # the tail has connected (the stream starts with the events from then on)
+    # Line A's position, read here, so that the tail starts just before it however long the
+    # command takes to start on a busy machine.
+    with httpx.stream(
+        "GET",
+        system.url + API + "/events/stream",
+        params={"types": "demand.item.*"},
+        headers={"Authorization": f"Bearer {hub['key']}"},
+        timeout=60,
+    ) as stream:
         first = post("Tail A (test)")
-        a = lines.next()
-        assert a["event"]["subject"] == first
+        position = next(int(line[4:]) for line in stream.iter_lines() if line.startswith("id: "))
+    tail = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "--json",
+            "events",
+            "tail",
+            "--types",
+            "demand.item.*",
+            "--since",
+            str(position - 1),
+            "--count",
+            "3",
+        ],
+        cwd=hour.home,
+        env=hour.env(SEEDBED_KEY=hub["key"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = Lines(tail)
+    try:
+        a = lines.next(timeout=180)
+        assert a["event"]["subject"] == first and int(a["id"]) == position
         # The tail is frozen while the gateway restarts and two lines are posted: when it runs
         # again its connection is gone, and only Last-Event-ID brings back what it missed.
         tail.send_signal(signal.SIGSTOP)
@@ -350,8 +372,8 @@ def test_events_tail_resumes_after_the_gateway_drops_it_missing_nothing(hour: Fi
         system.gateway.wait_ready("/readyz")
         second, third = post("Tail B (test)"), post("Tail C (test)")
         tail.send_signal(signal.SIGCONT)
-        b, c = lines.next(), lines.next()
-        assert tail.wait(30) == 0
+        b, c = lines.next(timeout=180), lines.next(timeout=180)
+        assert tail.wait(60) == 0
     finally:
         if tail.poll() is None:
             tail.send_signal(signal.SIGCONT)
