@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cli.client import Gateway, GatewayError
+from cli.client import BUSY, RETRIES, Gateway, GatewayError
 from cli.demo import files
 from cli.demo.network import (
     DEMO_TOPIC,
@@ -46,7 +46,7 @@ KEY_NAMES = {
     "integrator": "demo: Calder social-impact hub (integrator)",
 }
 ALL_STATUSES = "draft,planned,tendering,awarded,cancelled,withdrawn"
-WORKERS = 6  # requests in flight while loading milestones: the services take them in turn anyway
+WORKERS = 4  # requests in flight while loading milestones: the services take them in turn anyway
 
 
 @dataclass
@@ -334,7 +334,7 @@ class DemoLoader:
             if done:
                 continue
             if step.status == "in_progress":
-                intake.patch(f"{path}/{step.code}", {"status": "in_progress"})
+                self._move(intake, f"{path}/{step.code}", {"status": "in_progress"})
                 continue
             if current != "submitted":
                 evidence = {
@@ -344,13 +344,27 @@ class DemoLoader:
                 body: dict[str, Any] = {"status": "submitted", "evidence": evidence}
                 if step.value_pence is not None:
                     body["value_pence"] = step.value_pence
-                intake.patch(f"{path}/{step.code}", body)
+                self._move(intake, f"{path}/{step.code}", body)
             if step.status == "verified":
                 verify: dict[str, Any] = {"status": "verified", "note": "Checked by the demo reviewer."}
                 if step.expires_in_days is not None:
                     expires = self.now() + timedelta(days=step.expires_in_days)
                     verify["expires_at"] = expires.isoformat()
-                self.gw.patch(f"{path}/{step.code}", verify)
+                self._move(self.gw, f"{path}/{step.code}", verify)
+
+    def _move(self, gw: Gateway, path: str, body: dict[str, Any]) -> None:
+        """PATCH a milestone to ``body["status"]``; when a busy service timed out, look whether
+        the move was made before making it again (a repeated move may be refused)."""
+        for attempt in range(RETRIES + 1):
+            try:
+                gw.patch(path, body)
+                return
+            except GatewayError as exc:
+                if exc.status not in BUSY or attempt == RETRIES:
+                    raise
+            time.sleep(2**attempt)
+            if self.gw.get(path)["status"] == body["status"]:
+                return
 
     # -- mentoring sessions ---------------------------------------------------------------------
 
