@@ -413,6 +413,9 @@ class DemoLoader:
                     "duration_minutes": 60,
                     "topic": topic,
                 },
+                headers=self._idempotency(
+                    f"session-{booking.mentor}-{booking.enterprise}-{slots[0]['start']}"
+                ),
             )
             self.report.tally("mentoring sessions", True)
         self._complete(drop_ins)
