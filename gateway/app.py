@@ -23,13 +23,13 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import api, dashboard, integrators
+from gateway.api_docs import install_api_docs
 from gateway.edge import EdgeMiddleware
 from gateway.pages import routes as pages
 from gateway.routes import SERVICES, owner_of
@@ -121,12 +121,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def openapi_json() -> JSONResponse:
         return JSONResponse(await runtime.openapi.document())
 
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Seedbed API")
-
     for prefix in ("", API_PREFIX):
         app.add_api_route(f"{prefix}/openapi.json", openapi_json, include_in_schema=False)
-        app.add_api_route(f"{prefix}/docs", docs, include_in_schema=False)
+    install_api_docs(app, API_PREFIX)
 
     # The gateway's own routes: request context, then the edge, inside FastAPI's stack.
     app.add_middleware(EdgeMiddleware, runtime=runtime)
