@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -30,11 +30,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import api, dashboard, integrators
 from gateway.edge import EdgeMiddleware
-from gateway.routes import SERVICES, owner_of
-from gateway.runtime import GatewayRuntime
+from gateway.metrics import route_of
+from gateway.routes import GATEWAY, SERVICES, owner_of
+from gateway.runtime import WEBHOOKS_CONSUMER, GatewayRuntime
 from gateway.settings import GatewaySettings
+from shared import tracing
+from shared.dead_letters import dead_letters_router
 from shared.health import ReadinessCheck, health_router
+from shared.inbox import EventConsumer
 from shared.logs import RequestContextMiddleware, configure_logging
+from shared.metrics import HttpMetricsMiddleware
 from shared.problems import install_problem_handlers
 
 API_PREFIX = "/api/v1"
@@ -71,6 +76,7 @@ def _service_check(client: httpx.AsyncClient, name: str, base_url: str) -> Readi
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     configure_logging("gateway", settings.log_level)
+    tracing.configure(GATEWAY)
     runtime = GatewayRuntime(settings)
 
     def own_document() -> dict[str, Any]:
@@ -109,7 +115,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(dead_letters_router(GATEWAY, _webhook_consumers), prefix=API_PREFIX)
     app.include_router(health_router(checks))
+    # The scrape, like the probes, is for the cluster: the edge lets it through (not under /api/v1).
+    app.add_api_route("/metrics", runtime.metrics, methods=["GET"], include_in_schema=False)
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(await runtime.openapi.document())
@@ -124,9 +133,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # The gateway's own routes: request context, then the edge, inside FastAPI's stack.
     app.add_middleware(EdgeMiddleware, runtime=runtime)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
-    # Everything for a service: the same two, straight from the server.
-    app.pass_through = RequestContextMiddleware(
-        EdgeMiddleware(super(GatewayApp, app).__call__, runtime=runtime),
-        access_log_enabled=settings.access_log,
+    app.add_middleware(HttpMetricsMiddleware, route_of=route_of)
+    tracing.instrument_app(app)
+    # Everything for a service: the same, straight from the server.
+    app.pass_through = HttpMetricsMiddleware(
+        tracing.server_spans(
+            RequestContextMiddleware(
+                EdgeMiddleware(super(GatewayApp, app).__call__, runtime=runtime),
+                access_log_enabled=settings.access_log,
+            ),
+            route_of,
+        ),
+        route_of=route_of,
     )
     return app
+
+
+def _webhook_consumers(request: Request) -> dict[str, EventConsumer]:
+    runtime: GatewayRuntime = request.app.state.runtime
+    return {WEBHOOKS_CONSUMER: runtime.webhooks_consumer}

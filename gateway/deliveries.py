@@ -33,6 +33,11 @@ import sqlalchemy as sa
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from gateway.metrics import (
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_DELIVERIES_FAILED,
+    WEBHOOK_ENDPOINTS_DISABLED_TOTAL,
+)
 from gateway.models import webhook_attempts, webhook_events
 from gateway.settings import GatewaySettings
 from gateway.webhooks import (
@@ -266,6 +271,7 @@ class Dispatcher:
         try:
             outcome = await self.attempt(item)
             self.attempts_total += 1
+            WEBHOOK_ATTEMPTS.labels("delivered" if outcome.delivered else "failed").inc()
             await self.record(item, outcome)
         except asyncio.CancelledError:
             raise
@@ -350,6 +356,7 @@ class Dispatcher:
                 }
             else:
                 changes |= {"status": "failed", "next_attempt_at": None}
+                WEBHOOK_DELIVERIES_FAILED.inc()
             await session.execute(
                 sa.update(deliveries).where(deliveries.c.id == item.delivery_id).values(**changes)
             )
@@ -390,6 +397,7 @@ class Dispatcher:
                 status="failed", next_attempt_at=None, claim_token=None, last_error=f"subscription {reason}"
             )
         )
+        WEBHOOK_ENDPOINTS_DISABLED_TOTAL.inc()
         log.warning("webhook subscription disabled", extra={"subscription_id": str(subscription_id)})
 
     # -- retention ---------------------------------------------------------------------------

@@ -38,6 +38,30 @@ def drop_kit_tables() -> None:
     KIT_METADATA.drop_all(op.get_bind())
 
 
+def add_kit_columns(columns: dict[str, list[str]]) -> None:
+    """Inside a migration: add kit-table columns that came after the table (nullable ones).
+
+    A column already there is skipped: the first migration creates the kit tables from the
+    current metadata, so a database made after the column was added has it already."""
+    bind = op.get_bind()
+    inspector = sa.inspect(bind)
+    for table_name, names in columns.items():
+        present = {column["name"] for column in inspector.get_columns(table_name)}
+        table = KIT_METADATA.tables[table_name]
+        missing = [name for name in names if name not in present]
+        if missing:
+            with op.batch_alter_table(table_name) as batch:
+                for name in missing:
+                    batch.add_column(sa.Column(name, table.c[name].type, nullable=True))
+
+
+def drop_kit_columns(columns: dict[str, list[str]]) -> None:
+    for table_name, names in columns.items():
+        with op.batch_alter_table(table_name) as batch:
+            for name in names:
+                batch.drop_column(name)
+
+
 def _run(connection: Connection, metadata: sa.MetaData) -> None:
     context.configure(
         connection=connection,

@@ -25,8 +25,10 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from shared import tracing
 from shared.db import KIT_METADATA, BigIntegerKey, Database, UtcDateTime, utcnow
 from shared.events import CONTENT_TYPE, CloudEvent
+from shared.metrics import OUTBOX_PUBLISHED
 from shared.nats import NatsLink
 from shared.tasks import cancel_requested, stop_task
 
@@ -43,6 +45,8 @@ outbox_table = sa.Table(
     sa.Column("sent_at", UtcDateTime, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text, nullable=True),
+    # The W3C trace context the event was recorded in, so that its publish joins that trace.
+    sa.Column("trace_context", sa.String(512), nullable=True),
 )
 sa.Index(
     "ix_outbox_unsent",
@@ -102,7 +106,13 @@ _MARK_SENT = (
 
 
 def _row(event: CloudEvent, now: datetime) -> dict[str, Any]:
-    return {"id": event.id, "subject": event.type, "body": event.to_bytes(), "created_at": now}
+    return {
+        "id": event.id,
+        "subject": event.type,
+        "body": event.to_bytes(),
+        "created_at": now,
+        "trace_context": tracing.stored_context(),
+    }
 
 
 async def add(session: AsyncSession, event: CloudEvent) -> None:
@@ -247,12 +257,15 @@ class OutboxRelay:
         Marking them sent is left to the marker task, so the next commit's events
         do not wait behind this batch's UPDATE.
         """
-        outcome = await self._publish([(row["id"], row["subject"], row["body"]) for row in rows])
+        outcome = await self._publish(
+            [(row["id"], row["subject"], row["body"], row.get("trace_context")) for row in rows]
+        )
         sent = [row["id"] for row, error in zip(rows, outcome, strict=True) if error is None]
         if sent:
             self._acked.extend(sent)
             self._acked_wake.set()
             self.published_total += len(sent)
+            OUTBOX_PUBLISHED.inc(len(sent))
         if len(sent) < len(rows):
             self.handoff.sweep_needed = True  # the sweep retries them, counting attempts
 
@@ -298,6 +311,7 @@ class OutboxRelay:
                 outbox_table.c.id,
                 outbox_table.c.subject,
                 outbox_table.c.body,
+                outbox_table.c.trace_context,
             )
             .where(outbox_table.c.sent_at.is_(None))
             .order_by(outbox_table.c.position)
@@ -309,7 +323,9 @@ class OutboxRelay:
                 rows = (await session.execute(claim)).all()
             if not rows:
                 return 0, 0
-            outcome = await self._publish([(row.id, row.subject, row.body) for row in rows])
+            outcome = await self._publish(
+                [(row.id, row.subject, row.body, row.trace_context) for row in rows]
+            )
             async with self.database.transaction() as session:
                 await self._record(session, rows, outcome)
         else:
@@ -317,10 +333,13 @@ class OutboxRelay:
                 rows = (await session.execute(claim.with_for_update(skip_locked=True))).all()
                 if not rows:
                     return 0, 0
-                outcome = await self._publish([(row.id, row.subject, row.body) for row in rows])
+                outcome = await self._publish(
+                    [(row.id, row.subject, row.body, row.trace_context) for row in rows]
+                )
                 await self._record(session, rows, outcome)
         published = sum(1 for error in outcome if error is None)
         self.published_total += published
+        OUTBOX_PUBLISHED.inc(published)
         failures = [error for error in outcome if error is not None]
         if failures:
             if not published:
@@ -332,18 +351,17 @@ class OutboxRelay:
             )
         return published, len(rows)
 
-    async def _publish(self, messages: list[tuple[str, str, bytes]]) -> list[str | None]:
-        """Publish (id, subject, body) messages and wait for the acks; one error (or None) each."""
+    async def _publish(self, messages: list[tuple[str, str, bytes, str | None]]) -> list[str | None]:
+        """Publish (id, subject, body, trace context) messages and wait for the acks; one error (or
+        None) each."""
         if not self.link.connected:
             raise ConnectionError("NATS is not connected")
         js = self.link.js
         futures: list[asyncio.Future[Any]] = []
-        for event_id, subject, body in messages:
-            futures.append(
-                await js.publish_async(
-                    subject, body, headers={"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
-                )
-            )
+        for event_id, subject, body, trace_context in messages:
+            headers = {"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
+            with tracing.publishing(subject, event_id, trace_context, headers):
+                futures.append(await js.publish_async(subject, body, headers=headers))
         # The acks come back in order, usually together: awaiting each in turn costs less than
         # asyncio.wait's waiter and callbacks.
         with contextlib.suppress(TimeoutError):
