@@ -11,8 +11,9 @@ from gateway.routes import PUBLIC_ROUTES
 from shared.db import Database
 from shared.metrics import Refresher, RouteTable
 
-route_of = RouteTable([route.path for route in PUBLIC_ROUTES])
-"""The public route template a path fits, None for none (labelled ``unmatched``)."""
+OWN_PATHS = ("/metrics", "/healthz", "/readyz", "/openapi.json", "/docs", "/api/v1/docs")
+route_of = RouteTable([*(route.path for route in PUBLIC_ROUTES), *OWN_PATHS])
+"""The route template a path fits, None for none (labelled ``unmatched``)."""
 
 SSE_STREAMS_OPEN = Gauge(
     "seedbed_sse_streams_open", "Event streams (SSE) open on this gateway.", multiprocess_mode="livesum"

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from fastapi import FastAPI
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -111,21 +112,14 @@ DB_POOL_IN_USE = Gauge(
 Refresher = Callable[[], Awaitable[None]]
 
 
-def route_template(scope: Scope) -> str | None:
-    """The template of the route that answered (FastAPI puts it in the scope), else None."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else None
-
-
 class HttpMetricsMiddleware:
     """Pure ASGI: one count and one latency observation per request, by route template.
 
-    ``route_of`` names the template when no FastAPI route answered (the gateway's
-    pass-through); anything else is ``unmatched``, so a scan of random paths adds no label.
+    ``route_of`` names the template of a path (:class:`RouteTable`); a path that fits none
+    is ``unmatched``, so a scan of random paths adds no label.
     """
 
-    def __init__(self, app: ASGIApp, *, route_of: Callable[[str], str | None] | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, route_of: Callable[[str], str | None]) -> None:
         self.app = app
         self.route_of = route_of
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -149,9 +143,7 @@ class HttpMetricsMiddleware:
             self._observe(scope, status, time.perf_counter() - started)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
-        route = route_template(scope)
-        if route is None and self.route_of is not None:
-            route = self.route_of(scope["path"])
+        route = self.route_of(scope["path"])
         method = scope["method"]
         key = (method, route or UNMATCHED_ROUTE, status)
         children = self._children.get(key)
@@ -181,6 +173,21 @@ class RouteTable:
             if all(p is None or p == part for p, part in zip(pattern, parts, strict=True)):
                 return template
         return None
+
+
+class AppRoutes:
+    """The route templates of a FastAPI app, read from its OpenAPI document on first use (an
+    included router's route knows only its own part of the path), plus ``extra`` templates."""
+
+    def __init__(self, app: FastAPI, extra: Sequence[str] = ()) -> None:
+        self.app = app
+        self.extra = list(extra)
+        self._table: RouteTable | None = None
+
+    def __call__(self, path: str) -> str | None:
+        if self._table is None:
+            self._table = RouteTable([*self.app.openapi().get("paths", {}), *self.extra])
+        return self._table(path)
 
 
 def track_pool(engine: AsyncEngine) -> None:

@@ -28,7 +28,7 @@ from shared.health import ReadinessCheck, health_router
 from shared.idempotency import purge_expired_keys
 from shared.inbox import ConsumerSpec, EventConsumer
 from shared.logs import RequestContextMiddleware, configure_logging
-from shared.metrics import HttpMetricsMiddleware, MetricsEndpoint, mark_process_dead, track_pool
+from shared.metrics import AppRoutes, HttpMetricsMiddleware, MetricsEndpoint, mark_process_dead, track_pool
 from shared.nats import NatsLink
 from shared.outbox import OutboxRelay
 from shared.principal import PrincipalMiddleware
@@ -41,6 +41,7 @@ log = logging.getLogger("seedbed.runtime")
 API_PREFIX = "/api/v1"
 # Probes and the scrape come from the cluster, not through the gateway.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+KIT_PATHS = (*OPEN_PATHS, "/asyncapi.json")  # routes outside the OpenAPI document
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def create_service_app(
         open_paths=OPEN_PATHS,
     )
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
-    app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, route_of=AppRoutes(app, KIT_PATHS))
     tracing.instrument_app(app)
     return app
 

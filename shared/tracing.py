@@ -138,7 +138,10 @@ def server_spans(app: ASGIApp, route_of: Callable[[str], str | None]) -> ASGIApp
 def instrument_engine(engine: AsyncEngine) -> None:
     """A span per SQL statement of this engine (the official SQLAlchemy instrumentation)."""
     if _provider is not None:
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=_provider)
+        # (skip_dep_check: the package pins SQLAlchemy below 2.1; its event listeners work on 2.1)
+        SQLAlchemyInstrumentor().instrument(
+            engine=engine.sync_engine, tracer_provider=_provider, skip_dep_check=True
+        )
 
 
 def stored_context() -> str | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import FastAPI
 
-from services.demand import api, events, pipeline, service
+from services.demand import api, consumers, events, metrics, pipeline, service
 from services.demand.settings import DemandSettings
 from shared.runtime import PeriodicJob, ServiceRuntime, create_service_app
 
@@ -17,14 +19,16 @@ DESCRIPTION = (
 async def _publish_pipeline(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     assert isinstance(settings, DemandSettings)
-    await service.refresh_pipeline(runtime.database, settings)
+    started = time.perf_counter()
+    if await service.refresh_pipeline(runtime.database, settings) is not None:
+        metrics.PIPELINE_RELEASE_DURATION.observe(time.perf_counter() - started)
 
 
 def create_app(settings: DemandSettings | None = None) -> FastAPI:
     settings = settings or DemandSettings()
     runtime = ServiceRuntime(
         settings,
-        consumers=events.CONSUMERS,
+        consumers=consumers.CONSUMERS,
         jobs=[PeriodicJob("pipeline-snapshot", settings.pipeline_poll_seconds, _publish_pipeline)]
         if settings.pipeline_publisher
         else [],
@@ -37,5 +41,6 @@ def create_app(settings: DemandSettings | None = None) -> FastAPI:
         routers=[api.router],
         events=events.PUBLISHED,
     )
+    runtime.metrics.add(metrics.snapshot_age(runtime))
     app.state.pipeline_views = pipeline.ViewCache(settings.pipeline_view_cache_size)
     return app

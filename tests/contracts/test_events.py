@@ -32,6 +32,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, create_model
 
+from services.demand import consumers as demand_consumers
 from services.demand import events as demand_events
 from services.enterprises import events as enterprises_events
 from services.mentoring import events as mentoring_events
@@ -57,7 +58,9 @@ EVENTS_MD = (ROOT / "docs" / "EVENTS.md").read_text()
 PRODUCERS = {"enterprises": enterprises_events, "demand": demand_events, "mentoring": mentoring_events}
 SPECS: dict[str, EventSpec] = {spec.type: spec for module in PRODUCERS.values() for spec in module.PUBLISHED}
 CONSUMERS: dict[str, ConsumerSpec] = {
-    spec.durable: spec for module in PRODUCERS.values() for spec in module.CONSUMERS
+    spec.durable: spec
+    for module in (*PRODUCERS.values(), demand_consumers)
+    for spec in module.CONSUMERS  # type: ignore[attr-defined]
 }
 
 # The tolerant model each consumer parses an event type with (as its handler dispatches). The
@@ -68,6 +71,10 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "enterprises.enterprise.updated.v1": demand_events.EnterpriseSnapshotIn,
         "enterprises.enterprise.stage_changed.v1": demand_events.EnterpriseSnapshotIn,
         "enterprises.readiness.changed.v1": demand_events.ReadinessChangedIn,
+    },
+    "demand-matching": {
+        "demand.item.published.v1": demand_consumers.PublicLineIn,
+        "demand.item.updated.v1": demand_consumers.PublicLineIn,
     },
     "mentoring-enterprises": {
         "enterprises.enterprise.registered.v1": mentoring_events.EnterpriseSnapshot,
