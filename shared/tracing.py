@@ -16,26 +16,22 @@ its headers, and the consumer's span continues from it (and its own outbox rows 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from opentelemetry import propagate, trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
-from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Scope
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from opentelemetry.sdk.trace import TracerProvider
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from starlette.types import ASGIApp, Scope
 
 # Probes and scrapes would be most of the spans and tell nothing.
 EXCLUDED_URLS = "/healthz,/readyz,/metrics"
@@ -43,6 +39,16 @@ _NO_SPAN: AbstractContextManager[Any] = contextlib.nullcontext()
 
 _provider: TracerProvider | None = None
 _tracer: trace.Tracer | None = None
+_sdk: ModuleType | None = None
+
+
+def _instrumentation() -> ModuleType:
+    """shared.instrumentation (the SDK, exporters, instrumentations), imported on first use:
+    a process with tracing off never pays for importing them at start."""
+    global _sdk
+    if _sdk is None:
+        _sdk = importlib.import_module("shared.instrumentation")
+    return _sdk
 
 
 def enabled_by_environment(environ: Mapping[str, str] | None = None) -> bool:
@@ -56,32 +62,13 @@ def enabled_by_environment(environ: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
-def _exporters_from_environment() -> list[SpanExporter]:
-    names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
-    exporters: list[SpanExporter] = []
-    for name in names:
-        if name == "otlp":
-            # OTLP over HTTP/protobuf; it reads OTEL_EXPORTER_OTLP_* (endpoint, headers, timeout).
-            exporters.append(OTLPSpanExporter())
-        elif name == "console":
-            exporters.append(ConsoleSpanExporter())
-        elif name not in ("", "none"):
-            raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: this build exports 'otlp' or 'console'")
-    return exporters
-
-
 def configure(service: str) -> bool:
     """Turn tracing on for this process if the environment asks for it (once); True when on."""
     if _provider is not None:
         return True
     if not enabled_by_environment():
         return False
-    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES over this default;
-    # the provider reads OTEL_TRACES_SAMPLER, the batch processor OTEL_BSP_*.
-    provider = TracerProvider(resource=Resource.create({"service.name": f"seedbed-{service}"}))
-    for exporter in _exporters_from_environment():
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    use_provider(provider)
+    use_provider(_instrumentation().provider_from_environment(f"seedbed-{service}"))
     return True
 
 
@@ -95,8 +82,7 @@ def use_provider(provider: TracerProvider) -> None:
         disable()
     _provider = provider
     _tracer = provider.get_tracer("seedbed")
-    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
-    AioHttpClientInstrumentor().instrument(tracer_provider=provider)
+    _instrumentation().instrument_clients(provider)
 
 
 def disable() -> None:
@@ -104,8 +90,7 @@ def disable() -> None:
     global _provider, _tracer
     if _provider is None:
         return
-    HTTPXClientInstrumentor().uninstrument()
-    AioHttpClientInstrumentor().uninstrument()
+    _instrumentation().uninstrument_clients()
     _provider = None
     _tracer = None
 
@@ -117,7 +102,7 @@ def active() -> bool:
 def instrument_app(app: FastAPI) -> None:
     """Server spans for a FastAPI app's routes, named by route template."""
     if _provider is not None:
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider, excluded_urls=EXCLUDED_URLS)
+        _instrumentation().instrument_app(app, _provider, EXCLUDED_URLS)
 
 
 def server_spans(app: ASGIApp, route_of: Callable[[str], str | None]) -> ASGIApp:
@@ -130,18 +115,14 @@ def server_spans(app: ASGIApp, route_of: Callable[[str], str | None]) -> ASGIApp
         name = f"{scope['method']} {route}" if route else scope["method"]
         return name, {"http.route": route} if route else {}
 
-    return OpenTelemetryMiddleware(
-        app, tracer_provider=_provider, default_span_details=details, excluded_urls=EXCLUDED_URLS
-    )
+    wrapped: ASGIApp = _instrumentation().server_spans(app, _provider, details, EXCLUDED_URLS)
+    return wrapped
 
 
 def instrument_engine(engine: AsyncEngine) -> None:
     """A span per SQL statement of this engine (the official SQLAlchemy instrumentation)."""
     if _provider is not None:
-        # (skip_dep_check: the package pins SQLAlchemy below 2.1; its event listeners work on 2.1)
-        SQLAlchemyInstrumentor().instrument(
-            engine=engine.sync_engine, tracer_provider=_provider, skip_dep_check=True
-        )
+        _instrumentation().instrument_engine(engine, _provider)
 
 
 def stored_context() -> str | None:

@@ -1,0 +1,76 @@
+"""The OpenTelemetry SDK and the official instrumentations, behind :mod:`shared.tracing`, which
+imports this module only once tracing is switched on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Scope
+
+
+def exporters_from_environment() -> list[SpanExporter]:
+    names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
+    exporters: list[SpanExporter] = []
+    for name in names:
+        if name == "otlp":
+            # OTLP over HTTP/protobuf; it reads OTEL_EXPORTER_OTLP_* (endpoint, headers, timeout).
+            exporters.append(OTLPSpanExporter())
+        elif name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name not in ("", "none"):
+            raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: this build exports 'otlp' or 'console'")
+    return exporters
+
+
+def provider_from_environment(service_name: str) -> TracerProvider:
+    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES over this default;
+    # the provider reads OTEL_TRACES_SAMPLER, the batch processor OTEL_BSP_*.
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    for exporter in exporters_from_environment():
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def instrument_clients(provider: TracerProvider) -> None:
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    AioHttpClientInstrumentor().instrument(tracer_provider=provider)
+
+
+def uninstrument_clients() -> None:
+    HTTPXClientInstrumentor().uninstrument()
+    AioHttpClientInstrumentor().uninstrument()
+
+
+def instrument_app(app: FastAPI, provider: TracerProvider, excluded_urls: str) -> None:
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=excluded_urls)
+
+
+def server_spans(
+    app: ASGIApp,
+    provider: TracerProvider,
+    details: Callable[[Scope], tuple[str, dict[str, Any]]],
+    excluded_urls: str,
+) -> ASGIApp:
+    return OpenTelemetryMiddleware(
+        app, tracer_provider=provider, default_span_details=details, excluded_urls=excluded_urls
+    )
+
+
+def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
+    # (skip_dep_check: the package pins SQLAlchemy below 2.1; its statement listeners work on 2.1)
+    SQLAlchemyInstrumentor().instrument(
+        engine=engine.sync_engine, tracer_provider=provider, skip_dep_check=True
+    )
