@@ -133,18 +133,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # The gateway's own routes: request context, then the edge, inside FastAPI's stack.
     app.add_middleware(EdgeMiddleware, runtime=runtime)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
-    app.add_middleware(HttpMetricsMiddleware, route_of=route_of)
+    if settings.http_metrics:
+        app.add_middleware(HttpMetricsMiddleware, route_of=route_of)
     tracing.instrument_app(app)
     # Everything for a service: the same, straight from the server.
-    app.pass_through = HttpMetricsMiddleware(
-        tracing.server_spans(
-            RequestContextMiddleware(
-                EdgeMiddleware(super(GatewayApp, app).__call__, runtime=runtime),
-                access_log_enabled=settings.access_log,
-            ),
-            route_of,
+    pass_through = tracing.server_spans(
+        RequestContextMiddleware(
+            EdgeMiddleware(super(GatewayApp, app).__call__, runtime=runtime),
+            access_log_enabled=settings.access_log,
         ),
-        route_of=route_of,
+        route_of,
+    )
+    app.pass_through = (
+        HttpMetricsMiddleware(pass_through, route_of=route_of) if settings.http_metrics else pass_through
     )
     return app
 

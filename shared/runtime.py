@@ -231,7 +231,8 @@ def create_service_app(
         open_paths=OPEN_PATHS,
     )
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
-    app.add_middleware(HttpMetricsMiddleware, route_of=AppRoutes(app, KIT_PATHS))
+    if settings.http_metrics:
+        app.add_middleware(HttpMetricsMiddleware, route_of=AppRoutes(app, KIT_PATHS))
     tracing.instrument_app(app)
     return app
 
