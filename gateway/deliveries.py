@@ -50,6 +50,7 @@ from gateway.webhooks import (
     subscriptions,
     with_owner_key,
 )
+from shared import tracing
 from shared.db import Database, utcnow
 from shared.events import CONTENT_TYPE
 from shared.tasks import cancel_requested, stop_task
@@ -91,6 +92,7 @@ class Claimed:
     url: str
     sealed_secret: str
     body: bytes
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,7 @@ class Dispatcher:
                 subscriptions.c.url,
                 subscriptions.c.secret,
                 webhook_events.c.body,
+                webhook_events.c.trace_context,
                 key_still_valid(now).label("key_valid"),
             )
             .select_from(
@@ -261,7 +264,16 @@ class Dispatcher:
                     .values(next_attempt_at=now + self.lease, claim_token=token)
                 )
         return [
-            Claimed(row.id, row.subscription_id, token, row.event_id, row.url, row.secret, row.body)
+            Claimed(
+                row.id,
+                row.subscription_id,
+                token,
+                row.event_id,
+                row.url,
+                row.secret,
+                row.body,
+                row.trace_context,
+            )
             for row in taken
         ]
 
@@ -297,13 +309,14 @@ class Dispatcher:
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": signature(secret, item.event_id, timestamp, item.body),
             }
-            async with self._http.post(
-                item.url, data=item.body, headers=headers, allow_redirects=False
-            ) as answer:
-                status = answer.status
-                await answer.content.read(RESPONSE_READ_LIMIT)
-                if not 200 <= status < 300:
-                    error = f"the receiver answered {status}"
+            with tracing.continuing(item.trace_context):
+                async with self._http.post(
+                    item.url, data=item.body, headers=headers, allow_redirects=False
+                ) as answer:
+                    status = answer.status
+                    await answer.content.read(RESPONSE_READ_LIMIT)
+                    if not 200 <= status < 300:
+                        error = f"the receiver answered {status}"
         except TimeoutError:
             error = f"no answer within {self.timeout:g} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:

@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
@@ -164,6 +165,27 @@ def _publish_span(subject: str, event_id: str, stored: str, headers: dict[str, s
     ):
         propagate.inject(headers)
         yield
+
+
+def continuing(stored: str | None) -> AbstractContextManager[Any]:
+    """Around work done later for a traced event (a webhook delivery): the stored context is
+    the current one, so the spans made inside (the HTTP client's) join its trace."""
+    if _provider is None or stored is None:
+        return _NO_SPAN
+    return _attached(stored)
+
+
+@contextlib.contextmanager
+def _attached(stored: str) -> Iterator[None]:
+    try:
+        carrier = json.loads(stored)
+    except ValueError:
+        carrier = {}
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def consuming(

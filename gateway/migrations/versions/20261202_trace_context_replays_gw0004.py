@@ -1,4 +1,5 @@
-"""Kit columns for observability: the outbox row's trace context, a dead letter's replay time.
+"""Observability: the trace context of an outbox row and of a webhook event, a dead letter's
+replay time.
 
 Revision ID: gw0004
 Revises: gw0003
@@ -6,6 +7,9 @@ Create Date: 2026-12-02
 """
 
 from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
 
 from shared.migrations import add_kit_columns, drop_kit_columns
 
@@ -19,7 +23,11 @@ COLUMNS = {"outbox": ["trace_context"], "dead_letters": ["replayed_at"]}
 
 def upgrade() -> None:
     add_kit_columns(COLUMNS)
+    with op.batch_alter_table("webhook_events") as batch:
+        batch.add_column(sa.Column("trace_context", sa.String(512), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhook_events") as batch:
+        batch.drop_column("trace_context")
     drop_kit_columns(COLUMNS)
