@@ -5,7 +5,7 @@ span, and the receiver's ``traceparent``) continues it, however much later it is
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
@@ -15,10 +15,23 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from gateway.tests.conftest import GatewayFactory, client_of, wait_until
-from gateway.tests.test_webhooks import FAST, ITEM, demand_line, receiver, streams, subscribe  # noqa: F401 - fixtures
-from gateway.tests.webhook_receiver import Receiver
+from gateway.tests.test_webhooks import FAST, ITEM, demand_line, subscribe
+from gateway.tests.webhook_receiver import Receiver, make_service_streams
 from shared import tracing
 from shared.events import CONTENT_TYPE, event_source, new_event
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    receiving = await Receiver().start()
+    yield receiving
+    await receiving.stop()
+
+
+@pytest.fixture
+async def streams(nats_url: str) -> str:
+    await make_service_streams(nats_url)
+    return nats_url
 
 
 @pytest.fixture
