@@ -47,8 +47,10 @@ from tests.conftest import (
     book,
     created,
     enterprise_body,
+    ids,
     line_body,
     mentor_body,
+    poll,
     stream_messages,
     submit,
 )
@@ -283,6 +285,12 @@ async def every_kind_of_change(system: System, clock: MentoringClock) -> None:
         eid = enterprise["id"]
         check(await staff.patch(f"{API}/enterprises/{eid}", json={"stage": "incubating"}))
         check(await staff.patch(f"{API}/enterprises/{eid}", json={"name": f"Contract Co {tag}"}))
+        # Once the demand service knows the enterprise, a change of the line announces the match.
+        await poll(
+            lambda: staff.get(f"{API}/demand/{line['id']}/candidates"),
+            lambda r: eid in ids(r, "enterprise_id"),
+        )
+        check(await staff.patch(f"{API}/demand/{line['id']}", json={"title": f"Matched {tag}"}))
         milestones = f"{API}/enterprises/{eid}/milestones"
         enterprise_key = (await system.create_key("enterprise", eid))["key"]
         async with system.client(enterprise_key) as own:  # staff may not verify what they submitted
