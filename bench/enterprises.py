@@ -8,7 +8,7 @@ drops its own database there.
 (a) One page of 50 enterprises from N, three ways taking turns call by call, so that load
     from other processes falls on all of them alike (medians of 300 calls each):
     - baseline: the page's SELECT issued directly through SQLAlchemy Core;
-    - use case: ``service.list_enterprises`` (the same SELECT plus the API models);
+    - use case: ``service.enterprises.list_enterprises`` (the same SELECT plus the API models);
     - HTTP: ``GET /api/v1/enterprises`` through the whole app in-process (signed principal,
       middleware, problem handlers, JSON), as the gateway would call it.
     Figures are median times per page and their ratio to the baseline (target: within 3x).
@@ -38,15 +38,18 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from services.enterprises import service
+from services.enterprises.actors import Actor
 from services.enterprises.app import create_app
 from services.enterprises.jobs import run_readiness_refresh
 from services.enterprises.models import enterprise_cpv_codes, enterprise_milestones, enterprises
+from services.enterprises.repository import EnterpriseFilters, enterprise_list_query
 from services.enterprises.schemas import MilestoneDefinitionCreate
-from services.enterprises.service import Actor, EnterpriseFilters, enterprise_list_query
+from services.enterprises.service import catalogue
+from services.enterprises.service import enterprises as enterprise_service
 from services.enterprises.settings import EnterprisesSettings
 from services.enterprises.sizing import size_class
 from shared.db import Database
+from shared.http import encode_cursor
 from shared.migrations import upgrade
 from shared.nats_server import NatsServer
 from shared.testing.apps import STAFF, TEST_SECRET, client, running
@@ -195,7 +198,7 @@ async def bench_listing(database: Database, app: Any, *, samples: int) -> list[s
                 .limit(1)
             )
         ).one()
-    cursor = service.encode_cursor([deep.created_at.isoformat(), str(deep.id)])
+    cursor = encode_cursor([deep.created_at.isoformat(), str(deep.id)])
     cases = {
         "first page": (EnterpriseFilters(), None, {}),
         "page 1801 (keyset cursor)": (EnterpriseFilters(), (deep.created_at, deep.id), {"cursor": cursor}),
@@ -216,7 +219,9 @@ async def bench_listing(database: Database, app: Any, *, samples: int) -> list[s
 
             async def use_case(filters: EnterpriseFilters = filters, params: dict[str, str] = params) -> None:
                 async with database.session(write=False) as session:
-                    items, _ = await service.list_enterprises(session, filters, PAGE, params.get("cursor"))
+                    items, _ = await enterprise_service.list_enterprises(
+                        session, filters, PAGE, params.get("cursor")
+                    )
                 assert len(items) == PAGE
 
             async def over_http(params: dict[str, str] = params) -> None:
@@ -241,7 +246,7 @@ async def bench_recompute(database: Database, count: int) -> list[str]:
     first = await run_readiness_refresh(database, warning=WARNING)
     initial = time.perf_counter() - started
     async with database.transaction() as session:
-        await service.create_definition(
+        await catalogue.create_definition(
             session,
             MilestoneDefinitionCreate(
                 code="bench_anti_bribery_policy",

@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
-from services.demand import matching
+from services.demand import read_models
 from services.demand.app import create_app as create_demand
 from services.demand.settings import DemandSettings
 from shared import tracing
@@ -93,7 +93,7 @@ async def test_one_trace_from_the_gateway_through_nats_to_the_matching_consumer(
     enterprise_id = str(uuid.uuid4())
     database = Database(demand_url)
     async with database.transaction() as session:
-        await matching.store_enterprise(
+        await read_models.store_enterprise(
             session,
             {
                 "enterprise_id": enterprise_id,

@@ -3,6 +3,7 @@ slow is marked unavailable and the answer is still 200; the caller's own rights 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -18,7 +19,6 @@ PARTS = ("profile", "readiness", "top_matches", "upcoming_sessions")
 @pytest.fixture(scope="module")
 def enterprises(system: System) -> dict[str, Any]:
     """Two enterprises and keys: staff, the first enterprise, an anchor, a mentor, an integrator."""
-    import asyncio
 
     async def make() -> dict[str, Any]:
         async with system.client() as http:
@@ -27,10 +27,9 @@ def enterprises(system: System) -> dict[str, Any]:
                 response = await http.post(
                     "/api/v1/enterprises", json=enterprise_body(f"Dashboard {n} {uuid.uuid4()}")
                 )
-                if response.status_code != 201:
-                    pytest.skip(
-                        f"enterprises cannot be created yet: {response.status_code} {response.text[:200]}"
-                    )
+                assert response.status_code == 201, (
+                    f"no enterprise: {response.status_code} {response.text[:200]}"
+                )
                 made.append(response.json()["id"])
         keys = {
             "enterprise": (await system.create_key("enterprise", made[0]))["key"],

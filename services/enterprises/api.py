@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
-from pydantic_core import to_json
 
-from services.enterprises import access, service
-from services.enterprises.events import LegalForm, StageName
+from services.enterprises import access
+from services.enterprises.actors import Actor
+from services.enterprises.repository import EnterpriseFilters
 from services.enterprises.schemas import (
     Cohort,
     CohortCreate,
@@ -21,25 +21,28 @@ from services.enterprises.schemas import (
     EnterpriseMilestone,
     EnterpriseMilestonePage,
     EnterprisePage,
+    EnterpriseQuery,
     EnterpriseUpdate,
     HistoryPage,
+    HistoryQuery,
     MilestoneDefinition,
     MilestoneDefinitionCreate,
     MilestoneDefinitionPage,
     MilestoneDefinitionUpdate,
     MilestoneUpdate,
+    PageQuery,
     ReadinessOut,
 )
-from services.enterprises.service import Actor, EnterpriseFilters
+from services.enterprises.service import Precondition, assessment, catalogue, cohorts, enterprises, milestones
+from services.enterprises.service.history import list_history
 from shared.db import SessionDep, utcnow
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, check_if_match, etag
+from shared.http import check_if_match, etag
 from shared.idempotency import IdempotencyDep
 from shared.principal import PrincipalDep, StaffDep
 
 router = APIRouter()
 
-Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")]
-Cursor = Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page.")]
+Page = Annotated[PageQuery, Query()]
 EnterpriseId = Annotated[uuid.UUID, Path(description="Enterprise id.")]
 MilestoneCode = Annotated[
     str, Path(max_length=64, description="Milestone code, e.g. public_liability_insurance.")
@@ -59,7 +62,7 @@ def _json(model: BaseModel, status_code: int = 200, headers: dict[str, str] | No
     return Response(model.model_dump_json(), status_code=status_code, media_type=JSON, headers=headers)
 
 
-def _precondition(request: Request) -> service.Precondition:
+def _precondition(request: Request) -> Precondition:
     return lambda current: check_if_match(request, current)
 
 
@@ -83,7 +86,7 @@ async def create_enterprise(
     replay = await idem.replay(session)
     if replay is not None:
         return replay
-    enterprise = await service.create_enterprise(session, body, Actor.of(principal), warning=warning)
+    enterprise = await enterprises.create_enterprise(session, body, Actor.of(principal), warning=warning)
     response = _json(
         enterprise,
         201,
@@ -96,25 +99,11 @@ async def create_enterprise(
     "/enterprises", response_model=EnterprisePage, tags=["enterprises"], summary="List enterprises (staff)"
 )
 async def list_enterprises(
-    principal: StaffDep,
-    session: SessionDep,
-    stage: StageName | None = None,
-    cohort_id: uuid.UUID | None = None,
-    legal_form: LegalForm | None = None,
-    cpv: Annotated[
-        str | None, Query(pattern=r"^\d{2,8}$", description="CPV code prefix, e.g. 45 or 4523.")
-    ] = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200, description="Text in the name.")] = None,
-    size_class: Literal["micro", "small", "medium", "large"] | None = None,
-    vcse: bool | None = None,
-    ready: Annotated[bool | None, Query(description="Overall readiness as last announced.")] = None,
-    limit: Limit = DEFAULT_PAGE_SIZE,
-    cursor: Cursor = None,
+    principal: StaffDep, session: SessionDep, query: Annotated[EnterpriseQuery, Query()]
 ) -> Response:
-    filters = EnterpriseFilters(stage, cohort_id, legal_form, cpv, q, size_class, vcse, ready)
-    items, next_cursor = await service.list_enterprises(session, filters, limit, cursor)
-    # The rows are ours and already in the shape of Enterprise: serialize them directly.
-    return Response(to_json({"items": items, "next_cursor": next_cursor}), media_type=JSON)
+    filters = EnterpriseFilters(**query.model_dump(exclude={"limit", "cursor"}))
+    items, next_cursor = await enterprises.list_enterprises(session, filters, query.limit, query.cursor)
+    return _json(EnterprisePage(items=items, next_cursor=next_cursor))
 
 
 @router.get(
@@ -124,7 +113,7 @@ async def get_enterprise(
     enterprise_id: EnterpriseId, principal: PrincipalDep, session: SessionDep
 ) -> Response:
     access.can_read_enterprise(principal, enterprise_id)
-    enterprise = await service.get_enterprise(session, enterprise_id)
+    enterprise = await enterprises.get_enterprise(session, enterprise_id)
     return _json(enterprise, headers={"ETag": etag(enterprise.version)})
 
 
@@ -145,7 +134,7 @@ async def update_enterprise(
 ) -> Response:
     changes = body.changes()
     access.can_update_enterprise(principal, enterprise_id, set(changes))
-    enterprise = await service.update_enterprise(
+    enterprise = await enterprises.update_enterprise(
         session, enterprise_id, changes, Actor.of(principal), _precondition(request), warning=warning
     )
     return _json(enterprise, headers={"ETag": etag(enterprise.version)})
@@ -161,13 +150,11 @@ async def enterprise_history(
     enterprise_id: EnterpriseId,
     principal: PrincipalDep,
     session: SessionDep,
-    milestone_code: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Limit = DEFAULT_PAGE_SIZE,
-    cursor: Cursor = None,
+    query: Annotated[HistoryQuery, Query()],
 ) -> Response:
     access.can_read_history(principal, enterprise_id)
-    items, next_cursor = await service.list_history(
-        session, enterprise_id, milestone_code=milestone_code, limit=limit, cursor=cursor
+    items, next_cursor = await list_history(
+        session, enterprise_id, milestone_code=query.milestone_code, limit=query.limit, cursor=query.cursor
     )
     return _json(HistoryPage(items=items, next_cursor=next_cursor))
 
@@ -184,22 +171,20 @@ async def create_cohort(
     replay = await idem.replay(session)
     if replay is not None:
         return replay
-    cohort = await service.create_cohort(session, body)
+    cohort = await cohorts.create_cohort(session, body)
     response = _json(cohort, 201, {"Location": f"/api/v1/cohorts/{cohort.id}", "ETag": etag(cohort.version)})
     return await idem.remember(session, response)
 
 
 @router.get("/cohorts", response_model=CohortPage, tags=["cohorts"], summary="List cohorts (staff)")
-async def list_cohorts(
-    principal: StaffDep, session: SessionDep, limit: Limit = DEFAULT_PAGE_SIZE, cursor: Cursor = None
-) -> Response:
-    items, next_cursor = await service.list_cohorts(session, limit, cursor)
+async def list_cohorts(principal: StaffDep, session: SessionDep, page: Page) -> Response:
+    items, next_cursor = await cohorts.list_cohorts(session, page.limit, page.cursor)
     return _json(CohortPage(items=items, next_cursor=next_cursor))
 
 
 @router.get("/cohorts/{cohort_id}", response_model=Cohort, tags=["cohorts"], summary="A cohort (staff)")
 async def get_cohort(cohort_id: uuid.UUID, principal: StaffDep, session: SessionDep) -> Response:
-    cohort = await service.get_cohort(session, cohort_id)
+    cohort = await cohorts.get_cohort(session, cohort_id)
     return _json(cohort, headers={"ETag": etag(cohort.version)})
 
 
@@ -212,11 +197,9 @@ async def get_cohort(cohort_id: uuid.UUID, principal: StaffDep, session: Session
     tags=["milestones"],
     summary="The readiness milestone catalogue",
 )
-async def list_definitions(
-    principal: PrincipalDep, session: SessionDep, limit: Limit = DEFAULT_PAGE_SIZE, cursor: Cursor = None
-) -> Response:
+async def list_definitions(principal: PrincipalDep, session: SessionDep, page: Page) -> Response:
     access.can_read_catalogue(principal)
-    items, next_cursor = await service.list_definitions(session, limit, cursor)
+    items, next_cursor = await catalogue.list_definitions(session, page.limit, page.cursor)
     return _json(MilestoneDefinitionPage(items=items, next_cursor=next_cursor))
 
 
@@ -233,7 +216,7 @@ async def create_definition(
     replay = await idem.replay(session)
     if replay is not None:
         return replay
-    definition = await service.create_definition(session, body, Actor.of(principal))
+    definition = await catalogue.create_definition(session, body, Actor.of(principal))
     response = _json(
         definition,
         201,
@@ -250,7 +233,7 @@ async def create_definition(
 )
 async def get_definition(code: MilestoneCode, principal: PrincipalDep, session: SessionDep) -> Response:
     access.can_read_catalogue(principal)
-    definition = service.definition_out(await service.get_definition(session, code))
+    definition = await catalogue.get_definition(session, code)
     return _json(definition, headers={"ETag": etag(definition.version)})
 
 
@@ -268,7 +251,7 @@ async def update_definition(
     principal: StaffDep,
     session: SessionDep,
 ) -> Response:
-    definition = await service.update_definition(
+    definition = await catalogue.update_definition(
         session, code, body.changes(), Actor.of(principal), _precondition(request)
     )
     return _json(definition, headers={"ETag": etag(definition.version)})
@@ -287,7 +270,7 @@ async def list_milestones(
     enterprise_id: EnterpriseId, principal: PrincipalDep, session: SessionDep
 ) -> Response:
     access.can_read_enterprise(principal, enterprise_id)
-    items = await service.list_milestones(session, enterprise_id)
+    items = await milestones.list_milestones(session, enterprise_id)
     return _json(EnterpriseMilestonePage(items=items, next_cursor=None))
 
 
@@ -301,7 +284,7 @@ async def get_milestone(
     enterprise_id: EnterpriseId, code: MilestoneCode, principal: PrincipalDep, session: SessionDep
 ) -> Response:
     access.can_read_enterprise(principal, enterprise_id)
-    item = await service.get_milestone(session, enterprise_id, code)
+    item = await milestones.get_milestone(session, enterprise_id, code)
     return _json(item, headers={"ETag": etag(item.version)})
 
 
@@ -322,7 +305,7 @@ async def change_milestone(
     warning: WarningDep,
 ) -> Response:
     access.can_change_milestone(principal, enterprise_id, body.status)
-    item = await service.change_milestone(
+    item = await milestones.change_milestone(
         session, enterprise_id, code, body, Actor.of(principal), _precondition(request), warning=warning
     )
     return _json(item, headers={"ETag": etag(item.version)})
@@ -342,7 +325,7 @@ async def get_readiness(
     demand_id: uuid.UUID | None = None,
 ) -> Response:
     access.can_read_enterprise(principal, enterprise_id)
-    result = await service.assess_enterprise(
+    result = await assessment.assess_enterprise(
         session, enterprise_id, demand_id=demand_id, now=utcnow(), warning=warning
     )
     return _json(result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.enterprises import api, events
+from services.enterprises import api, consumers, events
 from services.enterprises.jobs import periodic_jobs
 from services.enterprises.settings import EnterprisesSettings
 from shared.runtime import ServiceRuntime, create_service_app
@@ -20,7 +20,7 @@ def create_app(settings: EnterprisesSettings | None = None) -> FastAPI:
     settings = settings or EnterprisesSettings()
     runtime = ServiceRuntime(
         settings,
-        consumers=events.consumer_specs(settings.expiry_warning),
+        consumers=consumers.consumer_specs(settings.expiry_warning),
         jobs=periodic_jobs(settings),
     )
     return create_service_app(

@@ -1,7 +1,7 @@
 """Periodic jobs of the enterprises service: milestone expiry and readiness after catalogue changes.
 
-Every replica runs them; each run is safe alongside another (see ``service.warn_expiring``,
-``service.expire_lapsed`` and ``service.recompute_stale_readiness``).
+Every replica runs them; each run is safe alongside another (see ``service.expiry`` and
+``service.assessment.recompute_stale_readiness``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import itertools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from services.enterprises import service
+from services.enterprises.service import assessment, expiry
 from services.enterprises.settings import EnterprisesSettings
 from shared.db import Database, utcnow
 from shared.runtime import PeriodicJob, ServiceRuntime
@@ -30,11 +30,11 @@ async def run_expiry(
     now = now or utcnow()
     warned = expired = 0
     # The milestones' own verifications, then the standing ones (renewals awaiting review).
-    for step, standing in itertools.product((service.warn_expiring, service.expire_lapsed), (False, True)):
+    for step, standing in itertools.product((expiry.warn_expiring, expiry.expire_lapsed), (False, True)):
         while True:
             async with database.transaction() as session:
                 done = await step(session, now=now, warning=warning, batch=batch, standing=standing)
-            if step is service.warn_expiring:
+            if step is expiry.warn_expiring:
                 warned += done.changed
             else:
                 expired += done.changed
@@ -51,7 +51,7 @@ async def run_readiness_refresh(
     recomputed = announced = 0
     while True:
         async with database.transaction() as session:
-            seen, changed = await service.recompute_stale_readiness(
+            seen, changed = await assessment.recompute_stale_readiness(
                 session, now=now or utcnow(), warning=warning, batch=batch
             )
         recomputed += seen
@@ -61,7 +61,7 @@ async def run_readiness_refresh(
 
 
 def periodic_jobs(settings: EnterprisesSettings) -> list[PeriodicJob]:
-    async def expiry(runtime: ServiceRuntime) -> None:
+    async def milestone_expiry(runtime: ServiceRuntime) -> None:
         await run_expiry(runtime.database, warning=settings.expiry_warning, batch=settings.expiry_batch_size)
 
     async def readiness(runtime: ServiceRuntime) -> None:
@@ -72,6 +72,6 @@ def periodic_jobs(settings: EnterprisesSettings) -> list[PeriodicJob]:
     if not settings.run_jobs:
         return []
     return [
-        PeriodicJob("milestone-expiry", settings.expiry_job_interval_seconds, expiry),
+        PeriodicJob("milestone-expiry", settings.expiry_job_interval_seconds, milestone_expiry),
         PeriodicJob("readiness-refresh", settings.readiness_job_interval_seconds, readiness),
     ]

@@ -1,14 +1,15 @@
 """The two state machines: an enterprise's stage and an enterprise milestone's status.
 
-Pure rules; the use cases in ``service.py`` ask these before changing anything.
+Pure rules; the use cases in ``service/`` ask these before changing anything.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
-Stage = Literal["applicant", "incubating", "tender_ready", "graduated", "withdrawn"]
-STAGES: Final[tuple[Stage, ...]] = ("applicant", "incubating", "tender_ready", "graduated", "withdrawn")
+from services.enterprises.vocabulary import MilestoneStatus, StageName
+
+STAGES: Final[tuple[StageName, ...]] = ("applicant", "incubating", "tender_ready", "graduated", "withdrawn")
 
 # applicant -> incubating -> tender_ready -> graduated; withdrawn from any stage. A tender-ready
 # enterprise whose cover lapsed can be taken back to incubating.
@@ -29,8 +30,7 @@ def next_stages(current: str) -> list[str]:
     return sorted(STAGE_TRANSITIONS.get(current, frozenset()))
 
 
-Status = Literal["not_started", "in_progress", "submitted", "verified", "rejected", "expired"]
-STATUSES: Final[tuple[Status, ...]] = (
+STATUSES: Final[tuple[MilestoneStatus, ...]] = (
     "not_started",
     "in_progress",
     "submitted",

@@ -23,14 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from services.enterprises.identifiers import LEGAL_FORMS
 from services.enterprises.sizing import SIZE_CLASSES
+from services.enterprises.vocabulary import GapReason, MilestoneStatus
 from shared import cpv
-
-MilestoneStatus = Literal["not_started", "in_progress", "submitted", "verified", "rejected", "expired"]
-GapReason = Literal["not_started", "in_progress", "submitted", "rejected", "expired", "below_threshold"]
 
 FLAG_FACTS: Final = (
     "handles_personal_data",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     AwareDatetime,
@@ -17,9 +17,17 @@ from pydantic import (
     model_validator,
 )
 
-from services.enterprises.events import Category, LegalForm, StageName
 from services.enterprises.identifiers import normalise_postcode
+from services.enterprises.vocabulary import (
+    Category,
+    LegalForm,
+    MilestoneStatus,
+    RequestedStatus,
+    SizeClass,
+    StageName,
+)
 from shared import cpv
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 MAX_PENCE = 10**15  # ten trillion pounds: far above any real figure, far below int64
 MAX_CPV_CODES = 100
@@ -137,7 +145,37 @@ class EnterpriseUpdate(_Strict):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class Enterprise(BaseModel):
+class _FromRow(BaseModel):
+    """A response model read from a row of our own tables (or a domain result) by attribute."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class PageQuery(BaseModel):
+    """``?limit=&cursor=`` of every list."""
+
+    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Page size.")
+    cursor: str | None = Field(None, max_length=500, description="next_cursor of the previous page.")
+
+
+class EnterpriseQuery(PageQuery):
+    """The filters of ``GET /enterprises``."""
+
+    stage: StageName | None = None
+    cohort_id: uuid.UUID | None = None
+    legal_form: LegalForm | None = None
+    cpv: str | None = Field(None, pattern=r"^\d{2,8}$", description="CPV code prefix, e.g. 45 or 4523.")
+    q: str | None = Field(None, min_length=1, max_length=200, description="Text in the name.")
+    size_class: SizeClass | None = None
+    vcse: bool | None = None
+    ready: bool | None = Field(None, description="Overall readiness as last announced.")
+
+
+class HistoryQuery(PageQuery):
+    milestone_code: str | None = Field(None, max_length=64)
+
+
+class Enterprise(_FromRow):
     id: uuid.UUID
     name: str
     legal_form: LegalForm
@@ -156,7 +194,7 @@ class Enterprise(BaseModel):
     provides_professional_advice: bool
     description: str | None
     website: str | None
-    size_class: Literal["micro", "small", "medium", "large"] = Field(
+    size_class: SizeClass = Field(
         description="Derived from employees and turnover (Companies Act thresholds from April 2025)."
     )
     version: int
@@ -187,7 +225,7 @@ class CohortCreate(_Strict):
         return value
 
 
-class Cohort(BaseModel):
+class Cohort(_FromRow):
     id: uuid.UUID
     name: str
     programme: str
@@ -249,7 +287,7 @@ class MilestoneDefinitionUpdate(_Strict):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class MilestoneDefinition(BaseModel):
+class MilestoneDefinition(_FromRow):
     code: str
     name: str
     category: Category
@@ -287,7 +325,7 @@ class Evidence(_Strict):
 
 
 class MilestoneUpdate(_Strict):
-    status: Literal["in_progress", "submitted", "verified", "rejected"]
+    status: RequestedStatus
     evidence: Evidence | None = None
     value_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE, description="Evidenced amount.")
     expires_at: AwareDatetime | None = Field(default=None, description="When it lapses.")
@@ -316,7 +354,7 @@ class EnterpriseMilestone(BaseModel):
     code: str
     name: str
     category: Category
-    status: Literal["not_started", "in_progress", "submitted", "verified", "rejected", "expired"]
+    status: MilestoneStatus
     applies: bool = Field(description="Counts in this enterprise's overall readiness.")
     threshold_pence: int | None
     evidence: dict[str, Any] | None = None
@@ -349,7 +387,7 @@ class EnterpriseMilestonePage(BaseModel):
 # --- readiness and history -------------------------------------------------------------------
 
 
-class VerifiedOut(BaseModel):
+class VerifiedOut(_FromRow):
     code: str
     expires_at: datetime | None
     value_pence: int | None
@@ -358,7 +396,7 @@ class VerifiedOut(BaseModel):
     )
 
 
-class GapOut(BaseModel):
+class GapOut(_FromRow):
     code: str
     reason: str = Field(
         description="not_started, in_progress, submitted, rejected, expired or below_threshold"

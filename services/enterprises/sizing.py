@@ -9,9 +9,10 @@ three met"; with one known, that one decides; with none, ``micro``.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
-SizeClass = Literal["micro", "small", "medium", "large"]
+from services.enterprises.vocabulary import SizeClass
+
 SIZE_CLASSES: Final[tuple[SizeClass, ...]] = ("micro", "small", "medium", "large")
 
 # (class, max employees, max turnover in pence): "not more than" each limit.

@@ -34,6 +34,7 @@ from pydantic import BaseModel, create_model
 
 from services.demand import consumers as demand_consumers
 from services.demand import events as demand_events
+from services.enterprises import consumers as enterprises_consumers
 from services.enterprises import events as enterprises_events
 from services.mentoring import events as mentoring_events
 from shared.asyncapi import EventSpec
@@ -59,20 +60,21 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS_MD = (ROOT / "docs" / "EVENTS.md").read_text()
 PRODUCERS = {"enterprises": enterprises_events, "demand": demand_events, "mentoring": mentoring_events}
 SPECS: dict[str, EventSpec] = {spec.type: spec for module in PRODUCERS.values() for spec in module.PUBLISHED}
-CONSUMERS: dict[str, ConsumerSpec] = {
-    spec.durable: spec
-    for module in (*PRODUCERS.values(), demand_consumers)
-    for spec in module.CONSUMERS  # type: ignore[attr-defined]
-}
+CONSUMER_LISTS: list[list[ConsumerSpec]] = [
+    enterprises_consumers.CONSUMERS,
+    demand_consumers.CONSUMERS,
+    mentoring_events.CONSUMERS,
+]
+CONSUMERS: dict[str, ConsumerSpec] = {spec.durable: spec for specs in CONSUMER_LISTS for spec in specs}
 
 # The tolerant model each consumer parses an event type with (as its handler dispatches). The
 # types are written out, not taken from the producers' constants: a renamed type must show.
 CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
     "demand-enterprises": {
-        "enterprises.enterprise.registered.v1": demand_events.EnterpriseSnapshotIn,
-        "enterprises.enterprise.updated.v1": demand_events.EnterpriseSnapshotIn,
-        "enterprises.enterprise.stage_changed.v1": demand_events.EnterpriseSnapshotIn,
-        "enterprises.readiness.changed.v1": demand_events.ReadinessChangedIn,
+        "enterprises.enterprise.registered.v1": demand_consumers.EnterpriseSnapshotIn,
+        "enterprises.enterprise.updated.v1": demand_consumers.EnterpriseSnapshotIn,
+        "enterprises.enterprise.stage_changed.v1": demand_consumers.EnterpriseSnapshotIn,
+        "enterprises.readiness.changed.v1": demand_consumers.ReadinessChangedIn,
     },
     "demand-matching": {
         "demand.item.published.v1": demand_consumers.PublicLineIn,
@@ -85,12 +87,12 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "enterprises.readiness.changed.v1": mentoring_events.ReadinessChanged,
     },
     "enterprises-demand": {
-        "demand.item.published.v1": enterprises_events.DemandLineIn,
-        "demand.item.updated.v1": enterprises_events.DemandLineIn,
-        "demand.item.withdrawn.v1": enterprises_events.DemandWithdrawnIn,
+        "demand.item.published.v1": enterprises_consumers.DemandLineIn,
+        "demand.item.updated.v1": enterprises_consumers.DemandLineIn,
+        "demand.item.withdrawn.v1": enterprises_consumers.DemandWithdrawnIn,
     },
     "enterprises-mentoring": {
-        "mentoring.session.completed.v1": enterprises_events.SessionCompletedIn,
+        "mentoring.session.completed.v1": enterprises_consumers.SessionCompletedIn,
     },
 }
 CONSUMER_CASES = [(durable, kind) for durable, models in CONSUMED.items() for kind in models]
@@ -164,7 +166,7 @@ def test_the_comparison_finds_a_renamed_a_retyped_and_a_nullable_field() -> None
         "missing: the producer has no such field"
     ]
     retyped = create_model("Retyped", __base__=producer, version=(str, ...))
-    assert incompatibilities(demand_events.ReadinessChangedIn, retyped) == [
+    assert incompatibilities(demand_consumers.ReadinessChangedIn, retyped) == [
         "version: the producer sends string where integer is expected"
     ]
     nullable = create_model("Nullable", __base__=producer, enterprise_id=(uuid.UUID | None, ...))

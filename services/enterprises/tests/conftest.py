@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from services.enterprises.app import create_app
 from services.enterprises.settings import EnterprisesSettings
+from shared.outbox import outbox_table
 from shared.principal import Principal
 from shared.testing.apps import STAFF, TEST_SECRET, client, running
 from shared.testing.databases import DatabaseFactory, alembic_prepare
@@ -89,8 +90,6 @@ def staff(app: FastAPI) -> httpx.AsyncClient:
 
 async def outbox_events(app: FastAPI) -> list[dict[str, Any]]:
     """Every event this service has recorded in its outbox, oldest first (as CloudEvents dicts)."""
-    from shared.outbox import outbox_table
-
     async with app.state.database.transaction(write=False) as session:
         bodies = (
             await session.scalars(sa.select(outbox_table.c.body).order_by(outbox_table.c.position))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from services.enterprises.events import CONSUMERS, PUBLISHED
+from services.enterprises.consumers import CONSUMERS
+from services.enterprises.events import PUBLISHED
 
 SNAPSHOT = {
     "enterprise_id",

@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from services.enterprises import events as ev
-from services.enterprises import service
+from services.enterprises import read_models
 from services.enterprises.jobs import run_expiry
 from services.enterprises.tests.conftest import (
     MENTOR,
@@ -91,15 +91,17 @@ async def test_an_early_renewal_keeps_readiness_the_stage_and_announces_no_gap(
     # Readiness for a demand line counts the standing verification's value against thresholds.
     demand_id = uuid.uuid4()
     async with app.state.database.transaction() as session:
-        line = ev.DemandLineIn(
-            demand_id=demand_id,
+        await read_models.record_demand_line(
+            session,
+            demand_id,
             version=1,
+            status="planned",
+            title=None,
             requirements=[
-                ev.DemandRequirementIn(code=CODE, min_value_pence=before["value_pence"]),
-                ev.DemandRequirementIn(code="legal_entity"),
+                {"code": CODE, "min_value_pence": before["value_pence"]},
+                {"code": "legal_entity", "min_value_pence": None},
             ],
         )
-        await service.record_demand_line(session, line)
     for_line = (
         await staff.get(f"/api/v1/enterprises/{eid}/readiness", params={"demand_id": str(demand_id)})
     ).json()

@@ -1,0 +1,118 @@
+"""Handlers of the events the enterprises service consumes, and its durable consumers.
+
+The payload models here are tolerant copies of the fields this service reads from other
+services' events (``extra="ignore"``); contract tests hold them to the producers' models.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.enterprises import read_models
+from services.enterprises.service import milestones
+from shared.events import CloudEvent
+from shared.inbox import ConsumerSpec, EventHandler, PermanentEventError
+
+DEFAULT_EXPIRY_WARNING = timedelta(days=30)
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class DemandRequirementIn(_Tolerant):
+    code: str = Field(min_length=1, max_length=64)
+    min_value_pence: int | None = Field(default=None, ge=0)
+
+
+class DemandLineIn(_Tolerant):
+    """``demand.item.published.v1`` / ``updated.v1``: the fields readiness needs."""
+
+    demand_id: uuid.UUID
+    version: int
+    status: str = "planned"
+    title: str | None = None
+    requirements: list[DemandRequirementIn] = Field(default_factory=list)
+
+
+class DemandWithdrawnIn(_Tolerant):
+    """``demand.item.withdrawn.v1``."""
+
+    demand_id: uuid.UUID
+    version: int
+    status: str = "withdrawn"
+
+
+class SessionCompletedIn(_Tolerant):
+    """``mentoring.session.completed.v1``: who signed off which milestones."""
+
+    session_id: uuid.UUID
+    mentor_id: uuid.UUID
+    enterprise_id: uuid.UUID
+    outcome: str | None = None
+    signed_off_milestones: list[str] = Field(default_factory=list)
+
+
+async def on_demand_item(session: AsyncSession, event: CloudEvent) -> None:
+    if event.type.startswith("demand.item.withdrawn."):
+        withdrawn = DemandWithdrawnIn.model_validate(event.data or {})
+        await read_models.record_demand_withdrawn(
+            session, withdrawn.demand_id, version=withdrawn.version, status=withdrawn.status
+        )
+    elif event.type.startswith(("demand.item.published.", "demand.item.updated.")):
+        line = DemandLineIn.model_validate(event.data or {})
+        await read_models.record_demand_line(
+            session,
+            line.demand_id,
+            version=line.version,
+            status=line.status,
+            title=line.title,
+            requirements=[r.model_dump() for r in line.requirements],
+        )
+    # Other demand.item.* events carry nothing readiness needs.
+
+
+def session_completed_handler(warning: timedelta) -> EventHandler:
+    """The handler of ``mentoring.session.completed.v1`` (readiness uses the expiry ``warning``)."""
+
+    async def on_session_completed(session: AsyncSession, event: CloudEvent) -> None:
+        completed = SessionCompletedIn.model_validate(event.data or {})
+        known = await milestones.record_mentor_sign_offs(
+            session,
+            enterprise_id=completed.enterprise_id,
+            session_id=completed.session_id,
+            mentor_id=completed.mentor_id,
+            codes=completed.signed_off_milestones,
+            warning=warning,
+        )
+        if not known:
+            raise PermanentEventError(
+                f"no enterprise {completed.enterprise_id} for session {completed.session_id}"
+            )
+
+    return on_session_completed
+
+
+def consumer_specs(warning: timedelta = DEFAULT_EXPIRY_WARNING) -> list[ConsumerSpec]:
+    """The durable consumers of this service (docs/EVENTS.md, "Who consumes what")."""
+    return [
+        ConsumerSpec(
+            durable="enterprises-demand",
+            stream="DEMAND",
+            subjects=["demand.item.>"],
+            handler=on_demand_item,
+        ),
+        ConsumerSpec(
+            durable="enterprises-mentoring",
+            stream="MENTORING",
+            subjects=["mentoring.session.completed.v1"],
+            handler=session_completed_handler(warning),
+        ),
+    ]
+
+
+CONSUMERS: list[ConsumerSpec] = consumer_specs()

@@ -1,0 +1,441 @@
+"""The queries of the enterprises service, by table; the use cases in ``service/`` call them.
+
+They read and write rows and never decide anything: not-found answers, rules and events are
+the use cases' business.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.enterprises.models import (
+    cohorts,
+    enterprise_cpv_codes,
+    enterprise_milestones,
+    enterprises,
+    history,
+    milestone_definitions,
+)
+from shared import cpv
+from shared.problems import Problem
+
+Row = sa.Row[Any]
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def write_unique(session: AsyncSession, statement: sa.Executable, taken: Problem) -> None:
+    """Run an INSERT or UPDATE that a unique index guards; ``taken`` when another request won
+    the race between our check and our write (the check alone cannot see uncommitted rows)."""
+    try:
+        async with session.begin_nested():
+            await session.execute(statement)
+    except IntegrityError as exc:
+        raise taken from exc
+
+
+async def keyset_page(
+    session: AsyncSession,
+    query: sa.Select[Any],
+    keys: Sequence[sa.ColumnElement[Any]],
+    after: Sequence[Any] | None,
+    limit: int,
+) -> tuple[list[Row], Row | None]:
+    """One page of ``query`` in the order of ``keys``, starting after the key values ``after``;
+    and the last row of the page when another page follows."""
+    if after is not None:
+        query = query.where(sa.tuple_(*keys) > tuple(after))
+    rows = list((await session.execute(query.order_by(*keys).limit(limit + 1))).all())
+    return rows[:limit], rows[limit - 1] if len(rows) > limit else None
+
+
+# --- enterprises -----------------------------------------------------------------------------
+
+ENTERPRISE_COLUMNS = [c for c in enterprises.c if not c.name.startswith("readiness_")]
+
+
+@dataclass(frozen=True)
+class EnterpriseFilters:
+    stage: str | None = None
+    cohort_id: uuid.UUID | None = None
+    legal_form: str | None = None
+    cpv: str | None = None
+    q: str | None = None
+    size_class: str | None = None
+    vcse: bool | None = None
+    ready: bool | None = None
+
+
+async def enterprise(session: AsyncSession, enterprise_id: uuid.UUID, *, lock: bool = False) -> Row | None:
+    """The whole row (readiness columns included), locked for the transaction with ``lock``."""
+    query = sa.select(enterprises).where(enterprises.c.id == enterprise_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).first()
+
+
+async def enterprise_profile(session: AsyncSession, enterprise_id: uuid.UUID) -> Row | None:
+    query = sa.select(*ENTERPRISE_COLUMNS).where(enterprises.c.id == enterprise_id)
+    return (await session.execute(query)).first()
+
+
+async def enterprise_exists(session: AsyncSession, enterprise_id: uuid.UUID) -> bool:
+    found = await session.scalar(sa.select(sa.literal(1)).where(enterprises.c.id == enterprise_id))
+    return found is not None
+
+
+async def enterprise_registered_as(
+    session: AsyncSession, number: str, except_id: uuid.UUID | None = None
+) -> uuid.UUID | None:
+    query = sa.select(enterprises.c.id).where(enterprises.c.registration_number == number)
+    if except_id is not None:
+        query = query.where(enterprises.c.id != except_id)
+    return await session.scalar(query)
+
+
+async def insert_enterprise(session: AsyncSession, values: dict[str, Any], taken: Problem) -> None:
+    await write_unique(session, sa.insert(enterprises).values(**values), taken)
+
+
+async def update_enterprise(
+    session: AsyncSession, enterprise_id: uuid.UUID, values: dict[str, Any], taken: Problem
+) -> None:
+    await write_unique(
+        session, sa.update(enterprises).where(enterprises.c.id == enterprise_id).values(**values), taken
+    )
+
+
+async def replace_cpv_codes(session: AsyncSession, enterprise_id: uuid.UUID, codes: Sequence[str]) -> None:
+    """Index the enterprise's CPV codes by their base code, for the prefix filter."""
+    await session.execute(
+        sa.delete(enterprise_cpv_codes).where(enterprise_cpv_codes.c.enterprise_id == enterprise_id)
+    )
+    bases = sorted({cpv.base(code) for code in codes})
+    if bases:
+        await session.execute(
+            sa.insert(enterprise_cpv_codes), [{"enterprise_id": enterprise_id, "code": b} for b in bases]
+        )
+
+
+def enterprise_list_query(
+    filters: EnterpriseFilters, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> sa.Select[Any]:
+    """The SELECT of one page of enterprises (also what the benchmark compares against)."""
+    e = enterprises.c
+    query = sa.select(*ENTERPRISE_COLUMNS).order_by(e.created_at, e.id).limit(limit)
+    if after is not None:
+        query = query.where(sa.tuple_(e.created_at, e.id) > after)
+    if filters.stage is not None:
+        query = query.where(e.stage == filters.stage)
+    if filters.cohort_id is not None:
+        query = query.where(e.cohort_id == filters.cohort_id)
+    if filters.legal_form is not None:
+        query = query.where(e.legal_form == filters.legal_form)
+    if filters.size_class is not None:
+        query = query.where(e.size_class == filters.size_class)
+    if filters.vcse is not None:
+        query = query.where(e.vcse.is_(filters.vcse))
+    if filters.ready is not None:
+        query = query.where(e.readiness_ready.is_(filters.ready))
+    if filters.q:
+        query = query.where(sa.func.lower(e.name).contains(filters.q.lower(), autoescape=True))
+    if filters.cpv:
+        query = query.where(
+            sa.exists().where(
+                enterprise_cpv_codes.c.enterprise_id == e.id,
+                enterprise_cpv_codes.c.code.startswith(filters.cpv, autoescape=True),
+            )
+        )
+    return query
+
+
+async def enterprise_page(
+    session: AsyncSession, filters: EnterpriseFilters, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> tuple[list[Row], Row | None]:
+    rows = list((await session.execute(enterprise_list_query(filters, limit + 1, after))).all())
+    return rows[:limit], rows[limit - 1] if len(rows) > limit else None
+
+
+# --- readiness columns of enterprises --------------------------------------------------------
+
+
+async def mark_all_readiness_stale(session: AsyncSession) -> None:
+    """Every enterprise's readiness needs recomputing (the readiness job does it in batches)."""
+    await session.execute(sa.update(enterprises).values(readiness_stale=True))
+
+
+async def clear_readiness_stale(session: AsyncSession, enterprise_ids: Sequence[uuid.UUID]) -> None:
+    await session.execute(
+        sa.update(enterprises).where(enterprises.c.id.in_(enterprise_ids)).values(readiness_stale=False)
+    )
+
+
+async def store_readiness(
+    session: AsyncSession, enterprise_id: uuid.UUID, *, digest: str, score: float, ready: bool
+) -> int:
+    """Store a new readiness result; its version, incremented in the UPDATE so that two
+    writers never hand out the same one."""
+    version = await session.scalar(
+        sa.update(enterprises)
+        .where(enterprises.c.id == enterprise_id)
+        .values(
+            readiness_version=enterprises.c.readiness_version + 1,
+            readiness_digest=digest,
+            readiness_score=score,
+            readiness_ready=ready,
+            readiness_stale=False,
+        )
+        .returning(enterprises.c.readiness_version)
+    )
+    return int(version or 0)
+
+
+async def store_readiness_batch(session: AsyncSession, changed: list[dict[str, Any]]) -> None:
+    """Store readiness results of rows this transaction holds locked: dicts of ``row_id``,
+    ``new_version``, ``new_digest``, ``new_score`` and ``new_ready``."""
+    await session.execute(
+        sa.update(enterprises)
+        .where(enterprises.c.id == sa.bindparam("row_id"))
+        .values(
+            readiness_version=sa.bindparam("new_version"),
+            readiness_digest=sa.bindparam("new_digest"),
+            readiness_score=sa.bindparam("new_score"),
+            readiness_ready=sa.bindparam("new_ready"),
+            readiness_stale=False,
+        ),
+        changed,
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def claim_stale_enterprises(session: AsyncSession, batch: int) -> list[Row]:
+    """Up to ``batch`` enterprises whose readiness is stale, locked; on PostgreSQL other
+    replicas skip them (SQLite serializes write transactions)."""
+    claim = (
+        sa.select(enterprises)
+        .where(enterprises.c.readiness_stale.is_(True))
+        .order_by(enterprises.c.id)
+        .limit(batch)
+    )
+    if is_postgres(session):
+        claim = claim.with_for_update(skip_locked=True)
+    return list((await session.execute(claim)).all())
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+async def add_history(session: AsyncSession, **values: Any) -> None:
+    await session.execute(sa.insert(history).values(**values))
+
+
+async def history_page(
+    session: AsyncSession, enterprise_id: uuid.UUID, milestone_code: str | None, limit: int, after: int | None
+) -> tuple[list[Row], Row | None]:
+    h = history.c
+    query = sa.select(history).where(h.enterprise_id == enterprise_id)
+    if milestone_code is not None:
+        query = query.where(h.milestone_code == milestone_code)
+    return await keyset_page(session, query, [h.id], None if after is None else [after], limit)
+
+
+# --- cohorts ---------------------------------------------------------------------------------
+
+
+def _cohorts_with_counts() -> sa.Select[Any]:
+    counts = (
+        sa.select(enterprises.c.cohort_id, sa.func.count().label("n"))
+        .where(enterprises.c.cohort_id.is_not(None))
+        .group_by(enterprises.c.cohort_id)
+        .subquery()
+    )
+    return sa.select(cohorts, sa.func.coalesce(counts.c.n, 0).label("enterprises_count")).outerjoin(
+        counts, counts.c.cohort_id == cohorts.c.id
+    )
+
+
+async def cohort_exists(session: AsyncSession, cohort_id: uuid.UUID) -> bool:
+    found = await session.scalar(sa.select(sa.literal(1)).where(cohorts.c.id == cohort_id))
+    return found is not None
+
+
+async def cohort_named(session: AsyncSession, name: str) -> uuid.UUID | None:
+    return await session.scalar(sa.select(cohorts.c.id).where(cohorts.c.name == name))
+
+
+async def insert_cohort(session: AsyncSession, values: dict[str, Any], taken: Problem) -> None:
+    await write_unique(session, sa.insert(cohorts).values(**values), taken)
+
+
+async def cohort(session: AsyncSession, cohort_id: uuid.UUID) -> Row | None:
+    """A cohort with its ``enterprises_count``."""
+    return (await session.execute(_cohorts_with_counts().where(cohorts.c.id == cohort_id))).first()
+
+
+async def cohort_page(
+    session: AsyncSession, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> tuple[list[Row], Row | None]:
+    keys = [cohorts.c.created_at, cohorts.c.id]
+    return await keyset_page(session, _cohorts_with_counts(), keys, after, limit)
+
+
+# --- milestone catalogue ---------------------------------------------------------------------
+
+
+async def catalogue(session: AsyncSession) -> list[Row]:
+    """Every milestone definition, in catalogue order."""
+    d = milestone_definitions.c
+    return list((await session.execute(sa.select(milestone_definitions).order_by(d.position, d.code))).all())
+
+
+async def definition_page(
+    session: AsyncSession, limit: int, after: tuple[int, str] | None
+) -> tuple[list[Row], Row | None]:
+    d = milestone_definitions.c
+    return await keyset_page(session, sa.select(milestone_definitions), [d.position, d.code], after, limit)
+
+
+async def definition(session: AsyncSession, code: str, *, lock: bool = False) -> Row | None:
+    query = sa.select(milestone_definitions).where(milestone_definitions.c.code == code)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).first()
+
+
+async def last_definition_position(session: AsyncSession) -> int:
+    return (await session.scalar(sa.select(sa.func.max(milestone_definitions.c.position)))) or 0
+
+
+async def insert_definition(session: AsyncSession, values: dict[str, Any], taken: Problem) -> None:
+    await write_unique(session, sa.insert(milestone_definitions).values(**values), taken)
+
+
+async def update_definition(session: AsyncSession, code: str, values: dict[str, Any]) -> None:
+    await session.execute(
+        sa.update(milestone_definitions).where(milestone_definitions.c.code == code).values(**values)
+    )
+
+
+# --- enterprise milestones -------------------------------------------------------------------
+
+
+async def milestones_of(session: AsyncSession, enterprise_id: uuid.UUID) -> list[Row]:
+    m = enterprise_milestones.c
+    query = sa.select(enterprise_milestones).where(m.enterprise_id == enterprise_id)
+    return list((await session.execute(query)).all())
+
+
+async def milestone(
+    session: AsyncSession, enterprise_id: uuid.UUID, code: str, *, lock: bool = False
+) -> Row | None:
+    m = enterprise_milestones.c
+    query = sa.select(enterprise_milestones).where(m.enterprise_id == enterprise_id, m.code == code)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).first()
+
+
+async def milestone_states(session: AsyncSession, enterprise_ids: Sequence[uuid.UUID]) -> list[Row]:
+    """The columns readiness reads, of every milestone of the enterprises."""
+    m = enterprise_milestones.c
+    query = sa.select(
+        m.enterprise_id,
+        m.code,
+        m.status,
+        m.expires_at,
+        m.value_pence,
+        m.standing_verified_at,
+        m.standing_expires_at,
+        m.standing_value_pence,
+    ).where(m.enterprise_id.in_(enterprise_ids))
+    return list((await session.execute(query)).all())
+
+
+async def insert_milestone(
+    session: AsyncSession, enterprise_id: uuid.UUID, code: str, values: dict[str, Any]
+) -> None:
+    await session.execute(
+        sa.insert(enterprise_milestones).values(enterprise_id=enterprise_id, code=code, **values)
+    )
+
+
+async def update_milestone(
+    session: AsyncSession, enterprise_id: uuid.UUID, code: str, values: dict[str, Any]
+) -> None:
+    m = enterprise_milestones.c
+    await session.execute(
+        sa.update(enterprise_milestones)
+        .where(m.enterprise_id == enterprise_id, m.code == code)
+        .values(**values)
+    )
+
+
+# --- expiry ----------------------------------------------------------------------------------
+
+
+def verification_columns(standing: bool) -> tuple[sa.ColumnElement[bool], Any, Any]:
+    """What marks a verification, its expiry and its warned flag: the milestone's own, or the
+    standing one kept while its renewal awaits review."""
+    m = enterprise_milestones.c
+    if standing:
+        return m.standing_verified_at.is_not(None), m.standing_expires_at, m.standing_expiry_warned
+    return m.status == "verified", m.expires_at, m.expiry_warned
+
+
+async def enterprises_with_due_milestones(
+    session: AsyncSession, due: Sequence[sa.ColumnElement[bool]], expiry: Any, batch: int
+) -> list[uuid.UUID]:
+    """Up to ``batch`` enterprises with ``due`` milestones, the soonest ``expiry`` first."""
+    m = enterprise_milestones.c
+    query = (
+        sa.select(m.enterprise_id)
+        .where(*due)
+        .group_by(m.enterprise_id)
+        .order_by(sa.func.min(expiry), m.enterprise_id)
+        .limit(batch)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def claim_enterprises(session: AsyncSession, enterprise_ids: Sequence[uuid.UUID]) -> list[Row]:
+    """Lock the enterprises in id order; on PostgreSQL skip those another transaction holds."""
+    lock = sa.select(enterprises).where(enterprises.c.id.in_(enterprise_ids)).order_by(enterprises.c.id)
+    if is_postgres(session):
+        lock = lock.with_for_update(skip_locked=True)
+    return list((await session.execute(lock)).all())
+
+
+async def due_milestones(
+    session: AsyncSession, enterprise_id: uuid.UUID, due: Sequence[sa.ColumnElement[bool]]
+) -> list[Row]:
+    m = enterprise_milestones.c
+    query = sa.select(enterprise_milestones).where(m.enterprise_id == enterprise_id, *due).order_by(m.code)
+    return list((await session.execute(query)).all())
+
+
+async def claim_due_milestone(
+    session: AsyncSession,
+    row: Row,
+    due: Sequence[sa.ColumnElement[bool]],
+    values: dict[str, Any],
+    now: datetime,
+) -> bool:
+    """Apply ``values`` if the milestone is still at the version read and still due: whoever
+    changes it announces it, so it is announced once."""
+    m = enterprise_milestones.c
+    result = await session.execute(
+        sa.update(enterprise_milestones)
+        .where(m.enterprise_id == row.enterprise_id, m.code == row.code, m.version == row.version, *due)
+        .values(**values, version=m.version + 1, updated_at=now)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
