@@ -17,6 +17,8 @@ from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import SpanKind, get_current_span
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Scope
 
@@ -35,10 +37,32 @@ def exporters_from_environment() -> list[SpanExporter]:
     return exporters
 
 
+class NoStrayClientSpans(Sampler):
+    """Drops a client span that starts a trace (the relay's sweep, a job's or a poll's SQL: every
+    second, in every replica, telling nothing) and asks ``sampler`` about every other span."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+
+    def should_sample(
+        self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any
+    ) -> SamplingResult:
+        kind = kwargs.get("kind", args[0] if args else None)
+        if kind == SpanKind.CLIENT and not get_current_span(parent_context).get_span_context().is_valid:
+            return SamplingResult(Decision.DROP)
+        return self.sampler.should_sample(parent_context, trace_id, name, *args, **kwargs)
+
+    def get_description(self) -> str:
+        return f"NoStrayClientSpans({self.sampler.get_description()})"
+
+
 def provider_from_environment(service_name: str) -> TracerProvider:
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES over this default;
-    # the provider reads OTEL_TRACES_SAMPLER, the batch processor OTEL_BSP_*.
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    # a provider made without a sampler reads OTEL_TRACES_SAMPLER, the batch processor OTEL_BSP_*.
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        sampler=NoStrayClientSpans(TracerProvider().sampler),
+    )
     for exporter in exporters_from_environment():
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider

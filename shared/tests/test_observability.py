@@ -14,10 +14,14 @@ from pathlib import Path
 import httpx
 from fastapi import APIRouter, FastAPI
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import tracing
+from shared.instrumentation import provider_from_environment
 from shared.logs import JsonFormatter
 from shared.metrics import AppRoutes, HttpMetricsMiddleware, RouteTable
 
@@ -129,3 +133,21 @@ def test_a_log_line_inside_a_span_carries_its_trace_and_span_ids() -> None:
         assert stored is not None and json.loads(stored)["traceparent"].split("-")[1] == line["trace_id"]
     finally:
         tracing.disable()
+
+
+def test_sql_outside_any_trace_starts_none_but_sql_inside_a_request_is_kept(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    provider = provider_from_environment("seedbed-test")
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT):
+        pass  # a background poll's query
+    with tracer.start_as_current_span("GET /api/v1/things", kind=SpanKind.SERVER):
+        with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT):
+            pass
+    assert [(s.name, s.kind) for s in exporter.get_finished_spans()] == [
+        ("SELECT", SpanKind.CLIENT),
+        ("GET /api/v1/things", SpanKind.SERVER),
+    ]
+    assert all(s.parent is not None for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT)
