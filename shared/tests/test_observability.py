@@ -143,9 +143,11 @@ def test_sql_outside_any_trace_starts_none_but_sql_inside_a_request_is_kept(monk
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT):
         pass  # a background poll's query
-    with tracer.start_as_current_span("GET /api/v1/things", kind=SpanKind.SERVER):
-        with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT):
-            pass
+    with (
+        tracer.start_as_current_span("GET /api/v1/things", kind=SpanKind.SERVER),
+        tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT),
+    ):
+        pass
     assert [(s.name, s.kind) for s in exporter.get_finished_spans()] == [
         ("SELECT", SpanKind.CLIENT),
         ("GET /api/v1/things", SpanKind.SERVER),
