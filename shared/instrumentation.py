@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -21,6 +21,10 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, get_current_span
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Scope
+
+# A span per ASGI message (each "http send" and "http receive") would triple the spans of a request
+# and tell nothing the server span does not.
+NO_MESSAGE_SPANS: list[Literal["receive", "send"]] = ["receive", "send"]
 
 
 def exporters_from_environment() -> list[SpanExporter]:
@@ -79,7 +83,9 @@ def uninstrument_clients() -> None:
 
 
 def instrument_app(app: FastAPI, provider: TracerProvider, excluded_urls: str) -> None:
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=excluded_urls)
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, excluded_urls=excluded_urls, exclude_spans=NO_MESSAGE_SPANS
+    )
 
 
 def server_spans(
@@ -89,7 +95,11 @@ def server_spans(
     excluded_urls: str,
 ) -> ASGIApp:
     return OpenTelemetryMiddleware(
-        app, tracer_provider=provider, default_span_details=details, excluded_urls=excluded_urls
+        app,
+        tracer_provider=provider,
+        default_span_details=details,
+        excluded_urls=excluded_urls,
+        exclude_spans=NO_MESSAGE_SPANS,
     )
 
 
