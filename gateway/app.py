@@ -27,6 +27,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import api, dashboard, integrators
 from gateway.edge import EdgeMiddleware
@@ -137,16 +138,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.add_middleware(HttpMetricsMiddleware, route_of=route_of)
     tracing.instrument_app(app)
     # Everything for a service: the same, straight from the server.
-    pass_through = tracing.server_spans(
+    pass_through: ASGIApp = tracing.server_spans(
         RequestContextMiddleware(
             EdgeMiddleware(super(GatewayApp, app).__call__, runtime=runtime),
             access_log_enabled=settings.access_log,
         ),
         route_of,
     )
-    app.pass_through = (
-        HttpMetricsMiddleware(pass_through, route_of=route_of) if settings.http_metrics else pass_through
-    )
+    if settings.http_metrics:
+        pass_through = HttpMetricsMiddleware(pass_through, route_of=route_of)
+    if settings.trusted_proxies:
+        # Outermost on both paths: the client address every limit sees is the one a trusted
+        # proxy reported, and nobody else's X-Forwarded-For counts.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+        pass_through = ProxyHeadersMiddleware(pass_through, trusted_hosts=settings.trusted_proxies)
+    app.pass_through = pass_through
     return app
 
 

@@ -1,8 +1,8 @@
 """Alembic plumbing shared by every service's ``migrations/env.py``.
 
 Each service keeps its own ``alembic.ini``, ``migrations/`` and version table in
-its own database; its first migration creates the kit tables (outbox, inbox,
-dead letters, idempotency keys) with :func:`create_kit_tables`.
+its own database; its first migration spells out the kit tables (outbox, inbox,
+dead letters, idempotency keys).
 """
 
 from __future__ import annotations
@@ -29,20 +29,9 @@ def include_kit_tables(metadata: sa.MetaData) -> None:
             table.to_metadata(metadata)
 
 
-def create_kit_tables() -> None:
-    """Inside a migration: create the outbox, inbox, dead-letter and idempotency tables."""
-    KIT_METADATA.create_all(op.get_bind())
-
-
-def drop_kit_tables() -> None:
-    KIT_METADATA.drop_all(op.get_bind())
-
-
 def add_kit_columns(columns: dict[str, list[str]]) -> None:
-    """Inside a migration: add kit-table columns that came after the table (nullable ones).
-
-    A column already there is skipped: the first migration creates the kit tables from the
-    current metadata, so a database made after the column was added has it already."""
+    """Inside a migration: add kit-table columns that came after the table (nullable ones), as
+    the kit's metadata declares them; a column already there is left as it is."""
     bind = op.get_bind()
     inspector = sa.inspect(bind)
     for table_name, names in columns.items():

@@ -18,12 +18,12 @@ from services.demand.settings import DemandSettings
 from services.demand.tests.conftest import (
     INTEGRATOR,
     anchor_principal,
-    eventually,
     line_body,
     outbox_events,
     serving,
 )
 from shared.testing.apps import STAFF, client
+from shared.testing.polling import wait_until
 
 
 async def post(app: FastAPI, anchor_id: str, **overrides: Any) -> dict[str, Any]:
@@ -278,7 +278,7 @@ async def test_a_burst_of_changes_makes_one_or_a_few_snapshots(quick_app: FastAP
         answer = await view(app)
         return answer["totals"]["count"] == 2030
 
-    await eventually(settled, timeout=30)
+    await wait_until(settled, timeout=30)
     snapshots = [e for e in await outbox_events(app) if e["type"] == "demand.pipeline.published.v1"]
     assert 1 <= len(snapshots) <= 5
     last = PipelinePublishedPayload.model_validate(snapshots[-1]["data"])

@@ -32,8 +32,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mentoring import events
-from services.mentoring.models import BOOKED, session_reminders, sessions
+from services.mentoring.models import session_reminders, sessions
 from services.mentoring.settings import MentoringSettings
+from services.mentoring.vocabulary import BOOKED
 from shared import outbox
 from shared.db import Database
 from shared.events import CloudEvent
