@@ -20,7 +20,8 @@ from shared.db import Database
 from shared.events import CONTENT_TYPE, new_event
 from shared.inbox import dead_letters_table
 from shared.testing.databases import DatabaseFactory
-from shared.testing.system import System, wait_until
+from shared.testing.polling import wait_until
+from shared.testing.system import System
 from tests.conftest import API, boot, created, enterprise_body, line_body
 
 PARTS = ("enterprises", "demand", "mentoring", "gateway")

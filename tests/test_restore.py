@@ -31,7 +31,7 @@ from shared.nats_server import NatsServer
 from shared.outbox import outbox_table
 from shared.testing.apps import TEST_SECRET, client, running
 from shared.testing.databases import DatabaseFactory, alembic_prepare
-from shared.testing.system import wait_until
+from shared.testing.polling import wait_until
 from tests.conftest import line_body
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,8 +34,8 @@ from shared.nats_server import NatsServer
 from shared.outbox import outbox_table
 from shared.testing.apps import TEST_SECRET
 from shared.testing.databases import DatabaseFactory, alembic_prepare
+from shared.testing.polling import wait_until
 from shared.testing.ports import server_port
-from shared.testing.system import wait_until
 from tests.conftest import line_body
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ async def test_one_trace_from_the_gateway_through_nats_to_the_matching_consumer(
                     )
                 ).first()
 
-        await wait_until(match_row, timeout=30, interval=0.1)
+        await wait_until(match_row, timeout=60, interval=0.1)
         row = await match_row()
         assert row is not None
         assert json.loads(row.body)["data"] == json.loads(row.body)["data"] | {
@@ -150,7 +150,7 @@ async def test_one_trace_from_the_gateway_through_nats_to_the_matching_consumer(
                 None,
             )
 
-        await wait_until(consumer_span, timeout=10)
+        await wait_until(consumer_span, timeout=30)
     await database.dispose()
 
     finished = list(spans.get_finished_spans())
