@@ -92,7 +92,7 @@ async def _read(database: Database, dead_letter_id: int) -> Any:
 def dead_letters_router(part: str, consumers: Consumers) -> APIRouter:
     """The routes for the dead letters of ``part`` (a service name, or ``gateway``)."""
     router = APIRouter(prefix=f"/admin/{part}/dead-letters", tags=["operations"])
-    forbidden = {403: {"description": "The caller is not staff."}}
+    forbidden: dict[int | str, dict[str, Any]] = {403: {"description": "The caller is not staff."}}
 
     @router.get(
         "",

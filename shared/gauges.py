@@ -69,7 +69,7 @@ def dead_letters_waiting(database: Database, consumers: Sequence[str]) -> Refres
 
     async def refresh() -> None:
         async with database.transaction(write=False) as session:
-            counts = dict((await session.execute(query)).tuples().all())
+            counts: dict[str, int] = dict((await session.execute(query)).tuples().all())
         for name in {*consumers, *counts}:
             DEAD_LETTERS_WAITING.labels(name).set(counts.get(name, 0))
 

@@ -212,7 +212,7 @@ def mark_process_dead() -> None:
     """At a worker's exit in multiprocess mode: its live gauges stop counting."""
     if multiprocess_mode():
         with contextlib.suppress(Exception):
-            multiprocess.mark_process_dead(os.getpid())
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 class MetricsEndpoint:
