@@ -57,6 +57,7 @@ from gateway.models import (
 )
 from gateway.settings import GatewaySettings
 from gateway.visibility import TypePattern, matches_any, may_see, parse_pattern
+from shared import tracing
 from shared.db import utcnow
 from shared.events import CloudEvent
 
@@ -458,7 +459,13 @@ class WebhookFanOut:
         insert = _insert(session)
         await session.execute(
             insert(webhook_events)
-            .values(event_id=event.id, event_type=event.type, body=event.to_bytes(), received_at=now)
+            .values(
+                event_id=event.id,
+                event_type=event.type,
+                body=event.to_bytes(),
+                received_at=now,
+                trace_context=tracing.stored_context(),
+            )
             .on_conflict_do_nothing(index_elements=[webhook_events.c.event_id])
         )
         await session.execute(
