@@ -1,6 +1,6 @@
 """Load, soak and faults (issue 15): a bounded load generator on loopback drives mixed traffic
-through the gateway of a running system (shared.testing.system: its own nats-server, the three
-services and the gateway as uvicorn processes on SQLite, the embedded default) for ``--duration``
+through the gateway of a running system (its own nats-server, the three services and the gateway
+as uvicorn processes, PostgreSQL with one database per service) for ``--duration``
 seconds (5 minutes by default), ``--concurrency`` requests in flight at most.
 
 Reads: the pipeline, an enterprise's matches, a mentor's slots, the demand lines. Writes:
@@ -20,7 +20,7 @@ backlog took to drain.
 Targets (pass/fail): RSS growth under 10% after warm-up; 0 lost and 0 doubled events; p99 of
 every read route under 10x its p50.
 
-    python -m bench.load [--duration 300] [--concurrency 8] [--faults]
+    python -m bench.load [--duration 300] [--concurrency 8] [--faults] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sqlite3
 import tempfile
@@ -47,9 +48,10 @@ import nats
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from shared.testing.databases import DatabaseFactory
+from shared.testing.cluster import replicated_system
+from shared.testing.databases import POSTGRES_ENV, DatabaseFactory
 from shared.testing.ports import server_port
-from shared.testing.system import SERVICES, System, running_system
+from shared.testing.system import SERVICES, System
 
 try:
     import psutil
@@ -62,9 +64,15 @@ ENV = {
     "GATEWAY_STAFF_RATE_LIMIT_PER_MINUTE": "1000000",  # the bench measures the system, not the limiter
     "GATEWAY_WEBHOOK_RETRY_SCHEDULE_SECONDS": "0.5,1,2,4,8,8,8,8",
     "SEEDBED_ACCESS_LOG": "false",
+    **{f"{part.upper()}_DB_POOL_SIZE": "8" for part in (*SERVICES, "gateway")},
 }
 # Route template -> share of the traffic.
-READS = {"GET /pipeline": 20, "GET /enterprises/{id}/matches": 20, "GET /mentors/{id}/slots": 20, "GET /demand": 20}
+READS = {
+    "GET /pipeline": 20,
+    "GET /enterprises/{id}/matches": 20,
+    "GET /mentors/{id}/slots": 20,
+    "GET /demand": 20,
+}
 WRITES = {"POST /demand": 8, "PATCH /enterprises/{id}/milestones/{code}": 6, "POST /sessions": 6}
 # The event type (prefix) each write publishes.
 WRITE_EVENTS = {
@@ -142,7 +150,10 @@ class Sse:
                     headers["Last-Event-ID"] = str(self.seen[-1][0])
                 with contextlib.suppress(httpx.HTTPError):
                     async with http.stream(
-                        "GET", f"{self.url}{API}/events/stream", headers=headers, params={} if self.seen else {"since": 0}
+                        "GET",
+                        f"{self.url}{API}/events/stream",
+                        headers=headers,
+                        params={} if self.seen else {"since": 0},
                     ) as response:
                         if response.status_code != 200:
                             self.refused[response.status_code] += 1
@@ -192,7 +203,9 @@ async def setup(http: httpx.AsyncClient, tag: str) -> Parties:
         assert response.status_code == 201, f"{path}: {response.text}"
         return str(response.json()["id"])
 
-    anchors = [await post("/anchors", {"name": f"Load anchor {tag} {n}", "type": "university"}) for n in range(5)]
+    anchors = [
+        await post("/anchors", {"name": f"Load anchor {tag} {n}", "type": "university"}) for n in range(5)
+    ]
     for n in range(40):
         await post("/demand", line(anchors[n % 5], f"Seed {n}"))
     enterprises = [await post("/enterprises", enterprise(f"Load CIC {tag} {n}")) for n in range(150)]
@@ -260,12 +273,21 @@ def request_for(route: str, parties: Parties, base: datetime) -> tuple[str, str,
         return "GET", f"/enterprises/{random.choice(parties.enterprises)}/matches", None, {"limit": 20}
     if route == "GET /mentors/{id}/slots":
         start = base + timedelta(days=random.randint(30, 60))
-        query = {"start": start.isoformat(), "end": (start + timedelta(days=1)).isoformat(), "duration_minutes": 60}
+        query = {
+            "start": start.isoformat(),
+            "end": (start + timedelta(days=1)).isoformat(),
+            "duration_minutes": 60,
+        }
         return "GET", f"/mentors/{random.choice(parties.mentors)}/slots", None, query
     if route == "GET /demand":
         return "GET", "/demand", None, {"limit": 20}
     if route == "POST /demand":
-        return "POST", "/demand", line(random.choice(parties.anchors), f"Load line {uuid.uuid4().hex[:8]}"), {}
+        return (
+            "POST",
+            "/demand",
+            line(random.choice(parties.anchors), f"Load line {uuid.uuid4().hex[:8]}"),
+            {},
+        )
     if route == "PATCH /enterprises/{id}/milestones/{code}":
         enterprise_id, code = parties.pairs.pop()
         body = {"status": "submitted", "evidence": {"reference": "LOAD-1"}, "value_pence": 10**9}
@@ -306,7 +328,9 @@ async def worker(
         if status < 300:
             stats.latencies[route].append(elapsed)
             if route in WRITES:
-                resource = path.removeprefix("/enterprises/") if route.startswith("PATCH") else response.json()["id"]
+                resource = (
+                    path.removeprefix("/enterprises/") if route.startswith("PATCH") else response.json()["id"]
+                )
                 stats.committed.append((route, resource))
         elif status >= 500 and not (
             status == 503 and response.headers.get("content-type", "").startswith("application/problem+json")
@@ -331,13 +355,16 @@ async def inject(system: System, start_after: float, faults: Faults, backlog: An
     down = time.monotonic()
     await asyncio.sleep(15)
     faults.restarted = "mentoring"
-    await asyncio.to_thread(system.restart_service, "mentoring")  # while NATS is down
+    mentoring = system.services["mentoring"]
+    await asyncio.to_thread(mentoring.stop)  # while NATS is down
+    mentoring.start()
+    await asyncio.to_thread(mentoring.wait_ready, "/readyz", 300)
     await asyncio.sleep(max(0.0, 30 - (time.monotonic() - down)))
     system.nats.start()
     faults.nats_back_at = time.monotonic()
     faults.nats_down_s = faults.nats_back_at - down
     await system.nats.wait_jetstream(60)
-    while await backlog() > 0:
+    while await backlog() > 0:  # noqa: ASYNC110 - polls the databases, nothing to wait on
         await asyncio.sleep(0.2)
     faults.backlog_drained_s = time.monotonic() - faults.nats_back_at
 
@@ -350,7 +377,9 @@ async def rows(url: str, query: str) -> list[tuple[Any, ...]]:
     if parsed.get_backend_name() == "sqlite":
         with contextlib.closing(sqlite3.connect(str(parsed.database))) as connection:
             return list(connection.execute(query).fetchall())
-    connection = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(hide_password=False))
+    connection = await asyncpg.connect(
+        parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
     try:
         return [tuple(r) for r in await connection.fetch(query)]
     finally:
@@ -386,15 +415,26 @@ def percentile_table(stats: Stats, seconds: float) -> tuple[list[str], dict[str,
             p50 = p95 = p99 = float("nan")
         figures[route] = (p50, p95, p99)
         lines.append(
-            f"{route:45} {len(values):7d} {len(values) / seconds:7.1f} {p50:8.1f} {p95:8.1f} {p99:8.1f}  {others or ''}"
+            f"{route:45} {len(values):7d} {len(values) / seconds:7.1f} "
+            f"{p50:8.1f} {p95:8.1f} {p99:8.1f}  {others or ''}"
         )
     return lines, figures
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.postgres:
+        raise SystemExit("bench.load runs on PostgreSQL: --postgres URL or SEEDBED_TEST_POSTGRES_URL")
     root = Path(tempfile.mkdtemp(prefix="seedbed-load-"))
-    with running_system(root, DatabaseFactory(root / "databases"), env=ENV) as system:
-        return asyncio.run(measure(system, args))
+    databases = DatabaseFactory(root / "databases", args.postgres)
+    try:
+        with replicated_system(root, databases, replicas=1, nats_nodes=1, env=ENV, audit=False) as replicated:
+            parts = {name: processes[0] for name, processes in replicated.replicas.items()}
+            system = System(
+                replicated.nats.nodes[0], {name: parts[name] for name in SERVICES}, parts["gateway"]
+            )
+            return asyncio.run(measure(system, args))
+    finally:
+        asyncio.run(databases.drop_all())
 
 
 async def measure(system: System, args: argparse.Namespace) -> int:
@@ -428,7 +468,9 @@ async def measure(system: System, args: argparse.Namespace) -> int:
             total = 0
             for name in SERVICES:
                 with contextlib.suppress(Exception):
-                    total += (await rows(database_urls[name], "SELECT count(*) FROM outbox WHERE sent_at IS NULL"))[0][0]
+                    total += (
+                        await rows(database_urls[name], "SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+                    )[0][0]
             return total
 
         faults = Faults()
@@ -454,7 +496,9 @@ async def measure(system: System, args: argparse.Namespace) -> int:
         expected = Counter(WRITE_EVENTS[route] for route, _ in stats.committed)
 
         def ours(event: dict[str, Any]) -> bool:
-            return event["id"] not in before and any(event["type"].startswith(p) for p in WRITE_EVENTS.values())
+            return event["id"] not in before and any(
+                event["type"].startswith(p) for p in WRITE_EVENTS.values()
+            )
 
         events: list[tuple[str, dict[str, Any]]] = []
         for _ in range(600):
@@ -477,9 +521,14 @@ async def measure(system: System, args: argparse.Namespace) -> int:
     on_stream = Counter(e["id"] for _, e in events)
     by_type = Counter(next(p for p in WRITE_EVENTS.values() if e["type"].startswith(p)) for _, e in events)
     ids = set(on_stream)
-    consumed_gateway = {r[0] for r in await rows(database_urls["gateway"], "SELECT event_id FROM webhook_events")}
+    consumed_gateway = {
+        r[0] for r in await rows(database_urls["gateway"], "SELECT event_id FROM webhook_events")
+    }
     inbox = Counter(
-        r[0] for r in await rows(database_urls["enterprises"], "SELECT event_id FROM inbox WHERE consumer = 'enterprises-demand'")
+        r[0]
+        for r in await rows(
+            database_urls["enterprises"], "SELECT event_id FROM inbox WHERE consumer = 'enterprises-demand'"
+        )
     )
     lines_ids = {e["id"] for _, e in events if e["type"].startswith("demand.item.published")}
     delivered = Counter(e for _, e, status in hook.attempts if status < 300)
@@ -505,14 +554,16 @@ async def measure(system: System, args: argparse.Namespace) -> int:
 
     # Report.
     total = sum(len(v) for v in stats.latencies.values())
-    print(f"\nbench.load: {args.duration:.0f} s, {args.concurrency} in flight, faults={'on' if args.faults else 'off'}")
-    print(f"throughput: {total / seconds:.1f} req/s ok ({total} in {seconds:.1f} s); transport errors: {dict(stats.errors)}")
+    mode = "on" if args.faults else "off"
+    print(f"\nbench.load: {args.duration:.0f} s, {args.concurrency} in flight, faults {mode}")
+    print(f"throughput: {total / seconds:.1f} req/s ok ({total} in {seconds:.1f} s)")
+    print(f"transport errors: {dict(stats.errors)}")
     table, figures = percentile_table(stats, seconds)
     print("\n".join(table))
     print(f"\nRSS (MiB): {'process':14} {'start':>8} {'warm':>8} {'end':>8} {'growth':>8}")
     rss_ok = True
     for name in rss_start:
-        start_pid, start = rss_start[name]
+        start = rss_start[name][1]
         warm_pid, warm = rss_warm.get(name, (0, 0))
         end_pid, end = rss_end.get(name, (0, 0))
         same = warm_pid == end_pid and warm > 0
@@ -520,17 +571,25 @@ async def measure(system: System, args: argparse.Namespace) -> int:
         note = "" if same else " (restarted: not compared)"
         if same and name != "nats-server":
             rss_ok = rss_ok and growth < 0.10
-        print(f"           {name:14} {start / 2**20:8.1f} {warm / 2**20:8.1f} {end / 2**20:8.1f} {growth:+8.1%}{note}")
+        mib = f"{start / 2**20:8.1f} {warm / 2**20:8.1f} {end / 2**20:8.1f}"
+        print(f"           {name:14} {mib} {growth:+8.1%}{note}")
     print(f"\ncommitted writes: {dict(Counter(r for r, _ in stats.committed))}")
-    print(f"their events: on the streams {len(ids)}, at the gateway consumer {len(ids & consumed_gateway)}, "
-          f"lines at enterprises-demand {len(lines_ids & set(inbox))}/{len(lines_ids)}, "
-          f"webhook deliveries {sum(delivered[e] for e in ids)}, SSE {sum(sse_count[e] for e in ids)} "
-          f"({sse.connections} SSE connections, refused {dict(sse.refused)})")
+    print(
+        f"their events: on the streams {len(ids)}, at the gateway consumer {len(ids & consumed_gateway)}, "
+        f"lines at enterprises-demand {len(lines_ids & set(inbox))}/{len(lines_ids)}, "
+        f"webhook deliveries {sum(delivered[e] for e in ids)}, SSE {sum(sse_count[e] for e in ids)} "
+        f"({sse.connections} SSE connections, refused {dict(sse.refused)})"
+    )
     print(f"lost: {lost}\ndoubled: {doubled}")
     print(f"drain after the load: {drain_s:.1f} s")
     if args.faults:
-        drained = f"{faults.backlog_drained_s:.1f} s" if faults.backlog_drained_s is not None else "not drained"
-        print(f"faults: NATS down {faults.nats_down_s:.1f} s, {faults.restarted} restarted; outbox backlog drained {drained} after NATS returned")
+        drained = (
+            f"{faults.backlog_drained_s:.1f} s" if faults.backlog_drained_s is not None else "not drained"
+        )
+        print(
+            f"faults: NATS down {faults.nats_down_s:.1f} s, {faults.restarted} restarted; "
+            f"outbox backlog drained {drained} after NATS returned"
+        )
     print(f"5xx other than a 503 problem: {len(stats.bad_5xx)} {stats.bad_5xx[:5]}")
     checks = {
         "RSS growth under 10% after warm-up (Python processes)": rss_ok,
@@ -545,10 +604,13 @@ async def measure(system: System, args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of load (default 300)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
     parser.add_argument("--faults", action="store_true", help="kill NATS for 30 s and restart a service")
+    parser.add_argument("--postgres", default=os.environ.get(POSTGRES_ENV), help="PostgreSQL URL")
     args = parser.parse_args()
     raise SystemExit(run(args))
 

@@ -329,7 +329,9 @@ async def consumers_of(nats_url: str) -> dict[str, tuple[str, list[str]]]:
         for stream in STREAMS:
             for info in await js.consumers_info(stream):
                 config = info.config
-                subjects = list(config.filter_subjects or ([config.filter_subject] if config.filter_subject else []))
+                subjects = list(
+                    config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+                )
                 out[str(config.durable_name)] = (stream, subjects or [">"])
         return out
     finally:
@@ -360,9 +362,9 @@ async def fetch(url: str, query: str) -> list[asyncpg.Record]:
 
 async def unsent(system: ReplicatedSystem) -> int:
     return sum(
-        (await fetch(system.database_urls[name], "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL"))[0][
-            "n"
-        ]
+        (await fetch(system.database_urls[name], "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL"))[
+            0
+        ]["n"]
         for name in SERVICES
     )
 
@@ -443,12 +445,14 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
     for name in SERVICES:
         for row in await fetch(cluster.database_urls[name], "SELECT consumer, event_id FROM inbox"):
             inboxes[row["consumer"]].append(row["event_id"])
-    assert set(consumers) == set(inboxes), (sorted(consumers), sorted(inboxes))
+    assert set(inboxes) <= set(consumers), (sorted(consumers), sorted(inboxes))
     for durable, (stream, filters) in consumers.items():
         expected = {
-            m.event["id"] for m in messages if m.stream == stream and any(matches(m.subject, f) for f in filters)
+            m.event["id"]
+            for m in messages
+            if m.stream == stream and any(matches(m.subject, f) for f in filters)
         }
-        got = inboxes[durable]
+        got = inboxes.get(durable, [])
         assert len(got) == len(set(got)), durable
         assert set(got) == expected, (durable, len(expected - set(got)), len(set(got) - expected))
 
@@ -500,6 +504,7 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
 
 async def _known(database_url: str, event_type: str, count: int) -> bool:
     rows = await fetch(
-        database_url, f"SELECT count(*) AS n FROM inbox WHERE event_type = '{event_type}'"  # noqa: S608
+        database_url,
+        f"SELECT count(*) AS n FROM inbox WHERE event_type = '{event_type}'",
     )
     return int(rows[0]["n"]) >= count

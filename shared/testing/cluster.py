@@ -35,6 +35,8 @@ from shared.testing.system import (
 )
 
 PARTS = (*SERVICES, "gateway")
+# Eight Python processes importing at once: minutes on a shared, loaded machine.
+START_TIMEOUT = 300.0
 
 
 class ClusterNode(NatsServer):
@@ -48,6 +50,8 @@ class ClusterNode(NatsServer):
         self.monitor_port = server_port()
 
     def command(self) -> list[str]:
+        if not self.routes:  # a cluster of one: a plain JetStream server
+            return [*super().command(), "--http_port", str(self.monitor_port)]
         return [
             *super().command(),
             "--server_name",
@@ -101,29 +105,34 @@ AUDIT_SQL = [
         who text NOT NULL DEFAULT session_user,
         detail text NOT NULL,
         at timestamptz NOT NULL DEFAULT clock_timestamp())""",
-    """CREATE FUNCTION cluster_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO cluster_audit (work, detail) VALUES (TG_ARGV[0], CASE TG_ARGV[0]
-            WHEN 'consumer' THEN NEW.consumer || ' ' || NEW.event_id
-            WHEN 'write' THEN NEW.subject || ' ' || NEW.id
-            WHEN 'relay' THEN NEW.id
-            ELSE NEW.event_id || ' ' || NEW.id::text END);
-        RETURN NULL;
-    END $$""",
+    *(
+        # One function per kind of row: plpgsql resolves every field an expression names.
+        f"""CREATE FUNCTION cluster_audit_{work}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO cluster_audit (work, detail) VALUES ('{work}', {detail});
+            RETURN NULL;
+        END $$"""
+        for work, detail in {
+            "consumer": "NEW.consumer || ' ' || NEW.event_id",
+            "write": "NEW.subject || ' ' || NEW.id",
+            "relay": "NEW.id",
+            "dispatch": "NEW.event_id || ' ' || NEW.id::text",
+        }.items()
+    ),
 ]
 AUDIT_TRIGGERS = {
     "service": [
         "CREATE TRIGGER audit_consumer AFTER INSERT ON inbox FOR EACH ROW "
-        "EXECUTE FUNCTION cluster_audit_row('consumer')",
+        "EXECUTE FUNCTION cluster_audit_consumer()",
         "CREATE TRIGGER audit_write AFTER INSERT ON outbox FOR EACH ROW "
-        "EXECUTE FUNCTION cluster_audit_row('write')",
+        "EXECUTE FUNCTION cluster_audit_write()",
         "CREATE TRIGGER audit_relay AFTER UPDATE OF sent_at ON outbox FOR EACH ROW "
-        "WHEN (OLD.sent_at IS NULL AND NEW.sent_at IS NOT NULL) EXECUTE FUNCTION cluster_audit_row('relay')",
+        "WHEN (OLD.sent_at IS NULL AND NEW.sent_at IS NOT NULL) EXECUTE FUNCTION cluster_audit_relay()",
     ],
     "gateway": [
         "CREATE TRIGGER audit_dispatch AFTER UPDATE OF delivered_at ON webhook_deliveries FOR EACH ROW "
         "WHEN (OLD.delivered_at IS NULL AND NEW.delivered_at IS NOT NULL) "
-        "EXECUTE FUNCTION cluster_audit_row('dispatch')",
+        "EXECUTE FUNCTION cluster_audit_dispatch()",
     ],
 }
 
@@ -175,6 +184,7 @@ def replicated_system(
     nats_nodes: int = 3,
     env: Mapping[str, str] | None = None,
     apps: Mapping[str, str] | None = None,
+    audit: bool = True,
 ) -> Iterator[ReplicatedSystem]:
     """The whole system on PostgreSQL and a JetStream cluster (streams at ``nats_nodes``
     replicas), ``replicas`` processes of each part. Gateway replica ``i`` calls replica ``i`` of
@@ -199,7 +209,8 @@ def replicated_system(
         urls = {}
         for part in PARTS:
             urls[part] = await databases.create("postgres", part, alembic_prepare(MIGRATIONS[part]))
-            await install_audit(urls[part], part)
+            if audit:
+                await install_audit(urls[part], part)
         return urls
 
     async def drop_roles() -> None:
@@ -238,7 +249,7 @@ def replicated_system(
         for process in everything:
             process.start()
         for process in everything:
-            process.wait_ready("/readyz")
+            process.wait_ready("/readyz", START_TIMEOUT)
         for gateway in processes["gateway"]:
             _wait_for_whole_documents(gateway.url)
         yield ReplicatedSystem(cluster, processes, urls, roles)
