@@ -378,6 +378,8 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
     nats_url = cluster.nats.nodes[1].url
     hook = Hook()
     reader = SseReader(gateways)
+    # Events the jobs may have written before the subscription: the webhook never gets those.
+    before = {m.event["id"] for m in await stream_messages(nats_url)}
     async with httpx.AsyncClient(timeout=20) as http:
         subscribed = await http.post(
             f"{gateways[0]}{API}/webhooks",
@@ -413,7 +415,7 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
         events = {m.event["id"]: m for m in await stream_messages(nats_url)}
 
         def hooked() -> bool:
-            return {e for _, e, status, _ in hook.attempts if status < 300} >= set(events)
+            return {e for _, e, status, _ in hook.attempts if status < 300} >= set(events) - before
 
         await wait_until(hooked, timeout=180, interval=0.5)
         await wait_until(lambda: {e for _, e in reader.seen} >= set(events), timeout=120, interval=0.5)
@@ -482,7 +484,7 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
     assert all(len(v) == 1 for v in ids_of.values())
     assert all(len(v) == 1 for v in events_of.values())
     delivered = Counter(e for _, e, status, _ in hook.attempts if status < 300)
-    assert set(delivered) == set(events)
+    assert set(events) - before <= set(delivered) <= set(events)
     assert max(delivered.values()) == 1, "an event delivered twice"
     retried = len(hook.attempts) - len(delivered)
     assert retried > 0  # the refused first attempts were tried again
