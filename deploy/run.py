@@ -218,6 +218,8 @@ class Supervisor:
                     "--port",
                     str(port),
                     "--no-access-log",
+                    # Forwarded headers: only from GATEWAY_TRUSTED_PROXIES, applied by the gateway.
+                    "--no-proxy-headers",
                     "--timeout-graceful-shutdown",
                     "10",
                 ],

@@ -27,6 +27,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import api, dashboard, integrators
 from gateway.edge import EdgeMiddleware
@@ -125,8 +126,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(EdgeMiddleware, runtime=runtime)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     # Everything for a service: the same two, straight from the server.
-    app.pass_through = RequestContextMiddleware(
+    pass_through: ASGIApp = RequestContextMiddleware(
         EdgeMiddleware(super(GatewayApp, app).__call__, runtime=runtime),
         access_log_enabled=settings.access_log,
     )
+    if settings.trusted_proxies:
+        # Outermost on both paths: the client address every limit sees is the one a trusted
+        # proxy reported, and nobody else's X-Forwarded-For counts.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+        pass_through = ProxyHeadersMiddleware(pass_through, trusted_hosts=settings.trusted_proxies)
+    app.pass_through = pass_through
     return app

@@ -10,7 +10,7 @@ from gateway.asyncapi import AsyncApiAggregator
 from gateway.auth import Authenticator
 from gateway.deliveries import Dispatcher
 from gateway.event_stream import EVENTS_STREAM, EventStreamKeeper
-from gateway.limits import RateLimiter
+from gateway.limits import Limits, RateLimiter, SharedRateLimiter
 from gateway.oidc import OidcVerifier
 from gateway.openapi import OpenApiAggregator
 from gateway.proxy import Proxy
@@ -35,7 +35,12 @@ class GatewayRuntime:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.secret = settings.internal_secret.get_secret_value().encode()
-        self.limiter = RateLimiter()
+        # Replaced by the shared limiter at start when the settings ask for it (gateway.limits).
+        self.limiter: Limits = RateLimiter()
+        # Addresses that failed authentication on this replica lately (until when): only their
+        # requests pay a look at the failure count before authenticating. Another replica's
+        # first refusal of an address costs it one unlooked check (answered 429 if it fails).
+        self.auth_failures_seen: dict[str, float] = {}
         self.proxy = Proxy(settings, self.secret)
         self._database: Database | None = None
         self._nats: NatsLink | None = None
@@ -105,6 +110,8 @@ class GatewayRuntime:
         self._database = Database(settings.database_url, pool_size=settings.db_pool_size)
         self._nats = NatsLink(settings.nats_url, name="gateway")
         await self._nats.start()
+        if settings.shared_rate_limits:
+            self.limiter = SharedRateLimiter(self._nats, replicas=settings.stream_replicas)
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds

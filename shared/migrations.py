@@ -1,8 +1,8 @@
 """Alembic plumbing shared by every service's ``migrations/env.py``.
 
 Each service keeps its own ``alembic.ini``, ``migrations/`` and version table in
-its own database; its first migration creates the kit tables (outbox, inbox,
-dead letters, idempotency keys) with :func:`create_kit_tables`.
+its own database; its first migration spells out the kit tables (outbox, inbox,
+dead letters, idempotency keys).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command, context, op
+from alembic import command, context
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
@@ -27,15 +27,6 @@ def include_kit_tables(metadata: sa.MetaData) -> None:
     for table in KIT_METADATA.sorted_tables:
         if table.name not in metadata.tables:
             table.to_metadata(metadata)
-
-
-def create_kit_tables() -> None:
-    """Inside a migration: create the outbox, inbox, dead-letter and idempotency tables."""
-    KIT_METADATA.create_all(op.get_bind())
-
-
-def drop_kit_tables() -> None:
-    KIT_METADATA.drop_all(op.get_bind())
 
 
 def _run(connection: Connection, metadata: sa.MetaData) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -93,7 +93,6 @@ def handoff(database: Database) -> OutboxHandoff:
 
 
 _INSERT = sa.insert(outbox_table)
-# Built once: building a statement (and its cache key) costs more than running this one.
 _MARK_SENT = (
     sa.update(outbox_table)
     .where(outbox_table.c.id.in_(sa.bindparam("ids", expanding=True)), outbox_table.c.sent_at.is_(None))
@@ -120,15 +119,6 @@ async def add_many(session: AsyncSession, events: Iterable[CloudEvent]) -> int:
         await session.execute(_INSERT, rows)
         session.info.setdefault(PENDING_KEY, []).extend(rows)
     return len(rows)
-
-
-def insert(session: AsyncSession, event: CloudEvent) -> tuple[sa.Insert, dict[str, Any]]:
-    """What :func:`add` runs, as a statement and its parameters, for the caller to run with its
-    other writes (:func:`shared.db.execute_together`). Run it in this session: the relay is
-    told of the event after the commit, and a rollback forgets it."""
-    row = _row(event, utcnow())
-    session.info.setdefault(PENDING_KEY, []).append(row)
-    return _INSERT, row
 
 
 @sa_event.listens_for(Session, "after_commit")
@@ -344,8 +334,7 @@ class OutboxRelay:
                     subject, body, headers={"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
                 )
             )
-        # The acks come back in order, usually together: awaiting each in turn costs less than
-        # asyncio.wait's waiter and callbacks.
+        # The acks come back in order: awaiting each in order waits as long as for them all.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.publish_timeout):
                 for future in futures:
@@ -367,7 +356,7 @@ class OutboxRelay:
                 await self.link.ensure_streams()
         return outcome
 
-    async def _record(self, session: AsyncSession, rows: list[Any], outcome: list[str | None]) -> None:
+    async def _record(self, session: AsyncSession, rows: Sequence[Any], outcome: list[str | None]) -> None:
         sent = [row.position for row, error in zip(rows, outcome, strict=True) if error is None]
         if sent:
             await session.execute(

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Annotated, Literal
 
 import httpx
@@ -199,7 +199,7 @@ class PrincipalAuth(httpx.Auth):
         self.secret = secret
         self.payload = encode_principal(principal)
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         target = request.url.raw_path.decode("latin-1")
         request.headers[HEADER] = sign(self.secret, request.method, target, self.payload)
         yield request

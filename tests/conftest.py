@@ -26,7 +26,8 @@ import pytest
 from fastapi import FastAPI
 
 from shared.testing.databases import DatabaseFactory
-from shared.testing.system import System, running_system, wait_until
+from shared.testing.polling import wait_until
+from shared.testing.system import System, running_system
 
 CLOCK_FILE = "SEEDBED_TEST_CLOCK_FILE"
 FAST_JOBS = {
@@ -117,7 +118,7 @@ async def poll(
 
     try:
         await wait_until(holds, timeout=timeout, interval=0.05)
-    except TimeoutError:
+    except AssertionError:
         got = f"{last[0].status_code} {last[0].text[:800]}" if last else "no answer"
         raise AssertionError(f"not so within {timeout}s; last answer: {got}") from None
     return last[0]

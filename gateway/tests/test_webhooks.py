@@ -399,3 +399,53 @@ async def test_webhooks_resume_when_the_events_stream_is_lost_and_made_again(
         second = await publish(nats_url, ITEM, demand_line("After the loss"))
         await wait_until(lambda: second.id in receiver.ids(), timeout=10)
     assert receiver.ids().count(first.id) == 1  # the first event, sourced again, was not sent again
+
+
+async def test_a_slow_integrators_receivers_do_not_hold_up_another_integrators_deliveries(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+) -> None:
+    """Integrator B's five endpoints hang; integrator A's one endpoint answers at once. A's
+    deliveries all go out while B's are still waiting, and B holds at most its bounds."""
+    slow = await Receiver(hold=asyncio.Event()).start()
+    bounds = {
+        "webhook_concurrency": 6,
+        "webhook_concurrency_per_endpoint": 1,
+        "webhook_concurrency_per_owner": 2,
+        "webhook_attempt_timeout_seconds": 60.0,  # B's attempts hang for the whole test, not time out
+    }
+    try:
+        async with gateway_app(**(FAST | bounds)) as app:
+            async with client_of(app, await key_of(app, "integrator")) as integrator_b:
+                slow_hooks = [
+                    await subscribe(integrator_b, f"{slow.url}?endpoint={n}", [ITEM]) for n in range(5)
+                ]
+            async with client_of(app, await key_of(app, "integrator")) as integrator_a:
+                fast_hook = await subscribe(integrator_a, receiver.url, [ITEM])
+            published = [await publish(streams, ITEM, demand_line(f"Line {n}")) for n in range(8)]
+
+            async with client_of(app) as staff:
+
+                async def fast_ones_delivered() -> bool:
+                    log = await deliveries(staff, fast_hook["id"])
+                    return len(log) == len(published) and {d["status"] for d in log} == {"delivered"}
+
+                await wait_until(fast_ones_delivered, timeout=20)
+                slow_logs = [await deliveries(staff, hook["id"]) for hook in slow_hooks]
+            held_while_fast_finished = sum(slow.waiting.values())
+            slow_answered_while_fast_finished = len(slow.received)
+
+            assert slow.hold is not None
+            slow.hold.set()  # B's receivers recover: their backlog drains
+            await wait_until(lambda: len(slow.received) >= 5 * len(published), timeout=30)
+    finally:
+        await slow.stop()
+
+    assert sorted(receiver.ids()) == sorted(e.id for e in published)
+    # When A had everything, B's attempts were still hanging: none of B's 40 had been answered.
+    assert slow_answered_while_fast_finished == 0 and held_while_fast_finished == 2
+    assert sum(d["status"] == "pending" for log in slow_logs for d in log) == 5 * len(published)
+    # B never had more than one attempt per endpoint, nor more than two in all, in flight.
+    assert max(slow.most_waiting.values()) == 1 and slow.most_waiting_in_all == 2
+    for n in range(5):
+        got = [r.headers["webhook-id"] for r in slow.received if r.query == f"endpoint={n}"]
+        assert sorted(got) == sorted(e.id for e in published), n

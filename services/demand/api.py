@@ -2,49 +2,46 @@
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from services.demand import imports, pipeline, service
+from services.demand import access, imports
 from services.demand.schemas import (
-    ANCHOR_TYPES,
-    STATUSES,
     AnchorCreate,
     AnchorOut,
     AnchorPatch,
+    AnchorQuery,
     CandidateList,
     DemandCreate,
     DemandOut,
     DemandPatch,
     DemandVersionOut,
     ImportResult,
+    LineQuery,
     MatchList,
+    MatchQuery,
+    OcdsQuery,
+    PageQuery,
+    PipelineQuery,
     PipelineView,
 )
+from services.demand.service import anchors, export, lines
+from services.demand.service import imports as import_service
+from services.demand.service import matching as match_service
+from services.demand.service import pipeline as pipeline_service
 from services.demand.settings import DemandSettings
 from shared.db import SessionDep
-from shared.http import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    Page,
-    check_if_match,
-    etag,
-    json_response,
-    matches_etag,
-)
+from shared.http import Page, check_if_match, etag, json_response, matches_etag
 from shared.idempotency import IdempotencyDep
 from shared.principal import Principal, StaffDep, require_roles
-from shared.problems import Problem, field_errors, forbidden, not_found
+from shared.problems import Problem
 
 router = APIRouter()
 
 SignedInDep = Annotated[Principal, require_roles("staff", "anchor", "enterprise", "mentor", "integrator")]
 BuyerDep = Annotated[Principal, require_roles("staff", "anchor")]
-Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
-ListParam = Annotated[list[str] | None, Query()]
 
 
 async def _settings(request: Request) -> DemandSettings:
@@ -68,50 +65,39 @@ async def create_anchor(
     replay = await idempotency.replay(session)
     if replay is not None:
         return replay
-    anchor = await service.create_anchor(session, body)
+    anchor = await anchors.create_anchor(session, body)
     response = json_response(
         AnchorOut.model_validate(anchor),
         201,
-        {"Location": f"/api/v1/anchors/{anchor['id']}", "ETag": etag(anchor["version"])},
+        {"Location": f"/api/v1/anchors/{anchor.id}", "ETag": etag(anchor.version)},
     )
     return await idempotency.remember(session, response)
 
 
 @router.get("/anchors", response_model=Page[AnchorOut], tags=["anchors"], summary="List anchors")
 async def list_anchors(
-    session: SessionDep,
-    principal: SignedInDep,
-    limit: Limit = DEFAULT_PAGE_SIZE,
-    cursor: str | None = None,
-    type: Annotated[str | None, Query(description="an anchor type")] = None,
-    q: Annotated[str | None, Query(max_length=100, description="part of the name")] = None,
+    session: SessionDep, principal: SignedInDep, query: Annotated[AnchorQuery, Query()]
 ) -> Page[AnchorOut]:
-    if type is not None and type not in ANCHOR_TYPES:
-        raise field_errors([{"field": "type", "message": f"{type!r} is not an anchor type"}])
-    items, next_cursor = await service.list_anchors(
-        session, cursor=cursor, limit=limit, anchor_type=type, q=q
+    items, next_cursor = await anchors.list_anchors(
+        session, cursor=query.cursor, limit=query.limit, anchor_type=query.type, q=query.q
     )
     return Page[AnchorOut](items=[AnchorOut.model_validate(a) for a in items], next_cursor=next_cursor)
 
 
 @router.get("/anchors/{anchor_id}", response_model=AnchorOut, tags=["anchors"], summary="One anchor")
 async def get_anchor(anchor_id: str, session: SessionDep, principal: SignedInDep) -> Response:
-    anchor = await service.get_anchor(session, anchor_id)
-    if anchor is None:
-        raise not_found("Anchor", anchor_id)
-    return json_response(AnchorOut.model_validate(anchor), headers={"ETag": etag(anchor["version"])})
+    anchor = await anchors.get_anchor(session, anchor_id)
+    return json_response(AnchorOut.model_validate(anchor), headers={"ETag": etag(anchor.version)})
 
 
 @router.patch("/anchors/{anchor_id}", response_model=AnchorOut, tags=["anchors"], summary="Change an anchor")
 async def update_anchor(
     anchor_id: str, body: AnchorPatch, request: Request, session: SessionDep, principal: StaffDep
 ) -> Response:
-    anchor = await service.get_anchor(session, anchor_id)
-    if anchor is None:
-        raise not_found("Anchor", anchor_id)
-    check_if_match(request, etag(anchor["version"]))
-    anchor = await service.update_anchor(session, anchor, body)
-    return json_response(AnchorOut.model_validate(anchor), headers={"ETag": etag(anchor["version"])})
+    anchor = await anchors.get_anchor(session, anchor_id)
+    check_if_match(request, etag(anchor.version))
+    anchor = await anchors.update_anchor(session, anchor, body)
+    return json_response(AnchorOut.model_validate(anchor), headers={"ETag": etag(anchor.version)})
 
 
 # --- demand lines --------------------------------------------------------------------------------
@@ -126,7 +112,7 @@ async def create_line(
     replay = await idempotency.replay(session)
     if replay is not None:
         return replay
-    line = await service.create_line(session, principal, body)
+    line = await lines.create_line(session, principal, body)
     response = json_response(
         DemandOut.model_validate(line),
         201,
@@ -135,54 +121,13 @@ async def create_line(
     return await idempotency.remember(session, response)
 
 
-def _dates(start: date | None, end: date | None) -> None:
-    if start and end and start > end:
-        raise field_errors([{"field": "from", "message": "must not be after to"}])
-
-
-def _cpv_prefixes(values: list[str] | None) -> tuple[str, ...]:
-    prefixes = [p.strip() for v in values or [] for p in v.split(",") if p.strip()]
-    bad = [p for p in prefixes if not (p.isdigit() and 2 <= len(p) <= 8)]
-    if bad:
-        raise field_errors([{"field": "cpv", "message": f"{p!r} is not a CPV code or prefix"} for p in bad])
-    return tuple(prefixes)
-
-
 @router.get("/demand", response_model=Page[DemandOut], tags=["demand"], summary="List demand lines")
 async def list_lines(
-    session: SessionDep,
-    principal: SignedInDep,
-    limit: Limit = DEFAULT_PAGE_SIZE,
-    cursor: str | None = None,
-    cpv: Annotated[
-        list[str] | None, Query(description="CPV codes or prefixes (division: 2 digits...)")
-    ] = None,
-    anchor_id: str | None = None,
-    status: ListParam = None,
-    visibility: Literal["public", "aggregate_only"] | None = None,
-    category: Literal["goods", "services", "works"] | None = None,
-    from_: Annotated[date | None, Query(alias="from", description="expected tender date from")] = None,
-    to: Annotated[date | None, Query(description="expected tender date up to")] = None,
-    suitable_for_sme: bool | None = None,
-    suitable_for_vcse: bool | None = None,
+    session: SessionDep, principal: SignedInDep, query: Annotated[LineQuery, Query()]
 ) -> Page[DemandOut]:
-    statuses = tuple(s.strip() for v in status or [] for s in v.split(",") if s.strip())
-    bad = [s for s in statuses if s not in STATUSES]
-    if bad:
-        raise field_errors([{"field": "status", "message": f"{s!r} is not a status"} for s in bad])
-    _dates(from_, to)
-    filters = service.LineFilters(
-        anchor_id=anchor_id,
-        statuses=statuses,
-        visibility=visibility,
-        category=category,
-        cpv_prefixes=_cpv_prefixes(cpv),
-        tender_from=from_,
-        tender_to=to,
-        suitable_for_sme=suitable_for_sme,
-        suitable_for_vcse=suitable_for_vcse,
+    items, next_cursor = await lines.list_lines(
+        session, principal, query.filters(), cursor=query.cursor, limit=query.limit
     )
-    items, next_cursor = await service.list_lines(session, principal, filters, cursor=cursor, limit=limit)
     return Page[DemandOut](items=[DemandOut.model_validate(i) for i in items], next_cursor=next_cursor)
 
 
@@ -245,8 +190,10 @@ async def import_lines(
         )
     reader = {"csv": imports.csv_rows, "ndjson": imports.ndjson_rows, "ocds": imports.ocds_rows}[kind]
     try:
-        counts = await service.import_lines(session, principal, anchor_id, reader(request.stream()), settings)
-    except service.ImportRejected as exc:
+        counts = await import_service.import_lines(
+            session, principal, anchor_id, reader(request.stream()), settings
+        )
+    except import_service.ImportRejected as exc:
         raise Problem(
             422,
             "Import rejected",
@@ -256,13 +203,7 @@ async def import_lines(
             errors_total=exc.total,
             rows_read=exc.rows,
         ) from None
-    return ImportResult(
-        format=kind,
-        rows=counts.rows,
-        created=counts.created,
-        updated=counts.updated,
-        unchanged=counts.unchanged,
-    )
+    return ImportResult.model_validate({**vars(counts), "format": kind})
 
 
 @router.get(
@@ -273,26 +214,17 @@ async def import_lines(
     responses={200: {"content": {"application/json": {}}}},
 )
 async def ocds_export(
-    request: Request,
-    principal: SignedInDep,
-    settings: SettingsDep,
-    cpv: ListParam = None,
-    anchor_id: str | None = None,
-    from_: Annotated[date | None, Query(alias="from")] = None,
-    to: date | None = None,
+    request: Request, principal: SignedInDep, settings: SettingsDep, query: Annotated[OcdsQuery, Query()]
 ) -> StreamingResponse:
-    _dates(from_, to)
-    filters = service.LineFilters(
-        anchor_id=anchor_id, cpv_prefixes=_cpv_prefixes(cpv), tender_from=from_, tender_to=to
-    )
     return StreamingResponse(
-        service.ocds_package(request.app.state.database, filters, settings), media_type="application/json"
+        export.ocds_package(request.app.state.database, query.filters(), settings),
+        media_type="application/json",
     )
 
 
 @router.get("/demand/{demand_id}", response_model=DemandOut, tags=["demand"], summary="One demand line")
 async def get_line(demand_id: str, request: Request, session: SessionDep, principal: SignedInDep) -> Response:
-    line = service.require_visible(principal, await service.get_line(session, demand_id), demand_id)
+    line = await lines.get_visible_line(session, principal, demand_id)
     tag = etag(line["version"])
     if matches_etag(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers={"ETag": tag})
@@ -308,12 +240,9 @@ async def get_line(demand_id: str, request: Request, session: SessionDep, princi
 async def update_line(
     demand_id: str, body: DemandPatch, request: Request, session: SessionDep, principal: SignedInDep
 ) -> Response:
-    line = await service.get_line(session, demand_id, for_update=True)
-    line = service.require_editor(principal, line, demand_id)
+    line = await lines.get_editable_line(session, principal, demand_id, for_update=True)
     check_if_match(request, etag(line["version"]))
-    line = await service.update_line(
-        session, principal, line, body.model_dump(mode="json", exclude_unset=True)
-    )
+    line = await lines.update_line(session, principal, line, body.model_dump(mode="json", exclude_unset=True))
     return json_response(DemandOut.model_validate(line), headers={"ETag": etag(line["version"])})
 
 
@@ -324,28 +253,12 @@ async def update_line(
     summary="Every version of a demand line, newest first",
 )
 async def line_history(
-    demand_id: str,
-    session: SessionDep,
-    principal: SignedInDep,
-    limit: Limit = DEFAULT_PAGE_SIZE,
-    cursor: str | None = None,
+    demand_id: str, session: SessionDep, principal: SignedInDep, query: Annotated[PageQuery, Query()]
 ) -> Page[DemandVersionOut]:
-    line = service.require_editor(principal, await service.get_line(session, demand_id), demand_id)
-    items, next_cursor = await service.line_history(session, line, cursor=cursor, limit=limit)
+    line = await lines.get_editable_line(session, principal, demand_id)
+    items, next_cursor = await lines.line_history(session, line, cursor=query.cursor, limit=query.limit)
     return Page[DemandVersionOut](
-        items=[
-            DemandVersionOut(
-                version=i["version"],
-                change=i["change"],
-                changed_at=i["changed_at"],
-                actor=i["actor"],
-                actor_role=i["actor_role"],
-                changed_fields=i["changed_fields"],
-                line=DemandOut.model_validate(i["data"]),
-            )
-            for i in items
-        ],
-        next_cursor=next_cursor,
+        items=[DemandVersionOut.model_validate(i) for i in items], next_cursor=next_cursor
     )
 
 
@@ -360,11 +273,11 @@ async def line_candidates(
     session: SessionDep,
     principal: SignedInDep,
     settings: SettingsDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    query: Annotated[MatchQuery, Query()],
 ) -> CandidateList:
-    line = service.require_editor(principal, await service.get_line(session, demand_id), demand_id)
-    size = min(limit or settings.match_default_limit, settings.match_max_limit)
-    return CandidateList.model_validate({"items": await service.line_candidates(session, line, size)})
+    line = await lines.get_editable_line(session, principal, demand_id)
+    size = min(query.limit or settings.match_default_limit, settings.match_max_limit)
+    return CandidateList.model_validate({"items": await match_service.line_candidates(session, line, size)})
 
 
 # --- pipeline and matches ------------------------------------------------------------------------
@@ -388,31 +301,14 @@ async def get_pipeline(
     session: SessionDep,
     principal: SignedInDep,
     settings: SettingsDep,
-    group_by: ListParam = None,
-    quarter_of: str | None = None,
-    from_: Annotated[str | None, Query(alias="from")] = None,
-    to: str | None = None,
-    cpv: ListParam = None,
-    anchor_type: ListParam = None,
-    value_band: ListParam = None,
-    delivery_area: ListParam = None,
-    suitable_for_vcse: bool | None = None,
-    suitable_for_sme: bool | None = None,
+    query: Annotated[PipelineQuery, Query()],
 ) -> Response:
-    params = pipeline.ViewParams.parse(
-        group_by=group_by,
-        quarter_of=quarter_of,
-        from_=from_,
-        to=to,
-        cpv_prefixes=cpv,
-        anchor_types=anchor_type,
-        value_bands=value_band,
-        delivery_areas=delivery_area,
-        suitable_for_vcse=suitable_for_vcse,
-        suitable_for_sme=suitable_for_sme,
-    )
-    tag, body = await service.pipeline_answer(
-        session, params, settings, request.app.state.pipeline_views, request.headers.get("if-none-match")
+    tag, body = await pipeline_service.pipeline_answer(
+        session,
+        query.view(),
+        settings,
+        request.app.state.pipeline_views,
+        request.headers.get("if-none-match"),
     )
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if body is None:
@@ -431,13 +327,10 @@ async def enterprise_matches(
     session: SessionDep,
     principal: SignedInDep,
     settings: SettingsDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    query: Annotated[MatchQuery, Query()],
 ) -> MatchList:
-    if principal.role == "integrator":
-        raise forbidden("Integrators cannot read an enterprise's matches.")
-    if principal.role == "anchor" or (
-        principal.role == "enterprise" and not principal.owns("enterprise", enterprise_id)
-    ):
-        raise not_found("Enterprise", enterprise_id)
-    size = min(limit or settings.match_default_limit, settings.match_max_limit)
-    return MatchList.model_validate({"items": await service.enterprise_matches(session, enterprise_id, size)})
+    access.require_match_reader(principal, enterprise_id)
+    size = min(query.limit or settings.match_default_limit, settings.match_max_limit)
+    return MatchList.model_validate(
+        {"items": await match_service.enterprise_matches(session, enterprise_id, size)}
+    )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.demand import api, events, pipeline, service
+from services.demand import api, consumers, events, jobs
+from services.demand.pipeline.views import ViewCache
 from services.demand.settings import DemandSettings
-from shared.runtime import PeriodicJob, ServiceRuntime, create_service_app
+from shared.runtime import ServiceRuntime, create_service_app
 
 DESCRIPTION = (
     "Anchors and their forward demand, the aggregated pipeline with disclosure control, "
@@ -14,21 +15,9 @@ DESCRIPTION = (
 )
 
 
-async def _publish_pipeline(runtime: ServiceRuntime) -> None:
-    settings = runtime.settings
-    assert isinstance(settings, DemandSettings)
-    await service.refresh_pipeline(runtime.database, settings)
-
-
 def create_app(settings: DemandSettings | None = None) -> FastAPI:
     settings = settings or DemandSettings()
-    runtime = ServiceRuntime(
-        settings,
-        consumers=events.CONSUMERS,
-        jobs=[PeriodicJob("pipeline-snapshot", settings.pipeline_poll_seconds, _publish_pipeline)]
-        if settings.pipeline_publisher
-        else [],
-    )
+    runtime = ServiceRuntime(settings, consumers=consumers.CONSUMERS, jobs=jobs.jobs(settings))
     app = create_service_app(
         runtime,
         title="Seedbed demand service",
@@ -37,5 +26,5 @@ def create_app(settings: DemandSettings | None = None) -> FastAPI:
         routers=[api.router],
         events=events.PUBLISHED,
     )
-    app.state.pipeline_views = pipeline.ViewCache(settings.pipeline_view_cache_size)
+    app.state.pipeline_views = ViewCache(settings.pipeline_view_cache_size)
     return app

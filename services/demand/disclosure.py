@@ -124,7 +124,7 @@ def build_blocks(
     ever coarser keys of an atom, the last one the same for every atom (the root).
     """
     # The work allocates many small objects and makes no reference cycles: collecting
-    # garbage meanwhile would only walk them again and again (about 3x the time at 10^5 atoms).
+    # garbage meanwhile would only walk them again and again.
     collecting = gc.isenabled()
     gc.disable()
     try:

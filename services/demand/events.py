@@ -1,29 +1,21 @@
-"""Events the demand service publishes (payload models) and handlers of those it consumes.
+"""Events the demand service publishes: their types and payload models (the AsyncAPI source).
 
-Published (stream ``DEMAND``): public lines only. An aggregate-only or draft line
-never appears in an event; a line that stops being public, or is cancelled or
-withdrawn, gets ``demand.item.withdrawn.v1``.
-
-Consumed: ``demand-enterprises`` reads the enterprises' state-carrying events into
-the read model used for matching, dropping stale ones by ``version``.
+Stream ``DEMAND``: public lines only. An aggregate-only or draft line never appears
+in an event; a line that stops being public, or is cancelled or withdrawn, gets
+``demand.item.withdrawn.v1``. This module imports nothing else of the service, so
+anything may import it. Consumed events are handled in :mod:`services.demand.consumers`.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncSession
+from pydantic import BaseModel, Field
 
-from services.demand import matching
 from shared.asyncapi import EventSpec
 from shared.events import CloudEvent, event_source, event_type, new_event
-from shared.inbox import ConsumerSpec
-
-log = logging.getLogger("seedbed.demand.events")
 
 SERVICE = "demand"
 SOURCE = event_source(SERVICE)
@@ -129,15 +121,16 @@ PUBLISHED: list[EventSpec] = [
 ]
 
 
-def anchor_event(kind: str, anchor: dict[str, Any]) -> CloudEvent:
+def anchor_event(kind: str, anchor: Any) -> CloudEvent:
+    """The event of an anchor (a row or any object with its columns as attributes)."""
     payload = AnchorPayload(
-        anchor_id=anchor["id"],
-        version=anchor["version"],
-        name=anchor["name"],
-        type=anchor["type"],
-        identifiers=anchor["identifiers"],
+        anchor_id=anchor.id,
+        version=anchor.version,
+        name=anchor.name,
+        type=anchor.type,
+        identifiers=dict(anchor.identifiers or {}),
     )
-    return new_event(kind, payload, source=SOURCE, subject=anchor["id"])
+    return new_event(kind, payload, source=SOURCE, subject=anchor.id)
 
 
 def _listed(line: dict[str, Any] | None) -> bool:
@@ -250,77 +243,3 @@ def pipeline_event(
         totals=PipelineTotalsPayload.model_validate(totals),
     )
     return new_event(PIPELINE_PUBLISHED, payload, source=SOURCE, subject=snapshot_id)
-
-
-# --- consumed ------------------------------------------------------------------------------------
-
-ENTERPRISE_SNAPSHOT_TYPES = frozenset(
-    {
-        "enterprises.enterprise.registered.v1",
-        "enterprises.enterprise.updated.v1",
-        "enterprises.enterprise.stage_changed.v1",
-    }
-)
-READINESS_CHANGED = "enterprises.readiness.changed.v1"
-
-
-class EnterpriseSnapshotIn(BaseModel):
-    """Our tolerant copy of the enterprise snapshot fields we read."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    enterprise_id: str
-    version: int
-    name: str
-    legal_form: str | None = None
-    stage: str
-    cohort_id: str | None = None
-    postcode: str | None = None
-    cpv_codes: list[str] = Field(default_factory=list)
-    max_contract_value_pence: int | None = None
-    employees: int | None = None
-    turnover_pence: int | None = None
-    vcse: bool = False
-    size_class: str | None = None
-
-
-class VerifiedMilestoneIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    code: str
-    expires_at: datetime | None = None
-    value_pence: int | None = None
-
-
-class ReadinessChangedIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    enterprise_id: str
-    version: int
-    score: float = 0.0
-    ready: bool = False
-    missing: list[str] = Field(default_factory=list)
-    expiring_soon: list[str] = Field(default_factory=list)
-    verified: list[VerifiedMilestoneIn] = Field(default_factory=list)
-
-
-async def on_enterprise_event(session: AsyncSession, event: CloudEvent) -> None:
-    """Keep the enterprise read model; a payload that does not validate is dead-lettered."""
-    if event.type in ENTERPRISE_SNAPSHOT_TYPES:
-        snapshot = EnterpriseSnapshotIn.model_validate(event.data or {})
-        await matching.store_enterprise(session, snapshot.model_dump())
-    elif event.type == READINESS_CHANGED:
-        readiness = ReadinessChangedIn.model_validate(event.data or {})
-        await matching.store_readiness(session, readiness.model_dump(mode="json"))
-    else:
-        log.info("event not used for matching", extra={"event_type": event.type, "event_id": event.id})
-
-
-CONSUMERS: list[ConsumerSpec] = [
-    ConsumerSpec(
-        durable="demand-enterprises",
-        stream="ENTERPRISES",
-        subjects=["enterprises.enterprise.>", READINESS_CHANGED],
-        handler=on_enterprise_event,
-    )
-]

@@ -14,8 +14,10 @@ numbered as a spreadsheet shows them (the header is row 1).
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -113,6 +115,8 @@ class UnreadableFile(Exception):
 
 
 async def _text(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The body as text, chunk by chunk; the event loop gets a turn between chunks, so a large
+    file never holds it for longer than one chunk's work."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     consumed = 0
     async for chunk in chunks:
@@ -123,6 +127,7 @@ async def _text(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
         consumed += len(chunk)
         if text:
             yield text
+        await asyncio.sleep(0)
     try:
         tail = decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
@@ -132,29 +137,48 @@ async def _text(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
 
 
 async def _records(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
-    """Whole CSV records (a quoted field may hold line breaks), a chunk's worth at a time."""
-    pending = ""
+    """Whole CSV records (a quoted field may hold line breaks), a chunk's worth at a time.
+
+    Each character is looked at once: the record read so far is kept as pieces, and the
+    quote state carries over from one chunk to the next (inside quotes only the closing
+    quote matters), so the work is linear in the file whatever its quoting.
+    """
+    pieces: list[str] = []
+    quoted = False
     async for text in _text(chunks):
-        pending += text
         records = []
-        start = 0
-        position = 0
-        quotes = 0
+        start = position = 0
         while True:
-            newline = pending.find("\n", position)
+            if quoted:
+                close = text.find('"', position)
+                if close == -1:
+                    break
+                quoted = False
+                position = close + 1
+                continue
+            newline = text.find("\n", position)
+            quote = text.find('"', position, len(text) if newline == -1 else newline)
+            if quote != -1:
+                quoted = True
+                position = quote + 1
+                continue
             if newline == -1:
                 break
-            quotes += pending.count('"', position, newline)
-            position = newline + 1
-            if quotes % 2 == 0:
-                records.append(pending[start:position])
-                start = position
-                quotes = 0
-        pending = pending[start:]
+            end = newline + 1
+            if pieces:
+                pieces.append(text[start:end])
+                records.append("".join(pieces))
+                pieces = []
+            else:
+                records.append(text[start:end])
+            start = position = end
+        if start < len(text):
+            pieces.append(text[start:])
         if records:
             yield records
-    if pending.strip():
-        yield [pending]
+    rest = "".join(pieces)
+    if rest.strip():
+        yield [rest]
 
 
 def _parse(records: list[str]) -> list[list[str] | csv.Error]:
@@ -284,7 +308,7 @@ async def csv_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
 
 
 async def ndjson_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
-    pending = ""
+    pieces: list[str] = []  # the line read so far (kept as pieces: a line may be long)
     row = 0
 
     def parse(line: str, number: int) -> ImportRow | None:
@@ -299,14 +323,18 @@ async def ndjson_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
         return ImportRow(number, value)
 
     async for text in _text(chunks):
-        pending += text
-        lines = pending.split("\n")
-        pending = lines.pop()
+        lines = text.split("\n")
+        pieces.append(lines.pop())
+        if not lines:
+            continue
+        lines[0] = "".join(pieces[:-1]) + lines[0]
+        pieces = pieces[-1:]
         for line in lines:
             row += 1
             found = parse(line, row)
             if found is not None:
                 yield found
+    pending = "".join(pieces)
     if pending:
         row += 1
         found = parse(pending, row)
@@ -410,8 +438,6 @@ async def ocds_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
 
 def template_csv(with_example: bool) -> str:
     """The CSV template: the header row, and an example row when asked for."""
-    import io
-
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)

@@ -18,6 +18,8 @@ A line fits an enterprise by five parts, each 0..1, weighted into the score:
 - ``readiness`` (0.2): the share of the line's requirements the enterprise has
   verified (unexpired, and at least ``min_value_pence`` where set). The others are
   the ``gaps``.
+
+Pure rules: the enterprises it scores come from :mod:`services.demand.read_models`.
 """
 
 from __future__ import annotations
@@ -28,15 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.demand import cpv
-from services.demand.models import match_enterprises, match_readiness
-from shared.db import utcnow
 
 WEIGHTS = {"cpv": 0.35, "capacity": 0.2, "location": 0.15, "suitability": 0.1, "readiness": 0.2}
-INCUBATED_STAGES = ("incubating", "tender_ready", "graduated")
 SME_SIZES = frozenset({"micro", "small", "medium"})
 POSTCODE = re.compile(r"^([A-Z]{1,2})([0-9][A-Z0-9]?)\s*([0-9][A-Z]{2})?$")
 
@@ -180,100 +176,3 @@ def fit(
     parts = {name: round(value, 4) for name, value in parts.items()}
     score = round(sum(WEIGHTS[name] * value for name, value in parts.items()), 4)
     return Fit(score=min(score, 1.0), gaps=gaps, parts=parts)
-
-
-# --- the enterprise read model -------------------------------------------------------------------
-
-
-async def store_enterprise(session: AsyncSession, snapshot: dict[str, Any]) -> bool:
-    """Keep an enterprise snapshot unless ours is as new or newer; True when stored."""
-    t = match_enterprises.c
-    current = await session.scalar(sa.select(t.version).where(t.enterprise_id == snapshot["enterprise_id"]))
-    if current is not None and snapshot["version"] <= current:
-        return False
-    values = {
-        "version": snapshot["version"],
-        "name": snapshot["name"],
-        "legal_form": snapshot.get("legal_form"),
-        "stage": snapshot["stage"],
-        "cohort_id": snapshot.get("cohort_id"),
-        "postcode": snapshot.get("postcode"),
-        "cpv_codes": [c for c in snapshot.get("cpv_codes") or [] if cpv.cpv_error(c) is None],
-        "max_contract_value_pence": snapshot.get("max_contract_value_pence"),
-        "employees": snapshot.get("employees"),
-        "turnover_pence": snapshot.get("turnover_pence"),
-        "vcse": bool(snapshot.get("vcse")),
-        "size_class": snapshot.get("size_class"),
-        "updated_at": utcnow(),
-    }
-    if current is None:
-        await session.execute(
-            sa.insert(match_enterprises).values(enterprise_id=snapshot["enterprise_id"], **values)
-        )
-    else:
-        await session.execute(
-            sa.update(match_enterprises).where(t.enterprise_id == snapshot["enterprise_id"]).values(**values)
-        )
-    return True
-
-
-async def store_readiness(session: AsyncSession, readiness: dict[str, Any]) -> bool:
-    t = match_readiness.c
-    current = await session.scalar(sa.select(t.version).where(t.enterprise_id == readiness["enterprise_id"]))
-    if current is not None and readiness["version"] <= current:
-        return False
-    values = {
-        "version": readiness["version"],
-        "score": readiness["score"],
-        "ready": readiness["ready"],
-        "missing": list(readiness["missing"]),
-        "verified": list(readiness["verified"]),
-        "updated_at": utcnow(),
-    }
-    if current is None:
-        await session.execute(
-            sa.insert(match_readiness).values(enterprise_id=readiness["enterprise_id"], **values)
-        )
-    else:
-        await session.execute(
-            sa.update(match_readiness).where(t.enterprise_id == readiness["enterprise_id"]).values(**values)
-        )
-    return True
-
-
-async def enterprise(session: AsyncSession, enterprise_id: str) -> dict[str, Any] | None:
-    row = (
-        await session.execute(
-            sa.select(match_enterprises).where(match_enterprises.c.enterprise_id == enterprise_id)
-        )
-    ).first()
-    return dict(row._mapping) if row is not None else None
-
-
-async def verified_milestones(
-    session: AsyncSession, enterprise_ids: Sequence[str]
-) -> dict[str, list[dict[str, Any]]]:
-    if not enterprise_ids:
-        return {}
-    t = match_readiness.c
-    out: dict[str, list[dict[str, Any]]] = {}
-    for start in range(0, len(enterprise_ids), 500):
-        rows = await session.execute(
-            sa.select(t.enterprise_id, t.verified).where(
-                t.enterprise_id.in_(enterprise_ids[start : start + 500])
-            )
-        )
-        for row in rows:
-            out[row.enterprise_id] = list(row.verified or [])
-    return out
-
-
-async def incubated_enterprises(session: AsyncSession) -> list[dict[str, Any]]:
-    rows = await session.execute(
-        sa.select(match_enterprises).where(match_enterprises.c.stage.in_(INCUBATED_STAGES))
-    )
-    return [dict(row._mapping) for row in rows]
-
-
-def now() -> datetime:
-    return utcnow()

@@ -64,11 +64,14 @@ def _classification(code: str) -> dict[str, Any]:
     return {"scheme": "CPV", "id": code[:8]}
 
 
-def release_from_line(line: dict[str, Any], anchor: dict[str, Any], ocid_prefix: str) -> dict[str, Any]:
-    """The OCDS release of a public line (``line`` holds every field, with ``anchor_type``)."""
+def release_from_line(line: dict[str, Any], anchor: Any, ocid_prefix: str) -> dict[str, Any]:
+    """The OCDS release of a public line (``line`` holds every field, with ``anchor_type``; ``anchor``
+    has the anchor's columns as attributes)."""
     demand_id = line["id"]
-    party = {"id": anchor["id"], "name": anchor["name"], "roles": ["buyer"]}
-    identifiers = [{"scheme": scheme, "id": ident} for scheme, ident in sorted(anchor["identifiers"].items())]
+    party = {"id": anchor.id, "name": anchor.name, "roles": ["buyer"]}
+    identifiers = [
+        {"scheme": scheme, "id": ident} for scheme, ident in sorted((anchor.identifiers or {}).items())
+    ]
     if identifiers:
         party["identifier"] = identifiers[0]
         if len(identifiers) > 1:
@@ -144,7 +147,7 @@ def release_from_line(line: dict[str, Any], anchor: dict[str, Any], ocid_prefix:
         "initiationType": "tender",
         "language": "en",
         "parties": [party],
-        "buyer": {"id": anchor["id"], "name": anchor["name"]},
+        "buyer": {"id": anchor.id, "name": anchor.name},
         "tender": tender,
     }
 
@@ -171,6 +174,9 @@ def _pence(value: Any, field: str, errors: _Errors) -> int | None:
     try:
         pence = Decimal(str(amount)) * 100
     except InvalidOperation:
+        errors.add(f"{field}.amount", "must be a number")
+        return None
+    if not pence.is_finite():
         errors.add(f"{field}.amount", "must be a number")
         return None
     if pence != pence.to_integral_value():

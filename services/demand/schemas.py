@@ -14,41 +14,43 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.demand import cpv
+from services.demand.pipeline.cells import (
+    ANYWHERE,
+    MULTIPLE,
+    VALUE_BAND_NAMES,
+    VIEW_DIMS,
+    ViewParams,
+    quarter_of,
+)
+from services.demand.repository import LineFilters
+from services.demand.vocabulary import (
+    ANCHOR_TYPES,
+    STATUSES,
+    AnchorType,
+    Category,
+    Change,
+    ImportFormat,
+    ProcurementMethod,
+    QuarterBasis,
+    Status,
+    Visibility,
+)
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from shared.problems import field_errors
 
-AnchorType = Literal[
-    "local_authority",
-    "nhs_trust",
-    "university",
-    "college",
-    "housing_association",
-    "police",
-    "fire",
-    "other",
-]
-ANCHOR_TYPES: tuple[str, ...] = AnchorType.__args__  # type: ignore[attr-defined]
-
-Category = Literal["goods", "services", "works"]
-ProcurementMethod = Literal["open", "selective", "limited", "direct"]
-Status = Literal["draft", "planned", "tendering", "awarded", "cancelled", "withdrawn"]
-STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
-Visibility = Literal["public", "aggregate_only"]
-
-OPEN_STATUSES = frozenset({"planned", "tendering"})  # in the pipeline; matched
-TERMINAL_STATUSES = frozenset({"cancelled", "withdrawn"})
-CREATE_STATUSES = frozenset({"draft", "planned", "tendering"})
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "draft": frozenset({"planned", "cancelled", "withdrawn"}),
-    "planned": frozenset({"tendering", "cancelled", "withdrawn"}),
-    "tendering": frozenset({"awarded", "cancelled", "withdrawn"}),
-    "awarded": frozenset(),
-    "cancelled": frozenset(),
-    "withdrawn": frozenset(),
-}
+# Sane ranges for the numbers and dates of a demand line, enforced on every way in (API, imports,
+# OCDS input) so that no stored line can break a sum, a snapshot or the OCDS export.
+MAX_PENCE = 10**13  # £100 billion: above any single public contract
+EARLIEST_DATE = date(2000, 1, 1)
+LATEST_DATE = date(2100, 12, 31)
+MAX_DURATION_MONTHS = 240
+Pence = Annotated[int, Field(ge=0, le=MAX_PENCE)]
+LineDate = Annotated[date, Field(ge=EARLIEST_DATE, le=LATEST_DATE)]
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
 Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
@@ -109,7 +111,7 @@ class AnchorCreate(StrictModel):
     identifiers: dict[str, str] = Field(
         default_factory=dict, description="by scheme: GB-PPON, GB-COH (Companies House), GB-NHS (ODS code)"
     )
-    annual_third_party_spend_pence: int | None = Field(None, ge=0)
+    annual_third_party_spend_pence: Pence | None = None
 
     _check_identifiers = field_validator("identifiers")(_identifiers)
 
@@ -118,12 +120,14 @@ class AnchorPatch(StrictModel):
     name: Text | None = None
     type: AnchorType | None = None
     identifiers: dict[str, str] | None = None
-    annual_third_party_spend_pence: int | None = Field(None, ge=0)
+    annual_third_party_spend_pence: Pence | None = None
 
     _check_identifiers = field_validator("identifiers")(lambda v: None if v is None else _identifiers(v))
 
 
 class AnchorOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     name: str
     type: AnchorType
@@ -142,7 +146,7 @@ class Lot(StrictModel):
         Field(None, description="unique within the line; numbered 1, 2... when left out")
     )
     title: Text
-    estimated_value_pence: int = Field(ge=0)
+    estimated_value_pence: Pence
     cpv_codes: list[str] = Field(default_factory=list, max_length=20)
 
     _check_cpv = field_validator("cpv_codes")(_cpv_list)
@@ -150,7 +154,7 @@ class Lot(StrictModel):
 
 class Requirement(StrictModel):
     code: MilestoneCode = Field(description="a readiness milestone code, e.g. public_liability_insurance")
-    min_value_pence: int | None = Field(None, ge=0, description="the evidenced amount needed, e.g. cover")
+    min_value_pence: Pence | None = Field(None, description="the evidenced amount needed, e.g. cover")
 
 
 class DeliveryArea(StrictModel):
@@ -193,14 +197,14 @@ class DemandFields(StrictModel):
     title: Text
     description: Annotated[str, StringConstraints(max_length=10_000)] = ""
     cpv_codes: list[str] = Field(min_length=1, max_length=20, description="the first is the main one")
-    estimated_value_pence: int = Field(ge=0)
-    min_value_pence: int | None = Field(None, ge=0)
-    max_value_pence: int | None = Field(None, ge=0)
+    estimated_value_pence: Pence
+    min_value_pence: Pence | None = None
+    max_value_pence: Pence | None = None
     category: Category
     procurement_method: ProcurementMethod | None = None
-    expected_tender_date: date | None = None
-    contract_start: date | None = None
-    duration_months: int | None = Field(None, ge=1, le=240)
+    expected_tender_date: LineDate | None = None
+    contract_start: LineDate | None = None
+    duration_months: int | None = Field(None, ge=1, le=MAX_DURATION_MONTHS)
     lots: list[Lot] = Field(default_factory=list, max_length=100)
     suitable_for_sme: bool = False
     suitable_for_vcse: bool = False
@@ -326,17 +330,23 @@ class DemandOut(DemandFields):
 
 
 class DemandVersionOut(BaseModel):
+    """A version of a line: a kept ``demand_line_versions`` row (its ``data`` is the line)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     version: int
-    change: Literal["created", "updated", "imported"]
+    change: Change
     changed_at: datetime
     actor: str
     actor_role: str
     changed_fields: list[str]
-    line: DemandOut
+    line: DemandOut = Field(validation_alias="data")
 
 
 class ImportResult(BaseModel):
-    format: Literal["csv", "ndjson", "ocds"]
+    model_config = ConfigDict(from_attributes=True)
+
+    format: ImportFormat
     rows: int
     created: int
     updated: int
@@ -373,7 +383,7 @@ class PipelineView(BaseModel):
     version: int
     generated_at: datetime | None
     group_by: list[str]
-    quarter_of: Literal["tender", "contract_start"]
+    quarter_of: QuarterBasis
     filters: dict[str, Any]
     disclosure: DisclosureRules
     cells: list[PipelineCell]
@@ -418,3 +428,189 @@ class CandidateItem(BaseModel):
 
 class CandidateList(BaseModel):
     items: list[CandidateItem]
+
+
+# --- query parameters ----------------------------------------------------------------------------
+
+
+def _split(values: list[str]) -> list[str]:
+    """Values given as repeated parameters, comma-separated, or both."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+class PageQuery(BaseModel):
+    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = None
+
+
+class AnchorQuery(PageQuery):
+    type: AnchorType | None = Field(None, description="an anchor type")
+    q: str | None = Field(None, max_length=100, description="part of the name")
+
+
+def _cpv_prefixes(values: list[str]) -> list[str]:
+    prefixes = _split(values)
+    _refuse(
+        [f"{p!r} is not a CPV code or prefix" for p in prefixes if not (p.isdigit() and 2 <= len(p) <= 8)]
+    )
+    return prefixes
+
+
+class OcdsQuery(BaseModel):
+    cpv: list[str] = Field(default_factory=list, description="CPV codes or prefixes (division: 2 digits...)")
+    anchor_id: str | None = None
+    from_: date | None = Field(None, alias="from", description="expected tender date from")
+    to: date | None = Field(None, description="expected tender date up to")
+
+    _check_cpv = field_validator("cpv")(_cpv_prefixes)
+
+    def filters(self) -> LineFilters:
+        if self.from_ and self.to and self.from_ > self.to:
+            raise field_errors([{"field": "from", "message": "must not be after to"}])
+        return LineFilters(
+            anchor_id=self.anchor_id, cpv_prefixes=tuple(self.cpv), tender_from=self.from_, tender_to=self.to
+        )
+
+
+class LineQuery(PageQuery, OcdsQuery):
+    status: list[str] = Field(default_factory=list, description="statuses, comma-separated")
+    visibility: Visibility | None = None
+    category: Category | None = None
+    suitable_for_sme: bool | None = None
+    suitable_for_vcse: bool | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _statuses(cls, values: list[str]) -> list[str]:
+        statuses = _split(values)
+        _refuse([f"{s!r} is not a status" for s in statuses if s not in STATUSES])
+        return statuses
+
+    def filters(self) -> LineFilters:
+        base = super().filters()
+        return LineFilters(
+            anchor_id=base.anchor_id,
+            statuses=tuple(self.status),
+            visibility=self.visibility,
+            category=self.category,
+            cpv_prefixes=base.cpv_prefixes,
+            tender_from=base.tender_from,
+            tender_to=base.tender_to,
+            suitable_for_sme=self.suitable_for_sme,
+            suitable_for_vcse=self.suitable_for_vcse,
+        )
+
+
+QUARTER_PATTERN = re.compile(r"^(\d{4})-Q([1-4])$")
+
+
+def _quarter(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if QUARTER_PATTERN.match(value):
+        return value
+    try:
+        return quarter_of(date.fromisoformat(value))
+    except ValueError:
+        raise ValueError("use a quarter like 2027-Q1 (or a date, for its quarter)") from None
+
+
+class PipelineQuery(BaseModel):
+    """A view of the pipeline as ``GET /pipeline`` asks for it; :meth:`view` is the checked view."""
+
+    group_by: list[str] = Field(default_factory=list, description="dimensions, comma-separated")
+    quarter_of: QuarterBasis = Field("tender", description="the date a quarter is of")
+    from_: str | None = Field(None, alias="from", description="a quarter (2027-Q1) or a date in it")
+    to: str | None = Field(None, description="a quarter (2027-Q1) or a date in it")
+    cpv: list[str] = Field(default_factory=list, description="CPV divisions (2 digits) or groups (3)")
+    anchor_type: list[str] = Field(default_factory=list)
+    value_band: list[str] = Field(default_factory=list)
+    delivery_area: list[str] = Field(default_factory=list, description="postcode areas, anywhere, multiple")
+    suitable_for_vcse: bool | None = None
+    suitable_for_sme: bool | None = None
+
+    _check_quarters = field_validator("from_", "to")(_quarter)
+
+    @field_validator("quarter_of", mode="before")
+    @classmethod
+    def _basis(cls, value: Any) -> Any:
+        return value or "tender"
+
+    @field_validator("group_by")
+    @classmethod
+    def _dims(cls, values: list[str]) -> list[str]:
+        dims = _split(values)
+        problems = [f"{dim!r} is not one of {', '.join(VIEW_DIMS)}" for dim in dims if dim not in VIEW_DIMS]
+        if len(set(dims)) != len(dims):
+            problems.append("a dimension is named twice")
+        _refuse(problems)
+        return dims
+
+    @field_validator("cpv")
+    @classmethod
+    def _cpv(cls, values: list[str]) -> list[str]:
+        prefixes, problems = [], []
+        for code in _split(values):
+            prefix = cpv.significant(code) if len(code) == 8 and code.isdigit() else code
+            if not (prefix.isdigit() and 2 <= len(prefix) <= 3) or prefix[:2] not in cpv.DIVISIONS:
+                problems.append(
+                    f"{code!r}: the pipeline is filtered by CPV division (2 digits) "
+                    "or group (3 digits) of a known division"
+                )
+            else:
+                prefixes.append(prefix)
+        _refuse(problems)
+        return prefixes
+
+    @field_validator("anchor_type")
+    @classmethod
+    def _types(cls, values: list[str]) -> list[str]:
+        types = _split(values)
+        _refuse([f"{value!r} is not an anchor type" for value in types if value not in ANCHOR_TYPES])
+        return types
+
+    @field_validator("value_band")
+    @classmethod
+    def _bands(cls, values: list[str]) -> list[str]:
+        bands = _split(values)
+        names = ", ".join(VALUE_BAND_NAMES)
+        _refuse([f"{value!r} is not one of {names}" for value in bands if value not in VALUE_BAND_NAMES])
+        return bands
+
+    @field_validator("delivery_area")
+    @classmethod
+    def _areas(cls, values: list[str]) -> list[str]:
+        areas = [a.upper() if a not in (ANYWHERE, MULTIPLE) else a for a in _split(values)]
+        _refuse(
+            [
+                f"{value!r}: use a postcode area, anywhere or multiple"
+                for value in areas
+                if value not in (ANYWHERE, MULTIPLE) and not POSTCODE_AREA.match(value)
+            ]
+        )
+        return areas
+
+    def view(self) -> ViewParams:
+        if self.from_ and self.to and self.from_ > self.to:
+            raise field_errors([{"field": "from", "message": "must not be after to"}])
+        return ViewParams(
+            group_by=tuple(self.group_by),
+            quarter_of=self.quarter_of,
+            from_quarter=self.from_,
+            to_quarter=self.to,
+            cpv=tuple(sorted(set(self.cpv))),
+            anchor_type=tuple(sorted(set(self.anchor_type))),
+            value_band=tuple(sorted(set(self.value_band))),
+            delivery_area=tuple(sorted(set(self.delivery_area))),
+            suitable_for_vcse=self.suitable_for_vcse,
+            suitable_for_sme=self.suitable_for_sme,
+        )
+
+
+class MatchQuery(BaseModel):
+    limit: int | None = Field(None, ge=1)

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from services.demand import service
 from services.demand.app import create_app
+from services.demand.pipeline import release
 from services.demand.settings import DemandSettings
 from shared.principal import Principal
 from shared.testing.apps import STAFF, TEST_SECRET, client, running
@@ -142,17 +142,9 @@ def refresh(app: FastAPI, settings: DemandSettings) -> Callable[[], Awaitable[in
     """Publish a pipeline snapshot now (what the debounced job does after a quiet spell)."""
 
     async def run() -> int | None:
-        return await service.refresh_pipeline(app.state.database, settings, force=True)
+        return await release.publish_snapshot(app.state.database, settings, force=True)
 
     return run
-
-
-async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll until ``predicate`` holds (no fixed sleeps)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def outbox_events(app: FastAPI, type_prefix: str = "demand.") -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.demand.disclosure import BlockPlacement, Rules, build_blocks, suppressed_figures
-from services.demand.pipeline import PROTECTION_LEVELS, protection_blocks
+from services.demand.pipeline.cells import PROTECTION_LEVELS, protection_blocks
 
 RULES = Rules(min_anchors=3, dominance_share=0.8)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -104,3 +106,63 @@ async def test_the_reader_does_not_wait_for_the_whole_body() -> None:
     first = await reader.__anext__()
     assert first.fields["external_ref"] == "R-1" and produced < 5
     await reader.aclose()
+
+
+def crafted_csv(size: int) -> bytes:
+    """A header, an opening quote that never closes, then ``a`` lines up to ``size`` bytes."""
+    head = b'external_ref,title\n"'
+    return head + b"a\n" * ((size - len(head)) // 2)
+
+
+async def in_chunks(data: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def parse_seconds(data: bytes) -> float:
+    started = time.process_time()
+    async for _ in imports.csv_rows(in_chunks(data)):
+        pass
+    return time.process_time() - started
+
+
+async def test_csv_parsing_is_linear_in_the_file_whatever_its_quoting() -> None:
+    """8 times the input may take about 8 times as long; a quadratic reader takes 64 times.
+    (CPU time of this process, best of a few runs: the machine is shared.)"""
+    small, large = crafted_csv(1 << 20), crafted_csv(8 << 20)
+    small_seconds = min([await parse_seconds(small) for _ in range(3)])
+    large_seconds = min([await parse_seconds(large) for _ in range(2)])
+    assert large_seconds <= 20 * small_seconds, (small_seconds, large_seconds)
+
+
+async def test_csv_parsing_gives_the_event_loop_a_turn_for_every_chunk() -> None:
+    turns = 0
+    parsing = True
+
+    async def other_requests() -> None:
+        nonlocal turns
+        while parsing:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(other_requests())
+    data = crafted_csv(4 << 20)
+    async for _ in imports.csv_rows(in_chunks(data)):
+        pass
+    parsing = False
+    await ticker
+    assert turns >= len(data) // 65_536
+
+
+async def test_one_long_json_line_is_read_in_linear_time() -> None:
+    small = b'{"title": "' + b"a" * (1 << 20) + b'"}'
+    large = b'{"title": "' + b"a" * (8 << 20) + b'"}'
+
+    async def seconds(data: bytes) -> float:
+        started = time.process_time()
+        rows = [row async for row in imports.ndjson_rows(in_chunks(data))]
+        assert len(rows) == 1 and not rows[0].errors
+        return time.process_time() - started
+
+    small_seconds = min([await seconds(small) for _ in range(3)])
+    assert min([await seconds(large) for _ in range(2)]) <= 20 * small_seconds

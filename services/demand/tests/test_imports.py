@@ -16,8 +16,9 @@ from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from services.demand import imports, service
+from services.demand import imports
 from services.demand.imports import CSV_COLUMNS
+from services.demand.service import imports as import_service
 from services.demand.settings import DemandSettings
 from services.demand.tests.conftest import (
     INTEGRATOR,
@@ -509,7 +510,7 @@ async def test_an_import_does_not_read_again_the_lines_it_has_written(
     small_batches = settings.model_copy(update={"import_batch_size": 250})
     async with app.state.database.transaction() as session:
         body = chunks(csv_text(rows).encode(), 64 * 1024)
-        counts = await service.import_lines(
+        counts = await import_service.import_lines(
             session, STAFF, anchor["id"], imports.csv_rows(body), small_batches
         )
         # Lines read from demand_lines by scans other than the primary key's (the foreign keys
@@ -548,6 +549,8 @@ async def test_a_line_made_with_one_of_the_refs_while_the_import_runs_fails_it(
     small_batches = settings.model_copy(update={"import_batch_size": 5})
     with pytest.raises(Problem) as rejected:
         async with app.state.database.transaction() as session:
-            await service.import_lines(session, STAFF, anchor["id"], imports.csv_rows(body()), small_batches)
+            await import_service.import_lines(
+                session, STAFF, anchor["id"], imports.csv_rows(body()), small_batches
+            )
     assert rejected.value.status == 409
     assert [line["external_ref"] for line in await all_lines(app)] == ["LATE"]

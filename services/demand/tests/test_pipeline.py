@@ -11,16 +11,19 @@ from fastapi import FastAPI
 
 from services.demand.app import create_app
 from services.demand.events import PipelinePublishedPayload
+from services.demand.pipeline import release
+from services.demand.pipeline import views as pipeline_views
+from services.demand.pipeline.cells import ViewParams
 from services.demand.settings import DemandSettings
 from services.demand.tests.conftest import (
     INTEGRATOR,
     anchor_principal,
-    eventually,
     line_body,
     outbox_events,
     serving,
 )
 from shared.testing.apps import STAFF, client
+from shared.testing.polling import wait_until
 
 
 async def post(app: FastAPI, anchor_id: str, **overrides: Any) -> dict[str, Any]:
@@ -275,7 +278,7 @@ async def test_a_burst_of_changes_makes_one_or_a_few_snapshots(quick_app: FastAP
         answer = await view(app)
         return answer["totals"]["count"] == 2030
 
-    await eventually(settled, timeout=30)
+    await wait_until(settled, timeout=30)
     snapshots = [e for e in await outbox_events(app) if e["type"] == "demand.pipeline.published.v1"]
     assert 1 <= len(snapshots) <= 5
     last = PipelinePublishedPayload.model_validate(snapshots[-1]["data"])
@@ -286,8 +289,6 @@ async def test_a_burst_of_changes_makes_one_or_a_few_snapshots(quick_app: FastAP
 async def test_views_from_the_rollup_agree_with_the_fine_cells_after_any_changes(
     app: FastAPI, new_anchor, refresh
 ) -> None:
-    from services.demand import pipeline, service
-
     kinds = ["local_authority", "nhs_trust", "university", "police"]
     anchors = [await new_anchor(type=kinds[i % 4]) for i in range(6)]
     lines = []
@@ -315,21 +316,21 @@ async def test_views_from_the_rollup_agree_with_the_fine_cells_after_any_changes
             await http.patch(f"/api/v1/demand/{line['id']}", json={"status": "withdrawn"})
         await http.patch(f"/api/v1/anchors/{anchors[0]['id']}", json={"type": "college"})
     await refresh()
-    rules = service.rules_of(app.state.settings)
+    rules = release.rules_of(app.state.settings)
     views = [
-        pipeline.ViewParams(),
-        pipeline.ViewParams(group_by=("cpv_division", "quarter")),
-        pipeline.ViewParams(group_by=("anchor_type",), quarter_of="contract_start"),
-        pipeline.ViewParams(
+        ViewParams(),
+        ViewParams(group_by=("cpv_division", "quarter")),
+        ViewParams(group_by=("anchor_type",), quarter_of="contract_start"),
+        ViewParams(
             group_by=("cpv_group", "quarter"), cpv=("55",), from_quarter="2027-Q1", to_quarter="2027-Q2"
         ),
-        pipeline.ViewParams(group_by=("quarter",), anchor_type=("college", "police")),
+        ViewParams(group_by=("quarter",), anchor_type=("college", "police")),
     ]
     async with app.state.database.transaction(write=False) as session:
         for params in views:
-            assert pipeline.reads_rollup(params)
-            rolled = await pipeline.view_figures(session, params, rules)
-            fine = await pipeline.view_figures(session, params, rules, fine=True)
+            assert pipeline_views.reads_rollup(params)
+            rolled = await pipeline_views.view_figures(session, params, rules)
+            fine = await pipeline_views.view_figures(session, params, rules, fine=True)
             assert rolled.cells == fine.cells and rolled.totals == fine.totals, params
     assert any(c["suppressed"] for c in fine.cells) or fine.totals["count"] > 0
 
@@ -338,8 +339,6 @@ async def test_snapshots_taken_during_concurrent_writes_lose_nothing(
     app: FastAPI, new_anchor, refresh
 ) -> None:
     import asyncio
-
-    from services.demand import pipeline, service
 
     anchors = [await new_anchor() for _ in range(4)]
 
@@ -364,11 +363,11 @@ async def test_snapshots_taken_during_concurrent_writes_lose_nothing(
     assert answer["totals"]["count"] == 40 and answer["totals"]["total_value_pence"] == sum(
         1000 + i for i in range(40)
     )
-    rules = service.rules_of(app.state.settings)
+    rules = release.rules_of(app.state.settings)
     async with app.state.database.transaction(write=False) as session:
-        rolled = await pipeline.view_figures(session, pipeline.ViewParams(group_by=("anchor_type",)), rules)
-        fine = await pipeline.view_figures(
-            session, pipeline.ViewParams(group_by=("anchor_type",)), rules, fine=True
+        rolled = await pipeline_views.view_figures(session, ViewParams(group_by=("anchor_type",)), rules)
+        fine = await pipeline_views.view_figures(
+            session, ViewParams(group_by=("anchor_type",)), rules, fine=True
         )
     assert rolled == fine
 
@@ -376,18 +375,16 @@ async def test_snapshots_taken_during_concurrent_writes_lose_nothing(
 async def test_blocks_planned_before_an_aggregate_only_change_are_not_released(
     app: FastAPI, new_anchor, refresh
 ) -> None:
-    from services.demand import pipeline, service
-
     anchors = [await new_anchor() for _ in range(3)]
     for a in anchors:
         await post(app, a["id"], **catering(visibility="aggregate_only"))
-    rules = service.rules_of(app.state.settings)
+    rules = release.rules_of(app.state.settings)
     async with app.state.database.transaction(write=False) as session:
-        plan = await pipeline.plan_release(session, rules)
+        plan = await release.plan_release(session, rules)
     await post(app, anchors[0]["id"], **catering(50_000_000, visibility="aggregate_only"))  # now dominant
-    with pytest.raises(pipeline.StalePlan):
+    with pytest.raises(release.StalePlan):
         async with app.state.database.transaction() as session:
-            await pipeline.release_snapshot(session, rules, plan)
+            await release.release_snapshot(session, rules, plan)
     assert await refresh() == 1  # plans again, and the dominant anchor suppresses the cell
     answer = await view(app, group_by="cpv_division")
     assert cell(answer, cpv_division="55")["suppressed"]

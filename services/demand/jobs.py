@@ -1,0 +1,20 @@
+"""Periodic jobs of the demand service (every replica runs them; each is replica-safe)."""
+
+from __future__ import annotations
+
+from services.demand.pipeline import release
+from services.demand.settings import DemandSettings
+from shared.runtime import PeriodicJob, ServiceRuntime
+
+
+async def publish_pipeline(runtime: ServiceRuntime) -> None:
+    """A pipeline snapshot once changes have settled (the release lock keeps replicas apart)."""
+    settings = runtime.settings
+    assert isinstance(settings, DemandSettings)
+    await release.publish_snapshot(runtime.database, settings)
+
+
+def jobs(settings: DemandSettings) -> list[PeriodicJob]:
+    if not settings.pipeline_publisher:
+        return []
+    return [PeriodicJob("pipeline-snapshot", settings.pipeline_poll_seconds, publish_pipeline)]

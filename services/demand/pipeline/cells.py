@@ -1,0 +1,307 @@
+"""Where a demand line counts in the pipeline, and the arithmetic of fine cells and blocks (no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+import re
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from services.demand import cpv
+from services.demand.disclosure import Atom, Block, Rules, build_blocks
+from services.demand.vocabulary import OPEN_STATUSES
+
+UNSCHEDULED = "unscheduled"
+ANYWHERE = "anywhere"
+MULTIPLE = "multiple"
+
+# (upper bound in pence, exclusive; band name)
+VALUE_BANDS: tuple[tuple[int | None, str], ...] = (
+    (3_000_000, "0-30k"),
+    (10_000_000, "30k-100k"),
+    (25_000_000, "100k-250k"),
+    (100_000_000, "250k-1m"),
+    (500_000_000, "1m-5m"),
+    (None, "5m+"),
+)
+VALUE_BAND_NAMES = tuple(name for _, name in VALUE_BANDS)
+
+ATOM_DIMS = (
+    "anchor_type",
+    "cpv_group",
+    "tender_quarter",
+    "start_quarter",
+    "value_band",
+    "suitable_for_vcse",
+    "suitable_for_sme",
+    "delivery_area",
+)
+VIEW_DIMS = (
+    "cpv_division",
+    "cpv_group",
+    "quarter",
+    "anchor_type",
+    "value_band",
+    "suitable_for_vcse",
+    "suitable_for_sme",
+    "delivery_area",
+)
+QUARTER_BASES = ("tender", "contract_start")
+
+
+def _drop(*positions: int) -> Callable[[Atom], Hashable]:
+    return operator.itemgetter(*(i for i in range(len(ATOM_DIMS)) if i not in positions))
+
+
+# From the finest to the root; the dimensions dropped first lose most to suppression.
+PROTECTION_LEVELS: tuple[Callable[[Atom], Hashable], ...] = (
+    _drop(6),  # SME suitability
+    _drop(6, 5),  # VCSE suitability
+    _drop(6, 5, 3),  # contract-start quarter
+    _drop(6, 5, 3, 7),  # delivery area
+    _drop(6, 5, 3, 7, 4),  # value band
+    _drop(6, 5, 3, 7, 4, 0),  # anchor type: (CPV group, tender quarter) left
+    lambda atom: (str(atom[1])[:2], atom[2]),  # CPV division and tender quarter
+    lambda atom: (str(atom[1])[:2],),  # CPV division
+    lambda atom: (),  # everything
+)
+
+
+def protection_blocks(contributions: dict[Atom, dict[str, int]], rules: Rules) -> list[Block]:
+    """:func:`build_blocks` along :data:`PROTECTION_LEVELS`, on atoms packed into integers.
+
+    Same partition as on the tuples (the packing keeps their order, and each level is a
+    bit mask keeping what the tuple level keeps); grouping then compares integers, not tuples.
+    """
+    if not contributions:
+        return []
+    # Bit fields from most to least significant, in the atom tuple's order, so that integer
+    # order is tuple order: anchor type, division, group digit, tender quarter, start quarter,
+    # value band, VCSE, SME, delivery area.
+    parts: list[list[Any]] = [[] for _ in range(9)]
+    for atom in contributions:
+        group = str(atom[1])
+        for i, value in enumerate((atom[0], group[:2], group[2:], *atom[2:])):
+            parts[i].append(value)
+    codes = [{v: n for n, v in enumerate(sorted(set(values)))} for values in parts]
+    widths = [max(1, (len(table) - 1).bit_length()) for table in codes]
+    shifts = [sum(widths[i + 1 :]) for i in range(9)]
+    field = [((1 << w) - 1) << shift for w, shift in zip(widths, shifts, strict=True)]
+    decoded: dict[int, Atom] = {}
+    packed: dict[int, dict[str, int]] = {}
+    for atom, per_anchor in contributions.items():
+        group = str(atom[1])
+        number = 0
+        for i, value in enumerate((atom[0], group[:2], group[2:], *atom[2:])):
+            number |= codes[i][value] << shifts[i]
+        decoded[number] = atom
+        packed[number] = per_anchor
+    everything = sum(field)
+
+    def keep_without(*dropped: int) -> Callable[[Atom], Hashable]:
+        mask = everything & ~sum(field[i] for i in dropped)
+        return lambda n: n & mask  # type: ignore[operator]
+
+    # Field numbers: 0 type, 1 division, 2 group digit, 3 tender q, 4 start q, 5 band, 6 VCSE, 7 SME, 8 area.
+    levels = (
+        keep_without(7),
+        keep_without(7, 6),
+        keep_without(7, 6, 4),
+        keep_without(7, 6, 4, 8),
+        keep_without(7, 6, 4, 8, 5),
+        keep_without(7, 6, 4, 8, 5, 0),
+        keep_without(7, 6, 4, 8, 5, 0, 2),
+        keep_without(7, 6, 4, 8, 5, 0, 2, 3),
+        lambda n: 0,
+    )
+    blocks = build_blocks(packed, rules, levels)  # type: ignore[arg-type]
+    return [
+        Block(block.block_id, block.publishable, tuple(decoded[n] for n in block.atoms))  # type: ignore[index]
+        for block in blocks
+    ]
+
+
+def quarter_of(day: date | None) -> str:
+    if day is None:
+        return UNSCHEDULED
+    return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+
+
+def value_band(pence: int) -> str:
+    for upper, name in VALUE_BANDS:
+        if upper is None or pence < upper:
+            return name
+    raise AssertionError("unreachable")
+
+
+def delivery_area_key(area: Mapping[str, Any] | None) -> str:
+    """The one postcode area a line is delivered in, ``multiple`` or ``anywhere``."""
+    if not area:
+        return ANYWHERE
+    areas = set(area.get("postcode_areas") or [])
+    for district in area.get("postcode_districts") or []:
+        match = re.match(r"^[A-Z]+", district)
+        if match:
+            areas.add(match.group(0))
+    if not areas:
+        return ANYWHERE
+    return areas.pop() if len(areas) == 1 else MULTIPLE
+
+
+def annualised(value_pence: int, duration_months: int | None) -> int:
+    """Value per year of contract; a contract of a year or less counts whole."""
+    return value_pence * 12 // max(duration_months or 12, 12)
+
+
+def _as_date(value: date | str | None) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class FineCell:
+    anchor_id: str
+    aggregate_only: bool
+    atom: Atom
+
+    @property
+    def key(self) -> str:
+        return f"{self.anchor_id}|{int(self.aggregate_only)}|{atom_key(self.atom)}"
+
+
+def atom_key(atom: Atom) -> str:
+    return "|".join(str(int(v)) if isinstance(v, bool) else str(v) for v in atom)
+
+
+def line_cell(line: Mapping[str, Any], anchor_type: str) -> tuple[FineCell, int, int] | None:
+    """The fine cell a line counts in, with its value and annualised value; None when the
+    line is not in the pipeline (a draft, awarded, cancelled or withdrawn line)."""
+    if line["status"] not in OPEN_STATUSES:
+        return None
+    value = int(line["estimated_value_pence"])
+    atom: Atom = (
+        anchor_type,
+        cpv.group(line["cpv_codes"][0]),
+        quarter_of(_as_date(line.get("expected_tender_date"))),
+        quarter_of(_as_date(line.get("contract_start"))),
+        value_band(value),
+        bool(line["suitable_for_vcse"]),
+        bool(line["suitable_for_sme"]),
+        delivery_area_key(line.get("delivery_area")),
+    )
+    cell = FineCell(str(line["anchor_id"]), line["visibility"] == "aggregate_only", atom)
+    return cell, value, annualised(value, line.get("duration_months"))
+
+
+def atom_columns(atom: Atom) -> dict[str, Any]:
+    columns = dict(zip(ATOM_DIMS, atom, strict=True))
+    columns["cpv_division"] = str(atom[1])[:2]
+    return columns
+
+
+class CellDeltas:
+    """Changes to the fine cells made by one transaction, summed per cell before they are written."""
+
+    def __init__(self) -> None:
+        self._cells: dict[str, tuple[FineCell, list[int]]] = {}
+
+    def add(self, line: Mapping[str, Any] | None, anchor_type: str | None, sign: int) -> None:
+        """Count ``line`` in (+1) or out (-1) of its cell; lines outside the pipeline are ignored."""
+        if line is None or anchor_type is None:
+            return
+        found = line_cell(line, anchor_type)
+        if found is None:
+            return
+        cell, value, per_year = found
+        entry = self._cells.setdefault(cell.key, (cell, [0, 0, 0]))[1]
+        entry[0] += sign
+        entry[1] += sign * value
+        entry[2] += sign * per_year
+
+    def move(
+        self,
+        before: Mapping[str, Any] | None,
+        before_type: str | None,
+        after: Mapping[str, Any] | None,
+        after_type: str | None,
+    ) -> None:
+        self.add(before, before_type, -1)
+        self.add(after, after_type, +1)
+
+    def __bool__(self) -> bool:
+        return any(any(sums) for _, sums in self._cells.values())
+
+    def take_rows(self) -> list[dict[str, Any]]:
+        """The changed cells as ``pipeline_cells`` rows of deltas, in key order (so concurrent
+        writers lock rows alike); the deltas are emptied."""
+        rows = []
+        for key in sorted(self._cells):
+            cell, (lines, value, per_year) = self._cells[key]
+            if not (lines or value or per_year):
+                continue
+            rows.append(
+                {
+                    "cell_key": key,
+                    "anchor_id": cell.anchor_id,
+                    "aggregate_only": cell.aggregate_only,
+                    "atom_key": atom_key(cell.atom),
+                    **atom_columns(cell.atom),
+                    "lines": lines,
+                    "value_pence": value,
+                    "annualised_pence": per_year,
+                }
+            )
+        self._cells.clear()
+        return rows
+
+
+def block_key(block: Block) -> int:
+    """A block's id, stable while its first atom stays the same (so a small change rewrites few rows)."""
+    digest = hashlib.sha256(atom_key(block.atoms[0]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: fits a signed BIGINT
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """One view of the pipeline: how it is grouped and which part of it is shown.
+
+    Built from validated query parameters (:class:`services.demand.schemas.PipelineQuery`);
+    periods are whole quarters and CPV filters divisions or groups, so every figure of a
+    view is a sum over atoms.
+    """
+
+    group_by: tuple[str, ...] = ()
+    quarter_of: str = "tender"
+    from_quarter: str | None = None
+    to_quarter: str | None = None
+    cpv: tuple[str, ...] = ()
+    anchor_type: tuple[str, ...] = ()
+    value_band: tuple[str, ...] = ()
+    delivery_area: tuple[str, ...] = ()
+    suitable_for_vcse: bool | None = None
+    suitable_for_sme: bool | None = None
+
+    def filters(self) -> dict[str, Any]:
+        """The filters of the view as the answer states them."""
+        out: dict[str, Any] = {}
+        if self.from_quarter:
+            out["from"] = self.from_quarter
+        if self.to_quarter:
+            out["to"] = self.to_quarter
+        for name in ("cpv", "anchor_type", "value_band", "delivery_area"):
+            if getattr(self, name):
+                out[name] = list(getattr(self, name))
+        for name in ("suitable_for_vcse", "suitable_for_sme"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+    def cache_key(self) -> str:
+        return json.dumps(
+            {"group_by": self.group_by, "quarter_of": self.quarter_of, **self.filters()}, sort_keys=True
+        )
