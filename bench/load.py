@@ -441,7 +441,7 @@ async def measure(system: System, args: argparse.Namespace) -> int:
     tag = uuid.uuid4().hex[:6]
     staff = {"Authorization": f"Bearer {system.staff_key}"}
     database_urls = {
-        name: system.services[name].env[f"{name.upper()}_DATABASE_URL"] for name in (*SERVICES, "gateway")
+        name: system.gateway.env[f"{name.upper()}_DATABASE_URL"] for name in (*SERVICES, "gateway")
     }
     limits = httpx.Limits(max_connections=args.concurrency + 4)
     async with httpx.AsyncClient(base_url=system.url, headers=staff, timeout=30, limits=limits) as http:
