@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -422,6 +423,7 @@ def percentile_table(stats: Stats, seconds: float) -> tuple[list[str], dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     if not args.postgres:
         raise SystemExit("bench.load runs on PostgreSQL: --postgres URL or SEEDBED_TEST_POSTGRES_URL")
     root = Path(tempfile.mkdtemp(prefix="seedbed-load-"))
