@@ -44,8 +44,8 @@ from shared.testing.cluster import (
     role_counts,
 )
 from shared.testing.databases import DatabaseFactory
-from shared.testing.ports import server_port
 from shared.testing.polling import wait_until
+from shared.testing.ports import server_port
 from shared.testing.system import BOOTSTRAP_KEY, SERVICES
 from tests.conftest import API, STREAMS, enterprise_body, line_body, mentor_body, stream_messages
 
