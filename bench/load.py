@@ -28,10 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import os
 import random
+import signal
 import sqlite3
 import tempfile
 import time
@@ -424,6 +426,7 @@ def percentile_table(stats: Stats, seconds: float) -> tuple[list[str], dict[str,
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 shows where a long run is
     if not args.postgres:
         raise SystemExit("bench.load runs on PostgreSQL: --postgres URL or SEEDBED_TEST_POSTGRES_URL")
     root = Path(tempfile.mkdtemp(prefix="seedbed-load-"))
@@ -453,7 +456,9 @@ async def measure(system: System, args: argparse.Namespace) -> int:
             json={"url": await hook.start(), "types": ["enterprises.*", "demand.*", "mentoring.*"]},
         )
         assert subscribed.status_code == 201, subscribed.text
+        print("setting up parties", flush=True)
         parties = await setup(http, tag)
+        print("load starts", flush=True)
         await asyncio.sleep(2)  # the setup's events settle before the baseline
         before = {e["id"] for _, e in await stream_events(system.nats.url)}
         rss_start = rss_snapshot(system)

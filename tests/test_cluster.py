@@ -179,6 +179,12 @@ class Writer:
         for attempt in range(60):
             url = self.gateways[(n + attempt) % len(self.gateways)]
             headers = STAFF | {"Idempotency-Key": key}
+            if method == "PATCH" and attempt > 0:
+                # A milestone change takes no Idempotency-Key: did the failed attempt commit?
+                with contextlib.suppress(httpx.HTTPError):
+                    now = await self.http.get(f"{url}{API}{path}", headers=STAFF)
+                    if now.status_code == 200 and now.json().get("status") == body["status"]:
+                        return dict(now.json())
             try:
                 response = await self.http.request(method, f"{url}{API}{path}", json=body, headers=headers)
             except httpx.HTTPError as exc:
@@ -362,12 +368,13 @@ async def fetch(url: str, query: str) -> list[asyncpg.Record]:
 
 
 async def unsent(system: ReplicatedSystem) -> int:
-    return sum(
-        (await fetch(system.database_urls[name], "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL"))[
-            0
-        ]["n"]
-        for name in SERVICES
-    )
+    total = 0
+    for name in SERVICES:
+        rows = await fetch(
+            system.database_urls[name], "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL"
+        )
+        total += int(rows[0]["n"])
+    return total
 
 
 async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothing(
@@ -427,7 +434,7 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
 
     # Every write asked for committed (through one gateway or the other).
     assert not writer.failed, writer.failed[:10]
-    assert len(writer.committed) == WRITES
+    assert writer.done >= WRITES and len(writer.committed) == writer.done
 
     # The stream of each service holds each event of its outbox once, and nothing else.
     messages = await stream_messages(nats_url)
@@ -468,7 +475,7 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
             [("job", who, d) for _, who, d in jobs], cluster.roles
         )
         consumed = Counter(d for w, _, d in rows if w == "consumer")
-        assert max(consumed.values()) == 1, f"{name}: an event consumed twice"
+        assert all(n == 1 for n in consumed.values()), f"{name}: an event consumed twice"
     print(f"\nwork by replica: {json.dumps(shares, indent=1)}")
     for name in SERVICES:
         for work in ("consumer", "relay", "job"):
