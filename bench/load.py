@@ -301,7 +301,8 @@ def request_for(route: str, parties: Parties, base: datetime) -> tuple[str, str,
     start = base + timedelta(hours=2 + hour // len(parties.mentors))
     body = {
         "mentor_id": mentor_id,
-        "enterprise_id": random.choice(parties.enterprises),
+        # Consecutive hours share a start: their enterprises differ, or the second would be refused.
+        "enterprise_id": parties.enterprises[hour % len(parties.enterprises)],
         "start": start.isoformat(),
         "duration_minutes": 60,
         "topic": "Public liability insurance",
