@@ -5,7 +5,7 @@ Each service's ``GET /openapi.json`` (fetched with a signed staff principal, act
 paths the route table sends to it; the gateway's own FastAPI routes add theirs.
 Schemas that two documents name differently are kept apart by a service prefix.
 The merge then states what holds for every operation: the security schemes, the
-answers API.md promises route-wide (403, 404 on an object, 409 on a create, 412
+answers docs/API.md promises route-wide (403, 404 on an object, 409 on a create, 412
 on an update) where a service's document leaves them out, the problem+json
 answers the gateway itself gives (400, 401, 413, 429, 502, 503, 504), and every error
 as problem+json, which is what the shared kit answers.
@@ -31,7 +31,7 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 SCHEMA_REF = "#/components/schemas/"
 
-# Answers API.md promises for every route of a kind, whether or not a service's own document
+# Answers docs/API.md promises for every route of a kind, whether or not a service's own document
 # names them: a refused role (403), an unknown or hidden object (404), a stale If-Match (412),
 # a create whose Idempotency-Key is in use (409).
 CONTRACT_RESPONSES: dict[str, tuple[str, str]] = {

@@ -57,6 +57,7 @@ from gateway.models import (
 )
 from gateway.settings import GatewaySettings
 from gateway.visibility import TypePattern, matches_any, may_see, parse_pattern
+from shared import tracing
 from shared.db import utcnow
 from shared.events import CloudEvent
 
@@ -318,6 +319,32 @@ async def list_subscriptions(
     return list((await session.execute(query)).all())
 
 
+async def set_subscription_state(
+    session: AsyncSession,
+    owner: Owner,
+    subscription_id: uuid.UUID,
+    *,
+    active: bool | None,
+    description: str | None,
+    change_description: bool,
+) -> Any | None:
+    """Pause (``active`` false: nothing is queued for it) or resume it, or change its
+    description; the row after the change, None if the caller has no such subscription."""
+    values: dict[str, Any] = {}
+    if active is True:
+        values |= {"active": True, "disabled_at": None, "disabled_reason": None, "consecutive_failures": 0}
+    elif active is False:
+        values |= {"active": False, "disabled_at": utcnow(), "disabled_reason": "disabled by its owner"}
+    if change_description:
+        values["description"] = description
+    if values:
+        query = sa.update(subscriptions).where(subscriptions.c.id == subscription_id, owner.clause())
+        if active is False:  # pausing a paused subscription keeps when and why it stopped
+            query = query.where(subscriptions.c.active)
+        await session.execute(query.values(**values))
+    return await get_subscription(session, owner, subscription_id)
+
+
 async def delete_subscription(session: AsyncSession, owner: Owner, subscription_id: uuid.UUID) -> bool:
     """Delete it with its deliveries and their log (pending ones will never be sent)."""
     result = await session.execute(
@@ -432,7 +459,13 @@ class WebhookFanOut:
         insert = _insert(session)
         await session.execute(
             insert(webhook_events)
-            .values(event_id=event.id, event_type=event.type, body=event.to_bytes(), received_at=now)
+            .values(
+                event_id=event.id,
+                event_type=event.type,
+                body=event.to_bytes(),
+                received_at=now,
+                trace_context=tracing.stored_context(),
+            )
             .on_conflict_do_nothing(index_elements=[webhook_events.c.event_id])
         )
         await session.execute(

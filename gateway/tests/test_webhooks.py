@@ -414,6 +414,36 @@ async def test_webhooks_resume_when_the_events_stream_is_lost_and_made_again(
     assert receiver.ids().count(first.id) == 1  # the first event, sourced again, was not sent again
 
 
+async def test_a_paused_subscription_gets_nothing_until_its_owner_resumes_it(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+) -> None:
+    async with gateway_app(**FAST) as app:
+        key = await key_of(app, "integrator")
+        async with client_of(app, key) as http, client_of(app, await key_of(app, "integrator")) as other:
+            hook = await subscribe(http, receiver.url, ["demand.*"], description="the hub")
+            paused = await http.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": False})
+            assert paused.status_code == 200, paused.text
+            assert paused.json()["active"] is False
+            assert paused.json()["disabled_reason"] == "disabled by its owner"
+            assert paused.json()["description"] == "the hub"
+            await publish(streams, ITEM, demand_line("While paused"))
+            await asyncio.sleep(0.5)
+            assert receiver.received == [] and await deliveries(http, hook["id"]) == []
+            not_theirs = await other.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": True})
+            assert not_theirs.status_code == 404
+            null = await http.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": None})
+            assert null.status_code == 422 and null.json()["errors"][0]["field"].endswith("active")
+            resumed = await http.patch(
+                f"/api/v1/webhooks/{hook['id']}", json={"active": True, "description": None}
+            )
+            assert resumed.status_code == 200, resumed.text
+            assert resumed.json()["active"] is True and resumed.json()["disabled_at"] is None
+            assert resumed.json()["description"] is None
+            await publish(streams, ITEM, demand_line("After resuming"))
+            await wait_until(lambda: len(receiver.received) == 1, timeout=10)
+    assert receiver.received[0].event["data"]["title"] == "After resuming"
+
+
 async def test_a_slow_integrators_receivers_do_not_hold_up_another_integrators_deliveries(
     gateway_app: GatewayFactory, streams: str, receiver: Receiver
 ) -> None:
