@@ -26,8 +26,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,7 +34,7 @@ from services.mentoring.models import session_reminders, sessions
 from services.mentoring.settings import MentoringSettings
 from services.mentoring.vocabulary import BOOKED
 from shared import outbox
-from shared.db import Database
+from shared.db import Database, insert_of
 from shared.events import CloudEvent
 from shared.runtime import PeriodicJob, ServiceRuntime
 
@@ -81,11 +79,11 @@ def _payload(row: Row[Any], offset: int) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def _ledger(insert: Any, row: Row[Any], offset: int, now: datetime, outcome: str) -> sa.Executable:
+def _ledger(session: AsyncSession, row: Row[Any], offset: int, now: datetime, outcome: str) -> sa.Executable:
     """Record a reminder as handled; does nothing if a replica already did (the key decides)."""
     values = {"offset_minutes": offset, "starts_at": row.starts_at, "handled_at": now, "outcome": outcome}
     statement: sa.Executable = (
-        insert(session_reminders).values(session_id=row.id, **values).on_conflict_do_nothing()
+        insert_of(session, session_reminders).values(session_id=row.id, **values).on_conflict_do_nothing()
     )
     return statement
 
@@ -131,17 +129,16 @@ async def _handle_page(
         sa.select(session_reminders).where(session_reminders.c.session_id.in_([row.id for row in rows]))
     ):
         handled[(found.session_id, found.starts_at)].add(found.offset_minutes)
-    insert = postgresql_insert if postgres else sqlite_insert
     published = 0
     for row in rows:
         publish, skip = reminder_decisions(
             row.starts_at, row.scheduled_at, now, offsets, handled[(row.id, row.starts_at)]
         )
         for offset in skip:
-            await session.execute(_ledger(insert, row, offset, now, SKIPPED))
+            await session.execute(_ledger(session, row, offset, now, SKIPPED))
         if publish is None:
             continue
-        claimed = await session.execute(_ledger(insert, row, publish, now, PUBLISHED))
+        claimed = await session.execute(_ledger(session, row, publish, now, PUBLISHED))
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another replica handled it first
         await outbox.add(
