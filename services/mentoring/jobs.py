@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mentoring import events
 from services.mentoring.models import session_reminders, sessions
+from services.mentoring.repository import SESSION_ORDER
 from services.mentoring.settings import MentoringSettings
 from services.mentoring.vocabulary import BOOKED
 from shared import outbox
@@ -106,19 +107,13 @@ async def _handle_page(
         )
         .scalar_subquery()
     )
-    query = (
-        sa.select(sessions)
-        .where(
-            sessions.c.status == BOOKED,
-            sessions.c.starts_at > now,
-            sessions.c.starts_at <= now + timedelta(minutes=max(offsets)),
-            handled_count < len(offsets),
-        )
-        .order_by(sessions.c.starts_at, sessions.c.id)
-        .limit(page_size)
+    due = sa.select(sessions).where(
+        sessions.c.status == BOOKED,
+        sessions.c.starts_at > now,
+        sessions.c.starts_at <= now + timedelta(minutes=max(offsets)),
+        handled_count < len(offsets),
     )
-    if after is not None:
-        query = query.where(sa.tuple_(sessions.c.starts_at, sessions.c.id) > sa.tuple_(*after))
+    query = SESSION_ORDER.select(due, after, page_size)
     if postgres:
         query = query.with_for_update(key_share=True, skip_locked=True, of=sessions)
     rows = list((await session.execute(query)).all())
