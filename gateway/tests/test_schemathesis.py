@@ -1,7 +1,8 @@
-"""Schemathesis against the gateway's own OpenAPI document, as staff, an anchor and an integrator,
-over the whole running system, with every check schemathesis has but one (see CHECKS): no 5xx, every answer conforms to
-the document (status, content type, headers, body schema), bad data is refused. A bounded number of generated requests per operation keeps it short; the long run
-(``slow``) generates ten times as many."""
+"""Schemathesis against the gateway's own OpenAPI document, as staff, an anchor and an
+integrator, over the whole running system, with every check schemathesis has but one (see
+CHECKS): no 5xx, every answer conforms to the document (status, content type, headers, body
+schema), bad data is refused. A bounded number of generated requests per operation keeps it
+short; the long run (``slow``) generates ten times as many."""
 
 from __future__ import annotations
 
