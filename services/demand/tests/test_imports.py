@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -573,3 +574,15 @@ async def test_deeply_nested_json_is_a_422_problem_not_a_500(
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"]
+
+
+async def test_the_openapi_document_states_the_415_an_import_of_another_type_gets(
+    staff_http: httpx.AsyncClient, app: FastAPI
+) -> None:
+    async with staff_http as http:
+        refused = await http.post(
+            "/api/v1/demand/imports", content=b"<xml/>", headers={"content-type": "application/xml"}
+        )
+    assert refused.status_code == 415
+    responses = app.openapi()["paths"]["/api/v1/demand/imports"]["post"]["responses"]
+    assert "application/problem+json" in responses["415"]["content"]
