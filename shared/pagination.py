@@ -22,6 +22,7 @@ from shared.problems import Problem
 
 MAX_CURSOR_LENGTH = 1024
 INT_RANGE = range(-(2**63), 2**63)
+INT32_RANGE = range(-(2**31), 2**31)
 Key = tuple[Any, ...]
 T = TypeVar("T")
 
@@ -36,7 +37,7 @@ def bad_cursor() -> Problem:
     )
 
 
-def _checked(kind: type, value: Any) -> Any:
+def _checked(kind: type | range, value: Any) -> Any:
     """``value`` read back as ``kind``; ValueError when it is anything else."""
     if kind is datetime and isinstance(value, str):
         instant = datetime.fromisoformat(value)
@@ -45,18 +46,20 @@ def _checked(kind: type, value: Any) -> Any:
         return instant.astimezone(UTC)  # OverflowError at the edges of the calendar
     if kind is uuid.UUID and isinstance(value, str):
         return uuid.UUID(value)
-    if kind is int and type(value) is int and value in INT_RANGE:
+    if isinstance(kind, range) and type(value) is int and value in kind:
         return value
     if kind is str and isinstance(value, str) and "\x00" not in value:
         return value
-    raise ValueError(f"not a {kind.__name__}")
+    raise ValueError(f"not a {kind}")
 
 
 class CursorFormat:
     """The types of the values a cursor holds, in sort order."""
 
-    def __init__(self, *kinds: type) -> None:
-        unsupported = [k for k in kinds if k not in (datetime, uuid.UUID, int, str)]
+    def __init__(self, *kinds: type | range) -> None:
+        """``kinds``: datetime, UUID, str, or int (a range: the integers the column holds)."""
+        kinds = tuple(INT_RANGE if k is int else k for k in kinds)
+        unsupported = [k for k in kinds if not isinstance(k, range) and k not in (datetime, uuid.UUID, str)]
         if unsupported:
             raise TypeError(f"no cursor format for {unsupported}")
         self.kinds = kinds
@@ -81,6 +84,14 @@ class CursorFormat:
             raise bad_cursor() from exc
 
 
+def _kind(column_type: sa.types.TypeEngine[Any]) -> type | range:
+    """What a column's values are; integers bounded by the column's size (PostgreSQL's INTEGER
+    is 32 bits)."""
+    if isinstance(column_type, sa.Integer) and not isinstance(column_type, sa.BigInteger):
+        return INT32_RANGE
+    return column_type.python_type
+
+
 def _value(row: Any, name: str) -> Any:
     return row[name] if isinstance(row, Mapping) else getattr(row, name)
 
@@ -92,7 +103,7 @@ class Keyset:
     def __init__(self, *columns: sa.ColumnElement[Any], descending: bool = False) -> None:
         self.columns = columns
         self.names = tuple(str(c.key) for c in columns)
-        self.format = CursorFormat(*(c.type.python_type for c in columns))
+        self.format = CursorFormat(*(_kind(c.type) for c in columns))
         self.descending = descending
 
     def decode(self, cursor: str | None) -> Key | None:

@@ -129,3 +129,13 @@ async def test_a_version_is_stored_only_when_newer(database: Database) -> None:
     async with database.transaction(write=False) as session:
         row = (await session.execute(sa.select(things))).one()
     assert (row.name, row.version) == ("third", 3)
+
+
+def test_an_integer_key_is_bounded_by_its_column() -> None:
+    small = Keyset(sa.Column("position", sa.Integer))
+    big = Keyset(sa.Column("id", sa.BigInteger))
+    assert small.decode(b64([2**31 - 1])) == (2**31 - 1,)
+    assert big.decode(b64([2**40])) == (2**40,)
+    for cursor in (b64([2**31]), b64([True]), b64([1.5]), b64(["1"])):
+        with pytest.raises(Problem):
+            small.decode(cursor)
