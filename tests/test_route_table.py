@@ -87,7 +87,8 @@ def test_no_route_or_dependency_runs_in_the_threadpool(factory) -> None:
     assert len(routes) > 10
     for route in routes:
         if isinstance(route, APIRoute):
-            if not inspect.iscoroutinefunction(route.endpoint):
-                sync.append(f"{route.path}: endpoint {route.endpoint.__qualname__}")
+            call = route.endpoint
+            if not (inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(type(call).__call__)):
+                sync.append(f"{route.path}: endpoint {getattr(call, '__qualname__', repr(call))}")
             sync.extend(f"{route.path}: {name}" for name in _sync_calls(route.dependant, set()))
     assert not sync, sync
