@@ -18,7 +18,28 @@ import calendar
 import json
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
+
+EXTENSION_DIR = Path(__file__).resolve().parent / "ocds_extension"
+EXTENSION_FILES = ("extension.json", "release-schema.json")
+"""The project extension (its metadata and its release schema patch), served under the package URI."""
+LOTS_EXTENSION = (
+    "https://raw.githubusercontent.com/open-contracting-extensions/ocds_lots_extension/v1.1.5/extension.json"
+)
+"""The OCDS lots extension: ``tender.lots`` and ``items.relatedLot``."""
+
+
+def extensions(package_base_uri: str) -> list[str]:
+    """The extensions the export uses: lots, and the project's own (suitability, maxValue,
+    requirements, socialValuePriorities, deliveryArea, reprocurement)."""
+    return [LOTS_EXTENSION, f"{package_base_uri.rstrip('/')}/extension/extension.json"]
+
+
+def extension_file(name: str) -> bytes | None:
+    """A file of the project extension, None for any other name."""
+    return (EXTENSION_DIR / name).read_bytes() if name in EXTENSION_FILES else None
+
 
 STATUS_TO_OCDS = {
     "planned": "planned",
@@ -377,6 +398,12 @@ def package_parts(*, uri: str, publisher: str, published: datetime) -> tuple[str
     """The text before and after the releases of a release package (to stream the releases)."""
     stamp = published.isoformat().replace("+00:00", "Z")
     head = json.dumps(
-        {"uri": uri, "version": "1.1", "publishedDate": stamp, "publisher": {"name": publisher}}
+        {
+            "uri": uri,
+            "version": "1.1",
+            "extensions": extensions(uri),
+            "publishedDate": stamp,
+            "publisher": {"name": publisher},
+        }
     )
     return head[:-1] + ', "releases": [', "]}"
