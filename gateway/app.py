@@ -23,14 +23,15 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import api, dashboard, integrators
+from gateway.api_docs import install_api_docs
 from gateway.edge import EdgeMiddleware
+from gateway.pages import routes as pages
 from gateway.routes import SERVICES, owner_of
 from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
@@ -90,11 +91,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    def checks() -> dict[str, ReadinessCheck]:
-        checks: dict[str, ReadinessCheck] = {
-            "database": runtime.database.ping,
-            "nats": runtime.nats.ping,
-        }
+    def required_checks() -> dict[str, ReadinessCheck]:
+        # Without its database the gateway can authenticate no API key: nothing to serve.
+        return {"database": runtime.database.ping}
+
+    def optional_checks() -> dict[str, ReadinessCheck]:
+        # Degraded, not unready: without NATS only the event stream and webhooks wait, and a
+        # service that is down answers 503 for its own routes while the others serve; taking
+        # this pod out would fix neither.
+        checks: dict[str, ReadinessCheck] = {"nats": runtime.nats.ping}
         for name, url in settings.upstreams().items():
             checks[name] = _service_check(runtime.http, name, url)
         return checks
@@ -110,17 +115,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    app.include_router(health_router(checks))
+    app.include_router(health_router(required_checks, optional_checks))
+    pages.install(app, settings)  # /, /pipeline, /anchors...: HTML for people (gateway.pages)
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(await runtime.openapi.document())
 
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Seedbed API")
-
     for prefix in ("", API_PREFIX):
         app.add_api_route(f"{prefix}/openapi.json", openapi_json, include_in_schema=False)
-        app.add_api_route(f"{prefix}/docs", docs, include_in_schema=False)
+    install_api_docs(app, API_PREFIX)
 
     # The gateway's own routes: request context, then the edge, inside FastAPI's stack.
     app.add_middleware(EdgeMiddleware, runtime=runtime)

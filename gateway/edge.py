@@ -68,9 +68,11 @@ class EdgeMiddleware:
         path: str = scope["path"]
         method: str = scope["method"]
         authorization = origin = preflight = None
+        authorizations = 0
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value
+                authorizations += 1
             elif name == b"origin":
                 origin = value
             elif name == b"access-control-request-method":
@@ -95,6 +97,17 @@ class EdgeMiddleware:
                     Problem(403, "Forbidden", "This origin may not call the API.", type="cors-origin"),
                 )
                 return
+
+        if authorizations > 1:
+            # Proxies and frameworks disagree on which of several wins: take none.
+            problem = Problem(
+                400,
+                "Bad Request",
+                "Send one Authorization header, not several.",
+                type="duplicate-authorization",
+            )
+            await send_problem(scope, receive, send, problem, cors)
+            return
 
         owner = owner_of(path)
         if owner is None or path in OPEN_PATHS:

@@ -3,7 +3,7 @@
 Services serve exactly the public paths, so the gateway forwards a path unchanged
 to its owner, chosen by the first segment after ``/api/v1`` (two paths under
 ``/enterprises/{id}`` belong elsewhere). ``PUBLIC_ROUTES`` lists every route of the
-public contract (API.md, docs/ACCESS.md); tests check the OpenAPI document and the
+public contract (docs/API.md, docs/ACCESS.md); tests check the OpenAPI document and the
 authorization matrix against it.
 """
 
@@ -87,7 +87,7 @@ def _routes(*lines: str) -> tuple[Route, ...]:
     return tuple(out)
 
 
-# Every route of the public contract (API.md and docs/ACCESS.md).
+# Every route of the public contract (docs/API.md and docs/ACCESS.md).
 PUBLIC_ROUTES: Final = _routes(
     "POST|GET /api-keys",
     "GET|DELETE /api-keys/{id}",
@@ -132,7 +132,7 @@ PUBLIC_ROUTES: Final = _routes(
     "POST /sessions/{id}/no-show",
     "GET /enterprises/{id}/dashboard",
     "POST|GET /webhooks",
-    "DELETE /webhooks/{id}",
+    "PATCH|DELETE /webhooks/{id}",
     "GET /webhooks/{id}/deliveries",
     "POST /webhooks/{id}/deliveries/{delivery_id}/redeliver",
     "GET /events/stream",

@@ -108,7 +108,12 @@ class GatewayRuntime:
     async def start(self, own_openapi: OpenApiAggregator.OwnDocument) -> None:
         settings = self.settings
         self._database = Database(settings.database_url, pool_size=settings.db_pool_size)
-        self._nats = NatsLink(settings.nats_url, name="gateway")
+        self._nats = NatsLink(
+            settings.nats_url,
+            name="gateway",
+            ping_interval=settings.nats_ping_interval_seconds,
+            max_outstanding_pings=settings.nats_max_outstanding_pings,
+        )
         await self._nats.start()
         if settings.shared_rate_limits:
             self.limiter = SharedRateLimiter(self._nats, replicas=settings.stream_replicas)

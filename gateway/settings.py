@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from shared.settings import BaseAppSettings
+from shared.settings import BaseAppSettings, weak_secret
 
 # Asymmetric algorithms only: a symmetric one would let anyone holding the IdP's public
 # JWKS forge tokens (the HS256-with-public-key confusion), and "none" is no signature at all.
@@ -134,6 +134,16 @@ class GatewaySettings(BaseAppSettings):
     # Encrypts webhook secrets at rest (AES-GCM); derived from the API key pepper when empty.
     webhook_encryption_key: SecretStr = SecretStr("")
 
+    # Pages for people (gateway.pages): open to anyone unless a key is required.
+    pages_require_key: bool = False
+    pages_rate_limit_per_minute: int = 600  # per client address
+    pages_cache_size: int = Field(512, ge=1)  # pipeline views and rendered pages kept
+    pages_lines_max: int = Field(2000, ge=1)  # lines a lines page sorts and pages through
+    pages_lines_per_page: int = Field(25, ge=1, le=200)
+    pages_lines_cache_seconds: float = 15.0
+    pages_anchors_max: int = Field(2000, ge=1)
+    pages_anchors_cache_seconds: float = 60.0
+
     # The AsyncAPI document: the NATS server integrators are told about.
     asyncapi_nats_url: str | None = None  # default: NATS_URL
     asyncapi_refresh_seconds: float = 300.0
@@ -151,10 +161,17 @@ class GatewaySettings(BaseAppSettings):
 
     @model_validator(mode="after")
     def _pepper_outside_development(self) -> GatewaySettings:
-        if self.environment == "production" and len(self.api_key_pepper.get_secret_value()) < 32:
-            raise ValueError(
-                "GATEWAY_API_KEY_PEPPER must be a random value of at least 32 characters in production"
-            )
+        if self.environment != "production":
+            return self
+        keys = {"GATEWAY_API_KEY_PEPPER": self.api_key_pepper.get_secret_value()}
+        if self.webhook_encryption_key.get_secret_value():
+            keys["GATEWAY_WEBHOOK_ENCRYPTION_KEY"] = self.webhook_encryption_key.get_secret_value()
+        for name, value in keys.items():
+            reason = weak_secret(value)
+            if reason is not None:
+                raise ValueError(
+                    f"{name} must be a random value of at least 32 characters in production: {reason}"
+                )
         return self
 
     @model_validator(mode="after")

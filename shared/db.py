@@ -9,6 +9,8 @@ PostgreSQL runs on asyncpg with a pool sized for concurrency.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -69,12 +71,25 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def create_private_sqlite_file(url: str) -> None:
+    """Create the database file of a SQLite URL readable by its owner only (0600), if it does
+    not exist yet; SQLite would make it 0644, and gives its -wal and -shm files the mode of
+    the database file."""
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    # There already, or its folder is not (SQLite says so on connecting): nothing to do.
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False, pooled: bool = True) -> AsyncEngine:
     """Create the async engine for a service database URL (``pooled=False`` for one-shot jobs)."""
     pool: dict[str, Any] = (
         {"pool_size": pool_size, "max_overflow": pool_size * 2} if pooled else {"poolclass": NullPool}
     )
     if is_sqlite_url(url):
+        create_private_sqlite_file(url)
         engine = create_async_engine(
             url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool
         )

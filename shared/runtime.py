@@ -66,6 +66,7 @@ class ServiceRuntime:
                 self.service,
                 max_age_seconds=settings.stream_max_age_days * 86400,
                 replicas=settings.stream_replicas,
+                duplicate_window_seconds=settings.stream_duplicate_window_seconds,
             )
             if publishes
             else None
@@ -97,7 +98,11 @@ class ServiceRuntime:
         settings = self.settings
         self._database = Database(settings.database_url, pool_size=settings.db_pool_size)
         self._nats = NatsLink(
-            settings.nats_url, name=self.service, streams=[self.stream] if self.stream else []
+            settings.nats_url,
+            name=self.service,
+            streams=[self.stream] if self.stream else [],
+            ping_interval=settings.nats_ping_interval_seconds,
+            max_outstanding_pings=settings.nats_max_outstanding_pings,
         )
         await self._nats.start()
         self.relay = OutboxRelay(
@@ -106,6 +111,7 @@ class ServiceRuntime:
             batch_size=settings.outbox_batch_size,
             sweep_seconds=settings.outbox_sweep_seconds,
             retention=timedelta(days=settings.outbox_retention_days),
+            duplicate_window=settings.stream_duplicate_window_seconds,
         )
         await self.relay.start()
         self.consumers = [EventConsumer(self._database, self._nats, s) for s in self.consumer_specs]
@@ -148,7 +154,10 @@ class ServiceRuntime:
 
     def optional_checks(self) -> Mapping[str, ReadinessCheck]:
         # Without NATS the service still takes writes (the outbox keeps the events).
-        return {"nats": self.nats.ping}
+        checks: dict[str, ReadinessCheck] = {"nats": self.nats.ping}
+        if self.relay is not None:
+            checks["outbox"] = self.relay.check
+        return checks
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:

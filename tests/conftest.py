@@ -63,10 +63,12 @@ class MentoringClock:
 
 
 @contextmanager
-def boot(root: Path, databases: DatabaseFactory) -> Iterator[tuple[System, MentoringClock]]:
+def boot(
+    root: Path, databases: DatabaseFactory, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[System, MentoringClock]]:
     clock = MentoringClock(root / "mentoring-clock")
     clock.set(timedelta(0))
-    env = FAST_JOBS | {CLOCK_FILE: str(clock.path)}
+    env = FAST_JOBS | {CLOCK_FILE: str(clock.path)} | (extra_env or {})
     with running_system(
         root, databases, apps={"mentoring": "tests.conftest:mentoring_app"}, env=env
     ) as system:

@@ -555,6 +555,8 @@ def request_for(case: Case, world: World, system: System) -> tuple[str, str, dic
                    "duration_minutes": 30}  # fmt: skip
     elif template == ("POST", "/webhooks"):
         body = {"url": "https://hooks.example/seedbed", "types": ["demand.item.published.v1"]}
+    elif template == ("PATCH", "/webhooks/{id}"):
+        body = {"active": False}
     if rule.query.startswith("enterprise_id"):
         world.need(target or "E1")
         params["enterprise_id"] = world.ids[target or "E1"]

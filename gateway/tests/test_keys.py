@@ -401,3 +401,23 @@ async def test_a_key_request_that_is_not_json_names_the_body_through_the_gateway
     errors = response.json()["errors"]
     assert [e["field"] for e in errors] == ["body"]
     assert "not valid JSON" in errors[0]["message"] and "line 1 column 18" in errors[0]["message"]
+
+
+async def test_two_authorization_headers_are_refused_whichever_comes_first(
+    gateway_over: GatewayFactory,
+) -> None:
+    async with gateway_over() as app, client_of(app, None) as http:
+        one = await http.get("/api/v1/me", headers={"Authorization": f"Bearer {BOOTSTRAP_KEY}"})
+        answers = [
+            await http.get("/api/v1/me", headers=[("Authorization", first), ("Authorization", second)])
+            for first, second in [
+                (f"Bearer {BOOTSTRAP_KEY}", "Bearer sbk_not-a-key"),
+                ("Bearer sbk_not-a-key", f"Bearer {BOOTSTRAP_KEY}"),
+                (f"Bearer {BOOTSTRAP_KEY}", f"Bearer {BOOTSTRAP_KEY}"),
+            ]
+        ]
+    assert one.status_code == 200
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "Authorization" in answer.json()["detail"]

@@ -135,3 +135,18 @@ async def test_the_database_factory_drops_every_database_it_made(tmp_path) -> No
     finally:
         await conn.close()
     assert (before, after) == (7, 0)  # six databases and their template
+
+
+async def test_a_new_sqlite_database_and_its_wal_files_are_readable_by_their_owner_only(tmp_path) -> None:
+    path = tmp_path / "private.db"
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with database.transaction() as session:
+            await session.execute(sa.text("CREATE TABLE notes (body TEXT)"))
+            await session.execute(sa.text("INSERT INTO notes VALUES ('confidential')"))
+        made = sorted(p.name for p in tmp_path.iterdir())
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    finally:
+        await database.dispose()
+    assert made == ["private.db", "private.db-shm", "private.db-wal"]
+    assert modes == dict.fromkeys(made, 0o600)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -621,3 +622,15 @@ async def test_an_ocds_buyer_named_by_an_identifier_the_anchor_holds_is_the_anch
     assert ok.status_code == 200, ok.text
     refused = await import_file(app, anchor_principal(a["id"]), package(stranger), "application/json")
     assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "buyer"
+
+
+async def test_the_openapi_document_states_the_415_an_import_of_another_type_gets(
+    staff_http: httpx.AsyncClient, app: FastAPI
+) -> None:
+    async with staff_http as http:
+        refused = await http.post(
+            "/api/v1/demand/imports", content=b"<xml/>", headers={"content-type": "application/xml"}
+        )
+    assert refused.status_code == 415
+    responses = app.openapi()["paths"]["/api/v1/demand/imports"]["post"]["responses"]
+    assert "application/problem+json" in responses["415"]["content"]
