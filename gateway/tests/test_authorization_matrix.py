@@ -471,6 +471,7 @@ def request_for(case: Case, world: World, system: System) -> tuple[str, str, dic
             world.need(target)
             path = path.replace("{id}", world.ids[target])
     path = path.replace("{code}", "legal_entity").replace("{delivery_id}", str(uuid.uuid4()))
+    path = path.replace("{name}", "extension.json")  # the OCDS extension's files
     own_anchor = world.ids.get("A1")
     body: Any = None
     template = (rule.method, rule.path)
