@@ -44,10 +44,14 @@ keys_app = typer.Typer(help="API keys (staff): create, list, revoke.", no_args_i
 demo_app = typer.Typer(help="The synthetic Calder anchor network.", no_args_is_help=True)
 demand_app = typer.Typer(help="Forward demand.", no_args_is_help=True)
 events_app = typer.Typer(help="The event stream.", no_args_is_help=True)
+dead_letters_app = typer.Typer(
+    help="Events a consumer gave up on (staff): list, replay.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
 app.add_typer(demand_app, name="demand")
 app.add_typer(events_app, name="events")
+app.add_typer(dead_letters_app, name="dead-letters")
 
 out = Console()
 err = Console(stderr=True)
@@ -397,6 +401,55 @@ def events_tail(
         tail.run(show)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+# -- dead letters --------------------------------------------------------------------------------
+
+PARTS = ("enterprises", "demand", "mentoring", "gateway")
+PartOption = Annotated[
+    str, typer.Option("--part", help="enterprises, demand, mentoring or gateway (the webhook consumer).")
+]
+
+
+def _part(part: str) -> str:
+    if part not in PARTS:
+        raise GatewayError(f"--part must be one of {', '.join(PARTS)}, not {part!r}")
+    return part
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    ctx: typer.Context,
+    part: PartOption,
+    status: Annotated[str, typer.Option(help="waiting, replayed or all.")] = "waiting",
+    consumer: Annotated[str | None, typer.Option(help="Only this durable consumer's.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the dead letters of one part, with the error that sent each one there."""
+    opts = options(ctx)
+    params: dict[str, Any] = {"status": status}
+    if consumer:
+        params["consumer"] = consumer
+    with opts.gateway() as gw:
+        items = list(gw.pages(f"{API}/admin/{_part(part)}/dead-letters", params))
+    emit(opts, as_json, {"items": items}, render.dead_letters_table(part, items))
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    ctx: typer.Context,
+    part: PartOption,
+    dead_letter_id: Annotated[int, typer.Argument(help="The dead letter's id (from `list`).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Hand a dead letter to its consumer again (its inbox makes a second application harmless)."""
+    opts = options(ctx)
+    with opts.gateway() as gw:
+        done = gw.post(f"{API}/admin/{_part(part)}/dead-letters/{dead_letter_id}/replay")
+    if opts.json or as_json:
+        emit(opts, as_json, done)
+        return
+    out.print(f"dead letter {done['id']}: {done['outcome']}")
 
 
 def main() -> None:

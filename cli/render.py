@@ -34,6 +34,32 @@ def keys_table(items: list[dict[str, Any]]) -> Table:
     return table
 
 
+def dead_letters_table(part: str, items: list[dict[str, Any]]) -> Table:
+    table = Table(
+        "id",
+        "consumer",
+        "subject",
+        "event id",
+        "deliveries",
+        "error",
+        "created",
+        "replayed",
+        title=f"Dead letters of {part}",
+    )
+    for letter in items:
+        table.add_row(
+            str(letter["id"]),
+            letter["consumer"],
+            letter["subject"],
+            letter.get("event_id") or "",
+            str(letter["deliveries"]),
+            letter["error"],
+            letter["created_at"][:19],
+            (letter.get("replayed_at") or "")[:19],
+        )
+    return table
+
+
 def pipeline_table(view: dict[str, Any]) -> Table:
     """One row per cell; a suppressed cell's figures read "suppressed" (disclosure control
     held them back so that no aggregate-only line can be recovered)."""

@@ -42,6 +42,11 @@ import sqlalchemy as sa
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from gateway.metrics import (
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_DELIVERIES_FAILED,
+    WEBHOOK_ENDPOINTS_DISABLED_TOTAL,
+)
 from gateway.models import webhook_attempts, webhook_events
 from gateway.settings import GatewaySettings
 from gateway.webhooks import (
@@ -54,6 +59,7 @@ from gateway.webhooks import (
     subscriptions,
     with_owner_key,
 )
+from shared import tracing
 from shared.db import Database, utcnow
 from shared.events import CONTENT_TYPE
 from shared.tasks import cancel_requested, stop_task
@@ -96,6 +102,7 @@ class Claimed:
     sealed_secret: str
     body: bytes
     owner: str = ""
+    trace_context: str | None = None
 
 
 def owner_of_subscription() -> sa.ColumnElement[str]:
@@ -281,6 +288,7 @@ class Dispatcher:
                 subscriptions.c.secret,
                 webhook_events.c.body,
                 owner_of_subscription().label("owner"),
+                webhook_events.c.trace_context,
                 key_still_valid(now).label("key_valid"),
             )
             .select_from(
@@ -319,7 +327,15 @@ class Dispatcher:
                 )
         claimed = [
             Claimed(
-                row.id, row.subscription_id, token, row.event_id, row.url, row.secret, row.body, row.owner
+                row.id,
+                row.subscription_id,
+                token,
+                row.event_id,
+                row.url,
+                row.secret,
+                row.body,
+                row.owner,
+                row.trace_context,
             )
             for row in taken
         ]
@@ -353,6 +369,7 @@ class Dispatcher:
         try:
             outcome = await self.attempt(item)
             self.attempts_total += 1
+            WEBHOOK_ATTEMPTS.labels("delivered" if outcome.delivered else "failed").inc()
             await self.record(item, outcome)
         except asyncio.CancelledError:
             raise
@@ -380,13 +397,14 @@ class Dispatcher:
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": signature(secret, item.event_id, timestamp, item.body),
             }
-            async with self._http.post(
-                item.url, data=item.body, headers=headers, allow_redirects=False
-            ) as answer:
-                status = answer.status
-                await answer.content.read(RESPONSE_READ_LIMIT)
-                if not 200 <= status < 300:
-                    error = f"the receiver answered {status}"
+            with tracing.continuing(item.trace_context):
+                async with self._http.post(
+                    item.url, data=item.body, headers=headers, allow_redirects=False
+                ) as answer:
+                    status = answer.status
+                    await answer.content.read(RESPONSE_READ_LIMIT)
+                    if not 200 <= status < 300:
+                        error = f"the receiver answered {status}"
         except TimeoutError:
             error = f"no answer within {self.timeout:g} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -439,6 +457,7 @@ class Dispatcher:
                 }
             else:
                 changes |= {"status": "failed", "next_attempt_at": None}
+                WEBHOOK_DELIVERIES_FAILED.inc()
             await session.execute(
                 sa.update(deliveries).where(deliveries.c.id == item.delivery_id).values(**changes)
             )
@@ -479,6 +498,7 @@ class Dispatcher:
                 status="failed", next_attempt_at=None, claim_token=None, last_error=f"subscription {reason}"
             )
         )
+        WEBHOOK_ENDPOINTS_DISABLED_TOTAL.inc()
         log.warning("webhook subscription disabled", extra={"subscription_id": str(subscription_id)})
 
     # -- retention ---------------------------------------------------------------------------

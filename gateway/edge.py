@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import AuthError, Credential, make_credential
 from gateway.limits import Decision
+from gateway.metrics import RATE_LIMIT_REFUSALS
 from gateway.proxy import payload_too_large, send_problem
 from gateway.routes import GATEWAY, is_import, is_public_feed, owner_of
 from gateway.runtime import GatewayRuntime
@@ -125,6 +126,7 @@ class EdgeMiddleware:
         )
         extra = decision.headers + cors if cors else decision.headers
         if not decision.allowed:
+            RATE_LIMIT_REFUSALS.labels("public" if credential.kind == "public" else "api").inc()
             problem = Problem(
                 429,
                 "Too Many Requests",

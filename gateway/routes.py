@@ -15,6 +15,8 @@ from typing import Final
 API_PREFIX: Final = "/api/v1"
 GATEWAY: Final = "gateway"
 SERVICES: Final = ("enterprises", "demand", "mentoring")
+# /admin/<part>/...: operations routes, answered by the part named (a service, or the gateway).
+ADMIN: Final = "admin"
 
 SEGMENT_OWNERS: Final[dict[str, str]] = {
     "enterprises": "enterprises",
@@ -45,6 +47,9 @@ def owner_of(path: str) -> str | None:
     if not path.startswith("/api/v1/"):
         return None
     segment, _, rest = path[_PREFIX_LEN:].partition("/")
+    if segment == ADMIN:
+        part = rest.partition("/")[0]
+        return part if part in SERVICES or part == GATEWAY else None
     owner = SEGMENT_OWNERS.get(segment)
     if owner == "enterprises" and segment == "enterprises" and rest:
         ident, _, leaf = rest.partition("/")
@@ -137,4 +142,13 @@ PUBLIC_ROUTES: Final = _routes(
     "POST /webhooks/{id}/deliveries/{delivery_id}/redeliver",
     "GET /events/stream",
     "GET /asyncapi.json",
+    *(
+        line
+        for part in (*SERVICES, GATEWAY)
+        for line in (
+            f"GET /admin/{part}/dead-letters",
+            f"GET /admin/{part}/dead-letters/{{dead_letter_id}}",
+            f"POST /admin/{part}/dead-letters/{{dead_letter_id}}/replay",
+        )
+    ),
 )

@@ -11,14 +11,17 @@ from gateway.auth import Authenticator
 from gateway.deliveries import Dispatcher
 from gateway.event_stream import EVENTS_STREAM, EventStreamKeeper
 from gateway.limits import Limits, RateLimiter, SharedRateLimiter
+from gateway.metrics import disabled_endpoints
 from gateway.oidc import OidcVerifier
 from gateway.openapi import OpenApiAggregator
 from gateway.proxy import Proxy
 from gateway.settings import GatewaySettings
 from gateway.sse import StreamCounter
 from gateway.webhooks import SecretBox, WebhookFanOut
+from shared import gauges, tracing
 from shared.db import Database
 from shared.inbox import ConsumerSpec, EventConsumer
+from shared.metrics import MetricsEndpoint, mark_process_dead, track_pool
 from shared.nats import NatsLink
 from shared.principal import Principal, PrincipalAuth
 from shared.tasks import stop_task
@@ -54,6 +57,7 @@ class GatewayRuntime:
         self._consumer_starter: asyncio.Task[None] | None = None
         self.secret_box = SecretBox(settings)
         self.sse_streams = StreamCounter(settings.sse_max_streams_per_credential)
+        self.metrics = MetricsEndpoint()
 
     @property
     def database(self) -> Database:
@@ -108,6 +112,8 @@ class GatewayRuntime:
     async def start(self, own_openapi: OpenApiAggregator.OwnDocument) -> None:
         settings = self.settings
         self._database = Database(settings.database_url, pool_size=settings.db_pool_size)
+        track_pool(self._database.engine)
+        tracing.instrument_engine(self._database.engine)
         self._nats = NatsLink(
             settings.nats_url,
             name="gateway",
@@ -132,6 +138,10 @@ class GatewayRuntime:
         self._asyncapi = AsyncApiAggregator(settings, self._http, self.service_auth())
         await self._asyncapi.start()
         await self._start_integrators()
+        assert self._webhooks_consumer is not None
+        self.metrics.add(gauges.consumer_lag(self._nats, [self._webhooks_consumer]))
+        self.metrics.add(gauges.dead_letters_waiting(self._database, [WEBHOOKS_CONSUMER]))
+        self.metrics.add(disabled_endpoints(self._database))
 
     async def _start_integrators(self) -> None:
         """SEEDBED_EVENTS, the webhook dispatcher, and the fan-out consumer once the stream exists
@@ -190,3 +200,4 @@ class GatewayRuntime:
             await self._nats.close()
         if self._database is not None:
             await self._database.dispose()
+        mark_process_dead()

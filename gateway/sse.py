@@ -34,6 +34,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.event_stream import EVENTS_STREAM
+from gateway.metrics import SSE_STREAMS_OPEN
 from gateway.visibility import TypePattern, matches_any, may_see
 from shared.nats import NatsLink
 
@@ -65,9 +66,12 @@ class StreamCounter:
         if self._open.get(key, 0) >= self.limit:
             return False
         self._open[key] = self._open.get(key, 0) + 1
+        SSE_STREAMS_OPEN.inc()
         return True
 
     def release(self, key: str) -> None:
+        if key in self._open:
+            SSE_STREAMS_OPEN.dec()
         left = self._open.get(key, 0) - 1
         if left > 0:
             self._open[key] = left

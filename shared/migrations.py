@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
@@ -27,6 +27,28 @@ def include_kit_tables(metadata: sa.MetaData) -> None:
     for table in KIT_METADATA.sorted_tables:
         if table.name not in metadata.tables:
             table.to_metadata(metadata)
+
+
+def add_kit_columns(columns: dict[str, list[str]]) -> None:
+    """Inside a migration: add kit-table columns that came after the table (nullable ones), as
+    the kit's metadata declares them; a column already there is left as it is."""
+    bind = op.get_bind()
+    inspector = sa.inspect(bind)
+    for table_name, names in columns.items():
+        present = {column["name"] for column in inspector.get_columns(table_name)}
+        table = KIT_METADATA.tables[table_name]
+        missing = [name for name in names if name not in present]
+        if missing:
+            with op.batch_alter_table(table_name) as batch:
+                for name in missing:
+                    batch.add_column(sa.Column(name, table.c[name].type, nullable=True))
+
+
+def drop_kit_columns(columns: dict[str, list[str]]) -> None:
+    for table_name, names in columns.items():
+        with op.batch_alter_table(table_name) as batch:
+            for name in names:
+                batch.drop_column(name)
 
 
 def _run(connection: Connection, metadata: sa.MetaData) -> None:

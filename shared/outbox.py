@@ -29,8 +29,10 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from shared import tracing
 from shared.db import KIT_METADATA, BigIntegerKey, Database, UtcDateTime, utcnow
 from shared.events import CONTENT_TYPE, CloudEvent
+from shared.metrics import OUTBOX_PUBLISHED
 from shared.nats import NatsLink, stored_message_ids
 from shared.tasks import cancel_requested, stop_task
 
@@ -47,6 +49,8 @@ outbox_table = sa.Table(
     sa.Column("sent_at", UtcDateTime, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text, nullable=True),
+    # The W3C trace context the event was recorded in, so that its publish joins that trace.
+    sa.Column("trace_context", sa.String(512), nullable=True),
 )
 sa.Index(
     "ix_outbox_unsent",
@@ -107,7 +111,13 @@ _MARK_SENT = (
 
 
 def _row(event: CloudEvent, now: datetime) -> dict[str, Any]:
-    return {"id": event.id, "subject": event.type, "body": event.to_bytes(), "created_at": now}
+    return {
+        "id": event.id,
+        "subject": event.type,
+        "body": event.to_bytes(),
+        "created_at": now,
+        "trace_context": tracing.stored_context(),
+    }
 
 
 async def add(session: AsyncSession, event: CloudEvent) -> None:
@@ -253,12 +263,15 @@ class OutboxRelay:
         if any(row["created_at"] <= cutoff for row in rows):
             self.handoff.sweep_needed = True  # the sweep checks the stream for those
             rows = [row for row in rows if row["created_at"] > cutoff]
-        outcome = await self._publish([(row["id"], row["subject"], row["body"]) for row in rows])
+        outcome = await self._publish(
+            [(row["id"], row["subject"], row["body"], row.get("trace_context")) for row in rows]
+        )
         sent = [row["id"] for row, error in zip(rows, outcome, strict=True) if error is None]
         if sent:
             self._acked.extend(sent)
             self._acked_wake.set()
             self.published_total += len(sent)
+            OUTBOX_PUBLISHED.inc(len(sent))
         if len(sent) < len(rows):
             self.handoff.sweep_needed = True  # the sweep retries them, counting attempts
 
@@ -304,6 +317,7 @@ class OutboxRelay:
                 outbox_table.c.id,
                 outbox_table.c.subject,
                 outbox_table.c.body,
+                outbox_table.c.trace_context,
                 outbox_table.c.created_at,
             )
             .where(outbox_table.c.sent_at.is_(None))
@@ -328,6 +342,7 @@ class OutboxRelay:
                 await self._record(session, rows, outcome)
         published = sum(1 for error in outcome if error is None)
         self.published_total += published
+        OUTBOX_PUBLISHED.inc(published)
         failures = [error for error in outcome if error is not None]
         if failures:
             if not published:
@@ -360,23 +375,24 @@ class OutboxRelay:
                     extra={"rows": len(stored), "checked": len(old)},
                 )
         fresh = [row for row in rows if row.id not in stored]
-        published = iter(await self._publish([(row.id, row.subject, row.body) for row in fresh]))
+        published = iter(
+            await self._publish([(row.id, row.subject, row.body, row.trace_context) for row in fresh])
+        )
         return [None if row.id in stored else next(published) for row in rows]
 
-    async def _publish(self, messages: list[tuple[str, str, bytes]]) -> list[str | None]:
-        """Publish (id, subject, body) messages and wait for the acks; one error (or None) each."""
+    async def _publish(self, messages: list[tuple[str, str, bytes, str | None]]) -> list[str | None]:
+        """Publish (id, subject, body, trace context) messages and wait for the acks; one error (or
+        None) each."""
         if not messages:
             return []
         if not self.link.connected:
             raise ConnectionError("NATS is not connected")
         js = self.link.js
         futures: list[asyncio.Future[Any]] = []
-        for event_id, subject, body in messages:
-            futures.append(
-                await js.publish_async(
-                    subject, body, headers={"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
-                )
-            )
+        for event_id, subject, body, trace_context in messages:
+            headers = {"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
+            with tracing.publishing(subject, event_id, trace_context, headers):
+                futures.append(await js.publish_async(subject, body, headers=headers))
         # The acks come back in order: awaiting each in order waits as long as for them all.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.publish_timeout):

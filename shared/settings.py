@@ -87,6 +87,8 @@ class BaseAppSettings(BaseSettings):
     )
     log_level: str = Field("INFO", validation_alias=AliasChoices("SEEDBED_LOG_LEVEL", "log_level"))
     access_log: bool = Field(True, validation_alias=AliasChoices("SEEDBED_ACCESS_LOG", "access_log"))
+    # Per-request HTTP metrics (the rest of /metrics is read at scrape time and stays).
+    http_metrics: bool = Field(True, validation_alias=AliasChoices("SEEDBED_HTTP_METRICS", "http_metrics"))
 
     @model_validator(mode="after")
     def _defaults_and_secrets(self) -> BaseAppSettings:

@@ -229,6 +229,21 @@ def test_keys_create_list_revoke_and_a_bad_or_refused_key(hour: FirstHour) -> No
     assert one_error_line(hour.seedbed("keys", "revoke", "not-a-key-id")).startswith("Error: DELETE")
 
 
+def test_dead_letters_list_and_replay_and_their_errors(hour: FirstHour) -> None:
+    for part in ("enterprises", "demand", "mentoring", "gateway"):
+        listed = hour.seedbed("--json", "dead-letters", "list", "--part", part, "--status", "all")
+        assert listed.returncode == 0, listed.stderr
+        expected = hour.every(f"/admin/{part}/dead-letters", status="all")
+        assert json.loads(listed.stdout)["items"] == expected
+    table = hour.seedbed("dead-letters", "list", "--part", "demand")
+    assert table.returncode == 0 and "Dead letters of demand" in table.stdout
+    assert "--part must be one of" in one_error_line(hour.seedbed("dead-letters", "list", "--part", "x"))
+    missing = one_error_line(hour.seedbed("dead-letters", "replay", "--part", "demand", "987654321"))
+    assert "404" in missing and "No dead letter 987654321" in missing
+    not_staff = hour.seedbed("dead-letters", "list", "--part", "demand", key=hour.keys()["anchor"]["key"])
+    assert "403" in one_error_line(not_staff)
+
+
 def test_demand_import_then_a_refused_file_shows_every_bad_row_and_writes_nothing(
     hour: FirstHour, tmp_path: Path
 ) -> None:

@@ -51,8 +51,10 @@ from tests.conftest import (
     book,
     created,
     enterprise_body,
+    ids,
     line_body,
     mentor_body,
+    poll,
     stream_messages,
     submit,
 )
@@ -76,6 +78,10 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "enterprises.enterprise.updated.v1": demand_consumers.EnterpriseSnapshotIn,
         "enterprises.enterprise.stage_changed.v1": demand_consumers.EnterpriseSnapshotIn,
         "enterprises.readiness.changed.v1": demand_consumers.ReadinessChangedIn,
+    },
+    "demand-matching": {
+        "demand.item.published.v1": demand_consumers.PublicLineIn,
+        "demand.item.updated.v1": demand_consumers.PublicLineIn,
     },
     "mentoring-enterprises": {
         "enterprises.enterprise.registered.v1": mentoring_read_models.EnterpriseSnapshot,
@@ -284,6 +290,12 @@ async def every_kind_of_change(system: System, clock: MentoringClock) -> None:
         eid = enterprise["id"]
         check(await staff.patch(f"{API}/enterprises/{eid}", json={"stage": "incubating"}))
         check(await staff.patch(f"{API}/enterprises/{eid}", json={"name": f"Contract Co {tag}"}))
+        # Once the demand service knows the enterprise, a change of the line announces the match.
+        await poll(
+            lambda: staff.get(f"{API}/demand/{line['id']}/candidates"),
+            lambda r: eid in ids(r, "enterprise_id"),
+        )
+        check(await staff.patch(f"{API}/demand/{line['id']}", json={"title": f"Matched {tag}"}))
         milestones = f"{API}/enterprises/{eid}/milestones"
         enterprise_key = (await system.create_key("enterprise", eid))["key"]
         async with system.client(enterprise_key) as own:  # staff may not verify what they submitted
