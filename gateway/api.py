@@ -74,7 +74,11 @@ def _key_out(record: keys.KeyRecord) -> ApiKeyOut:
     response_model=ApiKeyCreated,
     summary="Create an API key (staff); the key is shown only in this answer",
     tags=["keys"],
-    responses={403: problem("The caller is not staff.")},
+    responses={
+        403: problem("The caller is not staff."),
+        422: problem("Invalid request, or no anchor, enterprise or mentor with that subject_id."),
+        503: problem("The service owning the subject could not be asked."),
+    },
 )
 async def create_api_key(
     body: ApiKeyCreate,
@@ -83,11 +87,15 @@ async def create_api_key(
     session: SessionDep,
     response: Response,
 ) -> ApiKeyCreated:
+    subject_id = str(body.subject_id) if body.subject_id else None
+    await keys.check_subject(
+        runtime.http, runtime.settings.upstreams(), runtime.service_auth(), body.role, subject_id
+    )
     record, plaintext = await keys.insert_key(
         session,
         pepper=runtime.auth.pepper,
         role=body.role,
-        subject_id=str(body.subject_id) if body.subject_id else None,
+        subject_id=subject_id,
         name=body.name,
         created_by=credential.principal.actor,
         rate_limit_per_minute=body.rate_limit_per_minute,

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.models import api_keys
 from shared.db import utcnow
 from shared.pagination import Key, Keyset
+from shared.problems import Problem, field_errors
 
 KEY_PREFIX = "sbk_"
 LOOKUP_LENGTH = 12
@@ -37,6 +39,43 @@ _LOOKUP_ALPHABET = string.ascii_letters + string.digits
 class NewKey:
     plaintext: str  # shown to the caller once, never stored
     lookup: str
+
+
+SUBJECT_OWNERS: dict[str, tuple[str, str]] = {
+    "anchor": ("demand", "anchors"),
+    "enterprise": ("enterprises", "enterprises"),
+    "mentor": ("mentoring", "mentors"),
+}
+"""For each role bound to an object: the service that owns such objects, and their collection."""
+
+
+async def check_subject(
+    http: httpx.AsyncClient, upstreams: dict[str, str], auth: httpx.Auth, role: str, subject_id: str | None
+) -> None:
+    """Refuse a key bound to an object that does not exist or is not of the role's kind: the
+    owning service is asked for it (as staff), 422 naming ``subject_id`` when it has none,
+    503 when it cannot say."""
+    if subject_id is None or role not in SUBJECT_OWNERS:
+        return
+    service, collection = SUBJECT_OWNERS[role]
+    url = f"{upstreams[service]}/api/v1/{collection}/{subject_id}"
+    unavailable = Problem(
+        503,
+        "Service unavailable",
+        f"The {service} service could not confirm that {role} {subject_id} exists; try again.",
+        type="service-unavailable",
+        headers={"Retry-After": "5"},
+    )
+    try:
+        response = await http.get(url, auth=auth, headers={"accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise unavailable from exc
+    if response.status_code == 404:
+        raise field_errors(
+            [{"field": "subject_id", "message": f"no {role} with this id (the {service} service has none)"}]
+        )
+    if response.status_code != 200:
+        raise unavailable
 
 
 def generate_key() -> NewKey:

@@ -117,6 +117,7 @@ PUBLIC_ROUTES: Final = _routes(
     "POST /demand/imports",
     "GET /demand/imports/template.csv",
     "GET /demand/ocds",
+    "GET /demand/ocds/extension/{name}",
     "GET /pipeline",
     "GET /enterprises/{id}/matches",
     "POST|GET /mentors",

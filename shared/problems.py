@@ -133,6 +133,32 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _line_and_column(text: str, position: int) -> tuple[int, int]:
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1
+
+
+def body_not_json(body: object, errors: Sequence[Any]) -> Problem | None:
+    """The problem for a request body that is not valid JSON (FastAPI's ``json_invalid`` error):
+    it says so, where (line, column and character position), and names the field ``body``."""
+    error = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if error is None:
+        return None
+    loc = error.get("loc") or ()
+    position = loc[-1] if loc and isinstance(loc[-1], int) else 0
+    reason = str((error.get("ctx") or {}).get("error") or "not JSON")
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body or "")
+    line, column = _line_and_column(text, position)
+    message = f"not valid JSON: {reason} at line {line} column {column} (character {position})"
+    return Problem(
+        422,
+        "Request body is not valid JSON",
+        f"The request body is not valid JSON: {reason} at line {line} column {column}.",
+        type="validation-error",
+        errors=[{"field": "body", "message": message, "line": line, "column": column, "position": position}],
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Answer every error of ``app`` as problem+json."""
 
@@ -142,6 +168,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        not_json = body_not_json(exc.body, exc.errors())
+        if not_json is not None:
+            return problem_response(not_json, request.url.path)
         return problem_response(field_errors(validation_errors(exc.errors())), request.url.path)
 
     @app.exception_handler(ValidationError)

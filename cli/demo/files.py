@@ -67,7 +67,7 @@ def _gbp(pence: int) -> dict[str, Any]:
     return {"amount": pence // 100 if pence % 100 == 0 else pence / 100, "currency": "GBP"}
 
 
-def _release(line: dict[str, Any], buyer: str, published: str) -> dict[str, Any]:
+def _release(line: dict[str, Any], buyer: dict[str, str], published: str) -> dict[str, Any]:
     area = line.get("delivery_area") or {}
     tender: dict[str, Any] = {
         "id": line["external_ref"],
@@ -102,19 +102,24 @@ def _release(line: dict[str, Any], buyer: str, published: str) -> dict[str, Any]
         "date": published,
         "tag": ["planning"],
         "initiationType": "tender",
-        "buyer": {"name": buyer},
+        "buyer": buyer,
         "tender": tender,
     }
 
 
-def ocds_package(buyer: str, lines: list[dict[str, Any]], published: datetime | None = None) -> bytes:
-    """An OCDS 1.1 release package of planning releases, one per line."""
+def ocds_package(
+    buyer: str, lines: list[dict[str, Any]], published: datetime | None = None, *, buyer_id: str | None = None
+) -> bytes:
+    """An OCDS 1.1 release package of planning releases, one per line; the buyer is the anchor
+    (the demand service imports only releases whose buyer is the importing anchor)."""
     when = (published or datetime(2026, 1, 1, tzinfo=UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     package = {
         "uri": "https://calder.example.org/ocds/demo-pipeline.json",
         "version": "1.1",
         "publishedDate": when,
         "publisher": {"name": buyer},
-        "releases": [_release(line, buyer, when) for line in lines],
+        "releases": [
+            _release(line, {"name": buyer} | ({"id": buyer_id} if buyer_id else {}), when) for line in lines
+        ],
     }
     return json.dumps(package, indent=1).encode()

@@ -299,7 +299,11 @@ class DemoLoader:
                 if not bodies:
                     continue
                 buyer = anchor.body["name"]
-                content = files.csv_file(bodies) if route == "csv" else files.ocds_package(buyer, bodies)
+                content = (
+                    files.csv_file(bodies)
+                    if route == "csv"
+                    else files.ocds_package(buyer, bodies, buyer_id=anchor_id)
+                )
                 result = self.gw.request(
                     "POST",
                     f"{API}/demand/imports",

@@ -312,6 +312,10 @@ def _lines(network: Network, rng: random.Random) -> None:
                 if rng.random() < 0.6 or c == "legal_entity"
             ]
             status = "tendering" if tender_quarter == 0 and rng.random() < 0.4 else "planned"
+            if tender_quarter == 0:
+                # Its tender date may have passed already this quarter, and the API refuses a past
+                # tender date for a planned line: the current quarter's lines are out to tender.
+                status = "tendering"
             body: dict[str, Any] = {
                 "external_ref": f"{anchor.ref}-{year}-{n + 1:03d}",
                 "title": f"{title}{LABEL}",

@@ -310,8 +310,7 @@ async def build_world(system: System) -> World:
     subjects = {"staff": None, "anchor": "A1", "enterprise": "E1", "mentor": "M1", "integrator": None}
     for role, subject in subjects.items():
         subject_id = world.ids.get(subject) if subject else None
-        if subject and subject_id is None:
-            subject_id = str(uuid.uuid4())  # its object could not be made; the key still can be
+        # When its object could not be made, create_key makes another (keys need a real subject).
         world.keys[role] = (await system.create_key(role, subject_id))["key"]
     return world
 
@@ -472,6 +471,7 @@ def request_for(case: Case, world: World, system: System) -> tuple[str, str, dic
             world.need(target)
             path = path.replace("{id}", world.ids[target])
     path = path.replace("{code}", "legal_entity").replace("{delivery_id}", str(uuid.uuid4()))
+    path = path.replace("{name}", "extension.json")  # the OCDS extension's files
     path = path.replace("{dead_letter_id}", "1")  # none there: staff get 404 (see verdict)
     own_anchor = world.ids.get("A1")
     body: Any = None

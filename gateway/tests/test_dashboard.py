@@ -33,8 +33,8 @@ def enterprises(system: System) -> dict[str, Any]:
                 made.append(response.json()["id"])
         keys = {
             "enterprise": (await system.create_key("enterprise", made[0]))["key"],
-            "anchor": (await system.create_key("anchor", str(uuid.uuid4())))["key"],
-            "mentor": (await system.create_key("mentor", str(uuid.uuid4())))["key"],
+            "anchor": (await system.create_key("anchor"))["key"],
+            "mentor": (await system.create_key("mentor"))["key"],
             "integrator": (await system.create_key("integrator"))["key"],
         }
         return {"own": made[0], "other": made[1], "keys": keys}

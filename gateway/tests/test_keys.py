@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from gateway import keys
 from gateway.auth import Authenticator
 from gateway.models import api_keys
-from gateway.tests.conftest import BOOTSTRAP_KEY, GatewayFactory, client_of, wait_until
+from gateway.tests.conftest import BOOTSTRAP_KEY, GatewayFactory, System, client_of, wait_until
 from shared.db import Database
 
 
@@ -48,12 +48,8 @@ def test_the_digest_depends_on_the_pepper() -> None:
     assert keys.key_digest(b"one", token) == keys.key_digest(b"one", token)
 
 
-async def create_key(app: FastAPI, role: str = "anchor", subject: str | None = None, **extra) -> dict:
-    subject = (
-        subject
-        if subject is not None
-        else (str(uuid.uuid4()) if role not in ("staff", "integrator") else None)
-    )
+async def create_key(app: FastAPI, role: str = "integrator", subject: str | None = None, **extra) -> dict:
+    """A key; a role bound to an object needs ``subject``, a real one (``System.subject``)."""
     async with client_of(app) as http:
         response = await http.post(
             "/api/v1/api-keys", json={"role": role, "subject_id": subject, "name": "a key", **extra}
@@ -63,10 +59,10 @@ async def create_key(app: FastAPI, role: str = "anchor", subject: str | None = N
 
 
 async def test_staff_creates_a_key_that_then_authenticates_as_its_principal(
-    gateway_app: GatewayFactory,
+    gateway_app: GatewayFactory, system: System
 ) -> None:
-    async with gateway_app() as app:
-        subject = str(uuid.uuid4())
+    async with gateway_app(upstreams=system.upstreams()) as app:
+        subject = await system.subject("enterprise")
         created = await create_key(app, "enterprise", subject)
         assert created["key"].startswith(created["prefix"] + "_")
         async with client_of(app, created["key"]) as http:
@@ -84,10 +80,13 @@ async def test_staff_creates_a_key_that_then_authenticates_as_its_principal(
 
 
 async def test_the_key_table_holds_no_plaintext_key(
-    gateway_app: GatewayFactory, gateway_database_url: str
+    gateway_app: GatewayFactory, gateway_database_url: str, system: System
 ) -> None:
-    async with gateway_app() as app:
-        created = [await create_key(app, role) for role in ("staff", "anchor", "mentor", "integrator")]
+    async with gateway_app(upstreams=system.upstreams()) as app:
+        created = [
+            await create_key(app, role, await system.subject(role) if role in ("anchor", "mentor") else None)
+            for role in ("staff", "anchor", "mentor", "integrator")
+        ]
     database = Database(gateway_database_url)
     try:
         async with database.transaction(write=False) as session:
@@ -208,9 +207,9 @@ async def test_a_key_with_a_changed_character_is_refused(gateway_app: GatewayFac
 
 
 @pytest.mark.parametrize("role", ["anchor", "enterprise", "mentor", "integrator"])
-async def test_only_staff_manage_keys(gateway_app: GatewayFactory, role: str) -> None:
-    async with gateway_app() as app:
-        created = await create_key(app, role)
+async def test_only_staff_manage_keys(gateway_app: GatewayFactory, system: System, role: str) -> None:
+    async with gateway_app(upstreams=system.upstreams()) as app:
+        created = await create_key(app, role, await system.subject(role) if role != "integrator" else None)
         async with client_of(app, created["key"]) as http:
             responses = [
                 await http.post("/api/v1/api-keys", json={"role": "staff", "name": "escalate"}),
@@ -347,6 +346,61 @@ async def test_with_its_database_down_the_gateway_answers_503_for_keys_it_cannot
     assert unknown.headers["content-type"] == "application/problem+json"
     assert unknown.headers["retry-after"]
     assert bootstrap.status_code == 200  # the bootstrap key needs no database
+
+
+@pytest.mark.parametrize("role", ["anchor", "enterprise", "mentor"])
+async def test_a_key_for_a_subject_that_exists_nowhere_is_refused_naming_subject_id(
+    gateway_app: GatewayFactory, system: System, role: str
+) -> None:
+    nowhere = str(uuid.uuid4())
+    async with gateway_app(upstreams=system.upstreams()) as app, client_of(app) as http:
+        response = await http.post(
+            "/api/v1/api-keys", json={"role": role, "subject_id": nowhere, "name": "x"}
+        )
+        listed = (await http.get("/api/v1/api-keys")).json()["items"]
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == ["subject_id"]
+    assert listed == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "role"), [("anchor", "enterprise"), ("enterprise", "anchor"), ("mentor", "anchor")]
+)
+async def test_a_key_whose_subject_is_of_another_kind_is_refused(
+    gateway_app: GatewayFactory, system: System, kind: str, role: str
+) -> None:
+    other_kind = await system.subject(kind)
+    async with gateway_app(upstreams=system.upstreams()) as app, client_of(app) as http:
+        response = await http.post(
+            "/api/v1/api-keys", json={"role": role, "subject_id": other_kind, "name": "x"}
+        )
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["subject_id"]
+
+
+async def test_a_key_is_not_made_when_the_owning_service_cannot_be_asked(gateway_app: GatewayFactory) -> None:
+    # No upstreams: the services are not running.
+    async with gateway_app() as app, client_of(app) as http:
+        response = await http.post(
+            "/api/v1/api-keys", json={"role": "anchor", "subject_id": str(uuid.uuid4()), "name": "x"}
+        )
+        listed = (await http.get("/api/v1/api-keys")).json()["items"]
+    assert response.status_code == 503 and response.headers["content-type"] == "application/problem+json"
+    assert listed == []
+
+
+async def test_a_key_request_that_is_not_json_names_the_body_through_the_gateway(system: System) -> None:
+    async with system.client() as http:
+        response = await http.post(
+            "/api/v1/api-keys",
+            content=b'{"role": "staff",, "name": "x"}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert [e["field"] for e in errors] == ["body"]
+    assert "not valid JSON" in errors[0]["message"] and "line 1 column 18" in errors[0]["message"]
 
 
 async def test_two_authorization_headers_are_refused_whichever_comes_first(

@@ -20,7 +20,7 @@ from gateway.deliveries import Claimed, Dispatcher
 from gateway.event_stream import EVENTS_STREAM
 from gateway.models import webhook_subscriptions
 from gateway.settings import GatewaySettings
-from gateway.tests.conftest import GatewayFactory, client_of, wait_until
+from gateway.tests.conftest import GatewayFactory, System, client_of, wait_until
 from gateway.tests.webhook_receiver import Receiver, make_service_streams, publish, verify_standard_webhook
 from gateway.webhooks import SecretBox, check_url, new_secret
 from shared.db import Database
@@ -199,16 +199,16 @@ async def test_a_subscription_made_with_a_key_stops_delivering_when_the_key_is_r
 
 
 async def test_owners_see_only_their_subscriptions_and_roles_only_their_events(
-    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver, system: System
 ) -> None:
-    async with gateway_app(**FAST) as app:
-        anchor_id = str(uuid.uuid4())
+    async with gateway_app(upstreams=system.upstreams(), **FAST) as app:
+        anchor_id = await system.subject("anchor")
         integrator_a, integrator_b = await key_of(app, "integrator"), await key_of(app, "integrator")
         anchor_1, anchor_1_again = (
             await key_of(app, "anchor", anchor_id),
             await key_of(app, "anchor", anchor_id),
         )
-        enterprise = await key_of(app, "enterprise", str(uuid.uuid4()))
+        enterprise = await key_of(app, "enterprise", await system.subject("enterprise"))
         async with client_of(app, integrator_a) as a, client_of(app, integrator_b) as b:
             mine = await subscribe(a, receiver.url, ["*"])
             assert (await b.get("/api/v1/webhooks")).json()["items"] == []

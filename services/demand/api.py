@@ -221,6 +221,17 @@ async def ocds_export(
     )
 
 
+@router.get(
+    "/demand/ocds/extension/{name}",
+    tags=["demand"],
+    summary="The Seedbed OCDS extension the export declares: extension.json or release-schema.json",
+    responses={200: {"content": {"application/json": {}}}, 404: {"description": "No such file."}},
+)
+async def ocds_extension_file(name: str, principal: SignedInDep) -> Response:
+    content = export.ocds_extension_file(name)
+    return Response(content, media_type="application/json", headers={"Cache-Control": "public, max-age=3600"})
+
+
 @router.get("/demand/{demand_id}", response_model=DemandOut, tags=["demand"], summary="One demand line")
 async def get_line(demand_id: str, request: Request, session: SessionDep, principal: SignedInDep) -> Response:
     line = await lines.get_visible_line(session, principal, demand_id)

@@ -103,6 +103,7 @@ class ImportRow:
     row: int
     fields: dict[str, Any]
     errors: list[dict[str, str]] = field(default_factory=list)
+    buyer: dict[str, Any] | None = None  # an OCDS release's buyer, which must be the importing anchor
 
 
 class UnreadableFile(Exception):
@@ -435,7 +436,7 @@ async def ocds_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
             release = await stream.value()
             number += 1
             fields, errors = ocds.line_from_release(release)
-            yield ImportRow(number, fields, errors)
+            yield ImportRow(number, fields, errors, buyer=fields.pop(ocds.BUYER_KEY, None))
     if not seen_releases:
         raise UnreadableFile(0, "an OCDS release package needs a releases array")
 

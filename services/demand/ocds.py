@@ -18,7 +18,28 @@ import calendar
 import json
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
+
+EXTENSION_DIR = Path(__file__).resolve().parent / "ocds_extension"
+EXTENSION_FILES = ("extension.json", "release-schema.json")
+"""The project extension (its metadata and its release schema patch), served under the package URI."""
+LOTS_EXTENSION = (
+    "https://raw.githubusercontent.com/open-contracting-extensions/ocds_lots_extension/v1.1.5/extension.json"
+)
+"""The OCDS lots extension: ``tender.lots`` and ``items.relatedLot``."""
+
+
+def extensions(package_base_uri: str) -> list[str]:
+    """The extensions the export uses: lots, and the project's own (suitability, maxValue,
+    requirements, socialValuePriorities, deliveryArea, reprocurement)."""
+    return [LOTS_EXTENSION, f"{package_base_uri.rstrip('/')}/extension/extension.json"]
+
+
+def extension_file(name: str) -> bytes | None:
+    """A file of the project extension, None for any other name."""
+    return (EXTENSION_DIR / name).read_bytes() if name in EXTENSION_FILES else None
+
 
 STATUS_TO_OCDS = {
     "planned": "planned",
@@ -209,12 +230,57 @@ def _cpv_ids(items: list[Any], lot_id: str | None) -> list[str]:
     return codes
 
 
+BUYER_KEY = "buyer"
+"""The key under which :func:`line_from_release` hands the release's buyer to the import."""
+
+
+def _identifier_pairs(organisation: Any) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    if not isinstance(organisation, dict):
+        return found
+    candidates = [organisation.get("identifier"), *(organisation.get("additionalIdentifiers") or [])]
+    for identifier in candidates:
+        if isinstance(identifier, dict) and identifier.get("scheme") and identifier.get("id"):
+            found.add((str(identifier["scheme"]), str(identifier["id"])))
+    return found
+
+
+def release_buyer(release: dict[str, Any]) -> dict[str, Any] | None:
+    """The release's buyer: its id, name and every identifier given for it (on ``buyer`` itself,
+    as OCDS 1.0 did, or on the party it refers to)."""
+    buyer = release.get("buyer")
+    if not isinstance(buyer, dict) or buyer.get("id") in (None, ""):
+        return None
+    ident = str(buyer["id"])
+    pairs = _identifier_pairs(buyer)
+    for party in release.get("parties") or []:
+        if isinstance(party, dict) and str(party.get("id")) == ident:
+            pairs |= _identifier_pairs(party)
+    return {"id": ident, "name": buyer.get("name"), "identifiers": sorted(pairs)}
+
+
+def buyer_is_anchor(buyer: dict[str, Any], anchor_id: str, anchor_identifiers: dict[str, str]) -> bool:
+    """Whether a release's buyer is this anchor: our own export names it by id; another publisher's
+    (Find a Tender) by an organisation identifier the anchor holds (``GB-PPON``, ``GB-NHS``...),
+    given as an identifier or as an OCDS organisation id ``<scheme>-<id>``."""
+    if buyer["id"] == anchor_id:
+        return True
+    held = {(scheme, str(ident)) for scheme, ident in (anchor_identifiers or {}).items()}
+    if held & {(scheme, ident) for scheme, ident in buyer["identifiers"]}:
+        return True
+    return any(buyer["id"] == f"{scheme}-{ident}" for scheme, ident in held)
+
+
 def line_from_release(release: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """The ``POST /demand`` fields of one planning release, and what is wrong with it."""
+    """The ``POST /demand`` fields of one planning release, and what is wrong with it; the buyer
+    is handed on under :data:`BUYER_KEY` for the import to check against its anchor."""
     errors = _Errors()
     if not isinstance(release, dict):
         errors.add("release", "must be a JSON object")
         return {}, errors
+    buyer = release_buyer(release)
+    if buyer is None:
+        errors.add("buyer", "required: the anchor whose demand this is (buyer.id)")
     tags = release.get("tag")
     if not isinstance(tags, list) or not PLANNING_TAGS & set(tags):
         errors.add("tag", "only planning releases (tag planning or planningUpdate) can be imported")
@@ -226,6 +292,8 @@ def line_from_release(release: Any) -> tuple[dict[str, Any], list[dict[str, str]
         errors.add("tender", "required: the planned procurement")
         return {}, errors
     fields: dict[str, Any] = {"external_ref": ocid}
+    if buyer is not None:
+        fields[BUYER_KEY] = buyer
     for source, target in (("title", "title"), ("description", "description")):
         if tender.get(source) is not None:
             fields[target] = tender[source]
@@ -330,6 +398,12 @@ def package_parts(*, uri: str, publisher: str, published: datetime) -> tuple[str
     """The text before and after the releases of a release package (to stream the releases)."""
     stamp = published.isoformat().replace("+00:00", "Z")
     head = json.dumps(
-        {"uri": uri, "version": "1.1", "publishedDate": stamp, "publisher": {"name": publisher}}
+        {
+            "uri": uri,
+            "version": "1.1",
+            "extensions": extensions(uri),
+            "publishedDate": stamp,
+            "publisher": {"name": publisher},
+        }
     )
     return head[:-1] + ', "releases": [', "]}"

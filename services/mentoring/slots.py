@@ -140,6 +140,15 @@ def window_instants(rules: Rules, day: date) -> list[tuple[datetime, datetime]]:
     return instants
 
 
+def slot_end(start: datetime, length: timedelta) -> datetime:
+    """The end of a slot or session: its start plus its length as instants, in the start's zone.
+
+    Python adds a timedelta to an aware time on the wall clock of its own zone, which across a
+    clock change gives a slot an hour too many or too few; the sum is taken in UTC instead.
+    """
+    return (start.astimezone(UTC) + length).astimezone(start.tzinfo)
+
+
 def local_date(instant: datetime, zone: ZoneInfo) -> date:
     return instant.astimezone(zone).date()
 
@@ -296,6 +305,7 @@ def check_slot(
 ) -> Verdict:
     """Whether ``start`` is a free slot for ``duration``, and if not, why (and with what)."""
     occupancy = taken if isinstance(taken, Occupancy) else Occupancy(taken, rules.timezone)
+    start = start.astimezone(UTC)  # instant arithmetic below, whatever zone the caller used
     day = local_date(start, rules.timezone)
     offered = any(
         candidate == start
@@ -308,5 +318,6 @@ def check_slot(
 
 
 def occupied_range(rules: Rules, start: datetime, duration: timedelta) -> tuple[datetime, datetime]:
-    """The time a session takes from its mentor, buffers included."""
+    """The time a session takes from its mentor, buffers included (UTC instants)."""
+    start = start.astimezone(UTC)
     return start - rules.buffer_before, start + duration + rules.buffer_after

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,47 @@ class System:
         headers = {"Authorization": f"Bearer {key or self.staff_key}"}
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=15, **kwargs)
 
+    async def subject(self, role: str) -> str:
+        """The id of a new, real object for a key of ``role`` (an anchor, enterprise or mentor):
+        the gateway refuses keys bound to objects that do not exist."""
+        tag = uuid.uuid4().hex[:8]
+        path, body = {
+            "anchor": ("/anchors", {"name": f"Anchor {tag}", "type": "local_authority"}),
+            "enterprise": (
+                "/enterprises",
+                {
+                    "name": f"Enterprise {tag}",
+                    "legal_form": "cic_limited_by_guarantee",
+                    "postcode": "LS6 2QR",
+                    "cpv_codes": ["55300000"],
+                    "employees": 4,
+                    "turnover_pence": 25_000_000,
+                    "vcse": True,
+                    "stage": "incubating",
+                },
+            ),
+            "mentor": (
+                "/mentors",
+                {
+                    "name": f"Mentor {tag}",
+                    "email": f"mentor.{tag}@mentors.example",
+                    "organisation": "Leeds Anchor Network",
+                    "expertise": ["insurance"],
+                    "timezone": "Europe/London",
+                    "session_lengths_minutes": [60],
+                    "availability": {"weekly": []},
+                },
+            ),
+        }[role]
+        async with self.client() as http:
+            response = await http.post(f"/api/v1{path}", json=body)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
     async def create_key(self, role: str, subject_id: str | None = None, **extra: Any) -> dict[str, Any]:
+        """A key of ``role``; for a role bound to an object and no ``subject_id``, a new real one."""
+        if subject_id is None and role in ("anchor", "enterprise", "mentor"):
+            subject_id = await self.subject(role)
         async with self.client() as http:
             response = await http.post(
                 "/api/v1/api-keys",

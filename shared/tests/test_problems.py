@@ -65,6 +65,30 @@ async def test_unknown_route_and_unexpected_error_are_problems_without_internals
     assert boom.json()["request_id"] == boom.headers["x-request-id"]
 
 
+async def test_a_malformed_json_body_is_named_body_and_located() -> None:
+    async with client(make_app(), None) as http:
+        response = await http.post(
+            "/lines",
+            content=b'{"title": "Meals",\n "value_pence": 12,,\n}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["title"] == "Request body is not valid JSON"
+    assert "not valid JSON" in body["detail"] and "line 2 column 20" in body["detail"]
+    assert body["errors"] == [
+        {
+            "field": "body",
+            "message": "not valid JSON: Expecting property name enclosed in double quotes "
+            "at line 2 column 20 (character 38)",
+            "line": 2,
+            "column": 20,
+            "position": 38,
+        }
+    ]
+
+
 async def test_a_405_names_every_method_of_the_path_in_allow() -> None:
     app = FastAPI()
     install_problem_handlers(app)

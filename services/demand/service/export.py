@@ -12,6 +12,7 @@ from services.demand import ocds, repository
 from services.demand.repository import LineFilters
 from services.demand.settings import DemandSettings
 from shared.db import Database, utcnow
+from shared.problems import not_found
 
 log = logging.getLogger("seedbed.demand.export")
 
@@ -53,3 +54,11 @@ async def ocds_package(
             break
         after = (rows[-1]["created_at"], rows[-1]["id"])
     yield tail.encode()
+
+
+def ocds_extension_file(name: str) -> bytes:
+    """A file of the project's OCDS extension (404 for any other name)."""
+    content = ocds.extension_file(name)
+    if content is None:
+        raise not_found("OCDS extension file", name)
+    return content

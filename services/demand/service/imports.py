@@ -12,10 +12,17 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.demand import access, imports, repository
+from services.demand import access, imports, ocds, repository
 from services.demand.schemas import DemandFields
 from services.demand.service.anchors import require_anchor
-from services.demand.service.lines import FIELD_NAMES, LineWrites, change_meta, line_values, validate_fields
+from services.demand.service.lines import (
+    FIELD_NAMES,
+    LineWrites,
+    change_meta,
+    line_values,
+    tender_date_errors,
+    validate_fields,
+)
 from services.demand.settings import DemandSettings
 from services.demand.vocabulary import CREATE_STATUSES, TERMINAL_STATUSES, TRANSITIONS
 from shared.db import utcnow
@@ -79,6 +86,14 @@ class _Import:
         anchor_id = raw.pop("anchor_id", None)
         if anchor_id is not None and anchor_id != self.anchor.id:
             self.error(item.row, "anchor_id", "differs from the anchor this import is for")
+        buyer = item.buyer
+        if buyer is not None and not ocds.buyer_is_anchor(buyer, self.anchor.id, self.anchor.identifiers):
+            self.error(
+                item.row,
+                "buyer",
+                f"the buyer {buyer['id']!r} is not the anchor this import is for ({self.anchor.name}); "
+                "an anchor imports only its own releases (staff import for another anchor with ?anchor_id=)",
+            )
         fields, problems = validate_fields(raw)
         for problem in problems:
             self.error(item.row, problem["field"], problem["message"])
@@ -128,6 +143,11 @@ class _Import:
         for row_number, fields in batch:
             values = line_values(fields)
             before = existing.get(fields.external_ref or "")
+            date_problems = tender_date_errors(values, before, now.date())
+            for problem in date_problems:
+                self.error(row_number, problem["field"], problem["message"])
+            if date_problems:
+                continue
             if before is None:
                 if fields.status not in CREATE_STATUSES:
                     self.error(

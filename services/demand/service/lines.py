@@ -85,6 +85,29 @@ def validate_fields(raw: dict[str, Any]) -> tuple[DemandFields | None, list[dict
     return fields, fields.cross_field_errors()
 
 
+NOT_YET_TENDERING = frozenset({"draft", "planned"})
+
+
+def tender_date_errors(
+    values: dict[str, Any], before: dict[str, Any] | None, today: date
+) -> list[dict[str, str]]:
+    """A line not yet tendering cannot be given an expected tender date in the past (it would be
+    counted in a quarter that is over and matched to a tender that will not come). A past date the
+    line already had is left to the stale-lines job."""
+    day = values.get("expected_tender_date")
+    if day is None or values.get("status") not in NOT_YET_TENDERING or day >= today:
+        return []
+    if before is not None and before.get("expected_tender_date") == day:
+        return []
+    return [
+        {
+            "field": "expected_tender_date",
+            "message": f"{day.isoformat()} is in the past (today is {today.isoformat()}); give the date "
+            "the tender is now expected, or set the status to tendering if it has started",
+        }
+    ]
+
+
 def _ref_conflict(external_ref: str, other: str | None) -> Problem:
     return conflict(
         f"external_ref {external_ref!r} is already used by another demand line of this anchor.",
@@ -155,6 +178,9 @@ async def create_line(session: AsyncSession, principal: Principal, body: DemandC
     anchor_id = access.writing_anchor(principal, body.anchor_id)
     anchor = await require_anchor(session, anchor_id)
     errors = body.cross_field_errors()
+    errors += tender_date_errors(
+        body.model_dump(include={"expected_tender_date", "status"}), None, utcnow().date()
+    )
     if body.status not in CREATE_STATUSES:
         errors.append(
             {"field": "status", "message": f"a new line is draft, planned or tendering, not {body.status}"}
@@ -204,9 +230,10 @@ async def update_line(
                 "message": f"cannot go from {line['status']} to {fields.status} (allowed: {allowed})",
             }
         )
+    values = line_values(fields)
+    errors += tender_date_errors(values, line, utcnow().date())
     if errors:
         raise field_errors(errors)
-    values = line_values(fields)
     changed = [name for name in FIELD_NAMES if values[name] != line[name]]
     if not changed:
         return line

@@ -341,7 +341,7 @@ async def test_list_filters_and_cursor_pagination(app: FastAPI, new_anchor) -> N
         status="tendering",
         expected_tender_date="2026-12-01",
     )
-    await post_line(app, two["id"], cpv_codes=["79410000"], expected_tender_date="2026-12-01", lots=[
+    await post_line(app, two["id"], cpv_codes=["79410000"], expected_tender_date="2027-05-01", lots=[
         {"title": "Catering advice", "estimated_value_pence": 1000, "cpv_codes": ["55510000"]}
     ])  # fmt: skip
     async with client(app, INTEGRATOR) as http:

@@ -346,7 +346,10 @@ def planning_release(ocid: str, **tender: Any) -> dict[str, Any]:
     }
 
 
-def package(*releases: dict[str, Any]) -> str:
+def package(*releases: dict[str, Any], buyer: str | None = None) -> str:
+    """A release package; ``buyer`` (an anchor id) is set on every release that names none."""
+    if buyer is not None:
+        releases = tuple({"buyer": {"id": buyer, "name": "Buyer"}} | r for r in releases)
     return json.dumps(
         {
             "uri": "https://example.org/packages/1",
@@ -369,6 +372,7 @@ async def test_ocds_planning_releases_import_and_other_releases_are_refused(app:
             planning_release("ocds-x-1"),
             tender_notice,
             planning_release("ocds-x-4", value={"amount": 1, "currency": "EUR"}),
+            buyer=anchor["id"],
         ),
         "application/json",
     )
@@ -380,7 +384,9 @@ async def test_ocds_planning_releases_import_and_other_releases_are_refused(app:
     good = await import_file(
         app,
         principal,
-        package(planning_release("ocds-x-1"), planning_release("ocds-x-2", status="active")),
+        package(
+            planning_release("ocds-x-1"), planning_release("ocds-x-2", status="active"), buyer=anchor["id"]
+        ),
         "application/json",
     )
     assert good.status_code == 200, good.text
@@ -399,7 +405,9 @@ async def test_ocds_planning_releases_import_and_other_releases_are_refused(app:
     again = await import_file(
         app,
         principal,
-        package(planning_release("ocds-x-1"), planning_release("ocds-x-2", status="active")),
+        package(
+            planning_release("ocds-x-1"), planning_release("ocds-x-2", status="active"), buyer=anchor["id"]
+        ),
         "application/json",
     )
     assert again.json()["unchanged"] == 2
@@ -454,14 +462,21 @@ async def test_ocds_export_validates_against_the_ocds_schema_and_imports_back(
     assert second["tender"]["lots"][0]["value"] == {"amount": 10000.5, "currency": "GBP"}
 
     other = await new_anchor(name="Importer")
-    back = await import_file(app, anchor_principal(other["id"]), response.content, "application/json")
+    refused = await import_file(app, anchor_principal(other["id"]), response.content, "application/json")
+    assert refused.status_code == 422
+    assert {(e["row"], e["field"]) for e in refused.json()["errors"]} == {(1, "buyer"), (2, "buyer")}
+    assert not [line for line in await all_lines(app) if line["anchor_id"] == other["id"]]
+    back = await import_file(app, principal, response.content, "application/json")
     assert back.status_code == 200, back.text
     assert back.json()["created"] == 2
-    copies = [line for line in await all_lines(app) if line["anchor_id"] == other["id"]]
+    copies = [line for line in await all_lines(app) if line["external_ref"].startswith("ocds-seedbed-")]
     originals = [
         line
         for line in await all_lines(app)
-        if line["anchor_id"] == buyer["id"] and line["visibility"] == "public" and line["status"] != "draft"
+        if line["anchor_id"] == buyer["id"]
+        and line["visibility"] == "public"
+        and line["status"] != "draft"
+        and not line["external_ref"].startswith("ocds-seedbed-")
     ]
     compared = (
         "title", "description", "cpv_codes", "estimated_value_pence", "min_value_pence", "category", "status",
@@ -555,6 +570,58 @@ async def test_a_line_made_with_one_of_the_refs_while_the_import_runs_fails_it(
             )
     assert rejected.value.status == 409
     assert [line["external_ref"] for line in await all_lines(app)] == ["LATE"]
+
+
+async def test_an_ocds_import_whose_buyer_is_another_anchor_is_refused(app: FastAPI, new_anchor) -> None:
+    a, c = await new_anchor(name="Anchor A"), await new_anchor(name="Anchor C")
+    releases = package(planning_release("ocds-a-1"), planning_release("ocds-a-2"), buyer=a["id"])
+    refused = await import_file(app, anchor_principal(c["id"]), releases, "application/json")
+    assert refused.status_code == 422
+    problem = refused.json()
+    assert [(e["row"], e["field"]) for e in problem["errors"]] == [(1, "buyer"), (2, "buyer")]
+    assert a["id"] in problem["errors"][0]["message"]
+    # Staff naming the buyer's anchor may import them; staff naming another anchor may not.
+    assert (await import_file(app, STAFF, releases, "application/json", anchor_id=c["id"])).status_code == 422
+    assert not await all_lines(app)
+    done = await import_file(app, STAFF, releases, "application/json", anchor_id=a["id"])
+    assert done.status_code == 200, done.text
+    assert {line["anchor_id"] for line in await all_lines(app)} == {a["id"]}
+
+
+async def test_an_ocds_release_without_a_buyer_is_refused_naming_buyer(app: FastAPI, new_anchor) -> None:
+    a = await new_anchor()
+    refused = await import_file(
+        app, anchor_principal(a["id"]), package(planning_release("x")), "application/json"
+    )
+    assert refused.status_code == 422
+    assert [(e["row"], e["field"]) for e in refused.json()["errors"]] == [(1, "buyer")]
+
+
+async def test_an_ocds_buyer_named_by_an_identifier_the_anchor_holds_is_the_anchor(
+    app: FastAPI, new_anchor
+) -> None:
+    a = await new_anchor()
+    async with client(app, STAFF) as http:
+        patched = await http.patch(
+            f"/api/v1/anchors/{a['id']}", json={"identifiers": {"GB-PPON": "PABC-1234-DEFG"}}
+        )
+    assert patched.status_code == 200, patched.text
+    notice = planning_release("ocds-fts-1") | {
+        "buyer": {"id": "GB-PPON-PABC-1234-DEFG", "name": "Leeds"},
+        "parties": [{"id": "GB-PPON-PABC-1234-DEFG", "roles": ["buyer"]}],
+    }
+    by_party = planning_release("ocds-fts-2") | {
+        "buyer": {"id": "org-7"},
+        "parties": [{"id": "org-7", "identifier": {"scheme": "GB-PPON", "id": "PABC-1234-DEFG"}}],
+    }
+    stranger = planning_release("ocds-fts-3") | {
+        "buyer": {"id": "org-8"},
+        "parties": [{"id": "org-8", "identifier": {"scheme": "GB-PPON", "id": "PZZZ-9"}}],
+    }
+    ok = await import_file(app, anchor_principal(a["id"]), package(notice, by_party), "application/json")
+    assert ok.status_code == 200, ok.text
+    refused = await import_file(app, anchor_principal(a["id"]), package(stranger), "application/json")
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "buyer"
 
 
 @pytest.mark.parametrize(

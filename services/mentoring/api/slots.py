@@ -22,6 +22,7 @@ from services.mentoring.schemas import (
     SlotOut,
     SlotPage,
 )
+from services.mentoring.slots import slot_end
 from shared.db import SessionDep
 
 router = APIRouter()
@@ -61,9 +62,7 @@ async def mentor_slots(
         mentor_id=mentor.id,
         timezone=mentor.timezone,
         duration_minutes=duration_minutes,
-        items=[
-            SlotOut(start=instant, end=(instant + length).astimezone(instant.tzinfo)) for instant in found
-        ],
+        items=[SlotOut(start=instant, end=slot_end(instant, length)) for instant in found],
     )
 
 
@@ -107,7 +106,7 @@ async def slots_of_mentors(
                 mentor_id=item.mentor_id,
                 timezone=item.timezone,
                 start=item.start,
-                end=(item.start + length).astimezone(item.start.tzinfo),
+                end=slot_end(item.start, length),
             )
             for item in items
         ],

@@ -49,9 +49,19 @@ from shared.problems import Problem, conflict, field_errors
 T = TypeVar("T")
 
 
+def _may_see_session(principal: Principal, row: Row[Any]) -> bool:
+    """Staff, and the enterprise or mentor the session is of, may learn which session is in the way."""
+    return (
+        principal.is_staff
+        or principal.owns("enterprise", row.enterprise_id)
+        or principal.owns("mentor", row.mentor_id)
+    )
+
+
 def _taken_problem(
-    party: str, row: Row[Any] | None, mentor_id: uuid.UUID, enterprise_id: uuid.UUID
+    party: str, row: Row[Any] | None, mentor_id: uuid.UUID, enterprise_id: uuid.UUID, principal: Principal
 ) -> Problem:
+    """409 slot-taken; another enterprise's session (its id, its times) is named only to staff."""
     who = f"mentor {mentor_id}" if party == "mentor" else f"enterprise {enterprise_id}"
     detail = f"The slot is no longer free: {who} already has a booked session at that time"
     named: dict[str, Any] = {"party": party}
@@ -59,7 +69,7 @@ def _taken_problem(
         named["mentor_id"] = str(mentor_id)
     else:
         named["enterprise_id"] = str(enterprise_id)
-    if row is not None:
+    if row is not None and _may_see_session(principal, row):
         zone = ZoneInfo(row.timezone)
         start, end = row.starts_at.astimezone(zone).isoformat(), row.ends_at.astimezone(zone).isoformat()
         detail += f" (session {row.id}, {start} to {end})"
@@ -76,10 +86,11 @@ def _refusal_problem(
     mentor: Row[Any],
     conflicting: Row[Any] | None,
     enterprise_id: uuid.UUID,
+    principal: Principal,
 ) -> Problem:
     refusal = verdict.refusal
     if refusal is slots.Refusal.TAKEN:
-        return _taken_problem("mentor", conflicting, mentor.id, enterprise_id)
+        return _taken_problem("mentor", conflicting, mentor.id, enterprise_id, principal)
     if refusal is slots.Refusal.DAY_FULL:
         return Problem(
             409,
@@ -141,6 +152,7 @@ async def _write_guarded(
     end: datetime,
     blocked: tuple[datetime, datetime],
     excluding: uuid.UUID | None,
+    principal: Principal,
 ) -> T:
     """Insert or move a booked session (``write``). Should PostgreSQL's exclusion constraints
     refuse it anyway (a writer that did not take the locks), the request fails with a 409
@@ -165,7 +177,7 @@ async def _write_guarded(
                 high=high,
                 excluding=excluding,
             )
-        raise _taken_problem(party, row, mentor_id, enterprise_id) from exc
+        raise _taken_problem(party, row, mentor_id, enterprise_id, principal) from exc
 
 
 def _margin(mentor: Row[Any]) -> timedelta:
@@ -214,10 +226,14 @@ def _sort_nearby(
 
 
 def _refused(
-    verdict: slots.Verdict, rules: slots.Rules, mentor: Row[Any], enterprise_id: uuid.UUID
+    verdict: slots.Verdict,
+    rules: slots.Rules,
+    mentor: Row[Any],
+    enterprise_id: uuid.UUID,
+    principal: Principal,
 ) -> Problem:
     conflicting = verdict.conflict.ref if verdict.conflict is not None else None
-    return _refusal_problem(verdict, rules, mentor, conflicting, enterprise_id)  # type: ignore[arg-type]
+    return _refusal_problem(verdict, rules, mentor, conflicting, enterprise_id, principal)  # type: ignore[arg-type]
 
 
 async def book_session(
@@ -244,9 +260,9 @@ async def book_session(
     taken, clash = await _sessions_nearby(session, mentor, data.enterprise_id, start, end)
     verdict = slots.check_slot(rules, duration, start, now, taken)
     if not verdict.free:
-        raise _refused(verdict, rules, mentor, data.enterprise_id)
+        raise _refused(verdict, rules, mentor, data.enterprise_id, principal)
     if clash is not None:
-        raise _taken_problem("enterprise", clash, mentor.id, data.enterprise_id)
+        raise _taken_problem("enterprise", clash, mentor.id, data.enterprise_id, principal)
     if mentor.max_active_mentees is not None:
         mentees = (await active_mentees(session, [mentor.id], now, settings))[mentor.id]
         if data.enterprise_id not in mentees and len(mentees) >= mentor.max_active_mentees:
@@ -286,6 +302,7 @@ async def book_session(
         end=end,
         blocked=blocked,
         excluding=None,
+        principal=principal,
     )
     await outbox.add(session, session_event(events.SESSION_BOOKED, row))
     return row
@@ -318,9 +335,9 @@ async def reschedule_session(
     taken, clash = await _sessions_nearby(session, mentor, row.enterprise_id, start, end, excluding=row.id)
     verdict = slots.check_slot(rules, duration, start, now, taken)
     if not verdict.free:
-        raise _refused(verdict, rules, mentor, row.enterprise_id)
+        raise _refused(verdict, rules, mentor, row.enterprise_id, principal)
     if clash is not None:
-        raise _taken_problem("enterprise", clash, mentor.id, row.enterprise_id)
+        raise _taken_problem("enterprise", clash, mentor.id, row.enterprise_id, principal)
     await _write_guarded(
         session,
         session.execute(
@@ -345,6 +362,7 @@ async def reschedule_session(
         end=end,
         blocked=blocked,
         excluding=row.id,
+        principal=principal,
     )
     moved = await reload_session(session, row.id)
     await outbox.add(session, session_event(events.SESSION_RESCHEDULED, moved))

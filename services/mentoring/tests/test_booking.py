@@ -272,3 +272,39 @@ async def test_a_keyed_booking_of_an_unknown_mentor_is_refused_and_its_key_still
     # told so (the key is checked even when no mentor row carries its fingerprint).
     reused = await book(staff, str(uuid.uuid4()), firm, london(2027, 3, 29, 10), key="k-known")
     assert reused.status_code == 422 and reused.json()["errors"][0]["field"] == "Idempotency-Key"
+
+
+async def test_slot_taken_names_no_other_enterprises_session_to_a_caller_who_is_not_staff(
+    as_principal, staff: httpx.AsyncClient
+) -> None:
+    ada = await create_mentor(staff)
+    firm_a, firm_b = uuid.uuid4(), uuid.uuid4()
+    async with as_principal(enterprise(firm_a)) as a_http:
+        first = await book(a_http, ada["id"], firm_a, london(2027, 3, 29, 10))
+    assert first.status_code == 201, first.text
+    session_a = first.json()
+    async with as_principal(enterprise(firm_b)) as b_http:
+        response = await book(b_http, ada["id"], firm_b, london(2027, 3, 29, 10, 30))
+    assert response.status_code == 409
+    problem = response.json()
+    assert problem["type"].endswith("/slot-taken")
+    assert problem["conflict"] == {"party": "mentor", "mentor_id": ada["id"]}
+    assert session_a["id"] not in response.text
+    assert str(firm_a) not in response.text
+    for moment in ("10:00", "11:00", "09:00", "2027-03-29T"):
+        assert moment not in response.text
+    # Staff still learn which session is in the way.
+    response = await book(staff, ada["id"], firm_b, london(2027, 3, 29, 10, 30))
+    assert response.status_code == 409 and response.json()["conflict"]["session_id"] == session_a["id"]
+
+
+async def test_slot_taken_names_the_callers_own_session(as_principal, staff: httpx.AsyncClient) -> None:
+    ada = await create_mentor(staff)
+    bob = await create_mentor(staff, name="Bob", email="bob@example.org")
+    firm = uuid.uuid4()
+    async with as_principal(enterprise(firm)) as http:
+        first = (await book(http, ada["id"], firm, london(2027, 3, 29, 10))).json()
+        response = await book(http, bob["id"], firm, london(2027, 3, 29, 10, 30), 30)
+    assert response.status_code == 409
+    assert response.json()["conflict"]["party"] == "enterprise"
+    assert response.json()["conflict"]["session_id"] == first["id"]
