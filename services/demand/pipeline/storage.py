@@ -431,8 +431,8 @@ def view_condition(params: ViewParams, table: Any) -> sa.ColumnElement[bool] | N
     """The view's filter as a condition on a table with the atom columns; None when unfiltered."""
     t = table.c
     conditions: list[sa.ColumnElement[bool]] = []
-    quarter = view_column(params, table, "quarter")
     if params.from_quarter or params.to_quarter:
+        quarter = view_column(params, table, "quarter")
         conditions.append(quarter != UNSCHEDULED)
     if params.from_quarter:
         conditions.append(quarter >= params.from_quarter)
