@@ -17,7 +17,7 @@
 
 PostgreSQL: ``SEEDBED_BENCH_POSTGRES_URL`` or the default local server; a database is
 created for the run and dropped after it; skipped with a message when none answers.
-Processes started here use ports 18200-18299.
+Processes started here use ports 18200-18299 (the NATS port: ``SEEDBED_BENCH_NATS_PORT``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from shared.principal import Principal, PrincipalAuth
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 SECRET = "bench-internal-secret-of-at-least-32-characters"
-NATS_PORT = 18201
+NATS_PORT = int(os.environ.get("SEEDBED_BENCH_NATS_PORT", "18201"))
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "services" / "demand"
 STAFF = Principal(role="staff", subject_id=None, actor="bench")
 

@@ -8,7 +8,8 @@ from shared.runtime import PeriodicJob, ServiceRuntime
 
 
 async def publish_pipeline(runtime: ServiceRuntime) -> None:
-    """A pipeline snapshot once changes have settled (the release lock keeps replicas apart)."""
+    """Release changed public figures, and confidential blocks when their cadence is due (the
+    release lock keeps replicas apart)."""
     settings = runtime.settings
     assert isinstance(settings, DemandSettings)
     await release.publish_snapshot(runtime.database, settings)
@@ -17,4 +18,4 @@ async def publish_pipeline(runtime: ServiceRuntime) -> None:
 def jobs(settings: DemandSettings) -> list[PeriodicJob]:
     if not settings.pipeline_publisher:
         return []
-    return [PeriodicJob("pipeline-snapshot", settings.pipeline_poll_seconds, publish_pipeline)]
+    return [PeriodicJob("pipeline-release", settings.pipeline_poll_seconds, publish_pipeline)]

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from services.demand.events import PipelinePublishedPayload
 from services.demand.models import pipeline_cells, pipeline_release_failures
 from services.demand.pipeline import release
 from services.demand.pipeline import views as pipeline_views
@@ -284,6 +285,8 @@ async def test_public_figures_go_out_at_every_run_and_confidential_ones_on_their
     assert (await view(app))["totals"]["total_value_pence"] == 3_000_500 + 8_000_000
     published = [e for e in await outbox_events(app) if e["type"] == "demand.pipeline.published.v1"]
     assert [e["data"]["totals"]["total_value_pence"] for e in published] == [3_000_000, 3_000_500, 11_000_500]
+    last = PipelinePublishedPayload.model_validate(published[-1]["data"])
+    assert last.totals.confidential_included and last.lines_count == last.totals.count == 8
 
 
 async def test_a_cell_the_release_cannot_process_is_skipped_and_recorded(
