@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from shared.nats_server import nats_server_binary, port_open
-from shared.settings import var_dir
+from shared.settings import var_dir, weak_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("enterprises", "demand", "mentoring")
@@ -68,12 +68,31 @@ def _free_port_from(start: int) -> int:
                 port += 1
 
 
+# What production must be given: nothing is generated for it (a service or gateway started
+# alone refuses to start without them too).
+PRODUCTION_SECRETS = ("SEEDBED_INTERNAL_SECRET", "GATEWAY_API_KEY_PEPPER", "SEEDBED_BOOTSTRAP_STAFF_KEY")
+
+
 def _read_or_create(path: Path, make: str) -> str:
     if path.exists():
         return path.read_text().strip()
-    path.write_text(make + "\n")
-    path.chmod(0o600)
+    # Created private: never readable by others, not even between creation and a chmod.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(make + "\n")
     return make
+
+
+def production_secret_problems(env: dict[str, str]) -> list[str]:
+    """Why the environment's secrets will not do for production (empty when they will)."""
+    problems = []
+    for name in PRODUCTION_SECRETS:
+        value = env.get(name, "")
+        if not value:
+            problems.append(f"{name} is not set (production generates no secrets)")
+        elif (reason := weak_secret(value.removeprefix("sbk_"))) is not None:
+            problems.append(f"{name} will not do: {reason}")
+    return problems
 
 
 @dataclass
@@ -138,6 +157,10 @@ class Supervisor:
             raise SystemExit(f"{name} failed with exit code {code}")
 
     def prepare_environment(self) -> tuple[str, str]:
+        if self.env.get("SEEDBED_ENVIRONMENT") == "production":
+            problems = production_secret_problems(self.env)
+            if problems:
+                raise SystemExit("refusing to start in production: " + "; ".join(problems))
         self.var.mkdir(parents=True, exist_ok=True)
         self.env["SEEDBED_VAR_DIR"] = str(self.var)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
@@ -218,6 +241,8 @@ class Supervisor:
                     "--port",
                     str(port),
                     "--no-access-log",
+                    # Forwarded headers: only from GATEWAY_TRUSTED_PROXIES, applied by the gateway.
+                    "--no-proxy-headers",
                     "--timeout-graceful-shutdown",
                     "10",
                 ],
@@ -268,7 +293,9 @@ class Supervisor:
             await self.migrate()
             await self.start_apps()
             gateway = f"http://127.0.0.1:{_port('gateway')}"
-            if await self.wait_ready(gateway):
+            # Each service too: the gateway is ready (degraded) while a service is still starting.
+            services = [f"http://127.0.0.1:{_port(name)}" for name in SERVICES]
+            if all([await self.wait_ready(url) for url in services]) and await self.wait_ready(gateway):
                 key_source = (
                     "SEEDBED_BOOTSTRAP_STAFF_KEY"
                     if "SEEDBED_BOOTSTRAP_STAFF_KEY" in os.environ

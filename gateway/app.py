@@ -22,19 +22,26 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import api, dashboard, integrators
+from gateway.api_docs import install_api_docs
 from gateway.edge import EdgeMiddleware
-from gateway.routes import SERVICES, owner_of
-from gateway.runtime import GatewayRuntime
+from gateway.metrics import route_of
+from gateway.pages import routes as pages
+from gateway.routes import GATEWAY, SERVICES, owner_of
+from gateway.runtime import WEBHOOKS_CONSUMER, GatewayRuntime
 from gateway.settings import GatewaySettings
+from shared import tracing
+from shared.dead_letters import dead_letters_router
 from shared.health import ReadinessCheck, health_router
+from shared.inbox import EventConsumer
 from shared.logs import RequestContextMiddleware, configure_logging
+from shared.metrics import HttpMetricsMiddleware
 from shared.problems import install_problem_handlers
 
 API_PREFIX = "/api/v1"
@@ -71,6 +78,7 @@ def _service_check(client: httpx.AsyncClient, name: str, base_url: str) -> Readi
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     configure_logging("gateway", settings.log_level)
+    tracing.configure(GATEWAY)
     runtime = GatewayRuntime(settings)
 
     def own_document() -> dict[str, Any]:
@@ -89,11 +97,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    def checks() -> dict[str, ReadinessCheck]:
-        checks: dict[str, ReadinessCheck] = {
-            "database": runtime.database.ping,
-            "nats": runtime.nats.ping,
-        }
+    def required_checks() -> dict[str, ReadinessCheck]:
+        # Without its database the gateway can authenticate no API key: nothing to serve.
+        return {"database": runtime.database.ping}
+
+    def optional_checks() -> dict[str, ReadinessCheck]:
+        # Degraded, not unready: without NATS only the event stream and webhooks wait, and a
+        # service that is down answers 503 for its own routes while the others serve; taking
+        # this pod out would fix neither.
+        checks: dict[str, ReadinessCheck] = {"nats": runtime.nats.ping}
         for name, url in settings.upstreams().items():
             checks[name] = _service_check(runtime.http, name, url)
         return checks
@@ -109,24 +121,44 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    app.include_router(health_router(checks))
+    app.include_router(dead_letters_router(GATEWAY, _webhook_consumers), prefix=API_PREFIX)
+    app.include_router(health_router(required_checks, optional_checks))
+    # The scrape, like the probes, is for the cluster: the edge lets it through (not under /api/v1).
+    app.add_api_route("/metrics", runtime.metrics, methods=["GET"], include_in_schema=False)
+    pages.install(app, settings)  # /, /pipeline, /anchors...: HTML for people (gateway.pages)
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(await runtime.openapi.document())
 
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Seedbed API")
-
     for prefix in ("", API_PREFIX):
         app.add_api_route(f"{prefix}/openapi.json", openapi_json, include_in_schema=False)
-        app.add_api_route(f"{prefix}/docs", docs, include_in_schema=False)
+    install_api_docs(app, API_PREFIX)
 
     # The gateway's own routes: request context, then the edge, inside FastAPI's stack.
     app.add_middleware(EdgeMiddleware, runtime=runtime)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
-    # Everything for a service: the same two, straight from the server.
-    app.pass_through = RequestContextMiddleware(
-        EdgeMiddleware(super(GatewayApp, app).__call__, runtime=runtime),
-        access_log_enabled=settings.access_log,
+    if settings.http_metrics:
+        app.add_middleware(HttpMetricsMiddleware, route_of=route_of)
+    tracing.instrument_app(app)
+    # Everything for a service: the same, straight from the server.
+    pass_through: ASGIApp = tracing.server_spans(
+        RequestContextMiddleware(
+            EdgeMiddleware(super(GatewayApp, app).__call__, runtime=runtime),
+            access_log_enabled=settings.access_log,
+        ),
+        route_of,
     )
+    if settings.http_metrics:
+        pass_through = HttpMetricsMiddleware(pass_through, route_of=route_of)
+    if settings.trusted_proxies:
+        # Outermost on both paths: the client address every limit sees is the one a trusted
+        # proxy reported, and nobody else's X-Forwarded-For counts.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+        pass_through = ProxyHeadersMiddleware(pass_through, trusted_hosts=settings.trusted_proxies)
+    app.pass_through = pass_through
     return app
+
+
+def _webhook_consumers(request: Request) -> dict[str, EventConsumer]:
+    runtime: GatewayRuntime = request.app.state.runtime
+    return {WEBHOOKS_CONSUMER: runtime.webhooks_consumer}

@@ -322,8 +322,9 @@ class Authenticator:
             log.warning("revocation not broadcast: NATS is not connected", extra={"key_id": str(key_id)})
             return
         try:
+            # No flush(timeout=...): a timed-out flush leaves nats-py a PONG future that kills
+            # its read loop when the PONG comes (see shared.nats); the client sends it at once.
             await self.link.nc.publish(REVOCATION_SUBJECT, str(key_id).encode())
-            await self.link.nc.flush(timeout=2)
         except Exception as exc:
             log.warning("revocation not broadcast", extra={"key_id": str(key_id), "error": repr(exc)})
 

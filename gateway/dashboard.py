@@ -24,7 +24,7 @@ from gateway.api import CredentialDep, RuntimeDep, problem
 from gateway.proxy import new_traceparent
 from gateway.schemas import Dashboard, DashboardPart
 from shared.logs import request_id_var
-from shared.principal import HEADER, sign
+from shared.principal import HEADER, body_digest, sign
 from shared.problems import PROBLEM_BASE, Problem, forbidden, not_found
 
 router = APIRouter()
@@ -37,9 +37,12 @@ class _SignedAs(httpx.Auth):
         self.secret = secret
         self.payload = payload
 
+    requires_request_body = True  # the body's digest is signed
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         target = request.url.raw_path.decode("latin-1")
-        request.headers[HEADER] = sign(self.secret, request.method, target, self.payload)
+        digest = body_digest(request.content)
+        request.headers[HEADER] = sign(self.secret, request.method, target, self.payload, digest=digest)
         yield request
 
 

@@ -13,6 +13,14 @@ is delivered; anything else is retried after the next delay of the schedule (Sta
 Webhooks: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), then ``failed``. A subscription whose
 deliveries failed ``webhook_disable_after_failed_deliveries`` times in a row is disabled
 (its pending deliveries fail with it); a successful redelivery enables it again.
+
+One receiver's slowness stays its own: a dispatcher has at most
+``webhook_concurrency_per_endpoint`` attempts in flight to one subscription and
+``webhook_concurrency_per_owner`` to the subscriptions of one owner, out of its
+``webhook_concurrency`` slots. A claim skips the subscriptions and owners at their bound and
+takes each subscription's oldest due deliveries in turns (first of each, then second of
+each...), so a slow endpoint's backlog waits in its own queue in the table while the other
+endpoints' deliveries go out; it never fills the slots or the claim batch.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import logging
 import socket
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +42,11 @@ import sqlalchemy as sa
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from gateway.metrics import (
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_DELIVERIES_FAILED,
+    WEBHOOK_ENDPOINTS_DISABLED_TOTAL,
+)
 from gateway.models import webhook_attempts, webhook_events
 from gateway.settings import GatewaySettings
 from gateway.webhooks import (
@@ -45,6 +59,7 @@ from gateway.webhooks import (
     subscriptions,
     with_owner_key,
 )
+from shared import tracing
 from shared.db import Database, utcnow
 from shared.events import CONTENT_TYPE
 from shared.tasks import cancel_requested, stop_task
@@ -86,6 +101,18 @@ class Claimed:
     url: str
     sealed_secret: str
     body: bytes
+    owner: str = ""
+    trace_context: str | None = None
+
+
+def owner_of_subscription() -> sa.ColumnElement[str]:
+    """One string per owner, as ``webhooks.Owner.clause`` groups them: role and subject, else
+    role and actor (one integrator credential)."""
+    return (
+        subscriptions.c.owner_role
+        + ":"
+        + sa.func.coalesce(subscriptions.c.owner_subject_id, subscriptions.c.owner_actor)
+    )
 
 
 @dataclass(frozen=True)
@@ -112,7 +139,11 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self.attempts_total = 0
         self._slots = max(1, settings.webhook_concurrency)
+        self._per_endpoint = max(1, settings.webhook_concurrency_per_endpoint)
+        self._per_owner = max(1, settings.webhook_concurrency_per_owner)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._busy_endpoints: Counter[uuid.UUID] = Counter()
+        self._busy_owners: Counter[str] = Counter()
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -196,11 +227,25 @@ class Dispatcher:
         self._in_flight.discard(task)
         self.wake.set()  # a slot is free
 
+    def _not_at_their_bound(self) -> list[sa.ColumnElement[bool]]:
+        """Leave out the subscriptions and owners that have all the attempts they may have."""
+        clauses: list[sa.ColumnElement[bool]] = []
+        endpoints = [sid for sid, busy in self._busy_endpoints.items() if busy >= self._per_endpoint]
+        if endpoints:
+            clauses.append(deliveries.c.subscription_id.not_in(endpoints))
+        owners = [owner for owner, busy in self._busy_owners.items() if busy >= self._per_owner]
+        if owners:
+            clauses.append(owner_of_subscription().not_in(owners))
+        return clauses
+
     async def _seconds_until_next_due(self) -> float:
+        query = (
+            sa.select(sa.func.min(deliveries.c.next_attempt_at))
+            .select_from(deliveries.join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id))
+            .where(deliveries.c.status == "pending", *self._not_at_their_bound())
+        )
         async with self.database.transaction(write=False) as session:
-            due = await session.scalar(
-                sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(deliveries.c.status == "pending")
-            )
+            due = await session.scalar(query)
         if due is None:
             return float("inf")
         return max(0.0, (due - utcnow()).total_seconds())
@@ -210,6 +255,30 @@ class Dispatcher:
     async def claim(self, limit: int) -> list[Claimed]:
         """Take up to ``limit`` due deliveries for this dispatcher (see the module docstring)."""
         now = utcnow()
+        due = (deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+        # Each subscription's due deliveries in turns: its oldest first, then the others'
+        # oldest, so one subscription's backlog cannot take the whole batch.
+        turns = (
+            sa.select(
+                deliveries.c.id,
+                deliveries.c.next_attempt_at,
+                sa.func.row_number()
+                .over(
+                    partition_by=deliveries.c.subscription_id,
+                    order_by=(deliveries.c.next_attempt_at, deliveries.c.id),
+                )
+                .label("turn"),
+            )
+            .select_from(deliveries.join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id))
+            .where(*due, *self._not_at_their_bound())
+            .subquery()
+        )
+        picked = (
+            sa.select(turns.c.id)
+            .where(turns.c.turn <= self._per_endpoint)
+            .order_by(turns.c.turn, turns.c.next_attempt_at)
+            .limit(limit)
+        )
         query = (
             sa.select(
                 deliveries.c.id,
@@ -218,6 +287,8 @@ class Dispatcher:
                 subscriptions.c.url,
                 subscriptions.c.secret,
                 webhook_events.c.body,
+                owner_of_subscription().label("owner"),
+                webhook_events.c.trace_context,
                 key_still_valid(now).label("key_valid"),
             )
             .select_from(
@@ -225,9 +296,8 @@ class Dispatcher:
                 .join(deliveries, deliveries.c.subscription_id == subscriptions.c.id)
                 .join(webhook_events, webhook_events.c.event_id == deliveries.c.event_id)
             )
-            .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+            .where(*due, deliveries.c.id.in_(picked.scalar_subquery()))
             .order_by(deliveries.c.next_attempt_at)
-            .limit(limit)
         )
         if not self.database.is_sqlite:
             query = query.with_for_update(of=deliveries, skip_locked=True)
@@ -248,17 +318,50 @@ class Dispatcher:
                         last_error="the API key that made the subscription is revoked or expired",
                     )
                 )
-            taken = [row for row in rows if row.key_valid]
+            taken = self._within_bounds([row for row in rows if row.key_valid])
             if taken:
                 await session.execute(
                     sa.update(deliveries)
                     .where(deliveries.c.id.in_([row.id for row in taken]))
                     .values(next_attempt_at=now + self.lease, claim_token=token)
                 )
-        return [
-            Claimed(row.id, row.subscription_id, token, row.event_id, row.url, row.secret, row.body)
+        claimed = [
+            Claimed(
+                row.id,
+                row.subscription_id,
+                token,
+                row.event_id,
+                row.url,
+                row.secret,
+                row.body,
+                row.owner,
+                row.trace_context,
+            )
             for row in taken
         ]
+        for item in claimed:
+            self._busy_endpoints[item.subscription_id] += 1
+            self._busy_owners[item.owner] += 1
+        return claimed
+
+    def _within_bounds(self, rows: list[Any]) -> list[Any]:
+        """The rows this dispatcher may start now; the others stay due for a later claim."""
+        endpoints = Counter(self._busy_endpoints)
+        owners = Counter(self._busy_owners)
+        taken = []
+        for row in rows:
+            if endpoints[row.subscription_id] >= self._per_endpoint or owners[row.owner] >= self._per_owner:
+                continue
+            endpoints[row.subscription_id] += 1
+            owners[row.owner] += 1
+            taken.append(row)
+        return taken
+
+    def _release(self, item: Claimed) -> None:
+        for counter, key in ((self._busy_endpoints, item.subscription_id), (self._busy_owners, item.owner)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -266,11 +369,14 @@ class Dispatcher:
         try:
             outcome = await self.attempt(item)
             self.attempts_total += 1
+            WEBHOOK_ATTEMPTS.labels("delivered" if outcome.delivered else "failed").inc()
             await self.record(item, outcome)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("webhook attempt not recorded", extra={"delivery_id": str(item.delivery_id)})
+        finally:
+            self._release(item)
 
     async def attempt(self, item: Claimed) -> Outcome:
         assert self._http is not None
@@ -291,13 +397,14 @@ class Dispatcher:
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": signature(secret, item.event_id, timestamp, item.body),
             }
-            async with self._http.post(
-                item.url, data=item.body, headers=headers, allow_redirects=False
-            ) as answer:
-                status = answer.status
-                await answer.content.read(RESPONSE_READ_LIMIT)
-                if not 200 <= status < 300:
-                    error = f"the receiver answered {status}"
+            with tracing.continuing(item.trace_context):
+                async with self._http.post(
+                    item.url, data=item.body, headers=headers, allow_redirects=False
+                ) as answer:
+                    status = answer.status
+                    await answer.content.read(RESPONSE_READ_LIMIT)
+                    if not 200 <= status < 300:
+                        error = f"the receiver answered {status}"
         except TimeoutError:
             error = f"no answer within {self.timeout:g} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -350,6 +457,7 @@ class Dispatcher:
                 }
             else:
                 changes |= {"status": "failed", "next_attempt_at": None}
+                WEBHOOK_DELIVERIES_FAILED.inc()
             await session.execute(
                 sa.update(deliveries).where(deliveries.c.id == item.delivery_id).values(**changes)
             )
@@ -390,6 +498,7 @@ class Dispatcher:
                 status="failed", next_attempt_at=None, claim_token=None, last_error=f"subscription {reason}"
             )
         )
+        WEBHOOK_ENDPOINTS_DISABLED_TOTAL.inc()
         log.warning("webhook subscription disabled", extra={"subscription_id": str(subscription_id)})
 
     # -- retention ---------------------------------------------------------------------------

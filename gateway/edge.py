@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import AuthError, Credential, make_credential
+from gateway.limits import Decision
+from gateway.metrics import RATE_LIMIT_REFUSALS
 from gateway.proxy import payload_too_large, send_problem
 from gateway.routes import GATEWAY, is_import, is_public_feed, owner_of
 from gateway.runtime import GatewayRuntime
@@ -36,6 +38,8 @@ CORS_EXPOSE_HEADERS = (
     b"Idempotent-Replayed, Content-Disposition"
 )
 _WWW_AUTHENTICATE = 'Bearer realm="seedbed"'
+AUTH_FAILURES_POLICY = "auth-failures"
+MAX_SUSPECTS = 100_000
 _PUBLIC_PRINCIPAL = Principal(role="public", subject_id=None, actor="public")
 
 
@@ -55,6 +59,8 @@ class EdgeMiddleware:
         self.max_import_body = settings.max_import_body_bytes
         self.public_rate = settings.public_rate_limit_per_minute
         self._public = make_credential(_PUBLIC_PRINCIPAL, "public", "public", self.public_rate)
+        self.auth_failure_limit = settings.auth_failure_limit_per_minute
+        self._suspects = runtime.auth_failures_seen
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,9 +69,11 @@ class EdgeMiddleware:
         path: str = scope["path"]
         method: str = scope["method"]
         authorization = origin = preflight = None
+        authorizations = 0
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value
+                authorizations += 1
             elif name == b"origin":
                 origin = value
             elif name == b"access-control-request-method":
@@ -91,6 +99,17 @@ class EdgeMiddleware:
                 )
                 return
 
+        if authorizations > 1:
+            # Proxies and frameworks disagree on which of several wins: take none.
+            problem = Problem(
+                400,
+                "Bad Request",
+                "Send one Authorization header, not several.",
+                type="duplicate-authorization",
+            )
+            await send_problem(scope, receive, send, problem, cors)
+            return
+
         owner = owner_of(path)
         if owner is None or path in OPEN_PATHS:
             await self.app(scope, receive, _with_headers(send, cors) if cors else send)
@@ -100,14 +119,14 @@ class EdgeMiddleware:
         if credential is None:
             return
         runtime = self.runtime
-        decision = runtime.limiter.check(
+        decision = await runtime.limiter.admit(
             credential.limit_key,
             credential.rate_limit_per_minute,
-            time.monotonic(),
             "public" if credential.kind == "public" else "api",
         )
         extra = decision.headers + cors if cors else decision.headers
         if not decision.allowed:
+            RATE_LIMIT_REFUSALS.labels("public" if credential.kind == "public" else "api").inc()
             problem = Problem(
                 429,
                 "Too Many Requests",
@@ -144,14 +163,9 @@ class EdgeMiddleware:
     ) -> Credential | None:
         if authorization is None:
             if is_public_feed(method, path):
-                client = scope.get("client")
                 public = self._public
                 return Credential(
-                    public.principal,
-                    public.payload,
-                    "public",
-                    f"public:{client[0] if client else 'unknown'}",
-                    self.public_rate,
+                    public.principal, public.payload, "public", f"public:{_address(scope)}", self.public_rate
                 )
             await send_problem(
                 scope,
@@ -161,9 +175,17 @@ class EdgeMiddleware:
                 cors,
             )
             return None
+        address = _address(scope)
+        if address in self._suspects:
+            refused = await self._refused(address)
+            if refused is not None:
+                await send_problem(scope, receive, send, refused[0], refused[1] + cors)
+                return None
         scheme, _, token = authorization.partition(b" ")
         token = token.strip()
         if scheme.lower() != b"bearer" or not token:
+            if await self._failed(scope, receive, send, address, cors):
+                return None
             await send_problem(
                 scope,
                 receive,
@@ -177,7 +199,8 @@ class EdgeMiddleware:
         try:
             return await self.runtime.auth.authenticate(token.decode("latin-1"))
         except AuthError as exc:
-            await send_problem(scope, receive, send, _unauthorized(str(exc), "invalid_token"), cors)
+            if not await self._failed(scope, receive, send, address, cors):
+                await send_problem(scope, receive, send, _unauthorized(str(exc), "invalid_token"), cors)
         except Exception:
             log.exception("credential check failed")
             await send_problem(
@@ -195,6 +218,31 @@ class EdgeMiddleware:
             )
         return None
 
+    async def _refused(self, address: str) -> tuple[Problem, list[tuple[bytes, bytes]]] | None:
+        now = time.monotonic()
+        if self._suspects.get(address, 0.0) <= now:
+            self._suspects.pop(address, None)
+            return None
+        decision = await self.runtime.limiter.exhausted(
+            f"auth-failures:{address}", self.auth_failure_limit, AUTH_FAILURES_POLICY
+        )
+        return None if decision is None else (_too_many_failures(decision), decision.headers)
+
+    async def _failed(
+        self, scope: Scope, receive: Receive, send: Send, address: str, cors: list[tuple[bytes, bytes]]
+    ) -> bool:
+        """Count a failed authentication of ``address``; True if it answered 429 (over the limit)."""
+        if len(self._suspects) >= MAX_SUSPECTS:
+            self._suspects.clear()
+        self._suspects[address] = time.monotonic() + self.runtime.limiter.window
+        decision = await self.runtime.limiter.admit(
+            f"auth-failures:{address}", self.auth_failure_limit, AUTH_FAILURES_POLICY
+        )
+        if decision.allowed:
+            return False
+        await send_problem(scope, receive, send, _too_many_failures(decision), decision.headers + cors)
+        return True
+
     async def _preflight(self, send: Send, origin: bytes) -> None:
         await send(
             {
@@ -210,6 +258,23 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": b""})
+
+
+def _address(scope: Scope) -> str:
+    """The client's address: the peer, or what a trusted proxy said (gateway.app applies
+    uvicorn's ProxyHeadersMiddleware with GATEWAY_TRUSTED_PROXIES before this runs)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _too_many_failures(decision: Decision) -> Problem:
+    return Problem(
+        429,
+        "Too Many Requests",
+        "Too many failed authentications from this address; "
+        f"retry in {decision.retry_after_seconds} s with a valid credential.",
+        type="rate-limited",
+    )
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -81,6 +81,8 @@ class EventStreamKeeper:
             storage=StorageType.FILE,
             max_age=self.max_age_seconds or None,
             num_replicas=self.settings.stream_replicas,
+            # Sourced messages keep their Nats-Msg-Id: a second copy within it is dropped here too.
+            duplicate_window=self.settings.stream_duplicate_window_seconds,
         )
 
     async def ensure(self) -> None:
@@ -103,7 +105,12 @@ class EventStreamKeeper:
                 info = await js.stream_info(EVENTS_STREAM)  # another replica made it just now
         current = [source.name for source in info.config.sources or []]
         wanted = current + [name for name in existing if name not in current]
-        if wanted != current or abs((info.config.max_age or 0) - self.max_age_seconds) > 1:
+        if (
+            wanted != current
+            or abs((info.config.max_age or 0) - self.max_age_seconds) > 1
+            or abs((info.config.duplicate_window or 0) - self.settings.stream_duplicate_window_seconds)
+            > 0.001
+        ):
             info = await js.update_stream(self._config(wanted))
             log.info("events stream sources added", extra={"sources": wanted})
         self.sourced = frozenset(wanted)

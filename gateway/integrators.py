@@ -29,6 +29,7 @@ from gateway.schemas import (
     WebhookOwner,
     WebhookPage,
     WebhookStatus,
+    WebhookUpdate,
 )
 from gateway.sse import MEDIA_TYPE, EventStream, EventStreamResponse
 from gateway.visibility import STREAM_ROLES, NotVisible, TypePattern, narrow, parse_pattern
@@ -178,6 +179,29 @@ async def list_webhooks(
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
     return WebhookPage(items=[_webhook_out(row) for row in page], next_cursor=next_cursor)
+
+
+@router.patch(
+    "/webhooks/{webhook_id}",
+    response_model=WebhookOut,
+    summary="Pause or resume a subscription, or change its description",
+    tags=[TAG],
+    responses={403: FORBIDDEN, 404: problem("No such subscription of the caller's.")},
+)
+async def update_webhook(
+    webhook_id: uuid.UUID, body: WebhookUpdate, credential: IntegratorDep, session: SessionDep
+) -> WebhookOut:
+    row = await webhooks.set_subscription_state(
+        session,
+        webhooks.Owner.of(credential),
+        webhook_id,
+        active=body.active,
+        description=body.description,
+        change_description="description" in body.model_fields_set,
+    )
+    if row is None:
+        raise not_found("Webhook subscription", webhook_id)
+    return _webhook_out(row)
 
 
 @router.delete(

@@ -79,6 +79,8 @@ webhook_events = sa.Table(
     sa.Column("event_type", sa.String(255), nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False, index=True),
+    # The trace the event came in (its fan-out's), so that each delivery attempt joins it.
+    sa.Column("trace_context", sa.String(512), nullable=True),
 )
 
 # One event for one subscription: pending until a 2xx (delivered) or the end of the retry

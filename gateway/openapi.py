@@ -5,9 +5,9 @@ Each service's ``GET /openapi.json`` (fetched with a signed staff principal, act
 paths the route table sends to it; the gateway's own FastAPI routes add theirs.
 Schemas that two documents name differently are kept apart by a service prefix.
 The merge then states what holds for every operation: the security schemes, the
-answers API.md promises route-wide (403, 404 on an object, 409 on a create, 412
+answers docs/API.md promises route-wide (403, 404 on an object, 409 on a create, 412
 on an update) where a service's document leaves them out, the problem+json
-answers the gateway itself gives (401, 413, 429, 502, 503, 504), and every error
+answers the gateway itself gives (400, 401, 413, 429, 502, 503, 504), and every error
 as problem+json, which is what the shared kit answers.
 """
 
@@ -31,7 +31,7 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 SCHEMA_REF = "#/components/schemas/"
 
-# Answers API.md promises for every route of a kind, whether or not a service's own document
+# Answers docs/API.md promises for every route of a kind, whether or not a service's own document
 # names them: a refused role (403), an unknown or hidden object (404), a stale If-Match (412),
 # a create whose Idempotency-Key is in use (409).
 CONTRACT_RESPONSES: dict[str, tuple[str, str]] = {
@@ -42,6 +42,11 @@ CONTRACT_RESPONSES: dict[str, tuple[str, str]] = {
 }
 
 GATEWAY_RESPONSES: dict[str, tuple[str, str]] = {
+    "400": (
+        "BadRequest",
+        "A malformed request: several Authorization headers, an invalid Content-Length, or a "
+        "parameter that is not what the route takes (such as a cursor it did not give).",
+    ),
     "401": ("Unauthorized", "No credential, or one that is not valid."),
     "413": ("ContentTooLarge", "The request body is larger than the route accepts."),
     "429": ("RateLimited", "Too many requests for this credential; see Retry-After."),
@@ -111,7 +116,7 @@ def _normalise_operation(path: str, method: str, operation: dict[str, Any], oidc
         contract.append("412")
     for status in contract:
         responses.setdefault(status, {"$ref": f"#/components/responses/{CONTRACT_RESPONSES[status][0]}"})
-    wanted = ["401", "429"]
+    wanted = ["400", "401", "429"]
     if owner_of(path) != GATEWAY:
         wanted += ["502", "503", "504"]
     if "requestBody" in operation:

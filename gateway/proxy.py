@@ -9,17 +9,20 @@ is made when the caller sent none).
 
 Failures: a service that cannot be reached answers 503 problem+json naming it
 (after retrying idempotent requests), no answer in time 504, a connection lost
-mid-request 502. Small bodies are read whole (and so can be retried); large ones
-stream both ways.
+mid-request 502. Small bodies are read whole (and so can be retried); large ones are
+read whole too, into memory then a temporary file, before the request goes (the principal
+header signs the body's digest), and stream to the service from there; answers stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import re
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -29,7 +32,7 @@ from yarl import URL
 
 from gateway.settings import GatewaySettings
 from shared.logs import request_id_var
-from shared.principal import sign
+from shared.principal import EMPTY_BODY_DIGEST, body_digest, sha256_digest, sign
 from shared.problems import Problem, problem_response
 
 log = logging.getLogger("seedbed.gateway.proxy")
@@ -65,7 +68,9 @@ DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
 # uvicorn writes its own date and server; the request-id middleware its own id.
 DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-BUFFERED_BODY_BYTES = 256 * 1024  # read whole (retryable); above this, stream
+BUFFERED_BODY_BYTES = 256 * 1024  # read whole (retryable); above this, spooled, then streamed
+SPOOL_MEMORY_BYTES = 1024 * 1024  # a spooled body beyond this goes to a temporary file
+SPOOL_CHUNK_BYTES = 64 * 1024
 BUFFERED_RESPONSE_BYTES = 1024 * 1024
 UNREACHABLE_HOLD_SECONDS = 2.0
 _TRACEPARENT = re.compile(rb"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -118,32 +123,51 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 class _StreamedBody:
-    """The request body streamed to the service, counted against the limit as it comes."""
+    """A large or unsized request body, read whole first (counted against the limit, hashed
+    for the principal header) into memory and then a temporary file, streamed from there."""
 
-    def __init__(self, receive: Receive, limit: int, on_progress: Callable[[], None]) -> None:
-        self.receive = receive
-        self.limit = limit
+    too_large = False  # both found while spooling, before the request goes
+    client_gone = False
+
+    def __init__(self, spool: Any, size: int, digest: str, on_progress: Callable[[], None]) -> None:
+        self.spool = spool
+        self.size = size
+        self.digest = digest
         self.on_progress = on_progress
-        self.too_large = False
-        self.client_gone = False
+
+    @classmethod
+    async def spooled(cls, receive: Receive, limit: int, on_progress: Callable[[], None]) -> _StreamedBody:
+        """:class:`BodyTooLarge` as soon as it passes ``limit``; :class:`ClientGone`."""
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115 - kept by the body
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise BodyTooLarge
+                    hasher.update(chunk)
+                    spool.write(chunk)
+                if not message.get("more_body", False):
+                    break
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return cls(spool, size, sha256_digest(hasher.digest()), on_progress)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        size = 0
-        while True:
-            message = await self.receive()
-            self.on_progress()
-            if message["type"] == "http.disconnect":
-                self.client_gone = True
-                raise ClientGone
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > self.limit:
-                    self.too_large = True
-                    raise BodyTooLarge
+        try:
+            while chunk := self.spool.read(SPOOL_CHUNK_BYTES):
+                self.on_progress()
                 yield chunk
-            if not message.get("more_body", False):
-                return
+        finally:
+            self.spool.close()
 
 
 class ReadDeadlines:
@@ -294,7 +318,6 @@ class Proxy:
             dropped = set(connection_tokens)
             headers = [(n, v) for n, v in headers if n.encode("latin-1") not in dropped]
 
-        headers.append(("x-seedbed-principal", sign(self.secret, method, target, payload)))
         request_id = request_id_var.get()
         if request_id:
             headers.append(("x-request-id", request_id))
@@ -329,9 +352,19 @@ class Proxy:
         assert task is not None
         deadlines = self.deadlines
         if data is None and (content_length is not None or chunked):
-            data = _StreamedBody(receive, body_limit, lambda: deadlines.arm(task))
-            if content_length is not None:
-                headers.append(("content-length", str(content_length)))
+            try:
+                data = await _StreamedBody.spooled(receive, body_limit, lambda: deadlines.arm(task))
+            except BodyTooLarge:
+                await problem(payload_too_large(body_limit))
+                return
+            except ClientGone:
+                return
+            headers.append(("content-length", str(data.size)))
+        if isinstance(data, _StreamedBody):
+            digest = data.digest
+        else:
+            digest = body_digest(data) if data else EMPTY_BODY_DIGEST
+        headers.append(("x-seedbed-principal", sign(self.secret, method, target, payload, digest=digest)))
 
         started = False  # the status line went out: failures can only cut the answer short
         deadlines.arm(task)

@@ -3,7 +3,7 @@
 Services serve exactly the public paths, so the gateway forwards a path unchanged
 to its owner, chosen by the first segment after ``/api/v1`` (two paths under
 ``/enterprises/{id}`` belong elsewhere). ``PUBLIC_ROUTES`` lists every route of the
-public contract (API.md, docs/ACCESS.md); tests check the OpenAPI document and the
+public contract (docs/API.md, docs/ACCESS.md); tests check the OpenAPI document and the
 authorization matrix against it.
 """
 
@@ -15,6 +15,8 @@ from typing import Final
 API_PREFIX: Final = "/api/v1"
 GATEWAY: Final = "gateway"
 SERVICES: Final = ("enterprises", "demand", "mentoring")
+# /admin/<part>/...: operations routes, answered by the part named (a service, or the gateway).
+ADMIN: Final = "admin"
 
 SEGMENT_OWNERS: Final[dict[str, str]] = {
     "enterprises": "enterprises",
@@ -45,6 +47,9 @@ def owner_of(path: str) -> str | None:
     if not path.startswith("/api/v1/"):
         return None
     segment, _, rest = path[_PREFIX_LEN:].partition("/")
+    if segment == ADMIN:
+        part = rest.partition("/")[0]
+        return part if part in SERVICES or part == GATEWAY else None
     owner = SEGMENT_OWNERS.get(segment)
     if owner == "enterprises" and segment == "enterprises" and rest:
         ident, _, leaf = rest.partition("/")
@@ -87,7 +92,7 @@ def _routes(*lines: str) -> tuple[Route, ...]:
     return tuple(out)
 
 
-# Every route of the public contract (API.md and docs/ACCESS.md).
+# Every route of the public contract (docs/API.md and docs/ACCESS.md).
 PUBLIC_ROUTES: Final = _routes(
     "POST|GET /api-keys",
     "GET|DELETE /api-keys/{id}",
@@ -131,9 +136,18 @@ PUBLIC_ROUTES: Final = _routes(
     "POST /sessions/{id}/no-show",
     "GET /enterprises/{id}/dashboard",
     "POST|GET /webhooks",
-    "DELETE /webhooks/{id}",
+    "PATCH|DELETE /webhooks/{id}",
     "GET /webhooks/{id}/deliveries",
     "POST /webhooks/{id}/deliveries/{delivery_id}/redeliver",
     "GET /events/stream",
     "GET /asyncapi.json",
+    *(
+        line
+        for part in (*SERVICES, GATEWAY)
+        for line in (
+            f"GET /admin/{part}/dead-letters",
+            f"GET /admin/{part}/dead-letters/{{dead_letter_id}}",
+            f"POST /admin/{part}/dead-letters/{{dead_letter_id}}/replay",
+        )
+    ),
 )

@@ -10,15 +10,18 @@ from gateway.asyncapi import AsyncApiAggregator
 from gateway.auth import Authenticator
 from gateway.deliveries import Dispatcher
 from gateway.event_stream import EVENTS_STREAM, EventStreamKeeper
-from gateway.limits import RateLimiter
+from gateway.limits import Limits, RateLimiter, SharedRateLimiter
+from gateway.metrics import disabled_endpoints
 from gateway.oidc import OidcVerifier
 from gateway.openapi import OpenApiAggregator
 from gateway.proxy import Proxy
 from gateway.settings import GatewaySettings
 from gateway.sse import StreamCounter
 from gateway.webhooks import SecretBox, WebhookFanOut
+from shared import gauges, tracing
 from shared.db import Database
 from shared.inbox import ConsumerSpec, EventConsumer
+from shared.metrics import MetricsEndpoint, mark_process_dead, track_pool
 from shared.nats import NatsLink
 from shared.principal import Principal, PrincipalAuth
 from shared.tasks import stop_task
@@ -35,7 +38,12 @@ class GatewayRuntime:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.secret = settings.internal_secret.get_secret_value().encode()
-        self.limiter = RateLimiter()
+        # Replaced by the shared limiter at start when the settings ask for it (gateway.limits).
+        self.limiter: Limits = RateLimiter()
+        # Addresses that failed authentication on this replica lately (until when): only their
+        # requests pay a look at the failure count before authenticating. Another replica's
+        # first refusal of an address costs it one unlooked check (answered 429 if it fails).
+        self.auth_failures_seen: dict[str, float] = {}
         self.proxy = Proxy(settings, self.secret)
         self._database: Database | None = None
         self._nats: NatsLink | None = None
@@ -49,6 +57,7 @@ class GatewayRuntime:
         self._consumer_starter: asyncio.Task[None] | None = None
         self.secret_box = SecretBox(settings)
         self.sse_streams = StreamCounter(settings.sse_max_streams_per_credential)
+        self.metrics = MetricsEndpoint()
 
     @property
     def database(self) -> Database:
@@ -103,8 +112,17 @@ class GatewayRuntime:
     async def start(self, own_openapi: OpenApiAggregator.OwnDocument) -> None:
         settings = self.settings
         self._database = Database(settings.database_url, pool_size=settings.db_pool_size)
-        self._nats = NatsLink(settings.nats_url, name="gateway")
+        track_pool(self._database.engine)
+        tracing.instrument_engine(self._database.engine)
+        self._nats = NatsLink(
+            settings.nats_url,
+            name="gateway",
+            ping_interval=settings.nats_ping_interval_seconds,
+            max_outstanding_pings=settings.nats_max_outstanding_pings,
+        )
         await self._nats.start()
+        if settings.shared_rate_limits:
+            self.limiter = SharedRateLimiter(self._nats, replicas=settings.stream_replicas)
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 settings.upstream_timeout_seconds, connect=settings.upstream_connect_timeout_seconds
@@ -120,6 +138,10 @@ class GatewayRuntime:
         self._asyncapi = AsyncApiAggregator(settings, self._http, self.service_auth())
         await self._asyncapi.start()
         await self._start_integrators()
+        assert self._webhooks_consumer is not None
+        self.metrics.add(gauges.consumer_lag(self._nats, [self._webhooks_consumer]))
+        self.metrics.add(gauges.dead_letters_waiting(self._database, [WEBHOOKS_CONSUMER]))
+        self.metrics.add(disabled_endpoints(self._database))
 
     async def _start_integrators(self) -> None:
         """SEEDBED_EVENTS, the webhook dispatcher, and the fan-out consumer once the stream exists
@@ -178,3 +200,4 @@ class GatewayRuntime:
             await self._nats.close()
         if self._database is not None:
             await self._database.dispose()
+        mark_process_dead()

@@ -133,6 +133,28 @@ class WebhookCreate(BaseModel):
         return list(dict.fromkeys(str(parse_pattern(text)) for text in value))
 
 
+class WebhookUpdate(BaseModel):
+    """Only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool | None = Field(
+        None,
+        description=(
+            "false pauses the subscription (no delivery is queued for it while paused); true resumes "
+            "it, also after it was disabled for failed deliveries."
+        ),
+    )
+    description: str | None = Field(None, max_length=500)
+
+    @field_validator("active")
+    @classmethod
+    def _not_null(cls, value: bool | None) -> bool | None:
+        if value is None:
+            raise ValueError("must be true or false")
+        return value
+
+
 class WebhookOwner(BaseModel):
     role: str
     subject_id: str | None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from shared.settings import BaseAppSettings
+from shared.settings import BaseAppSettings, weak_secret
 
 # Asymmetric algorithms only: a symmetric one would let anyone holding the IdP's public
 # JWKS forge tokens (the HS256-with-public-key confusion), and "none" is no signature at all.
@@ -77,6 +77,16 @@ class GatewaySettings(BaseAppSettings):
     rate_limit_per_minute: int = 600
     staff_rate_limit_per_minute: int = 6000
     public_rate_limit_per_minute: int = 120  # per client address, for credential-less feeds
+    # Failed authentications per client address; past it every credentialed request from that
+    # address answers 429 (a right guess too, or the limit would not stop guessing).
+    auth_failure_limit_per_minute: int = Field(30, ge=1)
+    # Where the limits' counters live: "local" (per replica), "nats" (a JetStream KeyValue
+    # bucket all replicas share), "auto" (nats unless the database is SQLite); gateway.limits.
+    rate_limit_store: Literal["auto", "local", "nats"] = "auto"
+    # Proxies (addresses or CIDR networks) whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed; from anyone else they are ignored, so a client cannot pick its own address.
+    # The gateway applies this itself: start uvicorn with --no-proxy-headers.
+    trusted_proxies: EnvList = Field(default_factory=list)
     max_body_bytes: int = 1024 * 1024
     max_import_body_bytes: int = 50 * 1024 * 1024
     cors_origins: EnvList = Field(default_factory=list)
@@ -108,6 +118,10 @@ class GatewaySettings(BaseAppSettings):
     webhook_poll_seconds: float = 1.0  # the dispatcher also wakes at once when deliveries are added
     webhook_batch_size: int = 100
     webhook_concurrency: int = 32
+    # Of those, at most this many attempts to one subscription, and to one owner's subscriptions
+    # together: a slow receiver holds its own slots, never the other integrators' (gateway.deliveries).
+    webhook_concurrency_per_endpoint: int = Field(2, ge=1)
+    webhook_concurrency_per_owner: int = Field(8, ge=1)
     # A subscription whose deliveries all failed this many times in a row (each after the whole
     # schedule, about 28 hours) is disabled; 0 never disables.
     webhook_disable_after_failed_deliveries: int = 10
@@ -119,6 +133,16 @@ class GatewaySettings(BaseAppSettings):
     webhook_max_subscriptions_per_owner: int = 25
     # Encrypts webhook secrets at rest (AES-GCM); derived from the API key pepper when empty.
     webhook_encryption_key: SecretStr = SecretStr("")
+
+    # Pages for people (gateway.pages): open to anyone unless a key is required.
+    pages_require_key: bool = False
+    pages_rate_limit_per_minute: int = 600  # per client address
+    pages_cache_size: int = Field(512, ge=1)  # pipeline views and rendered pages kept
+    pages_lines_max: int = Field(2000, ge=1)  # lines a lines page sorts and pages through
+    pages_lines_per_page: int = Field(25, ge=1, le=200)
+    pages_lines_cache_seconds: float = 15.0
+    pages_anchors_max: int = Field(2000, ge=1)
+    pages_anchors_cache_seconds: float = 60.0
 
     # The AsyncAPI document: the NATS server integrators are told about.
     asyncapi_nats_url: str | None = None  # default: NATS_URL
@@ -137,10 +161,17 @@ class GatewaySettings(BaseAppSettings):
 
     @model_validator(mode="after")
     def _pepper_outside_development(self) -> GatewaySettings:
-        if self.environment == "production" and len(self.api_key_pepper.get_secret_value()) < 32:
-            raise ValueError(
-                "GATEWAY_API_KEY_PEPPER must be a random value of at least 32 characters in production"
-            )
+        if self.environment != "production":
+            return self
+        keys = {"GATEWAY_API_KEY_PEPPER": self.api_key_pepper.get_secret_value()}
+        if self.webhook_encryption_key.get_secret_value():
+            keys["GATEWAY_WEBHOOK_ENCRYPTION_KEY"] = self.webhook_encryption_key.get_secret_value()
+        for name, value in keys.items():
+            reason = weak_secret(value)
+            if reason is not None:
+                raise ValueError(
+                    f"{name} must be a random value of at least 32 characters in production: {reason}"
+                )
         return self
 
     @model_validator(mode="after")
@@ -161,6 +192,12 @@ class GatewaySettings(BaseAppSettings):
         if self.webhook_allow_private_networks is not None:
             return self.webhook_allow_private_networks
         return self.environment != "production"
+
+    @property
+    def shared_rate_limits(self) -> bool:
+        if self.rate_limit_store == "auto":
+            return not self.database_url.startswith("sqlite")
+        return self.rate_limit_store == "nats"
 
     @property
     def oidc_enabled(self) -> bool:

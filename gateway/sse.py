@@ -8,9 +8,12 @@ else with the events that arrive from now on; it is created before the answer st
 so nothing published after the client has the headers is missed.
 
 Each event is ``id: <position in SEEDBED_EVENTS>``, ``event: <type>``, ``data: <the
-CloudEvent JSON>``; a comment line every ``sse_heartbeat_seconds`` of quiet keeps proxies
-from closing the connection, and at each one the credential is checked again (a revoked
-or expired API key, or an expired token, ends the stream). The consumer is deleted as soon
+CloudEvent JSON>``. An event is sent at most once per connection, by event id (the
+``Nats-Msg-Id`` the message kept from its service's stream): should the stream ever hold
+a second copy, the client does not see it twice. A comment line every
+``sse_heartbeat_seconds`` of quiet keeps proxies from closing the connection, and at each
+one the credential is checked again (a revoked or expired API key, or an expired token,
+ends the stream). The consumer is deleted as soon
 as the client goes away (and the server drops it by itself after ``inactive_threshold``
 should the gateway die first).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,12 +34,14 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.event_stream import EVENTS_STREAM
+from gateway.metrics import SSE_STREAMS_OPEN
 from gateway.visibility import TypePattern, matches_any, may_see
 from shared.nats import NatsLink
 
 log = logging.getLogger("seedbed.gateway.sse")
 
 INACTIVE_THRESHOLD_SECONDS = 10.0
+SEEN_EVENT_IDS = 100_000  # per connection: the ids of the last events sent, for de-duplication
 RETRY_MILLISECONDS = 2000
 MEDIA_TYPE = "text/event-stream"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -60,9 +66,12 @@ class StreamCounter:
         if self._open.get(key, 0) >= self.limit:
             return False
         self._open[key] = self._open.get(key, 0) + 1
+        SSE_STREAMS_OPEN.inc()
         return True
 
     def release(self, key: str) -> None:
+        if key in self._open:
+            SSE_STREAMS_OPEN.dec()
         left = self._open.get(key, 0) - 1
         if left > 0:
             self._open[key] = left
@@ -71,6 +80,26 @@ class StreamCounter:
 
     def total(self) -> int:
         return sum(self._open.values())
+
+
+class SentEvents:
+    """The ids of the last ``limit`` events a connection sent."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, event_id: str | None) -> bool:
+        """Whether the event was not sent yet (and note it as sent); an event without an id
+        (not from the outbox) always passes."""
+        if event_id is None:
+            return True
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+        return True
 
 
 @dataclass
@@ -116,6 +145,7 @@ class EventStream:
         next_msg = self.subscription.next_msg  # type: ignore[attr-defined]
         loop = asyncio.get_running_loop()
         checked = loop.time()
+        sent = SentEvents(SEEN_EVENT_IDS)
         yield b"retry: %d\n: stream open\n\n" % RETRY_MILLISECONDS
         while True:
             try:
@@ -135,6 +165,8 @@ class EventStream:
             event_type = message.subject
             if not (may_see(self.role, event_type) and matches_any(self.patterns, event_type)):
                 continue  # the server-side filter already did this; this is the belt to its braces
+            if not sent.first_time((message.headers or {}).get("Nats-Msg-Id")):
+                continue
             yield frame(message.metadata.sequence.stream, event_type, message.data)
 
 

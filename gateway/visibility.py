@@ -3,11 +3,12 @@
 The rule: a role sees the events about what docs/ACCESS.md lets it read through the API.
 
 - ``staff``: everything.
-- ``anchor``: ``demand.*`` (every event of demand is public by construction: an
-  ``aggregate_only`` or draft line never appears in one; anchors and the pipeline are
-  readable by all), and mentor profiles (``mentoring.mentor.*``,
+- ``anchor``: ``demand.*`` but matches (every line, anchor and pipeline event of demand is
+  public by construction: an ``aggregate_only`` or draft line never appears in one; anchors
+  and the pipeline are readable by all; ``demand.match.*`` names enterprises), and mentor
+  profiles (``mentoring.mentor.*``,
   ``mentoring.availability.*``), which an anchor may read with ``GET /mentors``.
-- ``integrator``: ``demand.*``.
+- ``integrator``: ``demand.*`` but matches.
 - ``enterprise``, ``mentor``: nothing (ACCESS.md refuses them the stream, 403).
 
 Never visible outside staff: milestone, readiness and session events (evidence and personal
@@ -103,10 +104,13 @@ def _patterns(*texts: str) -> tuple[TypePattern, ...]:
 
 
 # The one place that says who sees what (see the module docstring for why).
+# Not demand.match.*: a match names an enterprise, which only staff (and, through the API, the
+# line's own anchor) may know of.
+PUBLIC_DEMAND = ("demand.anchor.*", "demand.item.*", "demand.pipeline.*")
 VISIBLE: dict[str, tuple[TypePattern, ...]] = {
     "staff": (ALL,),
-    "anchor": _patterns("demand.*", "mentoring.mentor.*", "mentoring.availability.*"),
-    "integrator": _patterns("demand.*"),
+    "anchor": _patterns(*PUBLIC_DEMAND, "mentoring.mentor.*", "mentoring.availability.*"),
+    "integrator": _patterns(*PUBLIC_DEMAND),
 }
 STREAM_ROLES = tuple(VISIBLE)  # the roles that may use the stream, webhooks and the AsyncAPI document
 

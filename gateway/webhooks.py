@@ -57,6 +57,7 @@ from gateway.models import (
 )
 from gateway.settings import GatewaySettings
 from gateway.visibility import TypePattern, matches_any, may_see, parse_pattern
+from shared import tracing
 from shared.db import utcnow
 from shared.events import CloudEvent
 
@@ -148,15 +149,39 @@ class SecretBox:
 # -- the URL policy --------------------------------------------------------------------------
 
 
+# IPv6 forms that carry an IPv4 address a router or translator may deliver to (RFC 6052 NAT64,
+# RFC 4291 IPv4-compatible); 6to4, Teredo and IPv4-mapped have their own ipaddress properties.
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: the IPv4 part may sit anywhere
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, compatible, 6to4, NAT64, Teredo)."""
+    found = [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
+    if ip.teredo is not None:
+        found.extend(ip.teredo)  # its server and its client
+    if ip in NAT64_WELL_KNOWN or ip in IPV4_COMPATIBLE:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def is_public_address(address: str) -> bool:
-    """A globally routable unicast address (not loopback, private, link-local, reserved...)."""
+    """A globally reachable unicast address (not loopback, private, link-local, reserved...),
+    an IPv6 one only if every IPv4 address it embeds is one too."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL_USE:
+            return False
+        embedded = embedded_ipv4(ip)
+        if ip.ipv4_mapped is not None:
+            candidates = []  # an IPv4 address written as IPv6: its IPv4 form decides
+        candidates.extend(embedded)
+    return all(candidate.is_global and not candidate.is_multicast for candidate in candidates)
 
 
 def literal_address(host: str) -> str | None:
@@ -294,6 +319,32 @@ async def list_subscriptions(
     return list((await session.execute(query)).all())
 
 
+async def set_subscription_state(
+    session: AsyncSession,
+    owner: Owner,
+    subscription_id: uuid.UUID,
+    *,
+    active: bool | None,
+    description: str | None,
+    change_description: bool,
+) -> Any | None:
+    """Pause (``active`` false: nothing is queued for it) or resume it, or change its
+    description; the row after the change, None if the caller has no such subscription."""
+    values: dict[str, Any] = {}
+    if active is True:
+        values |= {"active": True, "disabled_at": None, "disabled_reason": None, "consecutive_failures": 0}
+    elif active is False:
+        values |= {"active": False, "disabled_at": utcnow(), "disabled_reason": "disabled by its owner"}
+    if change_description:
+        values["description"] = description
+    if values:
+        query = sa.update(subscriptions).where(subscriptions.c.id == subscription_id, owner.clause())
+        if active is False:  # pausing a paused subscription keeps when and why it stopped
+            query = query.where(subscriptions.c.active)
+        await session.execute(query.values(**values))
+    return await get_subscription(session, owner, subscription_id)
+
+
 async def delete_subscription(session: AsyncSession, owner: Owner, subscription_id: uuid.UUID) -> bool:
     """Delete it with its deliveries and their log (pending ones will never be sent)."""
     result = await session.execute(
@@ -408,7 +459,13 @@ class WebhookFanOut:
         insert = _insert(session)
         await session.execute(
             insert(webhook_events)
-            .values(event_id=event.id, event_type=event.type, body=event.to_bytes(), received_at=now)
+            .values(
+                event_id=event.id,
+                event_type=event.type,
+                body=event.to_bytes(),
+                received_at=now,
+                trace_context=tracing.stored_context(),
+            )
             .on_conflict_do_nothing(index_elements=[webhook_events.c.event_id])
         )
         await session.execute(

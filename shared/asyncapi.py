@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ class EventSpec:
     """One event type a service publishes: its CloudEvents type and payload model."""
 
     type: str
-    payload: type[BaseModel]
+    payload: builtins.type[BaseModel]
     summary: str
 
 

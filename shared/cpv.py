@@ -92,3 +92,55 @@ def division(code: str) -> str:
 
 def group(code: str) -> str:
     return code[:3]
+
+
+# The names of the divisions as the CPV 2008 regulation (EC 213/2008) gives them, for people
+# reading figures by division.
+DIVISION_NAMES: Final[dict[str, str]] = {
+    "03": "Agricultural, farming, fishing, forestry and related products",
+    "09": "Petroleum products, fuel, electricity and other sources of energy",
+    "14": "Mining, basic metals and related products",
+    "15": "Food, beverages, tobacco and related products",
+    "16": "Agricultural machinery",
+    "18": "Clothing, footwear, luggage articles and accessories",
+    "19": "Leather and textile fabrics, plastic and rubber materials",
+    "22": "Printed matter and related products",
+    "24": "Chemical products",
+    "30": "Office and computing machinery, equipment and supplies",
+    "31": "Electrical machinery, apparatus, equipment and consumables; lighting",
+    "32": "Radio, television, communication and telecommunication equipment",
+    "33": "Medical equipment, pharmaceuticals and personal care products",
+    "34": "Transport equipment and auxiliary products to transportation",
+    "35": "Security, fire-fighting, police and defence equipment",
+    "37": "Musical instruments, sport goods, games, toys, handicraft and art materials",
+    "38": "Laboratory, optical and precision equipment",
+    "39": "Furniture, furnishings, domestic appliances and cleaning products",
+    "41": "Collected and purified water",
+    "42": "Industrial machinery",
+    "43": "Machinery for mining, quarrying and construction",
+    "44": "Construction structures and materials",
+    "45": "Construction work",
+    "48": "Software packages and information systems",
+    "50": "Repair and maintenance services",
+    "51": "Installation services (except software)",
+    "55": "Hotel, restaurant and retail trade services",
+    "60": "Transport services (excluding waste transport)",
+    "63": "Supporting and auxiliary transport services; travel agencies",
+    "64": "Postal and telecommunications services",
+    "65": "Public utilities",
+    "66": "Financial and insurance services",
+    "70": "Real estate services",
+    "71": "Architectural, construction, engineering and inspection services",
+    "72": "IT services: consulting, software development, Internet and support",
+    "73": "Research and development services and related consultancy",
+    "75": "Administration, defence and social security services",
+    "76": "Services related to the oil and gas industry",
+    "77": "Agricultural, forestry, horticultural, aquacultural and apicultural services",
+    "79": "Business services: law, marketing, consulting, recruitment, printing and security",
+    "80": "Education and training services",
+    "85": "Health and social work services",
+    "90": "Sewage, refuse, cleaning and environmental services",
+    "92": "Recreational, cultural and sporting services",
+    "98": "Other community, social and personal services",
+}
+assert DIVISION_NAMES.keys() == DIVISIONS

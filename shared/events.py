@@ -41,11 +41,18 @@ class StreamSpec:
     replicas: int = 1
 
 
-def stream_for(service: str, *, max_age_seconds: float = 0.0, replicas: int = 1) -> StreamSpec:
+def stream_for(
+    service: str,
+    *,
+    max_age_seconds: float = 0.0,
+    replicas: int = 1,
+    duplicate_window_seconds: float = 300.0,
+) -> StreamSpec:
     """The stream of a producing service: ``stream_for("demand")`` is ``DEMAND`` on ``demand.>``."""
     return StreamSpec(
         name=service.upper(),
         subjects=[f"{service}.>"],
+        duplicate_window_seconds=duplicate_window_seconds,
         max_age_seconds=max_age_seconds,
         replicas=replicas,
     )

@@ -23,8 +23,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import tracing
 from shared.db import KIT_METADATA, BigIntegerKey, Database, UtcDateTime, utcnow
 from shared.events import CloudEvent
+from shared.metrics import CONSUMER_DEAD_LETTERS, CONSUMER_PROCESSED, CONSUMER_REDELIVERIES
 from shared.nats import NatsLink
 from shared.tasks import cancel_requested, stop_task
 
@@ -51,6 +53,8 @@ dead_letters_table = sa.Table(
     sa.Column("deliveries", sa.Integer, nullable=False),
     sa.Column("stream_sequence", sa.BigInteger, nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    # Set when staff replayed it through its consumer (the row stays, as the record of it).
+    sa.Column("replayed_at", UtcDateTime, nullable=True),
 )
 sa.Index(
     "ix_dead_letters_consumer_created_at",
@@ -63,6 +67,10 @@ EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 
 class PermanentEventError(Exception):
     """The event can never be handled (bad payload): dead-letter it without retrying."""
+
+
+class ReplayFailed(Exception):
+    """A replayed dead letter failed again; the message is the error now recorded with it."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,9 @@ class EventConsumer:
         self.processed_total = 0
         self.duplicates_total = 0
         self.dead_lettered_total = 0
+        self._processed = CONSUMER_PROCESSED.labels(spec.durable)
+        self._redelivered = CONSUMER_REDELIVERIES.labels(spec.durable)
+        self._dead_lettered = CONSUMER_DEAD_LETTERS.labels(spec.durable)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -157,7 +168,13 @@ class EventConsumer:
 
     async def process(self, message: Msg) -> None:
         """Apply one message exactly once, then ack; nak, or dead-letter, on failure."""
+        with tracing.consuming(message.subject, message.headers, self.spec.durable):
+            await self._process(message)
+
+    async def _process(self, message: Msg) -> None:
         deliveries = message.metadata.num_delivered or 1
+        if deliveries > 1:
+            self._redelivered.inc()
         try:
             event = CloudEvent.from_bytes(message.data)
         except ValidationError as exc:
@@ -194,24 +211,67 @@ class EventConsumer:
 
     async def _apply(self, event: CloudEvent) -> None:
         async with self.database.transaction() as session:
-            seen = await session.scalar(
-                sa.select(sa.literal(1)).where(
-                    inbox_table.c.consumer == self.spec.durable, inbox_table.c.event_id == event.id
-                )
+            applied = await self._apply_in(session, event)
+        if applied:
+            self.processed_total += 1
+            self._processed.inc()
+
+    async def _apply_in(self, session: AsyncSession, event: CloudEvent) -> bool:
+        """The handler and the inbox row, in ``session``'s transaction; False for a repeat."""
+        seen = await session.scalar(
+            sa.select(sa.literal(1)).where(
+                inbox_table.c.consumer == self.spec.durable, inbox_table.c.event_id == event.id
             )
-            if seen:
-                self.duplicates_total += 1
-                return
-            await self.spec.handler(session, event)
-            await session.execute(
-                sa.insert(inbox_table).values(
-                    consumer=self.spec.durable,
-                    event_id=event.id,
-                    event_type=event.type,
-                    processed_at=utcnow(),
-                )
+        )
+        if seen:
+            self.duplicates_total += 1
+            return False
+        await self.spec.handler(session, event)
+        await session.execute(
+            sa.insert(inbox_table).values(
+                consumer=self.spec.durable,
+                event_id=event.id,
+                event_type=event.type,
+                processed_at=utcnow(),
             )
-        self.processed_total += 1
+        )
+        return True
+
+    async def replay(self, dead_letter_id: int) -> bool:
+        """Run a dead-lettered event of this consumer through its handler now, as a delivery
+        would: with the inbox check, the handler's changes, the inbox row and the dead letter
+        marked replayed in one transaction. True if applied, False if the inbox had it already.
+        Raises :class:`ReplayFailed` (the dead letter keeps the new error) when it fails again."""
+        table = dead_letters_table
+        async with self.database.transaction(write=False) as session:
+            row = (
+                await session.execute(
+                    sa.select(table.c.subject, table.c.body).where(
+                        table.c.id == dead_letter_id, table.c.consumer == self.spec.durable
+                    )
+                )
+            ).one_or_none()
+        if row is None:
+            raise LookupError(dead_letter_id)
+        try:
+            event = CloudEvent.from_bytes(row.body)
+            with tracing.consuming(row.subject, None, self.spec.durable, event.id):
+                async with self.database.transaction() as session:
+                    applied = await self._apply_in(session, event)
+                    await session.execute(
+                        sa.update(table).where(table.c.id == dead_letter_id).values(replayed_at=utcnow())
+                    )
+        except Exception as exc:
+            error = f"replay: {exc!r}"[:4000]
+            async with self.database.transaction() as session:
+                await session.execute(
+                    sa.update(table).where(table.c.id == dead_letter_id).values(error=error)
+                )
+            raise ReplayFailed(error) from exc
+        if applied:
+            self.processed_total += 1
+            self._processed.inc()
+        return applied
 
     async def _dead_letter(self, message: Msg, event_id: str | None, error: str, deliveries: int) -> None:
         async with self.database.transaction() as session:
@@ -228,5 +288,6 @@ class EventConsumer:
                 )
             )
         self.dead_lettered_total += 1
+        self._dead_lettered.inc()
         with contextlib.suppress(Exception):
             await message.term()

@@ -1,8 +1,9 @@
 """JSON logs and the request-id middleware.
 
 Every log line is one JSON object carrying the service name and, inside a
-request, its request id. The request id comes from ``X-Request-ID`` (when it is
-a sane token) or is generated, and is echoed on the response.
+request, its request id; with tracing on, inside a span, its ``trace_id`` and
+``span_id``. The request id comes from ``X-Request-ID`` (when it is a sane
+token) or is generated, and is echoed on the response.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import tracing
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -45,6 +48,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        ids = tracing.log_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value

@@ -1,8 +1,8 @@
 """Alembic plumbing shared by every service's ``migrations/env.py``.
 
 Each service keeps its own ``alembic.ini``, ``migrations/`` and version table in
-its own database; its first migration creates the kit tables (outbox, inbox,
-dead letters, idempotency keys) with :func:`create_kit_tables`.
+its own database; its first migration spells out the kit tables (outbox, inbox,
+dead letters, idempotency keys).
 """
 
 from __future__ import annotations
@@ -29,13 +29,26 @@ def include_kit_tables(metadata: sa.MetaData) -> None:
             table.to_metadata(metadata)
 
 
-def create_kit_tables() -> None:
-    """Inside a migration: create the outbox, inbox, dead-letter and idempotency tables."""
-    KIT_METADATA.create_all(op.get_bind())
+def add_kit_columns(columns: dict[str, list[str]]) -> None:
+    """Inside a migration: add kit-table columns that came after the table (nullable ones), as
+    the kit's metadata declares them; a column already there is left as it is."""
+    bind = op.get_bind()
+    inspector = sa.inspect(bind)
+    for table_name, names in columns.items():
+        present = {column["name"] for column in inspector.get_columns(table_name)}
+        table = KIT_METADATA.tables[table_name]
+        missing = [name for name in names if name not in present]
+        if missing:
+            with op.batch_alter_table(table_name) as batch:
+                for name in missing:
+                    batch.add_column(sa.Column(name, table.c[name].type, nullable=True))
 
 
-def drop_kit_tables() -> None:
-    KIT_METADATA.drop_all(op.get_bind())
+def drop_kit_columns(columns: dict[str, list[str]]) -> None:
+    for table_name, names in columns.items():
+        with op.batch_alter_table(table_name) as batch:
+            for name in names:
+                batch.drop_column(name)
 
 
 def _run(connection: Connection, metadata: sa.MetaData) -> None:

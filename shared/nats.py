@@ -1,7 +1,14 @@
 """NATS connection with reconnect, and JetStream stream creation.
 
 The connection is made in the background: a service starts and takes writes
-while NATS is down (the outbox keeps the events) and reports itself not ready.
+while NATS is down (the outbox keeps the events) and reports NATS as degraded.
+
+A server that stops answering without closing the connection (paused, a network that
+drops packets) is found by the client's own PINGs within ``ping_interval x
+(max_outstanding_pings + 1)`` seconds, and the client reconnects. Nothing here waits for a
+PONG under a timeout (``Client.flush(timeout=...)``): nats-py leaves the cancelled future in
+its PONG queue, and the late PONG then kills its read loop (``InvalidStateError``) while the
+connection still says it is connected; readiness asks JetStream a question instead.
 """
 
 from __future__ import annotations
@@ -9,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 
 import nats
 from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from shared.events import StreamSpec
@@ -48,6 +57,47 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
             await asyncio.sleep(0.05)  # the store of a stream deleted a moment ago is still going
 
 
+async def stored_message_ids(
+    js: JetStreamContext, stream: str, since: datetime, wanted: set[str], *, batch: int = 1000
+) -> set[str]:
+    """Which of ``wanted`` (``Nats-Msg-Id`` values) the stream holds in messages stored from
+    ``since`` on: read headers only, through a consumer of this call's own."""
+    found: set[str] = set()
+    if not wanted:
+        return found
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=since,
+        ack_policy=AckPolicy.NONE,
+        headers_only=True,
+        mem_storage=True,
+        inactive_threshold=30.0,
+    )
+    subscription = await js.pull_subscribe("", durable=None, stream=stream, config=config)
+    consumer: str | None = None
+    try:
+        info = await subscription.consumer_info()
+        consumer = info.name
+        pending = int(info.num_pending or 0)
+        while pending > 0 and found != wanted:
+            try:
+                messages = await subscription.fetch(min(batch, pending), timeout=5)
+            except NatsTimeoutError:
+                break
+            for message in messages:
+                message_id = (message.headers or {}).get("Nats-Msg-Id")
+                if message_id in wanted:
+                    found.add(message_id)
+                pending = int(message.metadata.num_pending)
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream, consumer)
+    return found
+
+
 async def stream_exists(js: JetStreamContext, name: str) -> bool:
     try:
         await js.stream_info(name)
@@ -66,14 +116,21 @@ class NatsLink:
         name: str,
         streams: list[StreamSpec] | None = None,
         connect_timeout: float = 2.0,
+        ping_interval: float = 2.0,
+        max_outstanding_pings: int = 2,
+        reconnect_time_wait: float = 0.25,
     ) -> None:
         self.url = url
         self.name = name
         self.streams = list(streams or [])
         self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self.max_outstanding_pings = max_outstanding_pings
+        self.reconnect_time_wait = reconnect_time_wait
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._ready = asyncio.Event()
+        self._connected = asyncio.Event()  # set while connected: waiters wake on reconnection
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.last_error: str | None = None
@@ -114,6 +171,15 @@ class NatsLink:
             return False
         return True
 
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the connection to be up; whether it is."""
+        if self.connected:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        return self.connected
+
     async def ensure_streams(self) -> None:
         for spec in self.streams:
             await ensure_stream(self.js, spec)
@@ -123,11 +189,13 @@ class NatsLink:
         log.warning("nats error", extra={"error": repr(exc), "nats_url": self.url})
 
     async def _on_disconnected(self) -> None:
+        self._connected.clear()
         if not self._closing:
             log.warning("nats disconnected", extra={"nats_url": self.url})
 
     async def _on_reconnected(self) -> None:
         log.info("nats reconnected", extra={"nats_url": self.url})
+        self._connected.set()
         with contextlib.suppress(Exception):
             # A server that lost its store comes back without our streams.
             await self.ensure_streams()
@@ -142,7 +210,9 @@ class NatsLink:
                     connect_timeout=self.connect_timeout,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.25,
+                    reconnect_time_wait=self.reconnect_time_wait,
+                    ping_interval=self.ping_interval,
+                    max_outstanding_pings=self.max_outstanding_pings,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
@@ -151,6 +221,7 @@ class NatsLink:
                 self._js = nc.jetstream(timeout=5.0)
                 await self.ensure_streams()
                 self.last_error = None
+                self._connected.set()
                 self._ready.set()
                 log.info("nats connected", extra={"nats_url": self.url})
                 return
@@ -167,11 +238,15 @@ class NatsLink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def ping(self) -> None:
-        """Raise unless the server answers now."""
+    async def ping(self, timeout: float = 2.0) -> None:
+        """Raise unless JetStream answers a request now (a request/reply round trip through the
+        read loop: a connection that only says it is connected fails it)."""
         if not self.connected:
             raise ConnectionError(self.last_error or "NATS is not connected")
-        await self.nc.flush(timeout=2)
+        try:
+            await self.nc.jetstream(timeout=timeout).account_info()
+        except NatsTimeoutError:
+            raise ConnectionError(f"NATS did not answer within {timeout:g}s") from None
 
     async def close(self) -> None:
         self._closing = True

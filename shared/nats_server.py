@@ -130,8 +130,9 @@ async def reset_jetstream(url: str) -> None:
     try:
         js = nc.jetstream()
         for name in await js.streams_info():
-            with contextlib.suppress(Exception):
-                await js.delete_stream(name.config.name)
+            if name.config.name is not None:
+                with contextlib.suppress(Exception):
+                    await js.delete_stream(name.config.name)
         for _ in range(100):  # deletion finishes on disk a moment later
             if not await js.streams_info():
                 break

@@ -7,6 +7,10 @@ sweeps periodically, and backs off while NATS is down. With several replicas on
 PostgreSQL each batch is claimed with ``FOR UPDATE SKIP LOCKED``; anything
 published twice (a crash between ack and mark) is dropped by JetStream's
 duplicate window and, past it, by the consumers' inbox.
+
+Past the window JetStream would store a second copy, so before publishing a row old enough
+that an earlier attempt may have left the window (its ack lost with the connection), the
+relay looks for the row's id in the stream and marks it sent if it is there.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,9 +29,11 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from shared import tracing
 from shared.db import KIT_METADATA, BigIntegerKey, Database, UtcDateTime, utcnow
 from shared.events import CONTENT_TYPE, CloudEvent
-from shared.nats import NatsLink
+from shared.metrics import OUTBOX_PUBLISHED
+from shared.nats import NatsLink, stored_message_ids
 from shared.tasks import cancel_requested, stop_task
 
 log = logging.getLogger("seedbed.outbox")
@@ -43,6 +49,8 @@ outbox_table = sa.Table(
     sa.Column("sent_at", UtcDateTime, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text, nullable=True),
+    # The W3C trace context the event was recorded in, so that its publish joins that trace.
+    sa.Column("trace_context", sa.String(512), nullable=True),
 )
 sa.Index(
     "ix_outbox_unsent",
@@ -57,6 +65,8 @@ TAINTED_KEY = "outbox_tainted"
 HANDOFF_LIMIT = 10_000
 MARK_BATCH = 500
 MARK_DELAY_SECONDS = 0.05
+# Stream timestamps come from the NATS server's clock, created_at from this process's.
+CLOCK_SKEW_ALLOWANCE = timedelta(seconds=60)
 
 
 class OutboxHandoff:
@@ -93,7 +103,6 @@ def handoff(database: Database) -> OutboxHandoff:
 
 
 _INSERT = sa.insert(outbox_table)
-# Built once: building a statement (and its cache key) costs more than running this one.
 _MARK_SENT = (
     sa.update(outbox_table)
     .where(outbox_table.c.id.in_(sa.bindparam("ids", expanding=True)), outbox_table.c.sent_at.is_(None))
@@ -102,7 +111,13 @@ _MARK_SENT = (
 
 
 def _row(event: CloudEvent, now: datetime) -> dict[str, Any]:
-    return {"id": event.id, "subject": event.type, "body": event.to_bytes(), "created_at": now}
+    return {
+        "id": event.id,
+        "subject": event.type,
+        "body": event.to_bytes(),
+        "created_at": now,
+        "trace_context": tracing.stored_context(),
+    }
 
 
 async def add(session: AsyncSession, event: CloudEvent) -> None:
@@ -120,15 +135,6 @@ async def add_many(session: AsyncSession, events: Iterable[CloudEvent]) -> int:
         await session.execute(_INSERT, rows)
         session.info.setdefault(PENDING_KEY, []).extend(rows)
     return len(rows)
-
-
-def insert(session: AsyncSession, event: CloudEvent) -> tuple[sa.Insert, dict[str, Any]]:
-    """What :func:`add` runs, as a statement and its parameters, for the caller to run with its
-    other writes (:func:`shared.db.execute_together`). Run it in this session: the relay is
-    told of the event after the commit, and a rollback forgets it."""
-    row = _row(event, utcnow())
-    session.info.setdefault(PENDING_KEY, []).append(row)
-    return _INSERT, row
 
 
 @sa_event.listens_for(Session, "after_commit")
@@ -178,6 +184,7 @@ class OutboxRelay:
         publish_timeout: float = 5.0,
         retention: timedelta = timedelta(days=7),
         max_backoff: float = 5.0,
+        duplicate_window: float = 300.0,
     ) -> None:
         self.database = database
         self.link = link
@@ -186,6 +193,8 @@ class OutboxRelay:
         self.publish_timeout = publish_timeout
         self.retention = retention
         self.max_backoff = max_backoff
+        self.duplicate_window = duplicate_window
+        self.found_in_stream_total = 0  # rows found already stored, marked sent unpublished
         self.handoff = handoff(database)
         self.published_total = 0
         self.last_error: str | None = None
@@ -233,7 +242,10 @@ class OutboxRelay:
                 handoff.sweep_needed = True
                 backoff = min(max(backoff * 2, 0.05), self.max_backoff)
                 log.warning("outbox relay backing off", extra={"error": repr(exc), "backoff_s": backoff})
-                await asyncio.sleep(backoff)
+                if self.link.connected:
+                    await asyncio.sleep(backoff)
+                elif await self.link.wait_connected(backoff):
+                    backoff = 0.0  # back: publish now rather than at the end of the backoff
                 continue
             if not handoff.wake.is_set():
                 # (asyncio.timeout, not wait_for: no task of its own for every wait)
@@ -247,12 +259,19 @@ class OutboxRelay:
         Marking them sent is left to the marker task, so the next commit's events
         do not wait behind this batch's UPDATE.
         """
-        outcome = await self._publish([(row["id"], row["subject"], row["body"]) for row in rows])
+        cutoff = self._window_cutoff()
+        if any(row["created_at"] <= cutoff for row in rows):
+            self.handoff.sweep_needed = True  # the sweep checks the stream for those
+            rows = [row for row in rows if row["created_at"] > cutoff]
+        outcome = await self._publish(
+            [(row["id"], row["subject"], row["body"], row.get("trace_context")) for row in rows]
+        )
         sent = [row["id"] for row, error in zip(rows, outcome, strict=True) if error is None]
         if sent:
             self._acked.extend(sent)
             self._acked_wake.set()
             self.published_total += len(sent)
+            OUTBOX_PUBLISHED.inc(len(sent))
         if len(sent) < len(rows):
             self.handoff.sweep_needed = True  # the sweep retries them, counting attempts
 
@@ -298,6 +317,8 @@ class OutboxRelay:
                 outbox_table.c.id,
                 outbox_table.c.subject,
                 outbox_table.c.body,
+                outbox_table.c.trace_context,
+                outbox_table.c.created_at,
             )
             .where(outbox_table.c.sent_at.is_(None))
             .order_by(outbox_table.c.position)
@@ -309,7 +330,7 @@ class OutboxRelay:
                 rows = (await session.execute(claim)).all()
             if not rows:
                 return 0, 0
-            outcome = await self._publish([(row.id, row.subject, row.body) for row in rows])
+            outcome = await self._publish_rows(rows)
             async with self.database.transaction() as session:
                 await self._record(session, rows, outcome)
         else:
@@ -317,10 +338,11 @@ class OutboxRelay:
                 rows = (await session.execute(claim.with_for_update(skip_locked=True))).all()
                 if not rows:
                     return 0, 0
-                outcome = await self._publish([(row.id, row.subject, row.body) for row in rows])
+                outcome = await self._publish_rows(rows)
                 await self._record(session, rows, outcome)
         published = sum(1 for error in outcome if error is None)
         self.published_total += published
+        OUTBOX_PUBLISHED.inc(published)
         failures = [error for error in outcome if error is not None]
         if failures:
             if not published:
@@ -332,20 +354,46 @@ class OutboxRelay:
             )
         return published, len(rows)
 
-    async def _publish(self, messages: list[tuple[str, str, bytes]]) -> list[str | None]:
-        """Publish (id, subject, body) messages and wait for the acks; one error (or None) each."""
+    def _window_cutoff(self) -> datetime:
+        """Rows created at or before this may have a copy stored longer ago than the duplicate
+        window by the time a new copy is stored (a publish may take ``publish_timeout``)."""
+        return utcnow() - timedelta(seconds=max(self.duplicate_window - self.publish_timeout - 1.0, 0.0))
+
+    async def _publish_rows(self, rows: Sequence[Any]) -> list[str | None]:
+        """Publish claimed rows, except those the stream already holds (None: sent)."""
+        cutoff = self._window_cutoff()
+        old = {row.id: row.created_at for row in rows if row.created_at <= cutoff}
+        stored: set[str] = set()
+        if old:
+            since = min(old.values()).astimezone(UTC) - CLOCK_SKEW_ALLOWANCE
+            for spec in self.link.streams:
+                stored |= await stored_message_ids(self.link.js, spec.name, since, set(old) - stored)
+            if stored:
+                self.found_in_stream_total += len(stored)
+                log.info(
+                    "outbox rows already in the stream, marked sent without publishing again",
+                    extra={"rows": len(stored), "checked": len(old)},
+                )
+        fresh = [row for row in rows if row.id not in stored]
+        published = iter(
+            await self._publish([(row.id, row.subject, row.body, row.trace_context) for row in fresh])
+        )
+        return [None if row.id in stored else next(published) for row in rows]
+
+    async def _publish(self, messages: list[tuple[str, str, bytes, str | None]]) -> list[str | None]:
+        """Publish (id, subject, body, trace context) messages and wait for the acks; one error (or
+        None) each."""
+        if not messages:
+            return []
         if not self.link.connected:
             raise ConnectionError("NATS is not connected")
         js = self.link.js
         futures: list[asyncio.Future[Any]] = []
-        for event_id, subject, body in messages:
-            futures.append(
-                await js.publish_async(
-                    subject, body, headers={"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
-                )
-            )
-        # The acks come back in order, usually together: awaiting each in turn costs less than
-        # asyncio.wait's waiter and callbacks.
+        for event_id, subject, body, trace_context in messages:
+            headers = {"Nats-Msg-Id": event_id, "Content-Type": CONTENT_TYPE}
+            with tracing.publishing(subject, event_id, trace_context, headers):
+                futures.append(await js.publish_async(subject, body, headers=headers))
+        # The acks come back in order: awaiting each in order waits as long as for them all.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.publish_timeout):
                 for future in futures:
@@ -367,7 +415,7 @@ class OutboxRelay:
                 await self.link.ensure_streams()
         return outcome
 
-    async def _record(self, session: AsyncSession, rows: list[Any], outcome: list[str | None]) -> None:
+    async def _record(self, session: AsyncSession, rows: Sequence[Any], outcome: list[str | None]) -> None:
         sent = [row.position for row, error in zip(rows, outcome, strict=True) if error is None]
         if sent:
             await session.execute(
@@ -392,6 +440,11 @@ class OutboxRelay:
             await session.execute(
                 sa.delete(outbox_table).where(outbox_table.c.sent_at < utcnow() - self.retention)
             )
+
+    async def check(self) -> None:
+        """Raise while the relay cannot publish (readiness reports it as degraded)."""
+        if self.last_error is not None:
+            raise ConnectionError(f"events wait in the outbox: {self.last_error}")
 
     async def backlog(self) -> int:
         async with self.database.transaction(write=False) as session:

@@ -1,10 +1,13 @@
 """The signed internal principal header.
 
 The gateway authenticates the caller and forwards the principal to a service in
-``X-Seedbed-Principal: <payload>.<timestamp>.<signature>``, where the signature
-is HMAC-SHA256 over method, request target (path and query), payload and time.
-Services accept a request only with a valid, fresh header, so nobody reaches a
-service around the gateway; each service then enforces ownership of its data.
+``X-Seedbed-Principal: <payload>.<timestamp>.<body digest>.<signature>``, where the
+signature is HMAC-SHA256 over method, request target (path and query), payload, time and
+the SHA-256 of the request body. Services accept a request only with a valid, fresh
+header, so nobody reaches a service around the gateway; each service then enforces
+ownership of its data. The body is checked against the digest as it is read, before its
+last bytes reach the app, and in full before any answer leaves: a captured header sent
+again with another body is refused (401).
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Annotated, Literal
 
 import httpx
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.problems import Problem, problem_response
 
@@ -63,9 +66,22 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _mac(secret: bytes, method: str, target: str, payload: str, timestamp: str) -> str:
-    message = f"{method}\n{target}\n{payload}\n{timestamp}".encode()
+def _mac(secret: bytes, method: str, target: str, payload: str, timestamp: str, digest: str) -> str:
+    message = f"{method}\n{target}\n{payload}\n{timestamp}\n{digest}".encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def body_digest(body: bytes) -> str:
+    """What the header carries of a request body: its SHA-256, base64url without padding."""
+    return sha256_digest(hashlib.sha256(body).digest())
+
+
+def sha256_digest(sha256: bytes) -> str:
+    """:func:`body_digest` of a body hashed piece by piece (``hashlib.sha256().digest()``)."""
+    return _b64(sha256)
+
+
+EMPTY_BODY_DIGEST = body_digest(b"")
 
 
 def encode_principal(principal: Principal) -> str:
@@ -73,14 +89,23 @@ def encode_principal(principal: Principal) -> str:
     return _b64(principal.model_dump_json(exclude_none=True).encode())
 
 
-def sign(secret: bytes, method: str, target: str, payload: str, now: float | None = None) -> str:
-    """The header value for ``method target`` carrying an encoded principal."""
+def sign(
+    secret: bytes,
+    method: str,
+    target: str,
+    payload: str,
+    now: float | None = None,
+    *,
+    digest: str = EMPTY_BODY_DIGEST,
+) -> str:
+    """The header value for ``method target`` carrying an encoded principal, for a request
+    whose body has ``digest`` (:func:`body_digest`; an empty body by default)."""
     timestamp = str(int(now if now is not None else time.time()))
-    return f"{payload}.{timestamp}.{_mac(secret, method, target, payload, timestamp)}"
+    return f"{payload}.{timestamp}.{digest}.{_mac(secret, method, target, payload, timestamp, digest)}"
 
 
-def sign_principal(secret: bytes, method: str, target: str, principal: Principal) -> str:
-    return sign(secret, method, target, encode_principal(principal))
+def sign_principal(secret: bytes, method: str, target: str, principal: Principal, body: bytes = b"") -> str:
+    return sign(secret, method, target, encode_principal(principal), digest=body_digest(body))
 
 
 def verify(
@@ -91,21 +116,42 @@ def verify(
     *,
     max_age: float = 30.0,
     now: float | None = None,
+    body: bytes | None = None,
 ) -> Principal:
-    """The principal in a header value, or :class:`InvalidPrincipal`."""
+    """The principal in a header value, or :class:`InvalidPrincipal`; with ``body``, the
+    header must have been signed for that body."""
+    principal, digest = verify_signed(secret, method, target, value, max_age=max_age, now=now)
+    if body is not None and not hmac.compare_digest(digest, body_digest(body)):
+        raise InvalidPrincipal(BODY_MISMATCH)
+    return principal
+
+
+BODY_MISMATCH = "the request body is not the one the principal header was signed for"
+
+
+def verify_signed(
+    secret: bytes,
+    method: str,
+    target: str,
+    value: str,
+    *,
+    max_age: float = 30.0,
+    now: float | None = None,
+) -> tuple[Principal, str]:
+    """The principal in a header value and the body digest it was signed for."""
     try:
-        payload, timestamp, mac = value.split(".")
+        payload, timestamp, digest, mac = value.split(".")
         issued = int(timestamp)
     except ValueError as exc:
         raise InvalidPrincipal("malformed principal header") from exc
-    expected = _mac(secret, method, target, payload, timestamp)
+    expected = _mac(secret, method, target, payload, timestamp, digest)
     if not hmac.compare_digest(mac, expected):
         raise InvalidPrincipal("bad principal signature")
     current = now if now is not None else time.time()
     if abs(current - issued) > max_age:
         raise InvalidPrincipal("principal header expired")
     try:
-        return Principal.model_validate(json.loads(_unb64(payload)))
+        return Principal.model_validate(json.loads(_unb64(payload))), digest
     except (ValueError, ValidationError) as exc:
         raise InvalidPrincipal("malformed principal") from exc
 
@@ -150,17 +196,83 @@ class PrincipalMiddleware:
         try:
             if value is None:
                 raise InvalidPrincipal("no principal header: requests must come through the gateway")
-            principal = verify(
+            principal, digest = verify_signed(
                 self.secret, scope["method"], request_target(scope), value, max_age=self.max_age
             )
         except InvalidPrincipal as exc:
-            response = problem_response(
-                Problem(401, "Unauthorized", str(exc), type="unauthorized"), scope["path"]
-            )
-            await response(scope, receive, send)
+            await _unauthorized(str(exc), scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
+        body = _SignedBody(digest, receive)
+        answer = _HeldUntilBodyChecked(body, scope, receive, send)
+        try:
+            await self.app(scope, body.receive, answer.send)
+        except Exception:
+            if not body.mismatch:
+                raise
+        if body.mismatch and not answer.replaced:
+            await answer.refuse()
+
+
+async def _unauthorized(detail: str, scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem_response(Problem(401, "Unauthorized", detail, type="unauthorized"), scope["path"])
+    await response(scope, receive, send)
+
+
+class _SignedBody:
+    """The request body as the app reads it, hashed on the way: its last chunk reaches the app
+    only if the whole body has the signed digest (else the app is told the client left)."""
+
+    def __init__(self, digest: str, receive: Receive) -> None:
+        self.digest = digest
+        self._receive = receive
+        self._hash = hashlib.sha256()
+        self.complete = False
+        self.mismatch = False
+
+    async def receive(self) -> Message:
+        if self.mismatch:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request" and not self.complete:
+            self._hash.update(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.complete = True
+                if not hmac.compare_digest(_b64(self._hash.digest()), self.digest):
+                    self.mismatch = True
+                    return {"type": "http.disconnect"}
+        return message
+
+    async def read_rest(self) -> None:
+        """Read (and check) what the app left unread of the body."""
+        while not (self.complete or self.mismatch):
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+
+class _HeldUntilBodyChecked:
+    """The app's answer, let out only once the body is known to be the signed one; else 401."""
+
+    def __init__(self, body: _SignedBody, scope: Scope, receive: Receive, send: Send) -> None:
+        self.body = body
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.replaced = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and not self.body.complete:
+            await self.body.read_rest()
+        if self.body.mismatch:
+            if not self.replaced:
+                await self.refuse()
+            return
+        await self._send(message)
+
+    async def refuse(self) -> None:
+        self.replaced = True
+        await _unauthorized(BODY_MISMATCH, self.scope, self._receive, self._send)
 
 
 # Dependencies are async: a plain ``def`` would hop to the threadpool on every request.
@@ -199,7 +311,11 @@ class PrincipalAuth(httpx.Auth):
         self.secret = secret
         self.payload = encode_principal(principal)
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    requires_request_body = True  # the body's digest is signed
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         target = request.url.raw_path.decode("latin-1")
-        request.headers[HEADER] = sign(self.secret, request.method, target, self.payload)
+        request.headers[HEADER] = sign(
+            self.secret, request.method, target, self.payload, digest=body_digest(request.content)
+        )
         yield request

@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 
+from shared import gauges, tracing
 from shared.asyncapi import EventSpec, asyncapi_document
 from shared.db import Database
+from shared.dead_letters import dead_letters_router
 from shared.events import StreamSpec, stream_for
 from shared.health import ReadinessCheck, health_router
 from shared.idempotency import purge_expired_keys
 from shared.inbox import ConsumerSpec, EventConsumer
 from shared.logs import RequestContextMiddleware, configure_logging
+from shared.metrics import AppRoutes, HttpMetricsMiddleware, MetricsEndpoint, mark_process_dead, track_pool
 from shared.nats import NatsLink
 from shared.outbox import OutboxRelay
 from shared.principal import PrincipalMiddleware
@@ -36,6 +39,9 @@ from shared.tasks import cancel_requested, stop_task
 log = logging.getLogger("seedbed.runtime")
 
 API_PREFIX = "/api/v1"
+# Probes and the scrape come from the cluster, not through the gateway.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+KIT_PATHS = (*OPEN_PATHS, "/asyncapi.json")  # routes outside the OpenAPI document
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class ServiceRuntime:
                 self.service,
                 max_age_seconds=settings.stream_max_age_days * 86400,
                 replicas=settings.stream_replicas,
+                duplicate_window_seconds=settings.stream_duplicate_window_seconds,
             )
             if publishes
             else None
@@ -80,6 +87,8 @@ class ServiceRuntime:
         self.relay: OutboxRelay | None = None
         self.consumers: list[EventConsumer] = []
         self._job_tasks: list[asyncio.Task[None]] = []
+        # /metrics; a service adds its own scrape-time readings with ``metrics.add``.
+        self.metrics = MetricsEndpoint()
 
     @property
     def database(self) -> Database:
@@ -96,8 +105,14 @@ class ServiceRuntime:
     async def start(self) -> None:
         settings = self.settings
         self._database = Database(settings.database_url, pool_size=settings.db_pool_size)
+        track_pool(self._database.engine)
+        tracing.instrument_engine(self._database.engine)
         self._nats = NatsLink(
-            settings.nats_url, name=self.service, streams=[self.stream] if self.stream else []
+            settings.nats_url,
+            name=self.service,
+            streams=[self.stream] if self.stream else [],
+            ping_interval=settings.nats_ping_interval_seconds,
+            max_outstanding_pings=settings.nats_max_outstanding_pings,
         )
         await self._nats.start()
         self.relay = OutboxRelay(
@@ -106,6 +121,7 @@ class ServiceRuntime:
             batch_size=settings.outbox_batch_size,
             sweep_seconds=settings.outbox_sweep_seconds,
             retention=timedelta(days=settings.outbox_retention_days),
+            duplicate_window=settings.stream_duplicate_window_seconds,
         )
         await self.relay.start()
         self.consumers = [EventConsumer(self._database, self._nats, s) for s in self.consumer_specs]
@@ -114,6 +130,11 @@ class ServiceRuntime:
         self._job_tasks = [
             asyncio.create_task(self._run_job(job), name=f"job-{job.name}") for job in self.jobs
         ]
+        self.metrics.add(gauges.outbox_backlog(self._database))
+        self.metrics.add(gauges.consumer_lag(self._nats, self.consumers))
+        self.metrics.add(
+            gauges.dead_letters_waiting(self._database, [s.durable for s in self.consumer_specs])
+        )
 
     async def stop(self) -> None:
         for task in self._job_tasks:
@@ -130,6 +151,7 @@ class ServiceRuntime:
             await self._nats.close()
         if self._database is not None:
             await self._database.dispose()
+        mark_process_dead()
 
     async def _run_job(self, job: PeriodicJob) -> None:
         # Jitter spreads replicas that started together.
@@ -148,7 +170,10 @@ class ServiceRuntime:
 
     def optional_checks(self) -> Mapping[str, ReadinessCheck]:
         # Without NATS the service still takes writes (the outbox keeps the events).
-        return {"nats": self.nats.ping}
+        checks: dict[str, ReadinessCheck] = {"nats": self.nats.ping}
+        if self.relay is not None:
+            checks["outbox"] = self.relay.check
+        return checks
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -179,6 +204,7 @@ def create_service_app(
     """The HTTP shell every service shares; its routes live under ``/api/v1``."""
     settings = runtime.settings
     configure_logging(runtime.service, settings.log_level)
+    tracing.configure(runtime.service)
     app = FastAPI(
         title=title,
         version=version,
@@ -190,7 +216,9 @@ def create_service_app(
     install_problem_handlers(app)
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(dead_letters_router(runtime.service, _consumers_by_name), prefix=API_PREFIX)
     app.include_router(health_router(runtime.required_checks, runtime.optional_checks))
+    app.add_api_route("/metrics", runtime.metrics, methods=["GET"], include_in_schema=False)
     asyncapi = asyncapi_document(title, version, events)
     default_openapi = app.openapi
 
@@ -209,6 +237,15 @@ def create_service_app(
         PrincipalMiddleware,
         secret=settings.internal_secret.get_secret_value().encode(),
         max_age=settings.internal_header_max_age_seconds,
+        open_paths=OPEN_PATHS,
     )
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
+    if settings.http_metrics:
+        app.add_middleware(HttpMetricsMiddleware, route_of=AppRoutes(app, KIT_PATHS))
+    tracing.instrument_app(app)
     return app
+
+
+def _consumers_by_name(request: Request) -> dict[str, EventConsumer]:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return {consumer.spec.durable: consumer for consumer in runtime.consumers}

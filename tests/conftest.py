@@ -26,7 +26,8 @@ import pytest
 from fastapi import FastAPI
 
 from shared.testing.databases import DatabaseFactory
-from shared.testing.system import System, running_system, wait_until
+from shared.testing.polling import wait_until
+from shared.testing.system import System, running_system
 
 CLOCK_FILE = "SEEDBED_TEST_CLOCK_FILE"
 FAST_JOBS = {
@@ -62,10 +63,12 @@ class MentoringClock:
 
 
 @contextmanager
-def boot(root: Path, databases: DatabaseFactory) -> Iterator[tuple[System, MentoringClock]]:
+def boot(
+    root: Path, databases: DatabaseFactory, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[System, MentoringClock]]:
     clock = MentoringClock(root / "mentoring-clock")
     clock.set(timedelta(0))
-    env = FAST_JOBS | {CLOCK_FILE: str(clock.path)}
+    env = FAST_JOBS | {CLOCK_FILE: str(clock.path)} | (extra_env or {})
     with running_system(
         root, databases, apps={"mentoring": "tests.conftest:mentoring_app"}, env=env
     ) as system:
@@ -117,7 +120,7 @@ async def poll(
 
     try:
         await wait_until(holds, timeout=timeout, interval=0.05)
-    except TimeoutError:
+    except AssertionError:
         got = f"{last[0].status_code} {last[0].text[:800]}" if last else "no answer"
         raise AssertionError(f"not so within {timeout}s; last answer: {got}") from None
     return last[0]

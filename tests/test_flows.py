@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from gateway.tests.webhook_receiver import Receiver, read_until, sse_events
-from shared.testing.system import System, wait_until
+from shared.testing.polling import wait_until
+from shared.testing.system import System
 from tests.conftest import (
     API,
     MentoringClock,

@@ -143,3 +143,41 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     finally:
         for pid in processes_of(var_dir):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {},  # nothing: production generates no secret
+        {  # set, but not random
+            "SEEDBED_INTERNAL_SECRET": "a" * 32,
+            "GATEWAY_API_KEY_PEPPER": "a" * 32,
+            "SEEDBED_BOOTSTRAP_STAFF_KEY": "sbk_" + "a" * 32,
+        },
+    ],
+)
+def test_make_run_in_production_refuses_to_generate_or_accept_weak_secrets(
+    tmp_path: Path, given: dict[str, str]
+) -> None:
+    var_dir = tmp_path / "var"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "NATS_URL",
+            "SEEDBED_INTERNAL_SECRET",
+            "GATEWAY_API_KEY_PEPPER",
+            "SEEDBED_BOOTSTRAP_STAFF_KEY",
+        )
+    }
+    env |= {"SEEDBED_VAR_DIR": str(var_dir), "SEEDBED_ENVIRONMENT": "production", **given}
+    done = subprocess.run(  # the Makefile's `run` target runs exactly this module
+        [sys.executable, "-m", "deploy.run"], cwd=ROOT, env=env, capture_output=True, timeout=60
+    )
+    output = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode != 0, output
+    for name in ("SEEDBED_INTERNAL_SECRET", "GATEWAY_API_KEY_PEPPER", "SEEDBED_BOOTSTRAP_STAFF_KEY"):
+        assert name in output
+    assert not any((var_dir / name).exists() for name in ("internal-secret", "api-key-pepper", "staff-key"))
+    assert processes_of(var_dir) == []

@@ -26,6 +26,7 @@ from gateway.settings import GatewaySettings
 from shared.nats_server import NatsServer
 from shared.testing.apps import TEST_SECRET, running
 from shared.testing.databases import DatabaseFactory, alembic_prepare
+from shared.testing.polling import wait_until  # noqa: F401 - the gateway tests import it from here
 from shared.testing.ports import server_port
 from shared.testing.system import (
     BOOTSTRAP_KEY,
@@ -36,7 +37,6 @@ from shared.testing.system import (
     base_environ,
     running_system,
     service_env,
-    wait_until,  # noqa: F401 - the gateway tests import it from here
 )
 
 GATEWAY_DIR = MIGRATIONS["gateway"]

@@ -347,3 +347,23 @@ async def test_with_its_database_down_the_gateway_answers_503_for_keys_it_cannot
     assert unknown.headers["content-type"] == "application/problem+json"
     assert unknown.headers["retry-after"]
     assert bootstrap.status_code == 200  # the bootstrap key needs no database
+
+
+async def test_two_authorization_headers_are_refused_whichever_comes_first(
+    gateway_over: GatewayFactory,
+) -> None:
+    async with gateway_over() as app, client_of(app, None) as http:
+        one = await http.get("/api/v1/me", headers={"Authorization": f"Bearer {BOOTSTRAP_KEY}"})
+        answers = [
+            await http.get("/api/v1/me", headers=[("Authorization", first), ("Authorization", second)])
+            for first, second in [
+                (f"Bearer {BOOTSTRAP_KEY}", "Bearer sbk_not-a-key"),
+                ("Bearer sbk_not-a-key", f"Bearer {BOOTSTRAP_KEY}"),
+                (f"Bearer {BOOTSTRAP_KEY}", f"Bearer {BOOTSTRAP_KEY}"),
+            ]
+        ]
+    assert one.status_code == 200
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "Authorization" in answer.json()["detail"]

@@ -109,7 +109,7 @@ def test_every_operation_states_its_errors_as_problem_json_and_its_security() ->
         {"paths": {}}, {"demand": document, "mentoring": document}, GatewaySettings(), []
     )
     get = merged["paths"]["/api/v1/demand/{id}"]["get"]
-    assert set(get["responses"]) >= {"200", "401", "403", "404", "422", "429", "502", "503", "504"}
+    assert set(get["responses"]) >= {"200", "400", "401", "403", "404", "422", "429", "502", "503", "504"}
     assert resolve(merged, get["responses"]["422"]["content"]["application/problem+json"]["schema"]["$ref"])
     patch = merged["paths"]["/api/v1/demand/{id}"]["patch"]
     assert {"412", "413"} <= set(patch["responses"])

@@ -74,7 +74,7 @@ async def test_hop_by_hop_headers_are_dropped_and_end_to_end_ones_pass(http) -> 
     assert seen["tracestate"] == ["vendor=1"]
     assert seen["content-type"] == ["application/json"]
     assert seen["x-seedbed-principal"] != ["forged.0.0"] and len(seen["x-seedbed-principal"]) == 1
-    # uvicorn trusts X-Forwarded-For from 127.0.0.1 (a local proxy): the client stays the first entry.
+    # The gateway's own peer is appended to what the client sent: the first entry stays the client's.
     assert seen["x-forwarded-for"][0].startswith("198.51.100.1")
     assert response.json()["body_bytes"] == 8
 

@@ -80,8 +80,13 @@ def test_who_sees_what() -> None:
 
 
 def test_a_request_is_narrowed_to_what_the_role_sees_and_refused_where_it_sees_nothing() -> None:
-    assert narrow("integrator", None) == p("demand.*")
-    assert narrow("integrator", p("*")) == p("demand.*")
+    public_demand = p("demand.anchor.*", "demand.item.*", "demand.pipeline.*")
+    assert narrow("integrator", None) == public_demand
+    assert narrow("integrator", p("*")) == public_demand
+    # A match names an enterprise: never outside staff, whatever the pattern.
+    assert narrow("integrator", p("demand.*")) == public_demand
+    with pytest.raises(NotVisible):
+        narrow("anchor", p("demand.match.*"))
     assert narrow("anchor", p("mentoring.*")) == p("mentoring.availability.*", "mentoring.mentor.*")
     assert narrow("staff", p("demand.item.*", "demand.*", "demand.item.published.v1")) == p("demand.*")
     with pytest.raises(NotVisible) as refused:

@@ -6,6 +6,7 @@ do what they say, and two replicas on one database deliver each event once."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,12 +16,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from gateway.deliveries import Claimed, Dispatcher
 from gateway.event_stream import EVENTS_STREAM
 from gateway.models import webhook_subscriptions
 from gateway.settings import GatewaySettings
 from gateway.tests.conftest import GatewayFactory, client_of, wait_until
 from gateway.tests.webhook_receiver import Receiver, make_service_streams, publish, verify_standard_webhook
-from gateway.webhooks import SecretBox, check_url
+from gateway.webhooks import SecretBox, check_url, new_secret
 from shared.db import Database
 
 SCHEDULE = [0.05, 0.05, 0.05]  # three retries: four attempts in all
@@ -294,6 +296,16 @@ async def test_the_secret_is_stored_sealed_and_opens_only_under_its_key_and_id(
         ("https://169.254.169.254/latest/meta-data", "production", False),  # cloud metadata
         ("https://[::1]/hook", "production", False),
         ("https://[::ffff:127.0.0.1]/hook", "production", False),
+        # IPv6 forms that embed 127.0.0.1 or a private IPv4 address
+        ("https://[::127.0.0.1]/hook", "production", False),  # IPv4-compatible
+        ("https://[64:ff9b::7f00:1]/hook", "production", False),  # NAT64
+        ("https://[64:ff9b:1::7f00:1]/hook", "production", False),  # NAT64, local use
+        ("https://[2002:7f00:1::]/hook", "production", False),  # 6to4
+        ("https://[2002:a01:203::]/hook", "production", False),  # 6to4 of 10.1.2.3
+        ("https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook", "production", False),  # Teredo
+        ("https://[2606:4700:4700::1111]/hook", "production", True),
+        ("https://[64:ff9b::5db8:d70e]/hook", "production", True),  # NAT64 of 93.184.215.14
+        ("https://[2002:5db8:d70e::1]/hook", "production", True),  # 6to4 of 93.184.215.14
         ("https://localhost/hook", "production", False),
         ("https://user:pass@93.184.215.14/hook", "production", False),
         ("http://127.0.0.1:8080/hook", "test", True),
@@ -303,7 +315,8 @@ async def test_the_secret_is_stored_sealed_and_opens_only_under_its_key_and_id(
 async def test_the_url_policy_refuses_plain_http_and_private_addresses_in_production(
     url: str, environment: str, allowed: bool
 ) -> None:
-    extra = {"api_key_pepper": "p" * 32, "internal_secret": "s" * 32} if environment == "production" else {}
+    production = {"api_key_pepper": secrets.token_urlsafe(32), "internal_secret": secrets.token_urlsafe(32)}
+    extra = production if environment == "production" else {}
     settings = GatewaySettings(environment=environment, **extra)
     if allowed:
         assert await check_url(url, settings) == url
@@ -399,3 +412,130 @@ async def test_webhooks_resume_when_the_events_stream_is_lost_and_made_again(
         second = await publish(nats_url, ITEM, demand_line("After the loss"))
         await wait_until(lambda: second.id in receiver.ids(), timeout=10)
     assert receiver.ids().count(first.id) == 1  # the first event, sourced again, was not sent again
+
+
+async def test_a_paused_subscription_gets_nothing_until_its_owner_resumes_it(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+) -> None:
+    async with gateway_app(**FAST) as app:
+        key = await key_of(app, "integrator")
+        async with client_of(app, key) as http, client_of(app, await key_of(app, "integrator")) as other:
+            hook = await subscribe(http, receiver.url, ["demand.*"], description="the hub")
+            paused = await http.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": False})
+            assert paused.status_code == 200, paused.text
+            assert paused.json()["active"] is False
+            assert paused.json()["disabled_reason"] == "disabled by its owner"
+            assert paused.json()["description"] == "the hub"
+            await publish(streams, ITEM, demand_line("While paused"))
+            await asyncio.sleep(0.5)
+            assert receiver.received == [] and await deliveries(http, hook["id"]) == []
+            not_theirs = await other.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": True})
+            assert not_theirs.status_code == 404
+            null = await http.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": None})
+            assert null.status_code == 422 and null.json()["errors"][0]["field"].endswith("active")
+            resumed = await http.patch(
+                f"/api/v1/webhooks/{hook['id']}", json={"active": True, "description": None}
+            )
+            assert resumed.status_code == 200, resumed.text
+            assert resumed.json()["active"] is True and resumed.json()["disabled_at"] is None
+            assert resumed.json()["description"] is None
+            await publish(streams, ITEM, demand_line("After resuming"))
+            await wait_until(lambda: len(receiver.received) == 1, timeout=10)
+    assert receiver.received[0].event["data"]["title"] == "After resuming"
+
+
+async def test_a_slow_integrators_receivers_do_not_hold_up_another_integrators_deliveries(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver
+) -> None:
+    """Integrator B's five endpoints hang; integrator A's one endpoint answers at once. A's
+    deliveries all go out while B's are still waiting, and B holds at most its bounds."""
+    slow = await Receiver(hold=asyncio.Event()).start()
+    bounds = {
+        "webhook_concurrency": 6,
+        "webhook_concurrency_per_endpoint": 1,
+        "webhook_concurrency_per_owner": 2,
+        "webhook_attempt_timeout_seconds": 60.0,  # B's attempts hang for the whole test, not time out
+    }
+    try:
+        async with gateway_app(**(FAST | bounds)) as app:
+            async with client_of(app, await key_of(app, "integrator")) as integrator_b:
+                slow_hooks = [
+                    await subscribe(integrator_b, f"{slow.url}?endpoint={n}", [ITEM]) for n in range(5)
+                ]
+            async with client_of(app, await key_of(app, "integrator")) as integrator_a:
+                fast_hook = await subscribe(integrator_a, receiver.url, [ITEM])
+            published = [await publish(streams, ITEM, demand_line(f"Line {n}")) for n in range(8)]
+
+            async with client_of(app) as staff:
+
+                async def fast_ones_delivered() -> bool:
+                    log = await deliveries(staff, fast_hook["id"])
+                    return len(log) == len(published) and {d["status"] for d in log} == {"delivered"}
+
+                await wait_until(fast_ones_delivered, timeout=20)
+                slow_logs = [await deliveries(staff, hook["id"]) for hook in slow_hooks]
+            held_while_fast_finished = sum(slow.waiting.values())
+            slow_answered_while_fast_finished = len(slow.received)
+
+            assert slow.hold is not None
+            slow.hold.set()  # B's receivers recover: their backlog drains
+            await wait_until(lambda: len(slow.received) >= 5 * len(published), timeout=30)
+    finally:
+        await slow.stop()
+
+    assert sorted(receiver.ids()) == sorted(e.id for e in published)
+    # When A had everything, B's attempts were still hanging: none of B's 40 had been answered.
+    assert slow_answered_while_fast_finished == 0 and held_while_fast_finished == 2
+    assert sum(d["status"] == "pending" for log in slow_logs for d in log) == 5 * len(published)
+    # B never had more than one attempt per endpoint, nor more than two in all, in flight.
+    assert max(slow.most_waiting.values()) == 1 and slow.most_waiting_in_all == 2
+    for n in range(5):
+        got = [r.headers["webhook-id"] for r in slow.received if r.query == f"endpoint={n}"]
+        assert sorted(got) == sorted(e.id for e in published), n
+
+
+@pytest.mark.parametrize(
+    "host", ["[::ffff:127.0.0.1]", "[::127.0.0.1]", "[64:ff9b::7f00:1]", "[2002:7f00:1::]", "127.0.0.1"]
+)
+async def test_a_delivery_to_an_address_that_embeds_loopback_is_refused_before_any_connection(
+    host: str, gateway_database_url: str
+) -> None:
+    connections: list[object] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer.get_extra_info("peername"))
+        writer.close()
+
+    listener = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    settings = GatewaySettings(
+        environment="production",
+        api_key_pepper=secrets.token_urlsafe(32),
+        internal_secret=secrets.token_urlsafe(32),
+        database_url=gateway_database_url,
+    )
+    box = SecretBox(settings)
+    database = Database(gateway_database_url)
+    dispatcher = Dispatcher(settings, database, box)
+    await dispatcher.start()
+    try:
+        subscription_id = uuid.uuid4()
+        outcome = await dispatcher.attempt(
+            Claimed(
+                uuid.uuid4(),
+                subscription_id,
+                uuid.uuid4(),
+                "event-1",
+                f"https://{host}:{port}/hook",
+                box.seal(new_secret(), subscription_id),
+                b"{}",
+            )
+        )
+    finally:
+        await dispatcher.stop()
+        await database.dispose()
+        listener.close()
+        await listener.wait_closed()
+    assert not outcome.delivered and outcome.status_code is None
+    assert "not a public address" in (outcome.error or "")
+    assert connections == []

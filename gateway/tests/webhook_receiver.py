@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    query: str = ""
 
     @property
     def event(self) -> dict[str, Any]:
@@ -62,6 +64,11 @@ class Receiver:
     default: int = 204
     received: list[Received] = field(default_factory=list)
     port: int = 0
+    # While set and not yet released, every request waits for it (a receiver that hangs).
+    hold: asyncio.Event | None = None
+    waiting: Counter[str] = field(default_factory=Counter)  # requests held now, by query string
+    most_waiting: Counter[str] = field(default_factory=Counter)  # the most ever held at once, by query
+    most_waiting_in_all: int = 0
     _runner: web.AppRunner | None = None
 
     @property
@@ -70,8 +77,19 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.hold is not None and not self.hold.is_set():
+            endpoint = request.query_string
+            self.waiting[endpoint] += 1
+            self.most_waiting[endpoint] = max(self.most_waiting[endpoint], self.waiting[endpoint])
+            self.most_waiting_in_all = max(self.most_waiting_in_all, sum(self.waiting.values()))
+            try:
+                await self.hold.wait()
+            finally:
+                self.waiting[endpoint] -= 1
         status = self.plan.pop(0) if self.plan else self.default
-        self.received.append(Received({k.lower(): v for k, v in request.headers.items()}, body, status))
+        self.received.append(
+            Received({k.lower(): v for k, v in request.headers.items()}, body, status, request.query_string)
+        )
         return web.Response(status=status)
 
     async def start(self, port: int | None = None) -> Receiver:

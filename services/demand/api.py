@@ -152,6 +152,7 @@ async def import_template(
 @router.post(
     "/demand/imports",
     response_model=ImportResult,
+    responses={415: {"description": "The Content-Type is none of the three the import reads."}},
     tags=["imports"],
     summary="Import demand lines (CSV, JSON lines or an OCDS release package)",
     description=(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.demand import api, consumers, events, jobs
+from services.demand import api, consumers, events, jobs, metrics
 from services.demand.pipeline.views import ViewCache
 from services.demand.settings import DemandSettings
 from shared.runtime import ServiceRuntime, create_service_app
@@ -26,5 +26,6 @@ def create_app(settings: DemandSettings | None = None) -> FastAPI:
         routers=[api.router],
         events=events.PUBLISHED,
     )
+    runtime.metrics.add(metrics.snapshot_age(runtime))
     app.state.pipeline_views = ViewCache(settings.pipeline_view_cache_size)
     return app

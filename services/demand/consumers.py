@@ -2,7 +2,9 @@
 
 ``demand-enterprises`` keeps :mod:`services.demand.read_models` (the enterprises and
 their verified milestones, for matching) from the enterprises' state-carrying events.
-Each payload model below is our tolerant copy of the fields we read.
+``demand-matching`` reads the service's own public line events and announces the
+enterprises that fit each line (``demand.match.found.v1``), in the transaction of its
+inbox row. Each payload model below is our tolerant copy of the fields we read.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.demand import read_models
+from services.demand import events, read_models
+from services.demand.service import matching as matching_service
 from shared.events import CloudEvent
 from shared.inbox import ConsumerSpec
 
@@ -81,11 +84,36 @@ async def on_enterprise_event(session: AsyncSession, event: CloudEvent) -> None:
         log.info("event not used for matching", extra={"event_type": event.type, "event_id": event.id})
 
 
+MATCHED_TYPES = frozenset({events.ITEM_PUBLISHED, events.ITEM_UPDATED})
+MATCHES_ANNOUNCED = 20  # the best fits of a line; the API's candidates list goes further
+
+
+class PublicLineIn(BaseModel):
+    """Our tolerant copy of the line event fields matching reads (the line is read afresh)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    demand_id: str
+    version: int
+
+
+async def on_public_line(session: AsyncSession, event: CloudEvent) -> None:
+    if event.type in MATCHED_TYPES:
+        line = PublicLineIn.model_validate(event.data or {})
+        await matching_service.announce_matches(session, line.demand_id, line.version, MATCHES_ANNOUNCED)
+
+
 CONSUMERS: list[ConsumerSpec] = [
     ConsumerSpec(
         durable="demand-enterprises",
         stream="ENTERPRISES",
         subjects=["enterprises.enterprise.>", READINESS_CHANGED],
         handler=on_enterprise_event,
-    )
+    ),
+    ConsumerSpec(
+        durable="demand-matching",
+        stream="DEMAND",
+        subjects=[events.ITEM_PUBLISHED, events.ITEM_UPDATED],
+        handler=on_public_line,
+    ),
 ]

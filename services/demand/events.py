@@ -26,6 +26,7 @@ ITEM_PUBLISHED = event_type(SERVICE, "item", "published")
 ITEM_UPDATED = event_type(SERVICE, "item", "updated")
 ITEM_WITHDRAWN = event_type(SERVICE, "item", "withdrawn")
 PIPELINE_PUBLISHED = event_type(SERVICE, "pipeline", "published")
+MATCH_FOUND = event_type(SERVICE, "match", "found")
 
 
 class AnchorPayload(BaseModel):
@@ -114,6 +115,17 @@ class PipelinePublishedPayload(BaseModel):
     totals: PipelineTotalsPayload
 
 
+class MatchFoundPayload(BaseModel):
+    """An incubated enterprise that fits a public line, as the line stood at ``version``."""
+
+    demand_id: str
+    version: int = Field(description="the line's version the match was made against")
+    anchor_id: str
+    enterprise_id: str
+    score: float
+    gaps: list[str] = Field(description="requirement codes the enterprise has not verified")
+
+
 PUBLISHED: list[EventSpec] = [
     EventSpec(ANCHOR_REGISTERED, AnchorPayload, "An anchor institution was registered."),
     EventSpec(ANCHOR_UPDATED, AnchorPayload, "An anchor's name, type or identifiers changed."),
@@ -130,7 +142,24 @@ PUBLISHED: list[EventSpec] = [
         "A new snapshot of the aggregated pipeline: changed public figures, and the confidential part "
         "when its cadence released a block.",
     ),
+    EventSpec(
+        MATCH_FOUND,
+        MatchFoundPayload,
+        "An incubated enterprise fits a line that was published or changed (staff only).",
+    ),
 ]
+
+
+def match_event(line: dict[str, Any], candidate: dict[str, Any]) -> CloudEvent:
+    payload = MatchFoundPayload(
+        demand_id=line["id"],
+        version=line["version"],
+        anchor_id=line["anchor_id"],
+        enterprise_id=candidate["enterprise_id"],
+        score=candidate["score"],
+        gaps=list(candidate["gaps"]),
+    )
+    return new_event(MATCH_FOUND, payload, source=SOURCE, subject=line["id"])
 
 
 def anchor_event(kind: str, anchor: Any) -> CloudEvent:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from services.demand import metrics
 from services.demand.pipeline import release
 from services.demand.settings import DemandSettings
 from shared.runtime import PeriodicJob, ServiceRuntime
@@ -12,7 +15,9 @@ async def publish_pipeline(runtime: ServiceRuntime) -> None:
     release lock keeps replicas apart)."""
     settings = runtime.settings
     assert isinstance(settings, DemandSettings)
-    await release.publish_snapshot(runtime.database, settings)
+    started = time.perf_counter()
+    if await release.publish_snapshot(runtime.database, settings) is not None:
+        metrics.PIPELINE_RELEASE_DURATION.observe(time.perf_counter() - started)
 
 
 def jobs(settings: DemandSettings) -> list[PeriodicJob]:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
-from services.mentoring import api, events, reminders
+from services.mentoring import api, consumers, events, jobs
 from services.mentoring.settings import MentoringSettings
 from shared.db import utcnow
 from shared.runtime import ServiceRuntime, create_service_app
@@ -22,8 +22,8 @@ def create_app(settings: MentoringSettings | None = None, *, clock: Clock | None
     clock = clock or utcnow
     runtime = ServiceRuntime(
         settings,
-        consumers=events.CONSUMERS,
-        jobs=[reminders.reminder_job(settings, clock)],
+        consumers=consumers.CONSUMERS,
+        jobs=[jobs.reminder_job(settings, clock)],
     )
     app = create_service_app(
         runtime,

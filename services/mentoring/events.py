@@ -10,12 +10,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy.ext.asyncio import AsyncSession
+from pydantic import BaseModel
 
 from shared.asyncapi import EventSpec
-from shared.events import CloudEvent, event_source, event_type
-from shared.inbox import ConsumerSpec
+from shared.events import event_source, event_type
 
 SERVICE = "mentoring"
 SOURCE = event_source(SERVICE)
@@ -91,59 +89,4 @@ PUBLISHED: list[EventSpec] = [
         SessionReminderPayload,
         "A booked session starts in remind_before_minutes (sent once per reminder).",
     ),
-]
-
-
-# -- consumed ---------------------------------------------------------------------------------
-
-ENTERPRISE_SNAPSHOTS = frozenset(
-    {
-        "enterprises.enterprise.registered.v1",
-        "enterprises.enterprise.updated.v1",
-        "enterprises.enterprise.stage_changed.v1",
-    }
-)
-READINESS_CHANGED = "enterprises.readiness.changed.v1"
-
-
-class EnterpriseSnapshot(BaseModel):
-    """The fields of the enterprise snapshot events this service reads."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    enterprise_id: uuid.UUID
-    version: int
-    name: str | None = None
-    stage: str | None = None
-
-
-class ReadinessChanged(BaseModel):
-    """The fields of ``enterprises.readiness.changed.v1`` this service reads."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    enterprise_id: uuid.UUID
-    version: int
-    missing: list[str]
-    ready: bool | None = None
-    score: float | None = None
-
-
-async def on_enterprises_event(session: AsyncSession, event: CloudEvent) -> None:
-    """Keep the enterprise read model; events of other enterprise types are not ours to read."""
-    from services.mentoring import service  # the use cases import this module's payloads
-
-    if event.type in ENTERPRISE_SNAPSHOTS:
-        await service.record_enterprise(session, EnterpriseSnapshot.model_validate(event.data))
-    elif event.type == READINESS_CHANGED:
-        await service.record_readiness(session, ReadinessChanged.model_validate(event.data))
-
-
-CONSUMERS: list[ConsumerSpec] = [
-    ConsumerSpec(
-        durable="mentoring-enterprises",
-        stream="ENTERPRISES",
-        subjects=["enterprises.enterprise.>", READINESS_CHANGED],
-        handler=on_enterprises_event,
-    )
 ]

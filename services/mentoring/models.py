@@ -13,15 +13,6 @@ from shared.migrations import include_kit_tables
 metadata = new_metadata()
 include_kit_tables(metadata)
 
-# A session in this state holds its time: it can collide with another one.
-BOOKED = "booked"
-CANCELLED = "cancelled"
-COMPLETED = "completed"
-NO_SHOW = "no_show"
-SESSION_STATUSES = (BOOKED, CANCELLED, COMPLETED, NO_SHOW)
-# Sessions that used the mentor's capacity (daily and weekly limits, active mentees).
-COUNTED_STATUSES = (BOOKED, COMPLETED, NO_SHOW)
-
 mentors = sa.Table(
     "mentors",
     metadata,

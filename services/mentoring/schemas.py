@@ -7,7 +7,7 @@ import re
 import uuid
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import available_timezones
 
 from pydantic import (
@@ -20,6 +20,8 @@ from pydantic import (
     PlainSerializer,
     model_validator,
 )
+
+from services.mentoring.vocabulary import AbsentParty, SessionStatus
 
 # -- field types ----------------------------------------------------------------------------
 
@@ -343,7 +345,7 @@ class CompleteIn(Body):
 
 
 class NoShowIn(Body):
-    absent_party: Literal["enterprise", "mentor"] = "enterprise"
+    absent_party: AbsentParty = "enterprise"
     note: str | None = Field(None, max_length=4000)
 
 
@@ -377,7 +379,7 @@ class SessionOut(BaseModel):
     duration_minutes: int
     topic: str
     milestone_code: str | None
-    status: Literal["booked", "cancelled", "completed", "no_show"]
+    status: SessionStatus
     sequence: int
     booked_by_role: str
     reschedule_reason: str | None

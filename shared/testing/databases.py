@@ -129,8 +129,7 @@ class _PostgresAdmin:
     tests' loops come and go; its connections and background work stay)."""
 
     # Several drops at once: each DROP DATABASE waits for a checkpoint, which concurrent drops
-    # share (measured, copies made with FILE_COPY: 28 ms a database with four connections,
-    # 17 ms with eight). Released copies wait for a batch, so that they share one too.
+    # share. Released copies wait for a batch, so that they share one too.
     CONNECTIONS = 8
     BATCH = 16
 
@@ -178,8 +177,7 @@ class _PostgresAdmin:
             # How PostgreSQL copies a template: file by file where it can choose (15 and later).
             # Its default from 15 on, WAL_LOG, copies through shared buffers: every copy leaves
             # the pages of a whole database dirty, and each DROP DATABASE (which waits for a
-            # checkpoint) writes them out. Measured with a migrated template: 31 ms a copy and
-            # 75-97 ms a drop with WAL_LOG; 58 ms a copy and 13-25 ms a drop with FILE_COPY.
+            # checkpoint) writes them out; FILE_COPY leaves the drops little to write.
             self.strategy = " STRATEGY FILE_COPY" if version >= 150000 else ""
         await self.pool.execute(statement)
 

@@ -93,11 +93,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadGroupScheduling
 
-    class Scheduling(LoadGroupScheduling):
+    class Scheduling(LoadGroupScheduling):  # type: ignore[misc]  # xdist has no type information
         groups: dict[str, str] | None = None
 
         def _split_scope(self, nodeid: str) -> str:
             if self.groups is None:  # first called once every worker has reported its collection
+                assert directory is not None
                 files = sorted(directory.glob("*.json"))
                 self.groups = json.loads(files[0].read_text()) if files else {}
             return self.groups.get(nodeid) or super()._split_scope(nodeid)

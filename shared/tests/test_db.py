@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
@@ -51,6 +51,7 @@ async def test_times_come_back_aware_utc_whatever_zone_they_went_in(database: Da
     assert back == datetime(2027, 3, 28, 1, 30, tzinfo=UTC)
 
 
+@settings(deadline=None)  # a behaviour, not a timing: a loaded machine must not fail it
 @given(
     st.datetimes(
         min_value=datetime(1, 1, 2),
@@ -61,10 +62,10 @@ async def test_times_come_back_aware_utc_whatever_zone_they_went_in(database: Da
     )
 )
 def test_sqlite_stores_the_text_of_sqlalchemys_datetime_storage_format(moment: datetime) -> None:
-    """Stored times compare as text in SQL: the kit's faster bind must write exactly what
-    SQLAlchemy's DATETIME writes, microseconds always included."""
+    """Stored times compare as text in SQL: the kit's type writes exactly what SQLAlchemy's
+    DATETIME writes for the UTC time, microseconds always included."""
     dialect = sqlite.dialect()
-    ours = UtcDateTime().bind_processor(dialect)
+    ours = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
     theirs = sqlite.DATETIME().bind_processor(dialect)
     assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None))
 
@@ -134,3 +135,18 @@ async def test_the_database_factory_drops_every_database_it_made(tmp_path) -> No
     finally:
         await conn.close()
     assert (before, after) == (7, 0)  # six databases and their template
+
+
+async def test_a_new_sqlite_database_and_its_wal_files_are_readable_by_their_owner_only(tmp_path) -> None:
+    path = tmp_path / "private.db"
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with database.transaction() as session:
+            await session.execute(sa.text("CREATE TABLE notes (body TEXT)"))
+            await session.execute(sa.text("INSERT INTO notes VALUES ('confidential')"))
+        made = sorted(p.name for p in tmp_path.iterdir())
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    finally:
+        await database.dispose()
+    assert made == ["private.db", "private.db-shm", "private.db-wal"]
+    assert modes == dict.fromkeys(made, 0o600)

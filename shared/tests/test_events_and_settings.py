@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from shared.asyncapi import EventSpec, asyncapi_document
 from shared.events import CloudEvent, event_type, new_event, stream_for
-from shared.settings import DEVELOPMENT_SECRET, ServiceSettings
+from shared.settings import DEVELOPMENT_SECRET, ServiceSettings, weak_secret
 
 
 class ItemPublished(BaseModel):
@@ -67,8 +68,27 @@ def test_production_refuses_the_development_secret(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("SEEDBED_INTERNAL_SECRET", raising=False)
     with pytest.raises(ValidationError, match="SEEDBED_INTERNAL_SECRET"):
         DemoSettings()
-    monkeypatch.setenv("SEEDBED_INTERNAL_SECRET", "x" * 40)
-    assert DemoSettings().internal_secret.get_secret_value() == "x" * 40
+    random = secrets.token_urlsafe(32)
+    monkeypatch.setenv("SEEDBED_INTERNAL_SECRET", random)
+    assert DemoSettings().internal_secret.get_secret_value() == random
+
+
+@pytest.mark.parametrize(
+    "weak", ["a" * 32, "x" * 40, "password" * 4, "0123456789abcdef" * 2, "short-but-random-Zq8"]
+)
+def test_production_refuses_a_short_or_low_entropy_secret(monkeypatch: pytest.MonkeyPatch, weak: str) -> None:
+    monkeypatch.setenv("SEEDBED_ENVIRONMENT", "production")
+    monkeypatch.setenv("SEEDBED_INTERNAL_SECRET", weak)
+    with pytest.raises(ValidationError, match="SEEDBED_INTERNAL_SECRET"):
+        DemoSettings()
+    monkeypatch.setenv("SEEDBED_ENVIRONMENT", "development")
+    assert DemoSettings().internal_secret.get_secret_value() == weak  # what development allows
+
+
+def test_random_secrets_of_32_characters_pass_the_entropy_check() -> None:
+    for _ in range(1000):
+        assert weak_secret(secrets.token_hex(16)) is None
+        assert weak_secret(secrets.token_urlsafe(24)) is None
 
 
 def test_development_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -20,6 +20,7 @@ from shared.inbox import (
     inbox_table,
 )
 from shared.nats import NatsLink
+from shared.testing.polling import wait_until
 from shared.tests.conftest import received
 
 
@@ -86,12 +87,6 @@ class Harness:
         async with self.database.transaction(write=False) as s:
             return list((await s.execute(sa.select(dead_letters_table))).all())
 
-    async def until(self, predicate, timeout: float = 15) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await predicate():
-            assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-            await asyncio.sleep(0.05)
-
 
 async def test_event_delivered_three_times_is_applied_once(database: Database, nats_variant: str) -> None:
     h = Harness(database, nats_variant)
@@ -104,7 +99,7 @@ async def test_event_delivered_three_times_is_applied_once(database: Database, n
         async def three_seen() -> bool:
             return h.consumer.processed_total + h.consumer.duplicates_total == 3
 
-        await h.until(three_seen)
+        await wait_until(three_seen)
         assert h.calls[event.id] == 1
         assert await h.applied() == {event.id}
         async with database.transaction(write=False) as s:
@@ -124,7 +119,7 @@ async def test_transient_failures_are_retried_and_applied_once(database: Databas
         async def applied() -> bool:
             return event.id in await h.applied()
 
-        await h.until(applied)
+        await wait_until(applied)
         assert h.calls[event.id] == 3
         assert await h.dead_letters() == []
     finally:
@@ -145,7 +140,7 @@ async def test_poison_message_is_dead_lettered_after_max_deliver_and_the_rest_st
         async def dead_lettered() -> bool:
             return len(await h.dead_letters()) == 1
 
-        await h.until(dead_lettered)
+        await wait_until(dead_lettered)
         later = [h.event(n) for n in range(4, 14)]
         for event in later:
             await h.publish(event.to_bytes(), msg_id=event.id)
@@ -153,7 +148,7 @@ async def test_poison_message_is_dead_lettered_after_max_deliver_and_the_rest_st
         async def rest_applied() -> bool:
             return await h.applied() == {before.id, after.id, *(e.id for e in later)}
 
-        await h.until(rest_applied)
+        await wait_until(rest_applied)
         [letter] = await h.dead_letters()
         assert letter.event_id == poison.id
         assert letter.deliveries == 3
@@ -174,7 +169,7 @@ async def test_malformed_message_is_dead_lettered_at_once(database: Database, na
         async def dead_lettered() -> bool:
             return len(await h.dead_letters()) == 1
 
-        await h.until(dead_lettered)
+        await wait_until(dead_lettered)
         [letter] = await h.dead_letters()
         assert letter.deliveries == 1 and letter.event_id is None
         assert letter.body == b"{not json"
@@ -198,7 +193,7 @@ async def test_permanent_error_is_dead_lettered_without_retries(database: Databa
         async def dead_lettered() -> bool:
             return len(await h.dead_letters()) == 1
 
-        await h.until(dead_lettered)
+        await wait_until(dead_lettered)
         assert h.calls[event.id] == 1
     finally:
         await h.stop()
@@ -220,6 +215,6 @@ async def test_consumer_waits_for_a_stream_created_later(database: Database, nat
         async def applied() -> bool:
             return event.id in await h.applied()
 
-        await h.until(applied)
+        await wait_until(applied)
     finally:
         await h.stop()

@@ -18,6 +18,7 @@ from shared.inbox import ConsumerSpec, EventConsumer
 from shared.nats import NatsLink
 from shared.nats_server import NatsServer
 from shared.outbox import OutboxRelay, outbox_table
+from shared.testing.polling import wait_until
 from shared.testing.ports import server_port
 from shared.tests.conftest import received, things
 
@@ -59,14 +60,6 @@ async def record(session, event) -> None:
     await session.execute(sa.insert(received).values(event_id=event.id, type=event.type))
 
 
-async def wait_for(predicate, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError
-        await asyncio.sleep(0.1)
-
-
 async def test_no_event_lost_or_doubled_while_nats_is_killed_and_restarted_twice(
     database: Database, own_nats_server: NatsServer
 ) -> None:
@@ -102,7 +95,7 @@ async def test_no_event_lost_or_doubled_while_nats_is_killed_and_restarted_twice
             async with database.transaction(write=False) as s:
                 return (await s.scalar(sa.select(sa.func.count()).select_from(received))) >= len(committed)
 
-        await wait_for(all_received, timeout=60)
+        await wait_until(all_received, timeout=60)
     finally:
         await consumer.stop()
         await relay.stop()
@@ -141,7 +134,7 @@ async def test_writes_succeed_while_nats_is_down_and_drain_when_it_returns(
         async def drained() -> bool:
             return await relay.backlog() == 0
 
-        await wait_for(drained, timeout=30)
+        await wait_until(drained, timeout=30)
         assert sorted(await stream_event_ids(server.url, spec.name)) == sorted(ids)
     finally:
         await relay.stop()
@@ -196,7 +189,7 @@ async def test_several_relays_on_one_database_publish_each_event_once(
         async def drained() -> bool:
             return await relays[0].backlog() == 0
 
-        await wait_for(drained, timeout=30)
+        await wait_until(drained, timeout=30)
     finally:
         for relay in relays:
             await relay.stop()
@@ -261,7 +254,7 @@ async def test_event_of_a_rolled_back_savepoint_is_never_published(database: Dat
         async def drained() -> bool:
             return await relay.backlog() == 0
 
-        await wait_for(drained, timeout=10)
+        await wait_until(drained, timeout=10)
         await asyncio.sleep(0.5)  # give a wrongly handed-off event time to be published
     finally:
         await relay.stop()

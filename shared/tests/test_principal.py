@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from shared.principal import (
+    HEADER,
     InvalidPrincipal,
     Principal,
     PrincipalDep,
@@ -97,3 +99,59 @@ async def test_middleware_passes_the_principal_and_refuses_unsigned_requests() -
     assert unsigned.headers["content-type"] == "application/problem+json"
     assert "gateway" in unsigned.json()["detail"]
     assert health.status_code == 200
+
+
+def test_header_signed_for_one_body_does_not_verify_for_another() -> None:
+    header = sign_principal(SECRET, "POST", "/api/v1/demand", ANCHOR, b'{"title": "Meals"}')
+    assert verify(SECRET, "POST", "/api/v1/demand", header, body=b'{"title": "Meals"}') == ANCHOR
+    with pytest.raises(InvalidPrincipal, match="body"):
+        verify(SECRET, "POST", "/api/v1/demand", header, body=b'{"title": "Something else"}')
+
+
+def body_app(written: list[bytes]) -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/api/v1/things")
+    async def make(request: Request, principal: PrincipalDep) -> dict[str, str]:
+        written.append(await request.body())  # as a use case's write would
+        return {"role": principal.role}
+
+    @app.post("/api/v1/streamed")
+    async def streamed(request: Request, principal: PrincipalDep) -> dict[str, int]:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+        written.append(b"streamed")
+        return {"size": size}
+
+    @app.post("/api/v1/unread")
+    async def unread(principal: PrincipalDep) -> dict[str, str]:
+        return {"role": principal.role}
+
+    app.add_middleware(PrincipalMiddleware, secret=SECRET)
+    return app
+
+
+@pytest.mark.parametrize("path", ["/api/v1/things", "/api/v1/streamed", "/api/v1/unread"])
+async def test_a_captured_header_sent_again_with_another_body_is_refused(path: str) -> None:
+    written: list[bytes] = []
+    app = body_app(written)
+    original = b'{"name": "the body the gateway signed"}'
+    header = sign_principal(SECRET, "POST", path, ANCHOR, original)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as http:
+        accepted = await http.post(path, content=original, headers={HEADER: header})
+        replayed = await http.post(path, content=b'{"name": "another body"}', headers={HEADER: header})
+    assert accepted.status_code == 200, accepted.text
+    assert replayed.status_code == 401, replayed.text
+    assert replayed.headers["content-type"] == "application/problem+json"
+    assert "body" in replayed.json()["detail"]
+    assert len(written) == (0 if path.endswith("unread") else 1)  # the replay wrote nothing
+
+
+async def test_signed_requests_with_bodies_pass_through_the_client_auth() -> None:
+    written: list[bytes] = []
+    async with client(body_app(written), ANCHOR, secret=SECRET.decode()) as http:
+        answer = await http.post("/api/v1/things", json={"name": "x" * 100_000})
+    assert answer.status_code == 200, answer.text
+    assert len(written[0]) > 100_000

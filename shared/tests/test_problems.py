@@ -63,3 +63,28 @@ async def test_unknown_route_and_unexpected_error_are_problems_without_internals
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert boom.status_code == 500 and "secret internals" not in boom.text
     assert boom.json()["request_id"] == boom.headers["x-request-id"]
+
+
+async def test_a_405_names_every_method_of_the_path_in_allow() -> None:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/things/{thing_id}")
+    async def read(thing_id: int) -> dict[str, int]:
+        return {"id": thing_id}
+
+    @app.patch("/things/{thing_id}")
+    async def change(thing_id: int) -> dict[str, int]:
+        return {"id": thing_id}
+
+    @app.delete("/things/{thing_id}", status_code=204)
+    async def remove(thing_id: int) -> None:
+        return None
+
+    async with client(app, None) as http:
+        options = await http.options("/things/1")
+        put = await http.put("/things/1")
+    for answer in (options, put):
+        assert answer.status_code == 405
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert set(answer.headers["allow"].split(", ")) == {"GET", "PATCH", "DELETE"}

@@ -36,11 +36,14 @@ from services.demand import consumers as demand_consumers
 from services.demand import events as demand_events
 from services.enterprises import consumers as enterprises_consumers
 from services.enterprises import events as enterprises_events
+from services.mentoring import consumers as mentoring_consumers
 from services.mentoring import events as mentoring_events
+from services.mentoring import read_models as mentoring_read_models
 from shared.asyncapi import EventSpec
 from shared.events import CONTENT_TYPE, EVENT_TYPE_PATTERN
 from shared.inbox import ConsumerSpec
-from shared.testing.system import System, wait_until
+from shared.testing.polling import wait_until
+from shared.testing.system import System
 from tests.conftest import (
     API,
     Captured,
@@ -48,8 +51,10 @@ from tests.conftest import (
     book,
     created,
     enterprise_body,
+    ids,
     line_body,
     mentor_body,
+    poll,
     stream_messages,
     submit,
 )
@@ -61,7 +66,7 @@ SPECS: dict[str, EventSpec] = {spec.type: spec for module in PRODUCERS.values() 
 CONSUMER_LISTS: list[list[ConsumerSpec]] = [
     enterprises_consumers.CONSUMERS,
     demand_consumers.CONSUMERS,
-    mentoring_events.CONSUMERS,
+    mentoring_consumers.CONSUMERS,
 ]
 CONSUMERS: dict[str, ConsumerSpec] = {spec.durable: spec for specs in CONSUMER_LISTS for spec in specs}
 
@@ -74,11 +79,15 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "enterprises.enterprise.stage_changed.v1": demand_consumers.EnterpriseSnapshotIn,
         "enterprises.readiness.changed.v1": demand_consumers.ReadinessChangedIn,
     },
+    "demand-matching": {
+        "demand.item.published.v1": demand_consumers.PublicLineIn,
+        "demand.item.updated.v1": demand_consumers.PublicLineIn,
+    },
     "mentoring-enterprises": {
-        "enterprises.enterprise.registered.v1": mentoring_events.EnterpriseSnapshot,
-        "enterprises.enterprise.updated.v1": mentoring_events.EnterpriseSnapshot,
-        "enterprises.enterprise.stage_changed.v1": mentoring_events.EnterpriseSnapshot,
-        "enterprises.readiness.changed.v1": mentoring_events.ReadinessChanged,
+        "enterprises.enterprise.registered.v1": mentoring_read_models.EnterpriseSnapshot,
+        "enterprises.enterprise.updated.v1": mentoring_read_models.EnterpriseSnapshot,
+        "enterprises.enterprise.stage_changed.v1": mentoring_read_models.EnterpriseSnapshot,
+        "enterprises.readiness.changed.v1": mentoring_read_models.ReadinessChanged,
     },
     "enterprises-demand": {
         "demand.item.published.v1": enterprises_consumers.DemandLineIn,
@@ -156,7 +165,7 @@ def test_the_comparison_finds_a_renamed_a_retyped_and_a_nullable_field() -> None
         name: (info.annotation, info) for name, info in producer.model_fields.items() if name != "missing"
     }
     renamed = create_model("Renamed", **fields, open_milestones=(list[str], ...))  # type: ignore[call-overload]
-    assert incompatibilities(mentoring_events.ReadinessChanged, renamed) == [
+    assert incompatibilities(mentoring_read_models.ReadinessChanged, renamed) == [
         "missing: the producer has no such field"
     ]
     retyped = create_model("Retyped", __base__=producer, version=(str, ...))
@@ -164,10 +173,10 @@ def test_the_comparison_finds_a_renamed_a_retyped_and_a_nullable_field() -> None
         "version: the producer sends string where integer is expected"
     ]
     nullable = create_model("Nullable", __base__=producer, enterprise_id=(uuid.UUID | None, ...))
-    assert incompatibilities(mentoring_events.ReadinessChanged, nullable) == [
+    assert incompatibilities(mentoring_read_models.ReadinessChanged, nullable) == [
         "enterprise_id: the producer sends null where string is expected"
     ]
-    assert incompatibilities(mentoring_events.ReadinessChanged, producer) == []
+    assert incompatibilities(mentoring_read_models.ReadinessChanged, producer) == []
 
 
 def incompatibilities(consumer: type[BaseModel], producer: type[BaseModel]) -> list[str]:
@@ -281,6 +290,12 @@ async def every_kind_of_change(system: System, clock: MentoringClock) -> None:
         eid = enterprise["id"]
         check(await staff.patch(f"{API}/enterprises/{eid}", json={"stage": "incubating"}))
         check(await staff.patch(f"{API}/enterprises/{eid}", json={"name": f"Contract Co {tag}"}))
+        # Once the demand service knows the enterprise, a change of the line announces the match.
+        await poll(
+            lambda: staff.get(f"{API}/demand/{line['id']}/candidates"),
+            lambda r: eid in ids(r, "enterprise_id"),
+        )
+        check(await staff.patch(f"{API}/demand/{line['id']}", json={"title": f"Matched {tag}"}))
         milestones = f"{API}/enterprises/{eid}/milestones"
         enterprise_key = (await system.create_key("enterprise", eid))["key"]
         async with system.client(enterprise_key) as own:  # staff may not verify what they submitted
@@ -337,7 +352,7 @@ async def until_published(system: System, *kinds: str, timeout: float = 20.0) ->
 
     try:
         await wait_until(there, timeout=timeout, interval=0.2)
-    except TimeoutError:
+    except AssertionError:
         raise AssertionError(f"not all of {kinds} on the streams within {timeout}s") from None
 
 

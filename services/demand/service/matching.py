@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.demand import cpv, matching, read_models, repository
+from services.demand import cpv, events, matching, read_models, repository
+from services.demand.vocabulary import OPEN_STATUSES
+from shared import outbox
 from shared.db import utcnow
 from shared.problems import Problem
 
@@ -79,3 +81,21 @@ async def line_candidates(session: AsyncSession, line: dict[str, Any], limit: in
         {**enterprise, "score": found.score, "gaps": found.gaps, "parts": found.parts}
         for enterprise, found in scored[:limit]
     ]
+
+
+async def announce_matches(session: AsyncSession, demand_id: str, version: int, limit: int) -> int:
+    """``demand.match.found.v1`` for each incubated enterprise that fits a public, open line, as
+    the line stands at ``version`` (an event of an older version announces nothing: the newer
+    one's will). Returns how many were announced."""
+    line = await repository.get_line(session, demand_id)
+    if (
+        line is None
+        or line["version"] != version
+        or line["visibility"] != "public"
+        or line["status"] not in OPEN_STATUSES
+    ):
+        return 0
+    candidates = await line_candidates(session, line, limit)
+    for candidate in candidates:
+        await outbox.add(session, events.match_event(line, candidate))
+    return len(candidates)

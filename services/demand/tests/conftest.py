@@ -147,14 +147,6 @@ def refresh(app: FastAPI, settings: DemandSettings) -> Callable[[], Awaitable[in
     return run
 
 
-async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll until ``predicate`` holds (no fixed sleeps)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 async def outbox_events(app: FastAPI, type_prefix: str = "demand.") -> list[dict[str, Any]]:
     """Every event the service recorded in its outbox (sent or not), oldest first."""
     import json

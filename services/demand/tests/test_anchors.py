@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 from fastapi import FastAPI
 
 from services.demand.events import AnchorPayload
@@ -126,3 +127,13 @@ async def test_staff_changes_an_anchor_with_if_match_and_its_lines_follow_the_ne
     assert line["anchor_type"] == "fire"
     updated = [e for e in await outbox_events(app) if e["type"] == "demand.anchor.updated.v1"]
     assert [(e["data"]["version"], e["data"]["type"]) for e in updated] == [(2, "fire")]
+
+
+async def test_options_on_an_anchor_lists_every_method_of_its_path(
+    staff_http: httpx.AsyncClient, new_anchor
+) -> None:
+    anchor = await new_anchor()
+    async with staff_http as http:
+        answer = await http.options(f"/api/v1/anchors/{anchor['id']}")
+    assert answer.status_code == 405
+    assert {"GET", "PATCH"} <= set(answer.headers["allow"].split(", "))

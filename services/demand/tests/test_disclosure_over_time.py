@@ -34,7 +34,14 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from scipy.optimize import linprog
 
 from services.demand.models import demand_lines, metadata
@@ -221,6 +228,16 @@ def attacker_machine(app: FastAPI, settings_: DemandSettings, loop: asyncio.Abst
                 duration_months=12,
                 visibility="aggregate_only" if line.aggregate_only else "public",
             )
+
+        @initialize(
+            block=st.sampled_from(sorted(BLOCKS)),
+            values=st.lists(st.sampled_from(VALUES), min_size=3, max_size=3),
+        )
+        def start_with_a_shared_block(self, block: tuple[str, str], values: list[int]) -> None:
+            """Three anchors share a block, released: the state an attacker then watches change."""
+            for anchor, value in enumerate(values):
+                self.post(anchor, True, block, value)
+            self.release_and_record()
 
         @rule(
             target=lines,

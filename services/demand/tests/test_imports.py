@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -554,3 +555,15 @@ async def test_a_line_made_with_one_of_the_refs_while_the_import_runs_fails_it(
             )
     assert rejected.value.status == 409
     assert [line["external_ref"] for line in await all_lines(app)] == ["LATE"]
+
+
+async def test_the_openapi_document_states_the_415_an_import_of_another_type_gets(
+    staff_http: httpx.AsyncClient, app: FastAPI
+) -> None:
+    async with staff_http as http:
+        refused = await http.post(
+            "/api/v1/demand/imports", content=b"<xml/>", headers={"content-type": "application/xml"}
+        )
+    assert refused.status_code == 415
+    responses = app.openapi()["paths"]["/api/v1/demand/imports"]["post"]["responses"]
+    assert "application/problem+json" in responses["415"]["content"]

@@ -17,13 +17,13 @@ from services.demand.tests.conftest import (
     MENTOR,
     anchor_principal,
     enterprise_principal,
-    eventually,
     line_body,
 )
 from shared.events import CONTENT_TYPE, new_event, stream_for
 from shared.inbox import dead_letters_table
 from shared.nats import ensure_stream
 from shared.testing.apps import STAFF, client
+from shared.testing.polling import wait_until
 
 FUTURE = (datetime.now(UTC) + timedelta(days=200)).isoformat()
 PAST = (datetime.now(UTC) - timedelta(days=2)).isoformat()
@@ -110,7 +110,7 @@ async def known(
             )
         return found == version and (readiness_version is None or ready == readiness_version)
 
-    await eventually(check, timeout=20)
+    await wait_until(check, timeout=20)
 
 
 async def post(app: FastAPI, anchor_id: str, **overrides: Any) -> dict[str, Any]:
@@ -303,7 +303,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_rest_flow(app: FastAPI, n
         async with app.state.database.transaction(write=False) as session:
             return bool(await session.scalar(sa.select(sa.func.count()).select_from(dead_letters_table)))
 
-    await eventually(dead_lettered)
+    await wait_until(dead_lettered)
 
 
 def test_cpv_fit_by_prefix() -> None:

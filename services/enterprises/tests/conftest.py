@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +104,3 @@ async def create_enterprise(http: httpx.AsyncClient, **overrides: Any) -> dict[s
     response = await http.post("/api/v1/enterprises", json=enterprise_body(**overrides))
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)

@@ -18,9 +18,9 @@ from services.enterprises.tests.conftest import (
     enterprise_principal,
     outbox_count,
     outbox_events,
-    wait_until,
 )
 from shared.testing.apps import client, running
+from shared.testing.polling import wait_until
 
 COHORTS = "/api/v1/cohorts"
 DEFINITIONS = "/api/v1/milestone-definitions"

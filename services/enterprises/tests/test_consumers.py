@@ -20,12 +20,12 @@ from services.enterprises.tests.conftest import (
     create_enterprise,
     enterprise_principal,
     outbox_events,
-    wait_until,
 )
 from shared.events import CONTENT_TYPE, new_event, stream_for
 from shared.inbox import dead_letters_table
 from shared.nats import ensure_stream
 from shared.testing.apps import client
+from shared.testing.polling import wait_until
 
 EVIDENCE = {"reference": "REF-1"}
 

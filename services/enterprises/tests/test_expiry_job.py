@@ -17,10 +17,10 @@ from services.enterprises.tests.conftest import (
     create_enterprise,
     enterprise_principal,
     outbox_events,
-    wait_until,
 )
 from shared.db import Database
 from shared.testing.apps import STAFF, client, running
+from shared.testing.polling import wait_until
 
 CODES = ("cyber_essentials", "case_studies")
 

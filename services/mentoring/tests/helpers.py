@@ -153,15 +153,3 @@ async def stream_events(
         return found
     finally:
         await nc.close()
-
-
-async def eventually(predicate: Any, timeout: float = 10.0) -> Any:
-    """Poll an async predicate until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        await asyncio.sleep(0.02)

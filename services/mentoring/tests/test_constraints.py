@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from services.mentoring.models import MAX_BLOCKED_SPAN, sessions
+from services.mentoring.repository import WEEK_MARGIN, sessions_near
 from services.mentoring.schemas import AvailabilityIn, SessionIn
 from services.mentoring.tests.helpers import book, create_mentor, london
 from shared.db import create_engine
@@ -157,16 +158,20 @@ def test_the_longest_session_the_schemas_allow_fits_the_span() -> None:
 
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 async def test_the_reads_around_a_booking_take_a_range_of_the_indexes_not_a_whole_history(app) -> None:
-    from services.mentoring import service
-
-    statements = [service._MENTOR_AND_AROUND_KEYED, service._AROUND, service._AROUND_EXCLUDING]
+    someone, firm, start = uuid.uuid4(), uuid.uuid4(), datetime(2027, 3, 29, 9, tzinfo=UTC)
+    statements = [
+        sessions_near(someone, firm, start, start + timedelta(hours=1), WEEK_MARGIN, excluding=None)[0],
+        sessions_near(someone, firm, start, start + timedelta(hours=1), WEEK_MARGIN, excluding=uuid.uuid4())[
+            0
+        ],
+    ]
     async with app.state.database.engine.connect() as conn:
         for statement in statements:
-            compiled = statement.compile(dialect=conn.dialect)
+            compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
             plan = " | ".join(
                 row[3]
                 for row in await conn.exec_driver_sql(
-                    "EXPLAIN QUERY PLAN " + compiled.string, tuple(None for _ in compiled.positiontup)
+                    "EXPLAIN QUERY PLAN " + compiled.string, tuple(None for _ in compiled.positiontup or ())
                 )
             )
             assert "ix_sessions_mentor_id_starts_at (mentor_id=? AND starts_at>? AND starts_at<?)" in plan

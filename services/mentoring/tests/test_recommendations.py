@@ -21,13 +21,13 @@ from services.mentoring.tests.helpers import (
     book,
     create_mentor,
     enterprise,
-    eventually,
     london,
     mentor,
 )
 from shared.events import CONTENT_TYPE, CloudEvent, stream_for
 from shared.inbox import dead_letters_table
 from shared.nats import ensure_stream
+from shared.testing.polling import wait_until
 
 SOURCE = "/seedbed/enterprises"
 
@@ -102,7 +102,7 @@ async def until_open(http: httpx.AsyncClient, enterprise_id: uuid.UUID, missing:
         body = await recommendations(http, enterprise_id)
         return body if body["open_milestones"] == missing else None
 
-    found: dict[str, Any] = await eventually(learnt)
+    found: dict[str, Any] = await wait_until(learnt)
     return found
 
 

@@ -12,8 +12,8 @@ import httpx
 import sqlalchemy as sa
 
 from services.mentoring.app import create_app
+from services.mentoring.jobs import reminder_decisions, send_due_reminders
 from services.mentoring.models import session_reminders
-from services.mentoring.reminders import reminder_decisions, send_due_reminders
 from services.mentoring.settings import MentoringSettings
 from services.mentoring.tests.helpers import Clock, book, create_mentor, london, stream_events
 from shared.db import Database

@@ -1,0 +1,1 @@
+"""The `seedbed` command: the gateway from a terminal (it talks HTTP only)."""

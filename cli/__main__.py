@@ -1,0 +1,5 @@
+"""`python -m cli`: the `seedbed` command."""
+
+from cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""`seedbed demo load`: a synthetic city anchor network, loaded through the public API."""

@@ -1,0 +1,14 @@
+"""Pages for people: the published pipeline, upcoming public lines and anchors, as HTML.
+
+Read-only and server-rendered (Jinja2, charts drawn as inline SVG on the server, no script),
+served by the gateway at ``/``, ``/pipeline``, ``/pipeline/lines``, ``/anchors``. They read
+through the demand and enterprises services' public API, signed as one principal with the
+rights every caller has (``reader.PAGES_PRINCIPAL``), so they can show only what the API
+shows anyone: never an ``aggregate_only`` line, and pipeline figures exactly as published.
+
+- ``reader``: the upstream calls and their caches (the pipeline revalidated by ETag).
+- ``figures``: pure rules of presentation: the quarter window, filters, money in words.
+- ``charts``: the geometry of the bar charts and the heat map.
+- ``downloads``: CSV (formula cells neutralised) and JSON of the same view.
+- ``routes``: the routes, security headers, ETag/304, and ``install(app)``.
+"""

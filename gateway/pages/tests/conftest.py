@@ -1,0 +1,59 @@
+"""Fixtures of the page tests: the whole system running with a small city in it.
+
+``pages_system`` boots the system (shared.testing.system) with the pipeline published quickly;
+``city`` posts the city of ``city.py`` once per session. Both are session-scoped: the tests of
+this folder share one worker (shared/testing/distribution.py groups them by these fixtures).
+
+Browser tests (marker ``browser``) run only when ``-m browser`` selects them (the default run
+leaves them out), see ``browser.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.pages.tests.city import City, build_city
+from shared.testing.databases import DatabaseFactory
+from shared.testing.system import System, running_system
+
+FAST_PUBLICATION = {
+    "DEMAND_PIPELINE_POLL_SECONDS": "0.1",
+    "DEMAND_PIPELINE_DEBOUNCE_SECONDS": "0.2",
+    "DEMAND_PIPELINE_MAX_DELAY_SECONDS": "1",
+    "GATEWAY_PAGES_RATE_LIMIT_PER_MINUTE": "100000",
+    "GATEWAY_PAGES_LINES_CACHE_SECONDS": "0",
+    "GATEWAY_PAGES_ANCHORS_CACHE_SECONDS": "0",
+    "GATEWAY_PAGES_LINES_PER_PAGE": "10",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave the browser tests out unless the marker expression names them (``-m browser``)."""
+    if "browser" in (config.getoption("markexpr") or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("browser") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("browser") is not None])
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def pages_system(
+    tmp_path_factory: pytest.TempPathFactory, _database_factory_sync: DatabaseFactory
+) -> Iterator[System]:
+    with running_system(
+        tmp_path_factory.mktemp("pages"), _database_factory_sync, env=FAST_PUBLICATION
+    ) as system:
+        yield system
+
+
+@pytest.fixture(scope="session")
+def city(pages_system: System) -> City:
+    async def build() -> City:
+        async with pages_system.client() as http:
+            return await build_city(http)
+
+    return asyncio.run(build())

@@ -1,0 +1,220 @@
+"""OpenTelemetry traces: the SDK set up from the standard ``OTEL_*`` variables, the official
+instrumentations (FastAPI/ASGI, httpx, aiohttp client, SQLAlchemy), and the W3C trace
+context carried through NATS, which no official package does for nats-py.
+
+Off unless the environment asks for an exporter (``OTEL_TRACES_EXPORTER`` other than
+``none``, or an ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``; ``OTEL_SDK_DISABLED=true`` wins):
+then nothing is instrumented and every hook here returns at its first test.
+
+When on, the path of one request is one trace: the gateway's server span, its call to the
+service, the service's server span and SQL, and the outbox row, which stores the context
+it was written in (``outbox.trace_context``) so that the relay's publish span, sent later
+from another task, joins the request's trace; the NATS message carries ``traceparent`` in
+its headers, and the consumer's span continues from it (and its own outbox rows after it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from opentelemetry.sdk.trace import TracerProvider
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from starlette.types import ASGIApp, Scope
+
+# Probes and scrapes would be most of the spans and tell nothing.
+EXCLUDED_URLS = "/healthz,/readyz,/metrics"
+_NO_SPAN: AbstractContextManager[Any] = contextlib.nullcontext()
+
+_provider: TracerProvider | None = None
+_tracer: trace.Tracer | None = None
+_sdk: ModuleType | None = None
+
+
+def _instrumentation() -> ModuleType:
+    """shared.instrumentation (the SDK, exporters, instrumentations), imported on first use:
+    a process with tracing off never pays for importing them at start."""
+    global _sdk
+    if _sdk is None:
+        _sdk = importlib.import_module("shared.instrumentation")
+    return _sdk
+
+
+def enabled_by_environment(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the standard variables ask for traces to be exported."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER")
+    if exporter is not None:
+        return exporter.strip().lower() not in ("", "none")
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def configure(service: str) -> bool:
+    """Turn tracing on for this process if the environment asks for it (once); True when on."""
+    if _provider is not None:
+        return True
+    if not enabled_by_environment():
+        return False
+    use_provider(_instrumentation().provider_from_environment(f"seedbed-{service}"))
+    return True
+
+
+def use_provider(provider: TracerProvider) -> None:
+    """Trace with ``provider`` from now on (configure does this; tests and benchmarks give one
+    with an exporter of their own). Apps and engines made afterwards are instrumented."""
+    global _provider, _tracer
+    if _provider is provider:
+        return
+    if _provider is not None:
+        disable()
+    _provider = provider
+    _tracer = provider.get_tracer("seedbed")
+    _instrumentation().instrument_clients(provider)
+
+
+def disable() -> None:
+    """Stop instrumenting what is made from now on (tests and benchmarks switch it off)."""
+    global _provider, _tracer
+    if _provider is None:
+        return
+    _instrumentation().uninstrument_clients()
+    _provider = None
+    _tracer = None
+
+
+def active() -> bool:
+    return _provider is not None
+
+
+def instrument_app(app: FastAPI) -> None:
+    """Server spans for a FastAPI app's routes, named by route template."""
+    if _provider is not None:
+        _instrumentation().instrument_app(app, _provider, EXCLUDED_URLS)
+
+
+def server_spans(app: ASGIApp, route_of: Callable[[str], str | None]) -> ASGIApp:
+    """Server spans around raw ASGI (the gateway's pass-through), named by ``route_of``."""
+    if _provider is None:
+        return app
+
+    def details(scope: Scope) -> tuple[str, dict[str, Any]]:
+        route = route_of(scope["path"])
+        name = f"{scope['method']} {route}" if route else scope["method"]
+        return name, {"http.route": route} if route else {}
+
+    wrapped: ASGIApp = _instrumentation().server_spans(app, _provider, details, EXCLUDED_URLS)
+    return wrapped
+
+
+def instrument_engine(engine: AsyncEngine) -> None:
+    """A span per SQL statement of this engine (the official SQLAlchemy instrumentation)."""
+    if _provider is not None:
+        _instrumentation().instrument_engine(engine, _provider)
+
+
+def stored_context() -> str | None:
+    """The current trace context as text to store with an outbox row (None when off)."""
+    if _provider is None:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return json.dumps(carrier, separators=(",", ":")) if carrier else None
+
+
+def publishing(
+    subject: str, event_id: str, stored: str | None, headers: dict[str, str]
+) -> AbstractContextManager[Any]:
+    """Around one NATS publish: a producer span in the stored context's trace, whose context
+    goes into ``headers``."""
+    if _provider is None or stored is None:
+        return _NO_SPAN
+    return _publish_span(subject, event_id, stored, headers)
+
+
+@contextlib.contextmanager
+def _publish_span(subject: str, event_id: str, stored: str, headers: dict[str, str]) -> Iterator[None]:
+    assert _tracer is not None
+    try:
+        parent = propagate.extract(json.loads(stored))
+    except ValueError:
+        parent = None
+    with _tracer.start_as_current_span(
+        f"{subject} publish",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "publish",
+            "messaging.destination.name": subject,
+            "messaging.message.id": event_id,
+        },
+    ):
+        propagate.inject(headers)
+        yield
+
+
+def continuing(stored: str | None) -> AbstractContextManager[Any]:
+    """Around work done later for a traced event (a webhook delivery): the stored context is
+    the current one, so the spans made inside (the HTTP client's) join its trace."""
+    if _provider is None or stored is None:
+        return _NO_SPAN
+    return _attached(stored)
+
+
+@contextlib.contextmanager
+def _attached(stored: str) -> Iterator[None]:
+    try:
+        carrier = json.loads(stored)
+    except ValueError:
+        carrier = {}
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def consuming(
+    subject: str, headers: Mapping[str, str] | None, consumer: str, event_id: str | None = None
+) -> AbstractContextManager[Any]:
+    """Around the handling of one NATS message: a consumer span continuing its headers' trace."""
+    if _tracer is None:
+        return _NO_SPAN
+    attributes = {
+        "messaging.system": "nats",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": subject,
+        "messaging.consumer.group.name": consumer,
+    }
+    if event_id:
+        attributes["messaging.message.id"] = event_id
+    return _tracer.start_as_current_span(
+        f"{subject} process",
+        context=propagate.extract(dict(headers or {})),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+
+
+def log_ids() -> tuple[str, str] | None:
+    """The current trace and span ids, as W3C hex, when there is a span (for log lines)."""
+    if _provider is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format_trace_id(context.trace_id), format_span_id(context.span_id)
