@@ -3,8 +3,8 @@ change rule: the released per-anchor state of each block, every state ever publi
 rows the release job skipped. The re-formed protection blocks and their spans go; the rollup
 keeps public figures only; every aggregate-only cell waits for the next confidential release.
 
-Revision ID: dem0006
-Revises: dem0005
+Revision ID: dem0007
+Revises: dem0006
 Create Date: 2026-12-02
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 from shared.db import UtcDateTime
 
-revision: str = "dem0006"
-down_revision: str | None = "dem0005"
+revision: str = "dem0007"
+down_revision: str | None = "dem0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
