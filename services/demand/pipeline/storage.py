@@ -390,7 +390,7 @@ async def refresh_statistics(session: AsyncSession) -> None:
     """Fresh planner statistics after a large release, before autovacuum gets there (PostgreSQL)."""
     if is_postgres(session):
         await session.execute(
-            sa.text("ANALYZE pipeline_blocks, pipeline_block_spans, pipeline_rollup, pipeline_cells")
+            sa.text("ANALYZE pipeline_cells, pipeline_rollup, pipeline_confidential")
         )
 
 
