@@ -389,9 +389,7 @@ async def included_blocks(session: AsyncSession) -> int:
 async def refresh_statistics(session: AsyncSession) -> None:
     """Fresh planner statistics after a large release, before autovacuum gets there (PostgreSQL)."""
     if is_postgres(session):
-        await session.execute(
-            sa.text("ANALYZE pipeline_cells, pipeline_rollup, pipeline_confidential")
-        )
+        await session.execute(sa.text("ANALYZE pipeline_cells, pipeline_rollup, pipeline_confidential"))
 
 
 async def latest_snapshot(session: AsyncSession) -> sa.Row[Any] | None:
