@@ -42,14 +42,13 @@ from services.enterprises.actors import Actor
 from services.enterprises.app import create_app
 from services.enterprises.jobs import run_readiness_refresh
 from services.enterprises.models import enterprise_cpv_codes, enterprise_milestones, enterprises
-from services.enterprises.repository import EnterpriseFilters, enterprise_list_query
+from services.enterprises.repository import ENTERPRISE_ORDER, EnterpriseFilters, enterprise_list_query
 from services.enterprises.schemas import MilestoneDefinitionCreate
 from services.enterprises.service import catalogue
 from services.enterprises.service import enterprises as enterprise_service
 from services.enterprises.settings import EnterprisesSettings
 from services.enterprises.sizing import size_class
 from shared.db import Database
-from shared.http import encode_cursor
 from shared.migrations import upgrade
 from shared.nats_server import NatsServer
 from shared.testing.apps import STAFF, TEST_SECRET, client, running
@@ -198,7 +197,7 @@ async def bench_listing(database: Database, app: Any, *, samples: int) -> list[s
                 .limit(1)
             )
         ).one()
-    cursor = encode_cursor([deep.created_at.isoformat(), str(deep.id)])
+    cursor = ENTERPRISE_ORDER.cursor_after(deep)
     cases = {
         "first page": (EnterpriseFilters(), None, {}),
         "page 1801 (keyset cursor)": (EnterpriseFilters(), (deep.created_at, deep.id), {"cursor": cursor}),

@@ -7,7 +7,6 @@ it put in ``request.state`` and decide what the caller may do here.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -17,7 +16,7 @@ from gateway.auth import Credential
 from gateway.runtime import GatewayRuntime
 from gateway.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, ApiKeyPage, KeyRole, Me
 from shared.db import SessionDep
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_cursor, encode_cursor
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from shared.problems import Problem, forbidden, not_found
 
 router = APIRouter()
@@ -115,29 +114,15 @@ async def list_api_keys(
     role: KeyRole | None = None,
     subject_id: uuid.UUID | None = None,
 ) -> ApiKeyPage:
-    after = None
-    position = decode_cursor(cursor, 2)
-    if position is not None:
-        try:
-            after = (datetime.fromisoformat(position[0]), uuid.UUID(position[1]))
-        except (TypeError, ValueError):
-            raise Problem(
-                422,
-                "Request validation failed",
-                "The cursor is not valid; use the next_cursor of a previous page.",
-                type="validation-error",
-                errors=[{"field": "cursor", "message": "not a cursor issued by this API"}],
-            ) from None
     records = await keys.list_keys(
         session,
         limit=limit + 1,
-        after=after,
+        after=keys.KEY_ORDER.decode(cursor),
         include_revoked=include_revoked,
         role=role,
         subject_id=str(subject_id) if subject_id else None,
     )
-    page, more = records[:limit], len(records) > limit
-    next_cursor = encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
+    page, next_cursor = keys.KEY_ORDER.cut(records, limit)
     return ApiKeyPage(items=[_key_out(r) for r in page], next_cursor=next_cursor)
 
 

@@ -22,14 +22,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway import keys
 from gateway.models import oidc_principals
 from gateway.oidc import OidcVerifier, TokenRejected
 from gateway.settings import GatewaySettings
-from shared.db import Database, utcnow
+from shared.db import Database, insert_of, utcnow
 from shared.nats import NatsLink
 from shared.principal import Principal, encode_principal
 
@@ -344,22 +342,17 @@ class Authenticator:
 
     async def _upsert_oidc_principal(self, issuer: str, subject: str, principal: Principal) -> None:
         now = utcnow()
-        insert = sqlite_insert if self.database.is_sqlite else pg_insert
-        statement = insert(oidc_principals).values(
-            issuer=issuer,
-            subject=subject,
-            role=principal.role,
-            subject_id=principal.subject_id,
-            first_seen_at=now,
-            last_seen_at=now,
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[oidc_principals.c.issuer, oidc_principals.c.subject],
-            set_={"role": principal.role, "subject_id": principal.subject_id, "last_seen_at": now},
-        )
+        values = {"role": principal.role, "subject_id": principal.subject_id, "last_seen_at": now}
         try:
             async with self.database.transaction() as session:
-                await session.execute(statement)
+                statement = insert_of(session, oidc_principals).values(
+                    issuer=issuer, subject=subject, first_seen_at=now, **values
+                )
+                await session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=[oidc_principals.c.issuer, oidc_principals.c.subject], set_=values
+                    )
+                )
         except Exception as exc:
             log.warning("OIDC principal not recorded", extra={"subject": subject, "error": repr(exc)})
 

@@ -8,7 +8,6 @@ subscriptions and the events their role may see (``gateway.visibility``); the ot
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -34,7 +33,7 @@ from gateway.schemas import (
 from gateway.sse import MEDIA_TYPE, EventStream, EventStreamResponse
 from gateway.visibility import STREAM_ROLES, NotVisible, TypePattern, narrow, parse_pattern
 from shared.db import SessionDep, utcnow
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_cursor, encode_cursor
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from shared.problems import Problem, field_errors, forbidden, not_found
 
 router = APIRouter()
@@ -56,23 +55,6 @@ FORBIDDEN = problem("The caller's role may not use webhooks and the event stream
 
 def _not_visible(exc: NotVisible) -> Problem:
     return Problem(403, "Forbidden", exc.detail, type="event-types-not-visible", types=exc.patterns)
-
-
-def _bad_cursor() -> Problem:
-    return field_errors(
-        [{"field": "cursor", "message": "not a cursor issued by this API"}],
-        "The cursor is not valid; use the next_cursor of a previous page.",
-    )
-
-
-def _position(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    values = decode_cursor(cursor, 2)
-    if values is None:
-        return None
-    try:
-        return datetime.fromisoformat(values[0]), uuid.UUID(values[1])
-    except (TypeError, ValueError):
-        raise _bad_cursor() from None
 
 
 def _webhook_out(row: Any) -> WebhookOut:
@@ -173,11 +155,9 @@ async def list_webhooks(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> WebhookPage:
-    rows = await webhooks.list_subscriptions(
-        session, webhooks.Owner.of(credential), limit=limit + 1, after=_position(cursor)
+    page, next_cursor = await webhooks.list_subscriptions(
+        session, webhooks.Owner.of(credential), limit=limit, cursor=cursor
     )
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
     return WebhookPage(items=[_webhook_out(row) for row in page], next_cursor=next_cursor)
 
 
@@ -234,12 +214,9 @@ async def list_deliveries(
 ) -> DeliveryPage:
     if await webhooks.get_subscription(session, webhooks.Owner.of(credential), webhook_id) is None:
         raise not_found("Webhook subscription", webhook_id)
-    found = await webhooks.list_deliveries(
-        session, webhook_id, limit=limit + 1, before=_position(cursor), status=status
+    page, next_cursor = await webhooks.list_deliveries(
+        session, webhook_id, limit=limit, cursor=cursor, status=status
     )
-    page, more = found[:limit], len(found) > limit
-    last = page[-1][0] if page else None
-    next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)]) if more and last else None
     return DeliveryPage(
         items=[_delivery_out(row, attempts) for row, attempts in page], next_cursor=next_cursor
     )

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.models import api_keys
 from shared.db import utcnow
+from shared.pagination import Key, Keyset
 
 KEY_PREFIX = "sbk_"
 LOOKUP_LENGTH = 12
@@ -132,25 +133,20 @@ async def get_key(session: AsyncSession, key_id: uuid.UUID) -> KeyRecord | None:
     return KeyRecord.from_row(row) if row else None
 
 
+KEY_ORDER = Keyset(api_keys.c.created_at, api_keys.c.id)
+
+
 async def list_keys(
     session: AsyncSession,
     *,
     limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
+    after: Key | None,
     include_revoked: bool,
     role: str | None = None,
     subject_id: str | None = None,
 ) -> list[KeyRecord]:
     """Keys in creation order (newest last), one page after the cursor position."""
-    query = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id).limit(limit)
-    if after is not None:
-        created_at, key_id = after
-        query = query.where(
-            sa.or_(
-                api_keys.c.created_at > created_at,
-                sa.and_(api_keys.c.created_at == created_at, api_keys.c.id > key_id),
-            )
-        )
+    query = KEY_ORDER.select(sa.select(api_keys), after, limit)
     if not include_revoked:
         query = query.where(api_keys.c.revoked_at.is_(None))
     if role is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,6 +12,8 @@ from gateway.visibility import parse_pattern
 
 KeyRole = Literal["staff", "anchor", "enterprise", "mentor", "integrator"]
 SUBJECT_ROLES = ("anchor", "enterprise", "mentor")
+# Expiries lie well inside the calendar, whose ends overflow when a time is converted to UTC.
+EXPIRY_RANGE = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
 
 
 class ApiKeyCreate(BaseModel):
@@ -39,6 +41,8 @@ class ApiKeyCreate(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("must carry a UTC offset")
+        if value is not None and not EXPIRY_RANGE[0] <= value < EXPIRY_RANGE[1]:
+            raise ValueError("must be from 1970-01-01 and before 2200-01-01")
         return value
 
     @model_validator(mode="after")

@@ -43,8 +43,6 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth import Credential
@@ -58,8 +56,9 @@ from gateway.models import (
 from gateway.settings import GatewaySettings
 from gateway.visibility import TypePattern, matches_any, may_see, parse_pattern
 from shared import tracing
-from shared.db import utcnow
+from shared.db import insert_of, utcnow
 from shared.events import CloudEvent
+from shared.pagination import Keyset
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format of Standard Webhooks secrets, not a secret
 SECRET_BYTES = 32
@@ -308,15 +307,17 @@ async def get_subscription(session: AsyncSession, owner: Owner, subscription_id:
     ).one_or_none()
 
 
+SUBSCRIPTION_ORDER = Keyset(subscriptions.c.created_at, subscriptions.c.id)
+DELIVERY_ORDER = Keyset(deliveries.c.created_at, deliveries.c.id, descending=True)
+
+
 async def list_subscriptions(
-    session: AsyncSession, owner: Owner, *, limit: int, after: tuple[datetime, uuid.UUID] | None
-) -> list[Any]:
-    """The caller's subscriptions, oldest first, from after a (created_at, id) cursor."""
-    query = sa.select(subscriptions).where(owner.clause())
-    if after is not None:
-        query = query.where(sa.tuple_(subscriptions.c.created_at, subscriptions.c.id) > sa.tuple_(*after))
-    query = query.order_by(subscriptions.c.created_at, subscriptions.c.id).limit(limit)
-    return list((await session.execute(query)).all())
+    session: AsyncSession, owner: Owner, *, limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """The caller's subscriptions, oldest first, one page after ``cursor``, and the next cursor."""
+    return await SUBSCRIPTION_ORDER.page(
+        session, sa.select(subscriptions).where(owner.clause()), cursor, limit
+    )
 
 
 async def set_subscription_state(
@@ -361,17 +362,15 @@ async def list_deliveries(
     subscription_id: uuid.UUID,
     *,
     limit: int,
-    before: tuple[datetime, uuid.UUID] | None,
+    cursor: str | None,
     status: str | None,
-) -> list[tuple[Any, list[Any]]]:
-    """A subscription's deliveries, newest first, each with its attempts (oldest first)."""
+) -> tuple[list[tuple[Any, list[Any]]], str | None]:
+    """A page of a subscription's deliveries, newest first, each with its attempts (oldest first),
+    and the next cursor."""
     query = sa.select(deliveries).where(deliveries.c.subscription_id == subscription_id)
     if status is not None:
         query = query.where(deliveries.c.status == status)
-    if before is not None:
-        query = query.where(sa.tuple_(deliveries.c.created_at, deliveries.c.id) < sa.tuple_(*before))
-    query = query.order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc()).limit(limit)
-    rows = list((await session.execute(query)).all())
+    rows, next_cursor = await DELIVERY_ORDER.page(session, query, cursor, limit)
     attempts: dict[uuid.UUID, list[Any]] = {row.id: [] for row in rows}
     if rows:
         logged = await session.execute(
@@ -381,7 +380,7 @@ async def list_deliveries(
         )
         for attempt in logged:
             attempts[attempt.delivery_id].append(attempt)
-    return [(row, attempts[row.id]) for row in rows]
+    return [(row, attempts[row.id]) for row in rows], next_cursor
 
 
 async def get_delivery(
@@ -423,10 +422,6 @@ async def schedule_redelivery(
 # -- the fan-out -----------------------------------------------------------------------------
 
 
-def _insert(session: AsyncSession) -> Callable[..., Any]:
-    return sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert
-
-
 class WebhookFanOut:
     """The handler of the ``gateway-webhooks`` consumer: one event -> its deliveries."""
 
@@ -456,9 +451,8 @@ class WebhookFanOut:
         ]
         if not matched:
             return
-        insert = _insert(session)
         await session.execute(
-            insert(webhook_events)
+            insert_of(session, webhook_events)
             .values(
                 event_id=event.id,
                 event_type=event.type,
@@ -469,7 +463,7 @@ class WebhookFanOut:
             .on_conflict_do_nothing(index_elements=[webhook_events.c.event_id])
         )
         await session.execute(
-            insert(deliveries)
+            insert_of(session, deliveries)
             .values(
                 [
                     {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -19,7 +19,8 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -173,6 +174,10 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
+
     def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
@@ -196,3 +201,36 @@ def utcnow() -> datetime:
 KIT_METADATA = new_metadata()
 
 BigIntegerKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def insert_of(session: AsyncSession, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT in the session's dialect, which offers ``on_conflict_do_update`` and
+    ``on_conflict_do_nothing``."""
+    return (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
+
+
+async def store_if_newer(
+    session: AsyncSession,
+    table: sa.Table,
+    values: dict[str, Any],
+    *,
+    version: str = "version",
+    update: Sequence[str] | None = None,
+) -> bool:
+    """Insert ``values``, or update the row with the same primary key (``update``: the columns to
+    change, by default all but the key) only when ``values[version]`` is newer than its stored one,
+    in one statement so that replicas applying the same events race safely; True when written."""
+    key = list(table.primary_key)
+    insert = insert_of(session, table).values(values)
+    changed = update if update is not None else [name for name in values if name not in table.primary_key.c]
+    statement = insert.on_conflict_do_update(
+        index_elements=key,
+        set_={name: insert.excluded[name] for name in changed},
+        where=table.c[version] < insert.excluded[version],
+    )
+    result: CursorResult[Any] = await session.execute(statement)  # type: ignore[assignment]
+    return result.rowcount > 0

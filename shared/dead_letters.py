@@ -19,8 +19,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from shared.db import Database
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_cursor, encode_cursor
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from shared.inbox import EventConsumer, ReplayFailed, dead_letters_table
+from shared.pagination import Keyset
 from shared.principal import StaffDep
 from shared.problems import Problem
 
@@ -72,6 +73,7 @@ _SUMMARY_COLUMNS = [
         "replayed_at",
     )
 ]
+NEWEST_FIRST = Keyset(dead_letters_table.c.id, descending=True)
 
 
 def _not_found(dead_letter_id: int) -> Problem:
@@ -109,31 +111,18 @@ def dead_letters_router(part: str, consumers: Consumers) -> APIRouter:
         cursor: str | None = None,
     ) -> DeadLetterPage:
         table = dead_letters_table
-        query = sa.select(*_SUMMARY_COLUMNS).order_by(table.c.id.desc()).limit(limit + 1)
+        query = sa.select(*_SUMMARY_COLUMNS)
         if consumer is not None:
             query = query.where(table.c.consumer == consumer)
         if status == "waiting":
             query = query.where(table.c.replayed_at.is_(None))
         elif status == "replayed":
             query = query.where(table.c.replayed_at.is_not(None))
-        position = decode_cursor(cursor, 1)
-        if position is not None:
-            if not isinstance(position[0], int):
-                raise Problem(
-                    422,
-                    "Request validation failed",
-                    "The cursor is not valid; use the next_cursor of a previous page.",
-                    type="validation-error",
-                    errors=[{"field": "cursor", "message": "not a cursor issued by this API"}],
-                )
-            query = query.where(table.c.id < position[0])
         database: Database = request.app.state.database
         async with database.transaction(write=False) as session:
-            rows = (await session.execute(query)).all()
-        page, more = rows[:limit], len(rows) > limit
+            page, next_cursor = await NEWEST_FIRST.page(session, query, cursor, limit)
         return DeadLetterPage(
-            items=[DeadLetterOut.model_validate(row._asdict()) for row in page],
-            next_cursor=encode_cursor([page[-1].id]) if more else None,
+            items=[DeadLetterOut.model_validate(row._asdict()) for row in page], next_cursor=next_cursor
         )
 
     @router.get(

@@ -1,10 +1,8 @@
-"""HTTP conventions shared by every API: cursor pagination, ETag preconditions, JSON bodies."""
+"""HTTP conventions shared by every API: pages, ETag preconditions, JSON bodies."""
 
 from __future__ import annotations
 
-import base64
-import json
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from fastapi import Request, Response
 from pydantic import BaseModel
@@ -30,31 +28,6 @@ def json_response(
     """``model`` as a JSON response, serialized once by pydantic (a ``JSONResponse`` of
     ``model_dump(mode="json")`` builds the same body in two passes: a dict, then ``json.dumps``)."""
     return Response(model.model_dump_json(), status_code, headers, media_type="application/json")
-
-
-def encode_cursor(values: list[Any]) -> str:
-    """An opaque cursor holding the sort key of the last item returned."""
-    raw = json.dumps(values, separators=(",", ":"), default=str).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str | None, size: int) -> list[Any] | None:
-    """The sort key in a cursor; 422 naming ``cursor`` when it is not one of ours."""
-    if cursor is None:
-        return None
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError:
-        values = None
-    if not isinstance(values, list) or len(values) != size:
-        raise Problem(
-            422,
-            "Request validation failed",
-            "The cursor is not valid; use the next_cursor of a previous page.",
-            type="validation-error",
-            errors=[{"field": "cursor", "message": "not a cursor issued by this API"}],
-        )
-    return values
 
 
 def etag(version: int | str) -> str:

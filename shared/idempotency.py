@@ -16,12 +16,10 @@ from typing import Annotated, Any, cast
 
 import sqlalchemy as sa
 from fastapi import Depends, Request, Response
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import KIT_METADATA, UtcDateTime, utcnow
+from shared.db import KIT_METADATA, UtcDateTime, insert_of, utcnow
 from shared.principal import Principal
 from shared.problems import Problem
 
@@ -50,10 +48,10 @@ _FIND = sa.select(idempotency_table).where(
 )
 
 
-def _upsert(insert: Callable[[sa.Table], Any]) -> sa.Insert:
+def _upsert(session: AsyncSession) -> sa.Insert:
     """Insert a key's response in one statement: a new key is inserted, an expired one reused;
     a fresh one held by a concurrent request with the same key is left alone (no row counted)."""
-    statement = insert(idempotency_table)
+    statement = insert_of(session, idempotency_table)
     kept = ("fingerprint", "status_code", "headers", "body", "created_at")
     upsert: sa.Insert = statement.on_conflict_do_update(
         index_elements=[idempotency_table.c.owner, idempotency_table.c.key],
@@ -61,9 +59,6 @@ def _upsert(insert: Callable[[sa.Table], Any]) -> sa.Insert:
         where=idempotency_table.c.created_at <= sa.bindparam("expired_before"),
     )
     return upsert
-
-
-_UPSERTS = {"postgresql": _upsert(postgresql_insert), "sqlite": _upsert(sqlite_insert)}
 
 
 class Idempotency:
@@ -129,7 +124,7 @@ class Idempotency:
             "created_at": now,
             "expired_before": now - KEEP_FOR,
         }
-        result = await session.execute(_UPSERTS[session.get_bind().dialect.name], values)
+        result = await session.execute(_upsert(session), values)
         if cast("CursorResult[Any]", result).rowcount == 0:
             raise Problem(
                 409,

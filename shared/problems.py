@@ -183,6 +183,11 @@ def _is_validation_error_schema(content: dict[str, Any]) -> bool:
 def document_problem_responses(operation: dict[str, Any]) -> None:
     """State an operation's error answers as what they are: problem+json (FastAPI's default
     422 schema included)."""
+    parameters = operation.get("parameters", [])
+    if any(p.get("in") == "query" and p.get("name") == "cursor" for p in parameters if isinstance(p, dict)):
+        operation.setdefault("responses", {}).setdefault(
+            "400", {"description": "The cursor is not the next_cursor of a page of this list."}
+        )
     for status, response in operation.get("responses", {}).items():
         if not (str(status).startswith(("4", "5")) and isinstance(response, dict)) or "$ref" in response:
             continue

@@ -62,16 +62,15 @@ SettingsDep = Annotated[DemandSettings, Depends(_settings)]
 async def create_anchor(
     body: AnchorCreate, session: SessionDep, principal: StaffDep, idempotency: IdempotencyDep
 ) -> Response:
-    replay = await idempotency.replay(session)
-    if replay is not None:
-        return replay
-    anchor = await anchors.create_anchor(session, body)
-    response = json_response(
-        AnchorOut.model_validate(anchor),
-        201,
-        {"Location": f"/api/v1/anchors/{anchor.id}", "ETag": etag(anchor.version)},
-    )
-    return await idempotency.remember(session, response)
+    async def create() -> Response:
+        anchor = await anchors.create_anchor(session, body)
+        return json_response(
+            AnchorOut.model_validate(anchor),
+            201,
+            {"Location": f"/api/v1/anchors/{anchor.id}", "ETag": etag(anchor.version)},
+        )
+
+    return await idempotency.respond(session, create)
 
 
 @router.get("/anchors", response_model=Page[AnchorOut], tags=["anchors"], summary="List anchors")
@@ -109,16 +108,15 @@ async def update_anchor(
 async def create_line(
     body: DemandCreate, session: SessionDep, principal: BuyerDep, idempotency: IdempotencyDep
 ) -> Response:
-    replay = await idempotency.replay(session)
-    if replay is not None:
-        return replay
-    line = await lines.create_line(session, principal, body)
-    response = json_response(
-        DemandOut.model_validate(line),
-        201,
-        {"Location": f"/api/v1/demand/{line['id']}", "ETag": etag(line["version"])},
-    )
-    return await idempotency.remember(session, response)
+    async def create() -> Response:
+        line = await lines.create_line(session, principal, body)
+        return json_response(
+            DemandOut.model_validate(line),
+            201,
+            {"Location": f"/api/v1/demand/{line['id']}", "ETag": etag(line["version"])},
+        )
+
+    return await idempotency.respond(session, create)
 
 
 @router.get("/demand", response_model=Page[DemandOut], tags=["demand"], summary="List demand lines")

@@ -211,7 +211,7 @@ def _requirements(value: str) -> list[dict[str, str]]:
 def _lots(value: str) -> Any:
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _CellError("lots", "must be a JSON array of lots") from None
 
 
@@ -318,6 +318,8 @@ async def ndjson_rows(chunks: AsyncIterator[bytes]) -> AsyncIterator[ImportRow]:
             value = json.loads(line)
         except ValueError as exc:
             return ImportRow(number, {}, [{"field": "row", "message": f"not JSON: {exc.args[0]}"}])
+        except RecursionError:
+            return ImportRow(number, {}, [{"field": "row", "message": "JSON nested too deeply"}])
         if not isinstance(value, dict):
             return ImportRow(number, {}, [{"field": "row", "message": "each line must be a JSON object"}])
         return ImportRow(number, value)
@@ -389,6 +391,8 @@ class _JsonStream:
                 if await self.more():
                     continue
                 raise UnreadableFile(0, f"the OCDS package is not valid JSON: {exc.msg}") from exc
+            except RecursionError:
+                raise UnreadableFile(0, "the OCDS package is nested too deeply") from None
             # A number at the end of the window may go on in the next chunk.
             if end == len(self.buffer) and isinstance(value, int | float) and await self.more():
                 continue

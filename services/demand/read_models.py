@@ -16,20 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.demand import cpv
 from services.demand.models import match_enterprises, match_readiness
 from services.demand.vocabulary import INCUBATED_STAGES
-from shared.db import utcnow
-
-
-async def _store_if_newer(session: AsyncSession, table: sa.Table, key: str, values: dict[str, Any]) -> bool:
-    """Insert or replace the copy of ``values[key]`` unless ours is as new or newer; True when stored."""
-    id_column = table.c[key]
-    current = await session.scalar(sa.select(table.c.version).where(id_column == values[key]))
-    if current is not None and values["version"] <= current:
-        return False
-    if current is None:
-        await session.execute(sa.insert(table).values(**values))
-    else:
-        await session.execute(sa.update(table).where(id_column == values[key]).values(**values))
-    return True
+from shared.db import store_if_newer, utcnow
 
 
 async def store_enterprise(session: AsyncSession, snapshot: dict[str, Any]) -> bool:
@@ -50,7 +37,7 @@ async def store_enterprise(session: AsyncSession, snapshot: dict[str, Any]) -> b
         "size_class": snapshot.get("size_class"),
         "updated_at": utcnow(),
     }
-    return await _store_if_newer(session, match_enterprises, "enterprise_id", values)
+    return await store_if_newer(session, match_enterprises, values)
 
 
 async def store_readiness(session: AsyncSession, readiness: dict[str, Any]) -> bool:
@@ -64,7 +51,7 @@ async def store_readiness(session: AsyncSession, readiness: dict[str, Any]) -> b
         "verified": list(readiness["verified"]),
         "updated_at": utcnow(),
     }
-    return await _store_if_newer(session, match_readiness, "enterprise_id", values)
+    return await store_if_newer(session, match_readiness, values)
 
 
 async def enterprise(session: AsyncSession, enterprise_id: str) -> dict[str, Any] | None:

@@ -14,17 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.demand import cpv
 from services.demand.models import anchors, demand_line_cpvs, demand_line_versions, demand_lines
 from services.demand.vocabulary import OPEN_STATUSES
+from shared.db import is_postgres
+from shared.pagination import Key, Keyset
 
 LINE_COLUMNS = [c for c in demand_lines.c if c.name != "main_cpv"]
-
-
-def _is_postgres(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
-
-
-def _keyset_after(first: sa.ColumnElement[Any], second: sa.ColumnElement[Any], after: Sequence[Any]) -> Any:
-    """Rows after ``after`` in (first, second) order."""
-    return sa.or_(first > after[0], sa.and_(first == after[0], second > after[1]))
 
 
 # --- anchors -------------------------------------------------------------------------------------
@@ -51,18 +44,19 @@ async def update_anchor(
     return (await session.execute(statement)).first()
 
 
+ANCHOR_ORDER = Keyset(anchors.c.name, anchors.c.id)
+
+
 async def anchor_page(
-    session: AsyncSession, *, after: Sequence[Any] | None, limit: int, anchor_type: str | None, q: str | None
-) -> list[sa.Row[Any]]:
-    """Up to ``limit + 1`` anchors by name after the cursor's (name, id)."""
+    session: AsyncSession, *, cursor: str | None, limit: int, anchor_type: str | None, q: str | None
+) -> tuple[list[sa.Row[Any]], str | None]:
+    """One page of anchors by name, and the next cursor."""
     query = sa.select(anchors)
     if anchor_type:
         query = query.where(anchors.c.type == anchor_type)
     if q:
         query = query.where(sa.func.lower(anchors.c.name).contains(q.lower(), autoescape=True))
-    if after is not None:
-        query = query.where(_keyset_after(anchors.c.name, anchors.c.id, after))
-    return list((await session.execute(query.order_by(anchors.c.name, anchors.c.id).limit(limit + 1))).all())
+    return await ANCHOR_ORDER.page(session, query, cursor, limit)
 
 
 async def anchors_by_id(session: AsyncSession, anchor_ids: set[str]) -> dict[str, sa.Row[Any]]:
@@ -82,7 +76,7 @@ def line_query() -> sa.Select[Any]:
 
 async def get_line(session: AsyncSession, line_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
     query = line_query().where(demand_lines.c.id == line_id)
-    if for_update and _is_postgres(session):
+    if for_update and is_postgres(session):
         query = query.with_for_update(of=demand_lines)
     row = (await session.execute(query)).first()
     return dict(row._mapping) if row is not None else None
@@ -212,21 +206,17 @@ class LineFilters:
         return out
 
 
+LINE_ORDER = Keyset(demand_lines.c.created_at, demand_lines.c.id)
+
+
 async def line_page(
-    session: AsyncSession,
-    conditions: Sequence[sa.ColumnElement[bool]],
-    *,
-    after: tuple[datetime, str] | None,
-    limit: int,
+    session: AsyncSession, conditions: Sequence[sa.ColumnElement[bool]], *, after: Key | None, limit: int
 ) -> list[dict[str, Any]]:
-    """Up to ``limit`` lines meeting the conditions, oldest first, after (created_at, id)."""
-    t = demand_lines.c
+    """Up to ``limit`` lines meeting the conditions, oldest first, after a (created_at, id) key."""
     query = line_query()
     for condition in conditions:
         query = query.where(condition)
-    if after is not None:
-        query = query.where(_keyset_after(t.created_at, t.id, after))
-    rows = await session.execute(query.order_by(t.created_at, t.id).limit(limit))
+    rows = await session.execute(LINE_ORDER.select(query, after, limit))
     return [dict(r._mapping) for r in rows]
 
 
@@ -235,16 +225,13 @@ def public_open_lines() -> list[sa.ColumnElement[bool]]:
     return [t.visibility == "public", t.status.in_(OPEN_STATUSES)]
 
 
+VERSION_ORDER = Keyset(demand_line_versions.c.version, descending=True)
+
+
 async def version_page(session: AsyncSession, line_id: str, *, below: int, limit: int) -> list[sa.Row[Any]]:
     """Up to ``limit`` kept versions of a line below ``below``, newest first."""
-    v = demand_line_versions.c
-    result = await session.execute(
-        sa.select(demand_line_versions)
-        .where(v.line_id == line_id, v.version < below)
-        .order_by(v.version.desc())
-        .limit(limit)
-    )
-    return list(result.all())
+    query = sa.select(demand_line_versions).where(demand_line_versions.c.line_id == line_id)
+    return list((await session.execute(VERSION_ORDER.select(query, (below,), limit))).all())
 
 
 async def newest_line_created_at(session: AsyncSession, anchor_id: str) -> datetime | None:
@@ -265,7 +252,7 @@ async def lines_by_ref(
     """
     t = demand_lines.c
     existing: dict[str, dict[str, Any]] = {}
-    postgres = _is_postgres(session)
+    postgres = is_postgres(session)
     for start in range(0, len(refs), 500):
         query = sa.select(*LINE_COLUMNS).where(
             t.anchor_id == anchor_id, t.external_ref.in_(refs[start : start + 500])

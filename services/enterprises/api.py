@@ -83,16 +83,15 @@ async def create_enterprise(
     idem: IdempotencyDep,
     warning: WarningDep,
 ) -> Response:
-    replay = await idem.replay(session)
-    if replay is not None:
-        return replay
-    enterprise = await enterprises.create_enterprise(session, body, Actor.of(principal), warning=warning)
-    response = _json(
-        enterprise,
-        201,
-        {"Location": f"/api/v1/enterprises/{enterprise.id}", "ETag": etag(enterprise.version)},
-    )
-    return await idem.remember(session, response)
+    async def create() -> Response:
+        enterprise = await enterprises.create_enterprise(session, body, Actor.of(principal), warning=warning)
+        return _json(
+            enterprise,
+            201,
+            {"Location": f"/api/v1/enterprises/{enterprise.id}", "ETag": etag(enterprise.version)},
+        )
+
+    return await idem.respond(session, create)
 
 
 @router.get(
@@ -168,12 +167,11 @@ async def enterprise_history(
 async def create_cohort(
     body: CohortCreate, principal: StaffDep, session: SessionDep, idem: IdempotencyDep
 ) -> Response:
-    replay = await idem.replay(session)
-    if replay is not None:
-        return replay
-    cohort = await cohorts.create_cohort(session, body)
-    response = _json(cohort, 201, {"Location": f"/api/v1/cohorts/{cohort.id}", "ETag": etag(cohort.version)})
-    return await idem.remember(session, response)
+    async def create() -> Response:
+        cohort = await cohorts.create_cohort(session, body)
+        return _json(cohort, 201, {"Location": f"/api/v1/cohorts/{cohort.id}", "ETag": etag(cohort.version)})
+
+    return await idem.respond(session, create)
 
 
 @router.get("/cohorts", response_model=CohortPage, tags=["cohorts"], summary="List cohorts (staff)")
@@ -213,16 +211,18 @@ async def list_definitions(principal: PrincipalDep, session: SessionDep, page: P
 async def create_definition(
     body: MilestoneDefinitionCreate, principal: StaffDep, session: SessionDep, idem: IdempotencyDep
 ) -> Response:
-    replay = await idem.replay(session)
-    if replay is not None:
-        return replay
-    definition = await catalogue.create_definition(session, body, Actor.of(principal))
-    response = _json(
-        definition,
-        201,
-        {"Location": f"/api/v1/milestone-definitions/{definition.code}", "ETag": etag(definition.version)},
-    )
-    return await idem.remember(session, response)
+    async def create() -> Response:
+        definition = await catalogue.create_definition(session, body, Actor.of(principal))
+        return _json(
+            definition,
+            201,
+            {
+                "Location": f"/api/v1/milestone-definitions/{definition.code}",
+                "ETag": etag(definition.version),
+            },
+        )
+
+    return await idem.respond(session, create)
 
 
 @router.get(

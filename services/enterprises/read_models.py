@@ -14,14 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enterprises import readiness
 from services.enterprises.models import demand_lines
-from shared.db import utcnow
+from shared.db import store_if_newer, utcnow
 from shared.problems import Problem
-
-
-async def _stored_version(session: AsyncSession, demand_id: uuid.UUID) -> int | None:
-    return await session.scalar(
-        sa.select(demand_lines.c.version).where(demand_lines.c.demand_id == demand_id)
-    )
 
 
 async def _keep_if_newer(
@@ -29,16 +23,9 @@ async def _keep_if_newer(
 ) -> None:
     """Write ``values`` for the line unless the stored version is the same or newer
     (``new_row``: the columns a line seen for the first time also needs)."""
-    stored = await _stored_version(session, demand_id)
-    if stored is not None and version <= stored:
-        return
     values = values | {"version": version, "updated_at": utcnow()}
-    if stored is None:
-        await session.execute(sa.insert(demand_lines).values(demand_id=demand_id, **new_row, **values))
-    else:
-        await session.execute(
-            sa.update(demand_lines).where(demand_lines.c.demand_id == demand_id).values(**values)
-        )
+    row = {"demand_id": demand_id, **new_row, **values}
+    await store_if_newer(session, demand_lines, row, update=list(values))
 
 
 async def record_demand_line(

@@ -25,13 +25,11 @@ from services.enterprises.models import (
     milestone_definitions,
 )
 from shared import cpv
+from shared.db import is_postgres
+from shared.pagination import Key, Keyset
 from shared.problems import Problem
 
 Row = sa.Row[Any]
-
-
-def is_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 async def write_unique(session: AsyncSession, statement: sa.Executable, taken: Problem) -> None:
@@ -44,24 +42,10 @@ async def write_unique(session: AsyncSession, statement: sa.Executable, taken: P
         raise taken from exc
 
 
-async def keyset_page(
-    session: AsyncSession,
-    query: sa.Select[Any],
-    keys: Sequence[sa.ColumnElement[Any]],
-    after: Sequence[Any] | None,
-    limit: int,
-) -> tuple[list[Row], Row | None]:
-    """One page of ``query`` in the order of ``keys``, starting after the key values ``after``;
-    and the last row of the page when another page follows."""
-    if after is not None:
-        query = query.where(sa.tuple_(*keys) > tuple(after))
-    rows = list((await session.execute(query.order_by(*keys).limit(limit + 1))).all())
-    return rows[:limit], rows[limit - 1] if len(rows) > limit else None
-
-
 # --- enterprises -----------------------------------------------------------------------------
 
 ENTERPRISE_COLUMNS = [c for c in enterprises.c if not c.name.startswith("readiness_")]
+ENTERPRISE_ORDER = Keyset(enterprises.c.created_at, enterprises.c.id)
 
 
 @dataclass(frozen=True)
@@ -127,14 +111,10 @@ async def replace_cpv_codes(session: AsyncSession, enterprise_id: uuid.UUID, cod
         )
 
 
-def enterprise_list_query(
-    filters: EnterpriseFilters, limit: int, after: tuple[datetime, uuid.UUID] | None
-) -> sa.Select[Any]:
+def enterprise_list_query(filters: EnterpriseFilters, limit: int, after: Key | None) -> sa.Select[Any]:
     """The SELECT of one page of enterprises (also what the benchmark compares against)."""
     e = enterprises.c
-    query = sa.select(*ENTERPRISE_COLUMNS).order_by(e.created_at, e.id).limit(limit)
-    if after is not None:
-        query = query.where(sa.tuple_(e.created_at, e.id) > after)
+    query = ENTERPRISE_ORDER.select(sa.select(*ENTERPRISE_COLUMNS), after, limit)
     if filters.stage is not None:
         query = query.where(e.stage == filters.stage)
     if filters.cohort_id is not None:
@@ -160,10 +140,11 @@ def enterprise_list_query(
 
 
 async def enterprise_page(
-    session: AsyncSession, filters: EnterpriseFilters, limit: int, after: tuple[datetime, uuid.UUID] | None
-) -> tuple[list[Row], Row | None]:
-    rows = list((await session.execute(enterprise_list_query(filters, limit + 1, after))).all())
-    return rows[:limit], rows[limit - 1] if len(rows) > limit else None
+    session: AsyncSession, filters: EnterpriseFilters, limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
+    """One page of enterprises in creation order, and the next cursor."""
+    query = enterprise_list_query(filters, limit + 1, ENTERPRISE_ORDER.decode(cursor))
+    return ENTERPRISE_ORDER.cut((await session.execute(query)).all(), limit)
 
 
 # --- readiness columns of enterprises --------------------------------------------------------
@@ -239,14 +220,21 @@ async def add_history(session: AsyncSession, **values: Any) -> None:
     await session.execute(sa.insert(history).values(**values))
 
 
+HISTORY_ORDER = Keyset(history.c.id)
+
+
 async def history_page(
-    session: AsyncSession, enterprise_id: uuid.UUID, milestone_code: str | None, limit: int, after: int | None
-) -> tuple[list[Row], Row | None]:
+    session: AsyncSession,
+    enterprise_id: uuid.UUID,
+    milestone_code: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Row], str | None]:
     h = history.c
     query = sa.select(history).where(h.enterprise_id == enterprise_id)
     if milestone_code is not None:
         query = query.where(h.milestone_code == milestone_code)
-    return await keyset_page(session, query, [h.id], None if after is None else [after], limit)
+    return await HISTORY_ORDER.page(session, query, cursor, limit)
 
 
 # --- cohorts ---------------------------------------------------------------------------------
@@ -282,11 +270,11 @@ async def cohort(session: AsyncSession, cohort_id: uuid.UUID) -> Row | None:
     return (await session.execute(_cohorts_with_counts().where(cohorts.c.id == cohort_id))).first()
 
 
-async def cohort_page(
-    session: AsyncSession, limit: int, after: tuple[datetime, uuid.UUID] | None
-) -> tuple[list[Row], Row | None]:
-    keys = [cohorts.c.created_at, cohorts.c.id]
-    return await keyset_page(session, _cohorts_with_counts(), keys, after, limit)
+COHORT_ORDER = Keyset(cohorts.c.created_at, cohorts.c.id)
+
+
+async def cohort_page(session: AsyncSession, limit: int, cursor: str | None) -> tuple[list[Row], str | None]:
+    return await COHORT_ORDER.page(session, _cohorts_with_counts(), cursor, limit)
 
 
 # --- milestone catalogue ---------------------------------------------------------------------
@@ -298,11 +286,13 @@ async def catalogue(session: AsyncSession) -> list[Row]:
     return list((await session.execute(sa.select(milestone_definitions).order_by(d.position, d.code))).all())
 
 
+DEFINITION_ORDER = Keyset(milestone_definitions.c.position, milestone_definitions.c.code)
+
+
 async def definition_page(
-    session: AsyncSession, limit: int, after: tuple[int, str] | None
-) -> tuple[list[Row], Row | None]:
-    d = milestone_definitions.c
-    return await keyset_page(session, sa.select(milestone_definitions), [d.position, d.code], after, limit)
+    session: AsyncSession, limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
+    return await DEFINITION_ORDER.page(session, sa.select(milestone_definitions), cursor, limit)
 
 
 async def definition(session: AsyncSession, code: str, *, lock: bool = False) -> Row | None:

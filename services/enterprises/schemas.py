@@ -155,7 +155,7 @@ class PageQuery(BaseModel):
     """``?limit=&cursor=`` of every list."""
 
     limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description="Page size.")
-    cursor: str | None = Field(None, max_length=500, description="next_cursor of the previous page.")
+    cursor: str | None = Field(None, description="next_cursor of the previous page.")
 
 
 class EnterpriseQuery(PageQuery):

@@ -26,17 +26,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mentoring import events
 from services.mentoring.models import session_reminders, sessions
+from services.mentoring.repository import SESSION_ORDER
 from services.mentoring.settings import MentoringSettings
 from services.mentoring.vocabulary import BOOKED
 from shared import outbox
-from shared.db import Database
+from shared.db import Database, insert_of
 from shared.events import CloudEvent
 from shared.runtime import PeriodicJob, ServiceRuntime
 
@@ -81,11 +80,11 @@ def _payload(row: Row[Any], offset: int) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def _ledger(insert: Any, row: Row[Any], offset: int, now: datetime, outcome: str) -> sa.Executable:
+def _ledger(session: AsyncSession, row: Row[Any], offset: int, now: datetime, outcome: str) -> sa.Executable:
     """Record a reminder as handled; does nothing if a replica already did (the key decides)."""
     values = {"offset_minutes": offset, "starts_at": row.starts_at, "handled_at": now, "outcome": outcome}
     statement: sa.Executable = (
-        insert(session_reminders).values(session_id=row.id, **values).on_conflict_do_nothing()
+        insert_of(session, session_reminders).values(session_id=row.id, **values).on_conflict_do_nothing()
     )
     return statement
 
@@ -108,19 +107,13 @@ async def _handle_page(
         )
         .scalar_subquery()
     )
-    query = (
-        sa.select(sessions)
-        .where(
-            sessions.c.status == BOOKED,
-            sessions.c.starts_at > now,
-            sessions.c.starts_at <= now + timedelta(minutes=max(offsets)),
-            handled_count < len(offsets),
-        )
-        .order_by(sessions.c.starts_at, sessions.c.id)
-        .limit(page_size)
+    due = sa.select(sessions).where(
+        sessions.c.status == BOOKED,
+        sessions.c.starts_at > now,
+        sessions.c.starts_at <= now + timedelta(minutes=max(offsets)),
+        handled_count < len(offsets),
     )
-    if after is not None:
-        query = query.where(sa.tuple_(sessions.c.starts_at, sessions.c.id) > sa.tuple_(*after))
+    query = SESSION_ORDER.select(due, after, page_size)
     if postgres:
         query = query.with_for_update(key_share=True, skip_locked=True, of=sessions)
     rows = list((await session.execute(query)).all())
@@ -131,17 +124,16 @@ async def _handle_page(
         sa.select(session_reminders).where(session_reminders.c.session_id.in_([row.id for row in rows]))
     ):
         handled[(found.session_id, found.starts_at)].add(found.offset_minutes)
-    insert = postgresql_insert if postgres else sqlite_insert
     published = 0
     for row in rows:
         publish, skip = reminder_decisions(
             row.starts_at, row.scheduled_at, now, offsets, handled[(row.id, row.starts_at)]
         )
         for offset in skip:
-            await session.execute(_ledger(insert, row, offset, now, SKIPPED))
+            await session.execute(_ledger(session, row, offset, now, SKIPPED))
         if publish is None:
             continue
-        claimed = await session.execute(_ledger(insert, row, publish, now, PUBLISHED))
+        claimed = await session.execute(_ledger(session, row, publish, now, PUBLISHED))
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another replica handled it first
         await outbox.add(

@@ -5,20 +5,15 @@ how each event is applied."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.mentoring.models import enterprises
-from services.mentoring.repository import (
-    is_postgres,
-)
+from shared.db import store_if_newer
 
 ENTERPRISE_SNAPSHOTS = frozenset(
     {
@@ -53,23 +48,6 @@ class ReadinessChanged(BaseModel):
     score: float | None = None
 
 
-def _upsert_enterprise(
-    session: AsyncSession,
-    values: dict[str, Any],
-    update: Sequence[str],
-    newer: Callable[[Any], sa.ColumnElement[bool]],
-) -> sa.Executable:
-    """Insert the enterprise, or update ``update`` columns only when ``newer(excluded)`` holds,
-    so a stale or repeated event changes nothing, whichever replica applies it."""
-    insert = postgresql_insert if is_postgres(session) else sqlite_insert
-    statement = insert(enterprises).values(values)
-    return statement.on_conflict_do_update(
-        index_elements=[enterprises.c.id],
-        set_={key: statement.excluded[key] for key in update},
-        where=newer(statement.excluded),
-    )
-
-
 async def record_enterprise(session: AsyncSession, snapshot: EnterpriseSnapshot) -> None:
     """Apply an enterprise snapshot unless a newer (or the same) version is already applied."""
     values = {
@@ -81,13 +59,8 @@ async def record_enterprise(session: AsyncSession, snapshot: EnterpriseSnapshot)
         "readiness_version": 0,
         "updated_at": datetime.now(UTC),
     }
-    statement = _upsert_enterprise(
-        session,
-        values,
-        ["name", "stage", "profile_version", "updated_at"],
-        lambda excluded: enterprises.c.profile_version < excluded.profile_version,
-    )
-    await session.execute(statement)
+    update = ["name", "stage", "profile_version", "updated_at"]
+    await store_if_newer(session, enterprises, values, version="profile_version", update=update)
 
 
 async def record_readiness(session: AsyncSession, readiness: ReadinessChanged) -> None:
@@ -101,13 +74,8 @@ async def record_readiness(session: AsyncSession, readiness: ReadinessChanged) -
         "readiness_version": readiness.version,
         "updated_at": datetime.now(UTC),
     }
-    statement = _upsert_enterprise(
-        session,
-        values,
-        ["open_milestones", "ready", "readiness_score", "readiness_version", "updated_at"],
-        lambda excluded: enterprises.c.readiness_version < excluded.readiness_version,
-    )
-    await session.execute(statement)
+    update = ["open_milestones", "ready", "readiness_score", "readiness_version", "updated_at"]
+    await store_if_newer(session, enterprises, values, version="readiness_version", update=update)
 
 
 async def enterprise_names(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str | None]:

@@ -17,17 +17,14 @@ from services.mentoring import slots
 from services.mentoring.models import MAX_BLOCKED_SPAN, mentors, sessions
 from services.mentoring.settings import MentoringSettings
 from services.mentoring.vocabulary import BOOKED, COUNTED_STATUSES
-from shared.problems import field_errors
+from shared.db import is_postgres
+from shared.pagination import CursorFormat, Keyset
 
 # Sessions of a mentor within this much of a range decide its day and week counts
 # (its local day and buffers only, when the mentor has no weekly limit).
 WEEK_MARGIN = timedelta(days=8)
 
 NEAR_MARGIN = timedelta(days=2)
-
-
-def is_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 # PostgreSQL: the mentor's row, and the mentor's and the enterprise's advisory locks, in one
@@ -73,11 +70,10 @@ async def lock_for_booking(
     return (await session.execute(_MENTOR_WITH_LOCKS, {"mentor_id": mentor_id, **keys})).first()
 
 
-def cursor_values(values: list[Any]) -> tuple[datetime, uuid.UUID]:
-    try:
-        return datetime.fromisoformat(values[0]), uuid.UUID(values[1])
-    except (TypeError, ValueError) as exc:
-        raise field_errors([{"field": "cursor", "message": "not a cursor issued by this API"}]) from exc
+MENTOR_ORDER = Keyset(mentors.c.created_at, mentors.c.id)
+SESSION_ORDER = Keyset(sessions.c.starts_at, sessions.c.id)
+SLOT_CURSOR = CursorFormat(datetime, uuid.UUID)
+"""A page of free slots ends at a (start, mentor id)."""
 
 
 def occupying(low: Any, high: Any, *, starts_after: Any = None, starts_before: Any = None) -> list[Any]:

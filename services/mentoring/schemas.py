@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Annotated, Any
 from zoneinfo import available_timezones
@@ -26,6 +26,19 @@ from services.mentoring.vocabulary import AbsentParty, SessionStatus
 # -- field types ----------------------------------------------------------------------------
 
 # Times people see are RFC 3339 with the mentor's own UTC offset (+01:00 in summer, +00:00 in winter).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+"""Every time the service takes lies in [EARLIEST, LATEST): far from the ends of the calendar,
+where a day or a buffer added to it would overflow."""
+
+
+def within_horizon(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must be from {EARLIEST:%Y-%m-%d} and before {LATEST:%Y-%m-%d}")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(within_horizon)]
 LocalTime = Annotated[datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]
 
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
@@ -312,14 +325,14 @@ class SlotPage(BaseModel):
 class SessionIn(Body):
     mentor_id: uuid.UUID
     enterprise_id: uuid.UUID
-    start: AwareDatetime = Field(description="RFC 3339 with an offset; one of the mentor's free slots.")
+    start: Instant = Field(description="RFC 3339 with an offset; one of the mentor's free slots.")
     duration_minutes: int = Field(ge=5, le=480)
     topic: str = Field(min_length=1, max_length=500)
     milestone_code: MilestoneCode | None = None
 
 
 class RescheduleIn(Body):
-    start: AwareDatetime
+    start: Instant
     duration_minutes: int | None = Field(None, ge=5, le=480, description="Defaults to the current length.")
     reason: str | None = Field(None, max_length=1000)
 

@@ -22,7 +22,8 @@ from shared.events import CONTENT_TYPE, event_type, new_event, stream_for
 from shared.nats import NatsLink
 from shared.nats_server import NatsServer
 from shared.outbox import OutboxRelay, outbox_table
-from shared.tests.test_outbox import stream_event_ids, wait_for, write_thing
+from shared.testing.polling import wait_until
+from shared.tests.test_outbox import stream_event_ids, write_thing
 
 WINDOW = 2.0  # seconds: the duplicate window of these tests' streams
 PAUSE = 4 * WINDOW  # longer than the window, and than the client takes to find the server silent
@@ -100,7 +101,7 @@ async def _probes_fail_during_a_pause_and_answers_come_after(
         return ack.stream == stream.name
 
     # Long enough for nats-py's defaults to have broken it, far shorter than them to mend it.
-    await wait_for(answers, timeout=15)
+    await wait_until(answers, timeout=15)
     print(f"NATS answered again {time.monotonic() - resumed:.2f} s after the pause ended")
 
 
@@ -115,7 +116,7 @@ async def test_events_written_during_a_pause_longer_than_the_duplicate_window_fl
     await relay.start()
     try:
         before = [await write_thing(database, service, n, roll_back=False) for n in range(5)]
-        await wait_for(lambda: _stored(own_nats_server.url, stream.name, len(before)), timeout=10)
+        await wait_until(lambda: _stored(own_nats_server.url, stream.name, len(before)), timeout=10)
         with paused(own_nats_server):
             during = []
             for n in range(20):
@@ -124,13 +125,13 @@ async def test_events_written_during_a_pause_longer_than_the_duplicate_window_fl
             with pytest.raises((ConnectionError, TimeoutError)):
                 await asyncio.wait_for(link.ping(timeout=1.0), 1.5)
         resumed = time.monotonic()
-        await wait_for(lambda: _stored(own_nats_server.url, stream.name, 25), timeout=20)
+        await wait_until(lambda: _stored(own_nats_server.url, stream.name, 25), timeout=20)
         flowing_after = time.monotonic() - resumed
 
         async def all_marked() -> bool:
             return await relay.backlog() == 0
 
-        await wait_for(all_marked, timeout=10)
+        await wait_until(all_marked, timeout=10)
         # Later checks find every id once: nothing published again after the window.
         await asyncio.sleep(2 * WINDOW)
         stored = await stream_event_ids(own_nats_server.url, stream.name)
@@ -178,7 +179,7 @@ async def test_a_row_whose_earlier_copy_left_the_duplicate_window_is_marked_sent
         async def drained() -> bool:
             return await relay.backlog() == 0
 
-        await wait_for(drained, timeout=10)
+        await wait_until(drained, timeout=10)
     finally:
         await relay.stop()
     assert sorted(await stream_event_ids(own_nats_server.url, stream.name)) == sorted(

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.demand.disclosure import State
@@ -19,7 +18,7 @@ from services.demand.models import (
     pipeline_snapshots,
 )
 from services.demand.pipeline.cells import UNSCHEDULED, BlockFigures, BlockKey, CellDeltas, ViewParams
-from shared.db import utcnow
+from shared.db import insert_of, is_postgres, utcnow
 
 # Advisory lock on PostgreSQL: writers of pipeline cells share it, the snapshot job takes it
 # alone, so a snapshot sees no half-applied transaction and never deadlocks with a writer.
@@ -27,15 +26,6 @@ PIPELINE_LOCK = 0x64656D616E64
 
 ROLLUP_KEY = ("anchor_type", "cpv_group", "tender_quarter", "start_quarter", "cpv_division")
 ROLLUP_MEASURES = ("lines", "value_pence", "annualised_pence", "vcse_lines", "sme_lines")
-
-
-def is_postgres(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
-
-
-def _insert(session: AsyncSession, table: sa.Table) -> Any:
-    """An INSERT of the session's dialect, which offers ``on_conflict_do_update``."""
-    return (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
 
 
 # --- live cells ----------------------------------------------------------------------------------
@@ -55,7 +45,7 @@ async def apply_cell_deltas(session: AsyncSession, deltas: CellDeltas) -> int:
     if not rows:
         return 0
     await lock_for_writing(session)
-    statement = _insert(session, pipeline_cells)
+    statement = insert_of(session, pipeline_cells)
     c = pipeline_cells.c
     statement = statement.on_conflict_do_update(
         index_elements=[c.cell_key],
@@ -203,7 +193,7 @@ async def roll_up_changes(session: AsyncSession) -> None:
         .where(_releasable())
         .group_by(*grouping)
     )
-    statement = _insert(session, pipeline_rollup).from_select(
+    statement = insert_of(session, pipeline_rollup).from_select(
         ["anchor_id", "aggregate_only", *ROLLUP_KEY, *ROLLUP_MEASURES], changes
     )
     r = pipeline_rollup.c

@@ -14,7 +14,6 @@ from services.demand.pipeline.cells import CellDeltas
 from services.demand.schemas import AnchorCreate, AnchorPatch
 from shared import outbox
 from shared.db import utcnow
-from shared.http import decode_cursor, encode_cursor
 from shared.problems import Problem, field_errors, not_found
 
 
@@ -87,9 +86,4 @@ async def update_anchor(session: AsyncSession, anchor: sa.Row[Any], body: Anchor
 async def list_anchors(
     session: AsyncSession, *, cursor: str | None, limit: int, anchor_type: str | None, q: str | None
 ) -> tuple[list[sa.Row[Any]], str | None]:
-    rows = await repository.anchor_page(
-        session, after=decode_cursor(cursor, 2), limit=limit, anchor_type=anchor_type, q=q
-    )
-    items = rows[:limit]
-    next_cursor = encode_cursor([items[-1].name, items[-1].id]) if len(rows) > limit else None
-    return items, next_cursor
+    return await repository.anchor_page(session, cursor=cursor, limit=limit, anchor_type=anchor_type, q=q)

@@ -21,7 +21,6 @@ from services.demand.vocabulary import CREATE_STATUSES, TERMINAL_STATUSES, TRANS
 from shared import outbox
 from shared.db import utcnow
 from shared.events import CloudEvent
-from shared.http import decode_cursor, encode_cursor
 from shared.principal import Principal
 from shared.problems import Problem, conflict, field_errors, validation_errors
 
@@ -234,43 +233,28 @@ async def update_line(
 async def list_lines(
     session: AsyncSession, principal: Principal, filters: LineFilters, *, cursor: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
-    after = decode_cursor(cursor, 2)
-    start: tuple[datetime, str] | None = None
-    if after is not None:
-        try:
-            start = (datetime.fromisoformat(str(after[0])), after[1])
-        except ValueError as exc:
-            raise field_errors([{"field": "cursor", "message": "not a cursor issued by this API"}]) from exc
     conditions = filters.conditions()
     visible = access.visible_lines(principal)
     if visible is not None:
         conditions.insert(0, visible)
-    rows = await repository.line_page(session, conditions, after=start, limit=limit + 1)
-    items = rows[:limit]
-    next_cursor = (
-        encode_cursor([items[-1]["created_at"].isoformat(), items[-1]["id"]]) if len(rows) > limit else None
-    )
-    return items, next_cursor
+    after = repository.LINE_ORDER.decode(cursor)
+    rows = await repository.line_page(session, conditions, after=after, limit=limit + 1)
+    return repository.LINE_ORDER.cut(rows, limit)
 
 
 async def line_history(
     session: AsyncSession, line: dict[str, Any], *, cursor: str | None, limit: int
 ) -> tuple[list[Any], str | None]:
     """Every version of a line, newest first: the line itself, then its kept previous versions."""
-    after = decode_cursor(cursor, 1)
+    after = repository.VERSION_ORDER.decode(cursor)
     items: list[Any] = []
     if after is None:
         items.append(history_entry(line, line["anchor_type"]))
         below = line["version"]
     else:
-        below = int(after[0])
+        (below,) = after
     need = limit - len(items)
     rows = await repository.version_page(session, line["id"], below=below, limit=need + 1)
     items += rows[:need]
-    last = items[-1]
-    next_cursor = (
-        encode_cursor([last["version"] if isinstance(last, dict) else last.version])
-        if len(rows) > need
-        else None
-    )
-    return items, next_cursor
+    more = len(rows) > need
+    return items, repository.VERSION_ORDER.cursor_after(items[-1]) if more else None

@@ -557,6 +557,25 @@ async def test_a_line_made_with_one_of_the_refs_while_the_import_runs_fails_it(
     assert [line["external_ref"] for line in await all_lines(app)] == ["LATE"]
 
 
+@pytest.mark.parametrize(
+    ("body", "media_type"),
+    [
+        ("[" * 10_000 + "]" * 10_000 + "\n", "application/x-ndjson"),
+        ('{"lots": ' + "[" * 10_000 + "]" * 10_000 + "}\n", "application/x-ndjson"),
+        ('{"releases": [' + "[" * 100_000 + "]" * 100_000 + "]}", "application/json"),
+        ('{"releases": ' + "[" * 100_000, "application/json"),
+    ],
+)
+async def test_deeply_nested_json_is_a_422_problem_not_a_500(
+    app: FastAPI, new_anchor, body: str, media_type: str
+) -> None:
+    anchor = await new_anchor()
+    response = await import_file(app, STAFF, body, media_type, anchor_id=anchor["id"])
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"]
+
+
 async def test_the_openapi_document_states_the_415_an_import_of_another_type_gets(
     staff_http: httpx.AsyncClient, app: FastAPI
 ) -> None:

@@ -13,7 +13,7 @@ from services.enterprises.schemas import MilestoneDefinition, MilestoneDefinitio
 from services.enterprises.service import Precondition
 from services.enterprises.service.history import diff
 from shared.db import utcnow
-from shared.http import decode_cursor, encode_cursor, etag
+from shared.http import etag
 from shared.problems import Problem, conflict, field_errors
 
 READINESS_DEFINITION_FIELDS = ("applies_when", "threshold_pence", "core")
@@ -40,14 +40,7 @@ async def get_definition(session: AsyncSession, code: str) -> MilestoneDefinitio
 async def list_definitions(
     session: AsyncSession, limit: int, cursor: str | None
 ) -> tuple[list[MilestoneDefinition], str | None]:
-    after = None
-    if cursor is not None:
-        position, code = decode_cursor(cursor, 2) or [None, None]
-        if not isinstance(position, int) or not isinstance(code, str):
-            raise field_errors([{"field": "cursor", "message": "not a cursor issued by this API"}])
-        after = (position, code)
-    rows, last = await repository.definition_page(session, limit, after)
-    next_cursor = encode_cursor([last.position, last.code]) if last is not None else None
+    rows, next_cursor = await repository.definition_page(session, limit, cursor)
     return [MilestoneDefinition.model_validate(r) for r in rows], next_cursor
 
 

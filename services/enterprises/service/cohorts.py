@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enterprises import repository
 from services.enterprises.schemas import Cohort, CohortCreate
-from services.enterprises.service.pages import creation_cursor, creation_key
 from shared.db import utcnow
 from shared.problems import conflict, not_found
 
@@ -36,5 +35,5 @@ async def get_cohort(session: AsyncSession, cohort_id: uuid.UUID) -> Cohort:
 async def list_cohorts(
     session: AsyncSession, limit: int, cursor: str | None
 ) -> tuple[list[Cohort], str | None]:
-    rows, last = await repository.cohort_page(session, limit, creation_key(cursor))
-    return [Cohort.model_validate(r) for r in rows], creation_cursor(last)
+    rows, next_cursor = await repository.cohort_page(session, limit, cursor)
+    return [Cohort.model_validate(r) for r in rows], next_cursor

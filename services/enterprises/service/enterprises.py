@@ -19,7 +19,6 @@ from services.enterprises.service import Precondition, publish
 from services.enterprises.service.assessment import facts_of, milestone_states, refresh_readiness
 from services.enterprises.service.catalogue import readiness_definitions
 from services.enterprises.service.history import diff, jsonable, record
-from services.enterprises.service.pages import creation_cursor, creation_key
 from services.enterprises.sizing import size_class
 from shared.db import utcnow
 from shared.http import etag
@@ -158,8 +157,8 @@ async def list_enterprises(
     session: AsyncSession, filters: EnterpriseFilters, limit: int, cursor: str | None
 ) -> tuple[list[Enterprise], str | None]:
     """One page of enterprises and the next cursor."""
-    rows, last = await repository.enterprise_page(session, filters, limit, creation_key(cursor))
-    return [Enterprise.model_validate(r) for r in rows], creation_cursor(last)
+    rows, next_cursor = await repository.enterprise_page(session, filters, limit, cursor)
+    return [Enterprise.model_validate(r) for r in rows], next_cursor
 
 
 async def _check_stage_change(

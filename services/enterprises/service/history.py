@@ -13,8 +13,7 @@ from services.enterprises import repository
 from services.enterprises.actors import Actor
 from services.enterprises.schemas import HistoryEntry, Party
 from shared.db import utcnow
-from shared.http import decode_cursor, encode_cursor
-from shared.problems import field_errors, not_found
+from shared.problems import not_found
 
 
 def jsonable(value: Any) -> Any:
@@ -65,12 +64,7 @@ async def list_history(
 ) -> tuple[list[HistoryEntry], str | None]:
     if not await repository.enterprise_exists(session, enterprise_id):
         raise not_found("Enterprise", enterprise_id)
-    after = None
-    if cursor is not None:
-        (after,) = decode_cursor(cursor, 1) or [None]
-        if not isinstance(after, int):
-            raise field_errors([{"field": "cursor", "message": "not a cursor issued by this API"}])
-    rows, last = await repository.history_page(session, enterprise_id, milestone_code, limit, after)
+    rows, next_cursor = await repository.history_page(session, enterprise_id, milestone_code, limit, cursor)
     items = [
         HistoryEntry(
             id=r.id,
@@ -83,4 +77,4 @@ async def list_history(
         )
         for r in rows
     ]
-    return items, encode_cursor([last.id]) if last is not None else None
+    return items, next_cursor

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.engine import Row
 
 from services.mentoring import service
-from services.mentoring.schemas import normalise_tag
+from services.mentoring.schemas import normalise_tag, within_horizon
 from services.mentoring.settings import MentoringSettings
 from shared.db import SessionDep
 from shared.http import MAX_PAGE_SIZE
@@ -64,9 +64,12 @@ def parse_time(value: str | None, field: str, *, allow_date: bool = True) -> dat
     text = value.strip()
     if allow_date and len(text) == 10:
         try:
-            return date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError:
             pass
+        else:
+            within_horizon_or_422(datetime(day.year, day.month, day.day, 12, tzinfo=UTC), field)
+            return day
     # An unencoded "+" in a query string arrives as a space.
     if len(text) > 6 and text[-6] == " " and text[-3] == ":":
         text = text[:-6] + "+" + text[-5:]
@@ -79,7 +82,15 @@ def parse_time(value: str | None, field: str, *, allow_date: bool = True) -> dat
         raise field_errors(
             [{"field": field, "message": f"must be {expected}" + (" or a date" if allow_date else "")}]
         )
+    within_horizon_or_422(parsed, field)
     return parsed
+
+
+def within_horizon_or_422(value: datetime, field: str) -> datetime:
+    try:
+        return within_horizon(value)
+    except ValueError as exc:
+        raise field_errors([{"field": field, "message": str(exc)}]) from exc
 
 
 def required_time(value: str, field: str) -> datetime | date:

@@ -18,11 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.mentoring import slots
 from services.mentoring.models import mentor_expertise, mentors
 from services.mentoring.repository import (
-    cursor_values,
+    SLOT_CURSOR,
     taken_by_mentor,
 )
 from services.mentoring.service.mentors import rules_of
-from shared.http import decode_cursor, encode_cursor
 from shared.problems import field_errors
 
 Bound = datetime | date  # a date means local midnight in the mentor's zone
@@ -122,11 +121,8 @@ async def slots_of_mentors(
         chosen = chosen.where(mentors.c.id.in_(mentor_ids))
     rows = (await session.execute(sa.select(*_RULE_COLUMNS).where(mentors.c.id.in_(chosen)))).all()
     offering = [row for row in rows if duration_minutes in row.session_lengths]
-    after = decode_cursor(cursor, 2)
-    after_instant, after_mentor = (None, "")
-    if after is not None:
-        instant, mentor_id = cursor_values(after)
-        after_instant, after_mentor = instant.astimezone(UTC), str(mentor_id)
+    after = SLOT_CURSOR.decode(cursor)
+    after_instant, after_mentor = (None, "") if after is None else (after[0], str(after[1]))
     bounds = {}
     for row in offering:
         zone = ZoneInfo(row.timezone)
@@ -157,7 +153,5 @@ async def slots_of_mentors(
         MentorSlot(mentor_id=row.id, timezone=row.timezone, start=instant.astimezone(ZoneInfo(row.timezone)))
         for instant, _, row in page[:limit]
     ]
-    next_cursor = (
-        encode_cursor([page[limit - 1][0].isoformat(), page[limit - 1][1]]) if len(page) > limit else None
-    )
+    next_cursor = SLOT_CURSOR.encode([page[limit - 1][0], page[limit - 1][1]]) if len(page) > limit else None
     return items, next_cursor

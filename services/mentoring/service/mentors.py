@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.mentoring import events, slots
 from services.mentoring.models import mentor_expertise, mentors
 from services.mentoring.repository import (
-    cursor_values,
+    MENTOR_ORDER,
     load_mentor,
 )
 from services.mentoring.schemas import (
@@ -27,7 +27,6 @@ from services.mentoring.schemas import (
 )
 from shared import outbox
 from shared.events import CloudEvent, new_event
-from shared.http import decode_cursor, encode_cursor
 
 # Rules parsed from a mentor's row, by (mentor, version): every change of the rules (or of the
 # weekly limit) bumps the version, so an entry never goes stale; the oldest go first.
@@ -199,7 +198,7 @@ async def list_mentors(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Row[Any]], str | None]:
-    query = sa.select(mentors).order_by(mentors.c.created_at, mentors.c.id).limit(limit + 1)
+    query = sa.select(mentors)
     if expertise:
         query = query.where(
             mentors.c.id.in_(
@@ -210,13 +209,4 @@ async def list_mentors(
         query = query.where(mentors.c.organisation == organisation)
     if active is not None:
         query = query.where(mentors.c.active == active)
-    after = decode_cursor(cursor, 2)
-    if after is not None:
-        created_at, mentor_id = cursor_values(after)
-        query = query.where(sa.tuple_(mentors.c.created_at, mentors.c.id) > sa.tuple_(created_at, mentor_id))
-    rows = list((await session.execute(query)).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)])
-    return rows, next_cursor
+    return await MENTOR_ORDER.page(session, query, cursor, limit)

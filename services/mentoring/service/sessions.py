@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.mentoring import events
 from services.mentoring.models import sessions
 from services.mentoring.repository import (
-    cursor_values,
+    SESSION_ORDER,
     load_mentor,
     reload_session,
 )
@@ -26,7 +26,6 @@ from services.mentoring.schemas import (
 from services.mentoring.vocabulary import BOOKED, CANCELLED, COMPLETED, NO_SHOW
 from shared import outbox
 from shared.events import CloudEvent, new_event
-from shared.http import decode_cursor, encode_cursor
 from shared.principal import Principal
 from shared.problems import Problem
 
@@ -42,7 +41,7 @@ async def list_sessions(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Row[Any]], str | None]:
-    query = sa.select(sessions).order_by(sessions.c.starts_at, sessions.c.id).limit(limit + 1)
+    query = sa.select(sessions)
     if mentor_id is not None:
         query = query.where(sessions.c.mentor_id == mentor_id)
     if enterprise_id is not None:
@@ -53,16 +52,7 @@ async def list_sessions(
         query = query.where(sessions.c.starts_at < start_to)
     if statuses:
         query = query.where(sessions.c.status.in_(statuses))
-    after = decode_cursor(cursor, 2)
-    if after is not None:
-        starts_at, session_id = cursor_values(after)
-        query = query.where(sa.tuple_(sessions.c.starts_at, sessions.c.id) > sa.tuple_(starts_at, session_id))
-    rows = list((await session.execute(query)).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1].starts_at.isoformat(), str(rows[-1].id)])
-    return rows, next_cursor
+    return await SESSION_ORDER.page(session, query, cursor, limit)
 
 
 def _session_payload_fields(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
