@@ -1,10 +1,12 @@
 """Demand service figures (issue 4), on SQLite and on PostgreSQL, 1,000,000 lines from 300 anchors.
 
 (a) ``GET /api/v1/pipeline?group_by=cpv_division,quarter``, p50, against the raw
-    GROUP BY over the lines table in the same run (target: at most 0.5x). Shown for
+    GROUP BY over the lines table in the same run (target: at most 0.01x). Shown for
     the answer served from the snapshot (cached per snapshot, as a client polling the
     pipeline gets it), for a 304 on If-None-Match, and recomputed from the fine cells
     on every request (the cost of a view never asked before).
+(c) One changed public line at that size: the release job's run and the GET /pipeline
+    that shows it, against a release of the whole pipeline in the same run (target: 1 s).
 (b) Importing 100,000 CSV rows through ``POST /api/v1/demand/imports`` (streamed body),
     rows/s against a raw Core ``executemany`` of the same rows (target: at least
     25%), with the peak memory growth of the process during the import (target:
@@ -15,7 +17,7 @@
 
 PostgreSQL: ``SEEDBED_BENCH_POSTGRES_URL`` or the default local server; a database is
 created for the run and dropped after it; skipped with a message when none answers.
-Processes started here use ports 18200-18299.
+Processes started here use ports 18200-18299 (the NATS port: ``SEEDBED_BENCH_NATS_PORT``).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from shared.principal import Principal, PrincipalAuth
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 SECRET = "bench-internal-secret-of-at-least-32-characters"
-NATS_PORT = 18201
+NATS_PORT = int(os.environ.get("SEEDBED_BENCH_NATS_PORT", "18201"))
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "services" / "demand"
 STAFF = Principal(role="staff", subject_id=None, actor="bench")
 
@@ -440,7 +442,10 @@ async def run_backend(name: str, url: str, args: argparse.Namespace, nats_url: s
         async with app.state.database.transaction(write=False) as session:
             blocks = (await storage.latest_snapshot(session)).blocks  # type: ignore[union-attr]
             cells = await session.scalar(sa.select(sa.func.count()).select_from(pipeline_cells))
-        print(f"snapshot {version}: {snapshot_s:.1f} s to release {cells:,} fine cells, {blocks:,} blocks")
+        print(
+            f"snapshot {version}: {snapshot_s:.1f} s to release {cells:,} fine cells "
+            f"({blocks:,} confidential blocks included)"
+        )
 
         raw, raw_cells = await time_raw_group_by(url, args.samples)
         raw_p50 = statistics.median(raw)
@@ -572,12 +577,22 @@ async def run_backend(name: str, url: str, args: argparse.Namespace, nats_url: s
             page = (await http.get("/api/v1/demand", params={"anchor_id": importer["id"], "limit": 1})).json()
             line = page["items"][0]
             await http.patch(f"/api/v1/demand/{line['id']}", json={"estimated_value_pence": 1_234_500})
-        started = time.perf_counter()
-        await release.publish_snapshot(app.state.database, settings, force=True)
-        one_change = time.perf_counter() - started
+            # One changed public line, from the job's run to the answer showing it (the
+            # confidential cadence is not due: what the job does at every poll).
+            started = time.perf_counter()
+            report = await release.run_release(app.state.database, settings)
+            seen = await http.get("/api/v1/pipeline", params={"group_by": "cpv_division,quarter"})
+            one_change = time.perf_counter() - started
+        assert report is not None and report.snapshot is not None and report.public_cells >= 1, report
+        assert seen.json()["version"] == report.snapshot.version
         print(
-            f"    snapshot after the import {after_import:.1f} s; after one changed line {one_change:.1f} s"
+            f"(c) release of the whole pipeline {snapshot_s:.2f} s; after the import {after_import:.2f} s; "
+            f"one changed public line released and seen in GET /pipeline {one_change:.3f} s "
+            f"({one_change / snapshot_s:.4f}x of the full release; "
+            f"target <= 1 s: {verdict(one_change <= 1.0)})"
         )
+        figures["full_release_s"] = snapshot_s
+        figures["one_change_s"] = one_change
         await _wait_outbox(app)
     return figures
 
@@ -636,12 +651,13 @@ async def main(args: argparse.Namespace) -> None:
             nats.stop()
     print("\nsummary")
     for name, f in results.items():
-        ok = verdict(f["pipeline_ratio"] <= 0.5)
+        ok = verdict(f["pipeline_ratio"] <= 0.01)
         print(
             f"  {name:<10} pipeline {f['pipeline_ratio']:.3f}x of raw ({ok}; "
             f"recomputed {f['recomputed_ratio']:.2f}x), import {f['import_ratio']:.2f}x of raw "
             f"({verdict(f['import_ratio'] >= 0.25)}), import memory {f['import_memory_mb']:.0f} MB "
-            f"({verdict(f['import_memory_mb'] < 200)})"
+            f"({verdict(f['import_memory_mb'] < 200)}), one changed line {f['one_change_s']:.3f} s against "
+            f"a full release {f['full_release_s']:.2f} s ({verdict(f['one_change_s'] <= 1.0)})"
         )
 
 

@@ -262,11 +262,15 @@ def cells_by(view: Mapping[str, Any], *dims: str) -> dict[tuple[str, ...], Cell]
 
 
 def notes_of(views: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Notes the API publishes with its figures (``note`` or ``notes``), each once."""
+    """Notes the API publishes with its figures (``note``, ``notes``, ``confidential.note``), each once."""
     out: list[str] = []
     for view in views:
-        for name in ("note", "notes"):
-            value = view.get(name)
+        confidential = view.get("confidential")
+        for value in (
+            view.get("note"),
+            view.get("notes"),
+            confidential.get("note") if isinstance(confidential, Mapping) else None,
+        ):
             for text in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
                 if isinstance(text, str) and text not in out:
                     out.append(text)

@@ -301,8 +301,10 @@ async def line_candidates(
         "Group by any of cpv_division, cpv_group, quarter, anchor_type, value_band, suitable_for_vcse, "
         "suitable_for_sme, delivery_area (comma-separated). quarter is of the expected tender date, or of "
         "the contract start with quarter_of=contract_start; from and to are quarters (2027-Q1; a date "
-        "selects its quarter). Figures come from the latest snapshot; a cell with aggregate-only lines "
-        "that cannot be shown safely has suppressed: true and null figures. ETag / If-None-Match."
+        "selects its quarter). Figures come from the latest snapshot: public lines exactly; confidential "
+        "(aggregate-only) demand only in views holding whole CPV division x tender quarter blocks, as of "
+        "its last safe release (confidential_included on each figure, a note in confidential). "
+        "ETag / If-None-Match."
     ),
     responses={200: {"model": PipelineView}, 304: {"description": "Not modified"}},
 )

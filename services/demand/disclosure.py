@@ -1,45 +1,36 @@
-"""Statistical disclosure control of the aggregated pipeline (pure logic, no I/O).
+"""Statistical disclosure control of the aggregated pipeline over time (pure logic, no I/O).
 
-The attacker knows every public line and every figure ever published for the
-current snapshot, in any view (any ``group_by``, any filter), and can add and
-subtract them. Public lines give no cover, so what must be protected is the
-aggregate-only part of each figure, and the attacker knows that part exactly
-for every published figure (published minus public).
+The attacker is one anchor (it knows its own aggregate-only lines), knows every public
+line, and has recorded every figure ever published, in every view, at every release.
+Public lines give no cover, so for each published figure it knows the aggregate-only
+part exactly (published minus public) and can difference any two of them.
 
-The rule used here makes every such part a sum of whole *protection blocks*:
+So the aggregate-only (confidential) part is published only as whole *blocks* that
+never re-form: a block is a fixed (CPV division, tender quarter). A view includes a
+block's confidential figures only when it holds the whole block; every other view
+leaves the confidential part out (flagged), never suppresses. A block's released
+state, per anchor (lines, value), changes only at a release and only if:
 
-- the fine cells (atoms: the most detailed key any view can ask for) that hold
-  aggregate-only lines are partitioned into blocks, once per snapshot, for every
-  view alike; each block is *safe*: its aggregate-only lines come from at least
-  ``k`` distinct anchors and no anchor holds more than the dominance share of
-  their value (and, if set, the p% rule holds);
-- a view publishes a figure (a cell, or the totals) only when it contains whole
-  blocks: a block split between two cells of the view, or cut by the view's
-  filter, suppresses every cell it touches (and the totals, when the filter cuts
-  it); a block that cannot be made safe at all suppresses every figure it is in.
+- static rule: the new state is empty, or its aggregate-only lines come from at least
+  ``k`` anchors, none holding more than the dominance share (and the p% rule if set);
+- change rule: for *every* state of the block ever published, the per-anchor change
+  from that state to the new one passes the same rule (on the absolute change of each
+  anchor that changed): the difference of any two publications is itself a safe
+  figure of at least ``k`` anchors, none dominant.
 
-So every published aggregate-only part, in every view, is a sum of whole blocks;
-any combination of published figures across any views is a linear combination
-of block totals, and the finest thing an attacker can recover is one block:
-at least ``k`` anchors, none dominant. No suppressed figure is recoverable and
-no value narrows to a single anchor.
-
-Blocks are formed bottom-up along a hierarchy of the dimensions: an atom that
-is safe alone is its own block; the unsafe rest of a branch is pooled, and
-merged with the branch's smallest safe blocks when the pool alone is not safe,
-or passed up to the next coarser branch. Dimensions dropped early (SME and VCSE
-suitability, contract-start quarter) are the ones whose views lose most to
-suppression; the division, tender quarter and anchor type are kept longest.
+Otherwise the block keeps its previous released state (held back) until a later
+release finds a safe move. Any linear combination of published block figures is a
+combination of published states, so what differencing can isolate is one state or one
+change between two states, each of which passed the rule.
 """
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-Atom = tuple[Hashable, ...]
 Contributions = dict[str, int]  # anchor id -> aggregate-only value in pence
+State = Mapping[str, tuple[int, ...]]  # anchor id -> (lines, value, annualised value) in a block
 
 
 @dataclass(frozen=True)
@@ -69,159 +60,39 @@ class Rules:
         return True
 
 
-@dataclass
-class _Unit:
-    atoms: list[Atom]
-    contributions: Contributions = field(default_factory=dict)
-
-    @property
-    def value(self) -> int:
-        return sum(self.contributions.values())
-
-    def absorb(self, other: _Unit) -> None:
-        self.atoms.extend(other.atoms)
-        for anchor, value in other.contributions.items():
-            self.contributions[anchor] = self.contributions.get(anchor, 0) + value
+def change(before: State, after: State) -> dict[str, tuple[int, ...]]:
+    """The absolute change of each figure of each anchor whose figures moved between two states."""
+    moved: dict[str, tuple[int, ...]] = {}
+    for anchor in set(before) | set(after):
+        old = tuple(before.get(anchor, ()))
+        new = tuple(after.get(anchor, ()))
+        width = max(len(old), len(new))
+        old, new = old + (0,) * (width - len(old)), new + (0,) * (width - len(new))
+        if old != new:
+            moved[anchor] = tuple(abs(b - a) for a, b in zip(old, new, strict=True))
+    return moved
 
 
-@dataclass(frozen=True)
-class Block:
-    block_id: int
-    publishable: bool
-    atoms: tuple[Atom, ...]
+def _safe_figures(per_anchor: Mapping[str, tuple[int, ...]], rules: Rules) -> bool:
+    """The rule on every money figure (all but the first, the count of lines) of a state or change."""
+    width = max((len(figures) for figures in per_anchor.values()), default=0)
+    return all(
+        rules.is_safe(
+            {anchor: figures[i] if i < len(figures) else 0 for anchor, figures in per_anchor.items()}
+        )
+        for i in range(1, max(width, 2))
+    )
 
 
-def _merge_into_safe(residual: _Unit, blocks: list[_Unit], rules: Rules) -> tuple[list[_Unit], _Unit | None]:
-    """Make an unsafe pool safe by merging safe blocks into it (the smallest that suffices, else
-    the largest, repeatedly). Returns the new block list and the pool when it stays unsafe."""
-    remaining = sorted(blocks, key=lambda b: b.value)  # stable: ties keep their (fixed) order
-    while remaining:
-        chosen = None
-        for candidate in remaining:  # smallest first: disturb as little as possible
-            trial = dict(residual.contributions)
-            for anchor, value in candidate.contributions.items():
-                trial[anchor] = trial.get(anchor, 0) + value
-            if rules.is_safe(trial):
-                chosen = candidate
-                break
-        if chosen is None:
-            chosen = remaining[-1]  # the largest dilutes a dominant anchor the most
-        remaining.remove(chosen)
-        residual.absorb(chosen)
-        if rules.is_safe(residual.contributions):
-            return [*remaining, residual], None
-    return [], residual
-
-
-def build_blocks(
-    atoms: Mapping[Atom, Mapping[str, int]],
-    rules: Rules,
-    levels: Sequence[Callable[[Atom], Hashable]],
-) -> list[Block]:
-    """Partition the atoms holding aggregate-only lines into protection blocks.
-
-    ``atoms`` maps each atom to its per-anchor aggregate-only values; ``levels`` are
-    ever coarser keys of an atom, the last one the same for every atom (the root).
-    """
-    # The work allocates many small objects and makes no reference cycles: collecting
-    # garbage meanwhile would only walk them again and again.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _build_blocks(atoms, rules, levels)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _build_blocks(
-    atoms: Mapping[Atom, Mapping[str, int]],
-    rules: Rules,
-    levels: Sequence[Callable[[Atom], Hashable]],
-) -> list[Block]:
-    # Level 0: every atom on its own. Dicts keep insertion order, so one sort makes it all
-    # deterministic.
-    nodes: dict[Hashable, tuple[list[_Unit], _Unit | None]] = {}
-    for atom in _ordered(atoms):
-        unit = _Unit([atom], dict(atoms[atom]))
-        safe = rules.is_safe(unit.contributions)
-        nodes[atom] = ([unit], None) if safe else ([], unit)
-    keys: dict[Hashable, Atom] = {atom: atom for atom in nodes}  # node key -> a representative atom
-
-    for level in levels:
-        grouped: dict[Hashable, tuple[list[_Unit], list[_Unit]]] = {}
-        representative: dict[Hashable, Atom] = {}
-        for node_key, (blocks, residual) in nodes.items():
-            atom = keys[node_key]
-            parent = level(atom)
-            entry = grouped.get(parent)
-            if entry is None:
-                entry = grouped[parent] = ([], [])
-                representative[parent] = atom
-            if blocks:
-                entry[0].extend(blocks)
-            if residual is not None:
-                entry[1].append(residual)
-        nodes = {}
-        for parent, (blocks, residuals) in grouped.items():
-            pool: _Unit | None = None
-            for residual in residuals:
-                if pool is None:
-                    pool = residual  # the child node is gone: its pool can grow in place
-                else:
-                    pool.absorb(residual)
-            if pool is not None and rules.is_safe(pool.contributions):
-                blocks.append(pool)
-                pool = None
-            elif pool is not None and blocks:
-                blocks, pool = _merge_into_safe(pool, blocks, rules)
-            nodes[parent] = (blocks, pool)
-        keys = representative
-
-    safe_units: list[_Unit] = []
-    unsafe_units: list[_Unit] = []
-    for blocks, residual in nodes.values():
-        safe_units.extend(blocks)
-        if residual is not None:
-            unsafe_units.append(residual)
-    units = [(True, tuple(_ordered(u.atoms))) for u in safe_units]
-    units += [(False, tuple(_ordered(u.atoms))) for u in unsafe_units]
-    first = _ordered([atoms_[0] for _, atoms_ in units])
-    rank = {atom: i for i, atom in enumerate(first)}
-    units.sort(key=lambda pair: rank[pair[1][0]])
-    return [
-        Block(block_id=i, publishable=ok, atoms=members) for i, (ok, members) in enumerate(units, start=1)
-    ]
-
-
-def _ordered(items: Iterable[Atom]) -> list[Atom]:
-    """Atoms in a fixed order (as tuples; by their text when their values do not compare)."""
-    try:
-        return sorted(items)
-    except TypeError:
-        return sorted(items, key=repr)
-
-
-@dataclass
-class BlockPlacement:
-    """Where one block falls in one view: the view cells it touches inside the filter, and
-    whether some of it lies outside the filter."""
-
-    publishable: bool
-    inside: set[Hashable] = field(default_factory=set)
-    outside: bool = False
-
-
-def suppressed_figures(placements: Iterable[BlockPlacement]) -> tuple[set[Hashable], bool]:
-    """The view cells to suppress, and whether the view's totals must be suppressed."""
-    cells: set[Hashable] = set()
-    totals = False
-    for placement in placements:
-        if not placement.inside:
-            continue  # wholly filtered out: it is in no figure of this view
-        cut_by_filter = placement.outside
-        if not placement.publishable or cut_by_filter or len(placement.inside) > 1:
-            cells |= placement.inside
-        if not placement.publishable or cut_by_filter:
-            totals = True
-    return cells, totals
+def may_release(live: State, published: Iterable[State], rules: Rules) -> bool:
+    """Whether a block's released state may become ``live``, given every state of it ever
+    published: the static rule on ``live`` (unless empty), and the change rule against each
+    published state. A state maps each anchor to (lines, value, and any further money figures)."""
+    live = {anchor: tuple(figures) for anchor, figures in live.items() if any(figures)}
+    if live and not _safe_figures(live, rules):
+        return False
+    for earlier in published:
+        moved = change(earlier, live)
+        if moved and not _safe_figures(moved, rules):
+            return False
+    return True

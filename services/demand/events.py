@@ -97,14 +97,21 @@ class PipelineTotalsPayload(BaseModel):
     anchors: int | None
     vcse_share: float | None
     sme_share: float | None
-    suppressed: bool
+    suppressed: bool = Field(description="always false (kept for existing consumers)")
+    confidential_included: bool = Field(
+        False,
+        description="the totals include the released confidential (aggregate-only) blocks, as of their "
+        "last safe release; false in snapshots published before this field",
+    )
 
 
 class PipelinePublishedPayload(BaseModel):
     snapshot_id: str
     version: int
     generated_at: datetime
-    lines_count: int | None = Field(description="lines in the pipeline; null when the totals are suppressed")
+    lines_count: int | None = Field(
+        description="lines counted in the totals: public lines, and confidential ones as last released"
+    )
     totals: PipelineTotalsPayload
 
 
@@ -129,7 +136,12 @@ PUBLISHED: list[EventSpec] = [
         DemandWithdrawnPayload,
         "A public demand line was cancelled or withdrawn, or stopped being public.",
     ),
-    EventSpec(PIPELINE_PUBLISHED, PipelinePublishedPayload, "A new snapshot of the aggregated pipeline."),
+    EventSpec(
+        PIPELINE_PUBLISHED,
+        PipelinePublishedPayload,
+        "A new snapshot of the aggregated pipeline: changed public figures, and the confidential part "
+        "when its cadence released a block.",
+    ),
     EventSpec(
         MATCH_FOUND,
         MatchFoundPayload,

@@ -11,7 +11,8 @@ from shared.runtime import PeriodicJob, ServiceRuntime
 
 
 async def publish_pipeline(runtime: ServiceRuntime) -> None:
-    """A pipeline snapshot once changes have settled (the release lock keeps replicas apart)."""
+    """Release changed public figures, and confidential blocks when their cadence is due (the
+    release lock keeps replicas apart)."""
     settings = runtime.settings
     assert isinstance(settings, DemandSettings)
     started = time.perf_counter()
@@ -22,4 +23,4 @@ async def publish_pipeline(runtime: ServiceRuntime) -> None:
 def jobs(settings: DemandSettings) -> list[PeriodicJob]:
     if not settings.pipeline_publisher:
         return []
-    return [PeriodicJob("pipeline-snapshot", settings.pipeline_poll_seconds, publish_pipeline)]
+    return [PeriodicJob("pipeline-release", settings.pipeline_poll_seconds, publish_pipeline)]

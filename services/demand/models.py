@@ -131,25 +131,6 @@ sa.Index(
 )
 sa.Index("ix_pipeline_cells_anchor_id", pipeline_cells.c.anchor_id)
 
-# The protection blocks of the latest snapshot: every fine cell (atom) holding released
-# aggregate-only lines belongs to exactly one block; a published figure contains whole blocks.
-pipeline_blocks = sa.Table(
-    "pipeline_blocks",
-    metadata,
-    sa.Column("atom_key", sa.String(120), primary_key=True),
-    sa.Column("block_id", sa.BigInteger, nullable=False),
-    sa.Column("publishable", sa.Boolean, nullable=False),
-    sa.Column("anchor_type", sa.String(40), nullable=False),
-    sa.Column("cpv_division", sa.String(2), nullable=False),
-    sa.Column("cpv_group", sa.String(3), nullable=False),
-    sa.Column("tender_quarter", sa.String(12), nullable=False),
-    sa.Column("start_quarter", sa.String(12), nullable=False),
-    sa.Column("value_band", sa.String(12), nullable=False),
-    sa.Column("suitable_for_vcse", sa.Boolean, nullable=False),
-    sa.Column("suitable_for_sme", sa.Boolean, nullable=False),
-    sa.Column("delivery_area", sa.String(12), nullable=False),
-)
-
 # The released figures rolled up to the dimensions most views ask for (no value band,
 # suitability or delivery area): such a view reads these far fewer rows. Kept by the
 # snapshot job from the changes it releases.
@@ -170,17 +151,45 @@ pipeline_rollup = sa.Table(
     sa.Column("sme_lines", sa.Integer, nullable=False),
 )
 
-# Where each protection block lies on the rollup's dimensions (for views that read the rollup).
-pipeline_block_spans = sa.Table(
-    "pipeline_block_spans",
+# The confidential part as released: per protection block (CPV division, tender quarter) and
+# anchor, the aggregate-only figures of the block's latest released state. Views that hold
+# whole blocks add these rows to the public ones; no other view reads them.
+pipeline_confidential = sa.Table(
+    "pipeline_confidential",
     metadata,
-    sa.Column("block_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("anchor_type", sa.String(40), primary_key=True),
-    sa.Column("cpv_group", sa.String(3), primary_key=True),
+    sa.Column("cpv_division", sa.String(2), primary_key=True),
     sa.Column("tender_quarter", sa.String(12), primary_key=True),
-    sa.Column("start_quarter", sa.String(12), primary_key=True),
-    sa.Column("cpv_division", sa.String(2), nullable=False),
-    sa.Column("publishable", sa.Boolean, nullable=False),
+    sa.Column("anchor_id", Id, primary_key=True),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("value_pence", sa.BigInteger, nullable=False),
+    sa.Column("annualised_pence", sa.BigInteger, nullable=False),
+    sa.Column("vcse_lines", sa.Integer, nullable=False),
+    sa.Column("sme_lines", sa.Integer, nullable=False),
+)
+
+# Every state of a block ever published, per anchor (the change rule checks a new state
+# against each of them); an empty state is one row with an empty anchor id.
+pipeline_confidential_history = sa.Table(
+    "pipeline_confidential_history",
+    metadata,
+    sa.Column("cpv_division", sa.String(2), primary_key=True),
+    sa.Column("tender_quarter", sa.String(12), primary_key=True),
+    sa.Column("release", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("anchor_id", sa.String(36), primary_key=True),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("value_pence", sa.BigInteger, nullable=False),
+    sa.Column("annualised_pence", sa.BigInteger, nullable=False),
+)
+
+# Rows the release job could not process (skipped, so the others are released).
+pipeline_release_failures = sa.Table(
+    "pipeline_release_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("cell_key", sa.String(160), nullable=True),
+    sa.Column("block", sa.String(20), nullable=True),
+    sa.Column("error", sa.Text, nullable=False),
 )
 
 pipeline_snapshots = sa.Table(
@@ -193,6 +202,8 @@ pipeline_snapshots = sa.Table(
     sa.Column("totals", Json, nullable=False),
     sa.Column("rules", Json, nullable=False),
     sa.Column("blocks", sa.Integer, nullable=False),
+    # When the confidential part was last released (it moves on a cadence, not per change).
+    sa.Column("confidential_at", UtcDateTime, nullable=True),
 )
 
 # Read model of the enterprises service, for matching (state-carrying events, by version).

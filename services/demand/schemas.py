@@ -357,7 +357,7 @@ class ImportResult(BaseModel):
 
 
 class PipelineFigures(BaseModel):
-    count: int | None = Field(description="demand lines; null when suppressed")
+    count: int | None = Field(description="demand lines")
     total_value_pence: int | None
     annualised_value_pence: int | None = Field(
         description="value per year of contract: value x 12 / max(duration_months, 12)"
@@ -365,7 +365,14 @@ class PipelineFigures(BaseModel):
     anchors: int | None = Field(description="distinct anchors")
     vcse_share: float | None = Field(description="share of the lines suitable for VCSEs, 0..1")
     sme_share: float | None
-    suppressed: bool
+    suppressed: bool = Field(
+        description="always false: confidential demand is left out of a figure that cannot hold it, "
+        "never suppressed (kept for existing clients)"
+    )
+    confidential_included: bool = Field(
+        description="whether the figure includes the released confidential (aggregate-only) demand of "
+        "its CPV division x tender quarter blocks; false: public lines only"
+    )
 
 
 class PipelineCell(PipelineFigures):
@@ -378,6 +385,11 @@ class DisclosureRules(BaseModel):
     p_percent: float | None
 
 
+class ConfidentialPart(BaseModel):
+    included: bool = Field(description="whether this view's figures include confidential demand")
+    note: str = Field(description="how confidential demand is counted, for readers")
+
+
 class PipelineView(BaseModel):
     snapshot_id: str | None
     version: int
@@ -386,6 +398,7 @@ class PipelineView(BaseModel):
     quarter_of: QuarterBasis
     filters: dict[str, Any]
     disclosure: DisclosureRules
+    confidential: ConfidentialPart
     cells: list[PipelineCell]
     totals: PipelineFigures
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -27,11 +27,16 @@ class DemandSettings(ServiceSettings):
         description="optional p% rule: the others (but the second largest) must hold at least p% of the "
         "largest anchor's value; off by default",
     )
-    # Publication: a snapshot after a quiet spell, at the latest after the maximum delay.
-    pipeline_publisher: bool = Field(True, description="run the snapshot job in this process")
-    pipeline_poll_seconds: float = Field(1.0, gt=0)
-    pipeline_debounce_seconds: float = Field(2.0, ge=0)
-    pipeline_max_delay_seconds: float = Field(30.0, ge=0)
+    # Publication: public figures at every poll; the confidential part on its own cadence.
+    pipeline_publisher: bool = Field(True, description="run the release job in this process")
+    pipeline_poll_seconds: float = Field(
+        1.0, gt=0, description="how often changed public figures are released"
+    )
+    pipeline_release_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="how often the confidential (aggregate-only) part is released, under the change rule",
+    )
     pipeline_view_cache_size: int = Field(256, ge=0)
 
     # Bulk imports.
@@ -47,9 +52,3 @@ class DemandSettings(ServiceSettings):
     # Matching.
     match_default_limit: int = Field(20, ge=1)
     match_max_limit: int = Field(200, ge=1)
-
-    @model_validator(mode="after")
-    def _delays_make_sense(self) -> DemandSettings:
-        if self.pipeline_max_delay_seconds < self.pipeline_debounce_seconds:
-            raise ValueError("pipeline_max_delay_seconds must be at least pipeline_debounce_seconds")
-        return self

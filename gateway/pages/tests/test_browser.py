@@ -2,7 +2,7 @@
 
 For each page: no console error, no request leaving 127.0.0.1, no serious or critical axe-core
 violation, a screenshot; on the pipeline, the filters (used with the keyboard) change the URL and
-the figures, withheld figures are shown as withheld, and the figures equal the API's.
+the figures, a view that leaves confidential demand out says so, and the figures equal the API's.
 """
 
 from __future__ import annotations
@@ -160,17 +160,12 @@ def test_pipeline_filters_change_the_url_and_the_figures_with_the_keyboard(
     _check_page(visit, "pipeline-after-filters")
 
 
-def test_withheld_figures_are_drawn_and_named_as_withheld(
-    pages_system: System, city: City, visit: Visit
-) -> None:
+def test_a_view_without_confidential_demand_says_so(pages_system: System, city: City, visit: Visit) -> None:
     page = visit.page
-    page.goto(pages_system.url + "/pipeline")
-    withheld = page.locator("#by-quarter td[data-withheld='true']")
-    assert withheld.count() > 0
-    assert withheld.first.inner_text() == "Withheld"
-    assert page.locator("svg[aria-labelledby='hm-t hm-d'] text", has_text="withheld").count() > 0
-    assert "withheld to protect confidential demand" in page.locator(".withheld-note").inner_text()
-    page.locator(".withheld-note").screenshot(path=str(screenshots_dir() / "withheld-note.png"))
+    page.goto(pages_system.url + "/pipeline?anchor_type=nhs_trust")
+    notice = page.locator("p.notice", has_text="confidential")
+    assert notice.count() > 0
+    notice.first.screenshot(path=str(screenshots_dir() / "confidential-note.png"))
 
 
 def test_lines_sort_and_page_from_the_form(pages_system: System, city: City, visit: Visit) -> None:

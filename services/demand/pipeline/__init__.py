@@ -7,13 +7,14 @@ expected tender date and of the contract start, value band, VCSE and SME
 suitability, delivery area). ``pipeline_cells`` holds the sums per fine cell and is
 changed in the same transaction as the lines; a view is a GROUP BY over those rows.
 
-A snapshot job copies the live sums to the ``released_`` columns, forms the
-protection blocks (see :mod:`services.demand.disclosure`) over the released
-aggregate-only atoms, and records a snapshot; views read only released figures,
-so every view of one snapshot is protected by the same blocks.
+The release job copies the live sums of the changed public cells to the ``released_``
+columns at every run, and on its cadence moves each changed confidential block (CPV
+division x tender quarter) to its live state where the static and change rules allow
+(see :mod:`services.demand.disclosure`); views read only released figures, and only
+views holding whole blocks include the confidential part.
 
 - :mod:`.cells`: where a line counts, and the arithmetic of cells and blocks (no I/O);
 - :mod:`.storage`: the queries and writes of the pipeline tables, and its lock;
-- :mod:`.release`: the snapshot job (plan the blocks, release, record, announce);
-- :mod:`.views`: one view of the released figures, disclosure control applied.
+- :mod:`.release`: the release job (public cells, confidential blocks, record, announce);
+- :mod:`.views`: one view of the released figures.
 """

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import operator
 import re
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from services.demand import cpv
-from services.demand.disclosure import Atom, Block, Rules, build_blocks
 from services.demand.vocabulary import OPEN_STATUSES
+
+Atom = tuple[Hashable, ...]
 
 UNSCHEDULED = "unscheduled"
 ANYWHERE = "anywhere"
@@ -53,76 +52,19 @@ VIEW_DIMS = (
 QUARTER_BASES = ("tender", "contract_start")
 
 
-def _drop(*positions: int) -> Callable[[Atom], Hashable]:
-    return operator.itemgetter(*(i for i in range(len(ATOM_DIMS)) if i not in positions))
+# A protection block of the confidential part: (CPV division, tender quarter), fixed for ever.
+BlockKey = tuple[str, str]
 
 
-# From the finest to the root; the dimensions dropped first lose most to suppression.
-PROTECTION_LEVELS: tuple[Callable[[Atom], Hashable], ...] = (
-    _drop(6),  # SME suitability
-    _drop(6, 5),  # VCSE suitability
-    _drop(6, 5, 3),  # contract-start quarter
-    _drop(6, 5, 3, 7),  # delivery area
-    _drop(6, 5, 3, 7, 4),  # value band
-    _drop(6, 5, 3, 7, 4, 0),  # anchor type: (CPV group, tender quarter) left
-    lambda atom: (str(atom[1])[:2], atom[2]),  # CPV division and tender quarter
-    lambda atom: (str(atom[1])[:2],),  # CPV division
-    lambda atom: (),  # everything
-)
+@dataclass(frozen=True)
+class BlockFigures:
+    """One anchor's aggregate-only figures in one block."""
 
-
-def protection_blocks(contributions: dict[Atom, dict[str, int]], rules: Rules) -> list[Block]:
-    """:func:`build_blocks` along :data:`PROTECTION_LEVELS`, on atoms packed into integers.
-
-    Same partition as on the tuples (the packing keeps their order, and each level is a
-    bit mask keeping what the tuple level keeps); grouping then compares integers, not tuples.
-    """
-    if not contributions:
-        return []
-    # Bit fields from most to least significant, in the atom tuple's order, so that integer
-    # order is tuple order: anchor type, division, group digit, tender quarter, start quarter,
-    # value band, VCSE, SME, delivery area.
-    parts: list[list[Any]] = [[] for _ in range(9)]
-    for atom in contributions:
-        group = str(atom[1])
-        for i, value in enumerate((atom[0], group[:2], group[2:], *atom[2:])):
-            parts[i].append(value)
-    codes = [{v: n for n, v in enumerate(sorted(set(values)))} for values in parts]
-    widths = [max(1, (len(table) - 1).bit_length()) for table in codes]
-    shifts = [sum(widths[i + 1 :]) for i in range(9)]
-    field = [((1 << w) - 1) << shift for w, shift in zip(widths, shifts, strict=True)]
-    decoded: dict[int, Atom] = {}
-    packed: dict[int, dict[str, int]] = {}
-    for atom, per_anchor in contributions.items():
-        group = str(atom[1])
-        number = 0
-        for i, value in enumerate((atom[0], group[:2], group[2:], *atom[2:])):
-            number |= codes[i][value] << shifts[i]
-        decoded[number] = atom
-        packed[number] = per_anchor
-    everything = sum(field)
-
-    def keep_without(*dropped: int) -> Callable[[Atom], Hashable]:
-        mask = everything & ~sum(field[i] for i in dropped)
-        return lambda n: n & mask  # type: ignore[operator]
-
-    # Field numbers: 0 type, 1 division, 2 group digit, 3 tender q, 4 start q, 5 band, 6 VCSE, 7 SME, 8 area.
-    levels = (
-        keep_without(7),
-        keep_without(7, 6),
-        keep_without(7, 6, 4),
-        keep_without(7, 6, 4, 8),
-        keep_without(7, 6, 4, 8, 5),
-        keep_without(7, 6, 4, 8, 5, 0),
-        keep_without(7, 6, 4, 8, 5, 0, 2),
-        keep_without(7, 6, 4, 8, 5, 0, 2, 3),
-        lambda n: 0,
-    )
-    blocks = build_blocks(packed, rules, levels)  # type: ignore[arg-type]
-    return [
-        Block(block.block_id, block.publishable, tuple(decoded[n] for n in block.atoms))  # type: ignore[index]
-        for block in blocks
-    ]
+    lines: int
+    value_pence: int
+    annualised_pence: int
+    vcse_lines: int
+    sme_lines: int
 
 
 def quarter_of(day: date | None) -> str:
@@ -260,12 +202,6 @@ class CellDeltas:
         return rows
 
 
-def block_key(block: Block) -> int:
-    """A block's id, stable while its first atom stays the same (so a small change rewrites few rows)."""
-    digest = hashlib.sha256(atom_key(block.atoms[0]).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: fits a signed BIGINT
-
-
 @dataclass(frozen=True)
 class ViewParams:
     """One view of the pipeline: how it is grouped and which part of it is shown.
@@ -300,6 +236,25 @@ class ViewParams:
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
+
+    def holds_whole_blocks(self) -> bool:
+        """Whether every figure of the view is a sum of whole blocks (CPV division x tender
+        quarter): grouped and filtered by nothing finer, so the confidential part can be in it."""
+        if set(self.group_by) - {"cpv_division", "quarter"}:
+            return False
+        if self.quarter_of != "tender" and (
+            "quarter" in self.group_by or self.from_quarter or self.to_quarter
+        ):
+            return False
+        if any(len(prefix) != 2 for prefix in self.cpv):
+            return False
+        return not (
+            self.anchor_type
+            or self.value_band
+            or self.delivery_area
+            or self.suitable_for_vcse is not None
+            or self.suitable_for_sme is not None
+        )
 
     def cache_key(self) -> str:
         return json.dumps(

@@ -1,19 +1,21 @@
-"""The snapshot job: release the pipeline's live figures under freshly formed protection blocks.
+"""The release job: public figures at every run, the confidential part on its cadence.
 
-The blocks are formed from a consistent read without any lock (the slow part, its CPU
-work in a thread); then, holding the release lock, the job checks that no
-aggregate-only figure moved meanwhile (else it plans again), releases the changed
-cells, updates the rollup, rewrites only the blocks that changed (block ids are
-stable), records the snapshot and adds ``demand.pipeline.published.v1`` to the
-outbox, all in one transaction. Replicas may all run it.
+Holding the release lock, in one transaction: the changed public cells are released
+(their rollup rows updated) as they are; when the confidential cadence is due, each
+block (CPV division, tender quarter) whose aggregate-only cells changed moves to its
+live state only if :func:`services.demand.disclosure.may_release` allows it against every
+state of it ever published, else keeps its released state; then the snapshot is recorded
+and ``demand.pipeline.published.v1`` added to the outbox. A cell or block the job cannot
+process is skipped and recorded in ``pipeline_release_failures`` (and logged), so the rest
+is released. Only what changed is touched, so a release costs what changed, not the size
+of the pipeline. Replicas may all run it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,9 +23,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.demand import events
-from services.demand.disclosure import Atom, Rules
+from services.demand.disclosure import Rules, may_release
 from services.demand.pipeline import storage
-from services.demand.pipeline.cells import ViewParams, atom_key, block_key, protection_blocks
+from services.demand.pipeline.cells import ViewParams
 from services.demand.pipeline.views import rules_json, view_figures
 from services.demand.settings import DemandSettings
 from shared import outbox
@@ -54,126 +56,117 @@ class Snapshot:
 
 
 @dataclass
-class ReleasePlan:
-    """The protection blocks for the figures about to be released, worked out before the release.
+class ReleaseReport:
+    """What one run of the job did."""
 
-    ``aggregate_only_changes`` are the pending aggregate-only cells it was worked out from; the
-    release goes ahead with this plan only if they are still exactly those.
+    snapshot: Snapshot | None = None
+    public_cells: int = 0
+    blocks_released: int = 0
+    blocks_held: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+async def release_confidential(session: AsyncSession, rules: Rules, report: ReleaseReport) -> bool:
+    """Move every changed block to its live state where the rules allow; True if one moved."""
+    moved = False
+    for block in await storage.changed_blocks(session):
+        try:
+            async with session.begin_nested():  # a block that fails leaves the others' work intact
+                live = await storage.live_block(session, block)
+                published, last = await storage.published_states(session, block)
+                state = {anchor: (f.lines, f.value_pence, f.annualised_pence) for anchor, f in live.items()}
+                if state == await storage.released_state(session, block) and (published or not state):
+                    await storage.mark_block_released(session, block)  # nothing to show moved
+                    continue
+                if not may_release(state, published, rules):
+                    report.blocks_held += 1
+                    continue
+                await storage.release_block(session, block, live, last + 1, published)
+                report.blocks_released += 1
+                moved = True
+        except Exception as exc:
+            log.exception("pipeline block skipped", extra={"block": "/".join(block)})
+            await storage.record_block_failure(session, block, f"{type(exc).__name__}: {exc}")
+            report.skipped.append("/".join(block))
+    return moved
+
+
+async def release_snapshot(session: AsyncSession, rules: Rules, *, confidential: bool) -> ReleaseReport:
+    """Release what changed and record a snapshot (``report.snapshot`` None when nothing did).
+
+    Run inside a write transaction holding the release lock; ``confidential``: the
+    confidential cadence is due.
     """
-
-    aggregate_only_changes: dict[str, tuple[int, int]]
-    blocks: int
-    removed: list[str]
-    changed: dict[str, tuple[int, bool, Atom]]
-    affected_blocks: set[int]
-
-
-class StalePlan(Exception):
-    """Aggregate-only figures changed between planning a release and making it."""
-
-
-async def plan_release(session: AsyncSession, rules: Rules) -> ReleasePlan:
-    """Form the blocks of the figures as they would be released now (reads only)."""
-    contributions, pending = await storage.aggregate_only_figures(session)
-    # CPU work: in a thread, so the service keeps answering meanwhile.
-    blocks = await asyncio.to_thread(protection_blocks, contributions, rules)
-    wanted: dict[str, tuple[int, bool, Atom]] = {}
-    for block in blocks:
-        ident = block_key(block)
-        for atom in block.atoms:
-            wanted[atom_key(atom)] = (ident, block.publishable, atom)
-    current = await storage.current_blocks(session)
-    removed = [key for key in current if key not in wanted]
-    changed = {key: v for key, v in wanted.items() if current.get(key) != (v[0], v[1])}
-    affected = {current[key][0] for key in removed} | {current[key][0] for key in changed if key in current}
-    affected |= {v[0] for v in changed.values()}
-    return ReleasePlan(pending, len(blocks), removed, changed, affected)
-
-
-async def release_snapshot(
-    session: AsyncSession, rules: Rules, plan: ReleasePlan | None = None
-) -> Snapshot | None:
-    """Release the live figures and record a new snapshot, or None when nothing changed.
-
-    Run inside a write transaction holding the release lock. With a ``plan`` worked out
-    beforehand (outside the lock), raises :class:`StalePlan` if aggregate-only figures moved
-    since; without one, plans here.
-    """
+    report = ReleaseReport()
     latest = await storage.latest_snapshot(session)
-    if plan is None:
-        plan = await plan_release(session, rules)
-    elif await storage.pending_aggregate_only(session) != plan.aggregate_only_changes:
-        raise StalePlan
-    changed = await storage.changed_cells(session)
+    for key, error in await storage.skip_bad_cells(session):
+        log.error("pipeline cell skipped", extra={"cell_key": key, "error": error})
+        report.skipped.append(key)
+    report.public_cells = await storage.changed_cells(session)
     await storage.roll_up_changes(session)
     await storage.release_changed_cells(session)
-    if not changed and latest is not None:
-        return None
-    await storage.write_blocks(session, plan.removed, plan.changed, plan.affected_blocks)
-    if changed > LARGE_RELEASE or len(plan.changed) > LARGE_RELEASE:
+    moved = await release_confidential(session, rules, report) if confidential else False
+    now = utcnow()
+    if not report.public_cells and not moved and latest is not None:
+        if confidential:
+            await storage.note_confidential_release(session, latest.version, now)
+        return report
+    if report.public_cells > LARGE_RELEASE:
         await storage.refresh_statistics(session)
 
     version = (latest.version if latest is not None else 0) + 1
-    generated_at = utcnow()
     snapshot_id = str(uuid.uuid4())
     totals = (await view_figures(session, ViewParams(), rules)).totals
-    lines_count = totals["count"]
+    blocks = await storage.included_blocks(session)
     await storage.insert_snapshot(
         session,
         version=version,
         id=snapshot_id,
-        generated_at=generated_at,
-        lines_count=lines_count,
+        generated_at=now,
+        lines_count=totals["count"],
         totals=totals,
         rules=rules_json(rules),
-        blocks=plan.blocks,
+        blocks=blocks,
+        confidential_at=now if confidential else (latest.confidential_at if latest is not None else None),
     )
-    return Snapshot(snapshot_id, version, generated_at, lines_count, totals, plan.blocks)
+    report.snapshot = Snapshot(snapshot_id, version, now, totals["count"], totals, blocks)
+    return report
+
+
+async def confidential_due(database: Database, settings: DemandSettings) -> bool:
+    async with database.transaction(write=False) as session:
+        latest = await storage.latest_snapshot(session)
+    if latest is None or latest.confidential_at is None:
+        return True
+    return utcnow() - latest.confidential_at >= timedelta(seconds=settings.pipeline_release_seconds)
 
 
 async def publish_snapshot(
     database: Database, settings: DemandSettings, *, force: bool = False
 ) -> int | None:
-    """Publish a new pipeline snapshot when the pipeline changed and the changes settled.
+    """Release the changed public figures, and the confidential part when its cadence is due
+    (``force``: now). Returns the new snapshot version, or None when nothing changed."""
+    report = await run_release(database, settings, force=force)
+    return report.snapshot.version if report is not None and report.snapshot is not None else None
 
-    Debounced: waits until no change came for ``pipeline_debounce_seconds``, or the
-    oldest unpublished change is ``pipeline_max_delay_seconds`` old; ``force`` skips the
-    wait. Returns the new snapshot version, or None.
-    """
-    async with database.transaction(write=False) as session:
-        pending = await storage.pending_changes(session)
-        latest = await storage.latest_version(session)
-    if latest and not pending.cells:
-        return None
-    now = utcnow()
-    overdue = bool(
-        pending.first_change
-        and now - pending.first_change >= timedelta(seconds=settings.pipeline_max_delay_seconds)
-    )
-    quiet = not pending.last_change or now - pending.last_change >= timedelta(
-        seconds=settings.pipeline_debounce_seconds
-    )
-    if not (force or overdue or quiet or not latest):
-        return None
+
+async def run_release(
+    database: Database, settings: DemandSettings, *, force: bool = False
+) -> ReleaseReport | None:
+    """One run of the job; None when another replica holds the pipeline."""
+    confidential = force or await confidential_due(database, settings)
+    if not confidential:
+        async with database.transaction(write=False) as session:
+            if not await storage.pending_public(session) and await storage.latest_version(session):
+                return ReleaseReport()
     rules = rules_of(settings)
-    snapshot = None
-    for attempt in range(3):
-        plan = None
-        if attempt < 2:
-            # The blocks are formed outside the lock (the slow part); the release checks that the
-            # aggregate-only figures they were formed from did not move meanwhile.
-            async with database.transaction(write=False) as session:
-                await storage.begin_consistent_read(session)
-                plan = await plan_release(session, rules)
-        try:
-            async with database.transaction() as session:
-                if not await storage.take_release_lock(
-                    session, wait_seconds=3.0 if (force or overdue) else None
-                ):
-                    return None
-                snapshot = await release_snapshot(session, rules, plan)
-                if snapshot is None:
-                    return None
+    try:
+        async with database.transaction() as session:
+            if not await storage.take_release_lock(session, wait_seconds=3.0 if force else None):
+                return None
+            report = await release_snapshot(session, rules, confidential=confidential)
+            snapshot = report.snapshot
+            if snapshot is not None:
                 await outbox.add(
                     session,
                     events.pipeline_event(
@@ -184,14 +177,20 @@ async def publish_snapshot(
                         snapshot.totals,
                     ),
                 )
-            break
-        except StalePlan:
-            continue
-        except DBAPIError as exc:
-            if "lock timeout" in str(exc).lower() or "LockNotAvailable" in type(exc.orig).__name__:
-                log.info("pipeline snapshot postponed: writers hold the pipeline")
-                return None
-            raise
-    assert snapshot is not None
-    log.info("pipeline snapshot published", extra={"version": snapshot.version, "blocks": snapshot.blocks})
-    return snapshot.version
+    except DBAPIError as exc:
+        if "lock timeout" in str(exc).lower() or "LockNotAvailable" in type(exc.orig).__name__:
+            log.info("pipeline release postponed: writers hold the pipeline")
+            return None
+        raise
+    if report.snapshot is not None:
+        log.info(
+            "pipeline snapshot published",
+            extra={
+                "version": report.snapshot.version,
+                "public_cells": report.public_cells,
+                "blocks_released": report.blocks_released,
+                "blocks_held": report.blocks_held,
+                "skipped": len(report.skipped),
+            },
+        )
+    return report

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.demand.disclosure import Atom
+from services.demand.disclosure import State
 from services.demand.models import (
-    pipeline_block_spans,
-    pipeline_blocks,
     pipeline_cells,
+    pipeline_confidential,
+    pipeline_confidential_history,
+    pipeline_release_failures,
     pipeline_rollup,
     pipeline_snapshots,
 )
-from services.demand.pipeline.cells import ATOM_DIMS, UNSCHEDULED, CellDeltas, ViewParams, atom_columns
+from services.demand.pipeline.cells import UNSCHEDULED, BlockFigures, BlockKey, CellDeltas, ViewParams
 from shared.db import insert_of, is_postgres, utcnow
 
 # Advisory lock on PostgreSQL: writers of pipeline cells share it, the snapshot job takes it
@@ -63,67 +62,17 @@ async def apply_cell_deltas(session: AsyncSession, deltas: CellDeltas) -> int:
     return len(rows)
 
 
-@dataclass(frozen=True)
-class PendingChanges:
-    cells: int
-    first_change: datetime | None
-    last_change: datetime | None
-
-
-async def pending_changes(session: AsyncSession) -> PendingChanges:
+async def pending_public(session: AsyncSession) -> int:
+    """How many public cells changed since the last release."""
     c = pipeline_cells.c
-    row = (
-        await session.execute(
-            sa.select(sa.func.count(), sa.func.min(c.changed_at), sa.func.max(c.changed_at)).where(
-                c.dirty.is_(True)
-            )
+    return int(
+        await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(pipeline_cells)
+            .where(c.dirty.is_(True), c.aggregate_only.is_(False))
         )
-    ).one()
-    return PendingChanges(int(row[0] or 0), row[1], row[2])
-
-
-async def pending_aggregate_only(session: AsyncSession) -> dict[str, tuple[int, int]]:
-    """The live (lines, value) of every aggregate-only cell changed since the last release."""
-    c = pipeline_cells.c
-    rows = await session.execute(
-        sa.select(c.cell_key, c.lines, c.value_pence).where(c.dirty.is_(True), c.aggregate_only.is_(True))
+        or 0
     )
-    return {row.cell_key: (int(row.lines), int(row.value_pence)) for row in rows}
-
-
-async def aggregate_only_figures(
-    session: AsyncSession,
-) -> tuple[dict[Atom, dict[str, int]], dict[str, tuple[int, int]]]:
-    """The aggregate-only value per atom and anchor as a release now would publish it, and the
-    pending aggregate-only cells it was read from (see :func:`pending_aggregate_only`)."""
-    c = pipeline_cells.c
-    contributions: dict[Atom, dict[str, int]] = {}
-    pending: dict[str, tuple[int, int]] = {}
-    result = await session.execute(
-        sa.select(
-            *(c[d] for d in ATOM_DIMS),
-            c.cell_key,
-            c.anchor_id,
-            c.dirty,
-            c.lines,
-            c.value_pence,
-            c.released_lines,
-            c.released_value_pence,
-        ).where(c.aggregate_only.is_(True))
-    )
-    width = len(ATOM_DIMS)
-    for row in result:
-        if row.dirty:
-            pending[row.cell_key] = (int(row.lines), int(row.value_pence))
-            lines, value = row.lines, row.value_pence
-        else:
-            lines, value = row.released_lines, row.released_value_pence
-        if lines <= 0:
-            continue
-        atom: Atom = tuple(row[:width])
-        per_anchor = contributions.setdefault(atom, {})
-        per_anchor[row.anchor_id] = per_anchor.get(row.anchor_id, 0) + int(value)
-    return contributions, pending
 
 
 # --- release -------------------------------------------------------------------------------------
@@ -147,15 +96,75 @@ async def begin_consistent_read(session: AsyncSession) -> None:
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
+def _bad() -> sa.ColumnElement[bool]:
+    """Cells whose live figures cannot be right (a negative sum, or value without lines)."""
+    c = pipeline_cells.c
+    return sa.or_(
+        c.lines < 0,
+        c.value_pence < 0,
+        c.annualised_pence < 0,
+        sa.and_(c.lines == 0, sa.or_(c.value_pence != 0, c.annualised_pence != 0)),
+    )
+
+
+def _releasable() -> sa.ColumnElement[bool]:
+    """Changed public cells the release can process."""
+    c = pipeline_cells.c
+    return sa.and_(c.dirty.is_(True), c.aggregate_only.is_(False), sa.not_(_bad()))
+
+
+async def skip_bad_cells(session: AsyncSession) -> list[tuple[str, str]]:
+    """Set aside the changed public cells the release cannot process: recorded, logged by the
+    caller, left out of this and later releases (their released figures stay) until they change
+    again. (An aggregate-only one fails its block: see the release job.)"""
+    c = pipeline_cells.c
+    rows = (
+        await session.execute(
+            sa.select(c.cell_key, c.lines, c.value_pence, c.annualised_pence).where(
+                c.dirty.is_(True), c.aggregate_only.is_(False), _bad()
+            )
+        )
+    ).all()
+    if not rows:
+        return []
+    now = utcnow()
+    failures = [
+        (
+            row.cell_key,
+            f"impossible figures: lines={row.lines} value_pence={row.value_pence} "
+            f"annualised_pence={row.annualised_pence}",
+        )
+        for row in rows
+    ]
+    await session.execute(
+        sa.insert(pipeline_release_failures),
+        [{"at": now, "cell_key": key, "block": None, "error": error} for key, error in failures],
+    )
+    keys = [key for key, _ in failures]
+    for start in range(0, len(keys), 500):
+        await session.execute(
+            sa.update(pipeline_cells).where(c.cell_key.in_(keys[start : start + 500])).values(dirty=False)
+        )
+    return failures
+
+
+async def record_block_failure(session: AsyncSession, block: BlockKey, error: str) -> None:
+    await session.execute(
+        sa.insert(pipeline_release_failures).values(
+            at=utcnow(), cell_key=None, block=f"{block[0]}/{block[1]}", error=error[:2000]
+        )
+    )
+
+
 async def changed_cells(session: AsyncSession) -> int:
-    """How many cells changed their figures since the last release."""
+    """How many public cells changed their figures since the last release."""
     c = pipeline_cells.c
     return int(
         await session.scalar(
             sa.select(sa.func.count())
             .select_from(pipeline_cells)
             .where(
-                c.dirty.is_(True),
+                _releasable(),
                 sa.or_(
                     c.lines != c.released_lines,
                     c.value_pence != c.released_value_pence,
@@ -168,7 +177,8 @@ async def changed_cells(session: AsyncSession) -> int:
 
 
 async def roll_up_changes(session: AsyncSession) -> None:
-    """Add what this release changes to the rollup (before the released figures move)."""
+    """Add what this release changes in the public cells to the rollup (before the released
+    figures move)."""
     c = pipeline_cells.c
     grouping = [c.anchor_id, c.aggregate_only, *(c[name] for name in ROLLUP_KEY)]
     changes = (
@@ -180,7 +190,7 @@ async def roll_up_changes(session: AsyncSession) -> None:
             sa.func.sum(sa.case((c.suitable_for_vcse.is_(True), c.lines - c.released_lines), else_=0)),
             sa.func.sum(sa.case((c.suitable_for_sme.is_(True), c.lines - c.released_lines), else_=0)),
         )
-        .where(c.dirty.is_(True))
+        .where(_releasable())
         .group_by(*grouping)
     )
     statement = insert_of(session, pipeline_rollup).from_select(
@@ -203,12 +213,12 @@ async def roll_up_changes(session: AsyncSession) -> None:
 
 
 async def release_changed_cells(session: AsyncSession) -> None:
-    """Copy the live figures of the changed cells to the released ones; emptied cells go."""
+    """Copy the live figures of the changed public cells to the released ones; emptied cells go."""
     c = pipeline_cells.c
-    await session.execute(sa.delete(pipeline_cells).where(c.dirty.is_(True), c.lines == 0))
+    await session.execute(sa.delete(pipeline_cells).where(_releasable(), c.lines == 0))
     await session.execute(
         sa.update(pipeline_cells)
-        .where(c.dirty.is_(True))
+        .where(_releasable())
         .values(
             released_lines=c.lines,
             released_value_pence=c.value_pence,
@@ -218,62 +228,158 @@ async def release_changed_cells(session: AsyncSession) -> None:
     )
 
 
-async def current_blocks(session: AsyncSession) -> dict[str, tuple[int, bool]]:
-    """The block (id, publishable) of every atom, as the latest snapshot has them."""
-    b = pipeline_blocks.c
-    return {
-        row.atom_key: (int(row.block_id), bool(row.publishable))
-        for row in await session.execute(sa.select(b.atom_key, b.block_id, b.publishable))
-    }
+# --- the confidential part -----------------------------------------------------------------------
 
 
-async def write_blocks(
+async def changed_blocks(session: AsyncSession) -> list[BlockKey]:
+    """The blocks (CPV division, tender quarter) whose aggregate-only cells changed since they
+    were last released (held-back blocks stay changed)."""
+    c = pipeline_cells.c
+    rows = await session.execute(
+        sa.select(c.cpv_division, c.tender_quarter)
+        .where(c.dirty.is_(True), c.aggregate_only.is_(True))
+        .distinct()
+        .order_by(c.cpv_division, c.tender_quarter)
+    )
+    return [(row.cpv_division, row.tender_quarter) for row in rows]
+
+
+def _in_block(table: Any, block: BlockKey) -> sa.ColumnElement[bool]:
+    return sa.and_(table.c.cpv_division == block[0], table.c.tender_quarter == block[1])
+
+
+async def live_block(session: AsyncSession, block: BlockKey) -> dict[str, BlockFigures]:
+    """The live aggregate-only figures of one block, per anchor."""
+    c = pipeline_cells.c
+    rows = await session.execute(
+        sa.select(
+            c.anchor_id,
+            sa.func.sum(c.lines),
+            sa.func.sum(c.value_pence),
+            sa.func.sum(c.annualised_pence),
+            sa.func.sum(sa.case((c.suitable_for_vcse.is_(True), c.lines), else_=0)),
+            sa.func.sum(sa.case((c.suitable_for_sme.is_(True), c.lines), else_=0)),
+            sa.func.max(sa.case((_bad(), 1), else_=0)),
+        )
+        .where(c.aggregate_only.is_(True), _in_block(pipeline_cells, block))
+        .group_by(c.anchor_id)
+    )
+    figures: dict[str, BlockFigures] = {}
+    for row in rows:
+        if row[6]:
+            raise ValueError(f"a cell of anchor {row.anchor_id} has impossible figures")
+        lines, value, per_year, vcse, sme = (int(v or 0) for v in row[1:6])
+        if lines or value:
+            figures[row.anchor_id] = BlockFigures(lines, value, per_year, vcse, sme)
+    return figures
+
+
+async def published_states(session: AsyncSession, block: BlockKey) -> tuple[list[State], int]:
+    """Every state of a block ever published (per anchor: lines, value, annualised value), and
+    the last release number."""
+    h = pipeline_confidential_history.c
+    states: dict[int, dict[str, tuple[int, int, int]]] = {}
+    for row in await session.execute(
+        sa.select(h.release, h.anchor_id, h.lines, h.value_pence, h.annualised_pence).where(
+            _in_block(pipeline_confidential_history, block)
+        )
+    ):
+        state = states.setdefault(int(row.release), {})
+        if row.anchor_id:
+            state[row.anchor_id] = (int(row.lines), int(row.value_pence), int(row.annualised_pence))
+    return list(states.values()), max(states, default=0)
+
+
+async def released_state(session: AsyncSession, block: BlockKey) -> State:
+    """The block's released state (per anchor: lines, value, annualised); empty when never included."""
+    k = pipeline_confidential.c
+    rows = await session.execute(
+        sa.select(k.anchor_id, k.lines, k.value_pence, k.annualised_pence).where(
+            _in_block(pipeline_confidential, block)
+        )
+    )
+    return {row.anchor_id: (int(row.lines), int(row.value_pence), int(row.annualised_pence)) for row in rows}
+
+
+async def release_block(
     session: AsyncSession,
-    removed: Sequence[str],
-    changed: dict[str, tuple[int, bool, Atom]],
-    affected_blocks: set[int],
+    block: BlockKey,
+    live: dict[str, BlockFigures],
+    release: int,
+    published: list[State],
 ) -> None:
-    """Apply a release's changes to the block table and the spans of the blocks they touch."""
-    b = pipeline_blocks.c
-    for start in range(0, len(removed), 500):
-        await session.execute(sa.delete(pipeline_blocks).where(b.atom_key.in_(removed[start : start + 500])))
-    rows = [
-        {"atom_key": key, "block_id": ident, "publishable": publishable, **atom_columns(atom)}
-        for key, (ident, publishable, atom) in changed.items()
-    ]
-    if rows:
-        statement = insert_of(session, pipeline_blocks)
-        statement = statement.on_conflict_do_update(
-            index_elements=[b.atom_key],
-            set_={"block_id": statement.excluded.block_id, "publishable": statement.excluded.publishable},
-        )
-        for start in range(0, len(rows), 2000):
-            await session.execute(statement, rows[start : start + 2000])
-    spans = pipeline_block_spans.c
-    source = sa.select(b.block_id, b.publishable, *(b[name] for name in ROLLUP_KEY)).distinct()
-    affected = sorted(affected_blocks)
-    if len(affected) > 2000:
-        await session.execute(sa.delete(pipeline_block_spans))
+    """Make ``live`` the released state of a block, and remember it (unless an equal state is)."""
+    await session.execute(sa.delete(pipeline_confidential).where(_in_block(pipeline_confidential, block)))
+    if live:
         await session.execute(
-            sa.insert(pipeline_block_spans).from_select(["block_id", "publishable", *ROLLUP_KEY], source)
+            sa.insert(pipeline_confidential),
+            [
+                {
+                    "cpv_division": block[0],
+                    "tender_quarter": block[1],
+                    "anchor_id": anchor,
+                    "lines": f.lines,
+                    "value_pence": f.value_pence,
+                    "annualised_pence": f.annualised_pence,
+                    "vcse_lines": f.vcse_lines,
+                    "sme_lines": f.sme_lines,
+                }
+                for anchor, f in sorted(live.items())
+            ],
         )
-        return
-    for start in range(0, len(affected), 500):
-        chunk = affected[start : start + 500]
-        await session.execute(sa.delete(pipeline_block_spans).where(spans.block_id.in_(chunk)))
+    state = {anchor: (f.lines, f.value_pence, f.annualised_pence) for anchor, f in live.items()}
+    if state not in published:  # an equal state adds no constraint: the history stays bounded
         await session.execute(
-            sa.insert(pipeline_block_spans).from_select(
-                ["block_id", "publishable", *ROLLUP_KEY], source.where(b.block_id.in_(chunk))
+            sa.insert(pipeline_confidential_history),
+            [
+                {
+                    "cpv_division": block[0],
+                    "tender_quarter": block[1],
+                    "release": release,
+                    "anchor_id": anchor,
+                    "lines": figures[0],
+                    "value_pence": figures[1],
+                    "annualised_pence": figures[2],
+                }
+                for anchor, figures in (sorted(state.items()) or [("", (0, 0, 0))])
+            ],
+        )
+    await mark_block_released(session, block)
+
+
+async def mark_block_released(session: AsyncSession, block: BlockKey) -> None:
+    """The block's aggregate-only cells are released as they are; emptied cells go."""
+    c = pipeline_cells.c
+    where = [c.aggregate_only.is_(True), _in_block(pipeline_cells, block)]
+    await session.execute(sa.delete(pipeline_cells).where(*where, c.lines == 0))
+    await session.execute(
+        sa.update(pipeline_cells)
+        .where(*where, c.dirty.is_(True))
+        .values(
+            released_lines=c.lines,
+            released_value_pence=c.value_pence,
+            released_annualised_pence=c.annualised_pence,
+            dirty=False,
+        )
+    )
+
+
+async def included_blocks(session: AsyncSession) -> int:
+    k = pipeline_confidential.c
+    return int(
+        await session.scalar(
+            sa.select(sa.func.count()).select_from(
+                sa.select(k.cpv_division, k.tender_quarter).distinct().subquery()
             )
         )
+        or 0
+    )
 
 
 async def refresh_statistics(session: AsyncSession) -> None:
     """Fresh planner statistics after a large release, before autovacuum gets there (PostgreSQL)."""
     if is_postgres(session):
-        await session.execute(
-            sa.text("ANALYZE pipeline_blocks, pipeline_block_spans, pipeline_rollup, pipeline_cells")
-        )
+        await session.execute(sa.text("ANALYZE pipeline_cells, pipeline_rollup, pipeline_confidential"))
 
 
 async def latest_snapshot(session: AsyncSession) -> sa.Row[Any] | None:
@@ -292,21 +398,29 @@ async def insert_snapshot(session: AsyncSession, **values: Any) -> None:
     await session.execute(sa.insert(pipeline_snapshots).values(**values))
 
 
+async def note_confidential_release(session: AsyncSession, version: int, at: datetime) -> None:
+    """A confidential release ran (whether or not a block moved): the cadence counts from here."""
+    s = pipeline_snapshots.c
+    await session.execute(
+        sa.update(pipeline_snapshots).where(s.version == version).values(confidential_at=at)
+    )
+
+
 # --- views ---------------------------------------------------------------------------------------
 
 
-def view_column(params: ViewParams, table: sa.Table, dim: str) -> sa.ColumnElement[Any]:
+def view_column(params: ViewParams, table: Any, dim: str) -> sa.ColumnElement[Any]:
     if dim == "quarter":
         return table.c.tender_quarter if params.quarter_of == "tender" else table.c.start_quarter
     return table.c[dim]
 
 
-def view_condition(params: ViewParams, table: sa.Table) -> sa.ColumnElement[bool] | None:
+def view_condition(params: ViewParams, table: Any) -> sa.ColumnElement[bool] | None:
     """The view's filter as a condition on a table with the atom columns; None when unfiltered."""
     t = table.c
     conditions: list[sa.ColumnElement[bool]] = []
-    quarter = view_column(params, table, "quarter")
     if params.from_quarter or params.to_quarter:
+        quarter = view_column(params, table, "quarter")
         conditions.append(quarter != UNSCHEDULED)
     if params.from_quarter:
         conditions.append(quarter >= params.from_quarter)
@@ -325,58 +439,61 @@ def view_condition(params: ViewParams, table: sa.Table) -> sa.ColumnElement[bool
     return sa.and_(*conditions) if conditions else None
 
 
+def _measures(source: Any) -> list[sa.ColumnElement[Any]]:
+    t = source.c
+    return [
+        sa.func.sum(t.lines),
+        sa.func.sum(t.value_pence),
+        sa.func.sum(t.annualised_pence),
+        sa.func.count(sa.distinct(t.anchor_id)),
+        sa.func.sum(t.vcse_lines),
+        sa.func.sum(t.sme_lines),
+    ]
+
+
+def _public_source(*, rollup: bool) -> Any:
+    """The released public figures, one row per fine cell (or rollup row)."""
+    if rollup:
+        r = pipeline_rollup.c
+        return sa.select(pipeline_rollup).where(r.aggregate_only.is_(False), r.lines > 0).subquery("public")
+    c = pipeline_cells.c
+    return (
+        sa.select(
+            *(c[name] for name in (*ROLLUP_KEY, "value_band", "suitable_for_vcse", "suitable_for_sme")),
+            c.delivery_area,
+            c.anchor_id,
+            c.released_lines.label("lines"),
+            c.released_value_pence.label("value_pence"),
+            c.released_annualised_pence.label("annualised_pence"),
+            sa.case((c.suitable_for_vcse.is_(True), c.released_lines), else_=0).label("vcse_lines"),
+            sa.case((c.suitable_for_sme.is_(True), c.released_lines), else_=0).label("sme_lines"),
+        )
+        .where(c.aggregate_only.is_(False), c.released_lines > 0)
+        .subquery("public")
+    )
+
+
+def _with_confidential() -> Any:
+    """The released public figures and the released confidential blocks, on the blocks' dimensions."""
+    r = pipeline_rollup.c
+    k = pipeline_confidential.c
+    columns = ("cpv_division", "tender_quarter", "anchor_id", *ROLLUP_MEASURES)
+    public = sa.select(*(r[name] for name in columns)).where(r.aggregate_only.is_(False), r.lines > 0)
+    confidential = sa.select(*(k[name] for name in columns)).where(k.lines > 0)
+    return sa.union_all(public, confidential).subquery("figures")
+
+
 async def figure_rows(
-    session: AsyncSession, params: ViewParams, *, rollup: bool
+    session: AsyncSession, params: ViewParams, *, rollup: bool, confidential: bool
 ) -> tuple[list[sa.Row[Any]], sa.Row[Any]]:
     """The released figures of a view per cell (group keys first) and in total: lines, value,
-    annualised value, distinct anchors, VCSE-suitable and SME-suitable lines."""
-    if rollup:
-        table = pipeline_rollup
-        r = table.c
-        lines, value, per_year, vcse, sme = (
-            r.lines,
-            r.value_pence,
-            r.annualised_pence,
-            r.vcse_lines,
-            r.sme_lines,
-        )
-    else:
-        table = pipeline_cells
-        c = table.c
-        lines, value, per_year = c.released_lines, c.released_value_pence, c.released_annualised_pence
-        vcse = sa.case((c.suitable_for_vcse.is_(True), c.released_lines), else_=0)
-        sme = sa.case((c.suitable_for_sme.is_(True), c.released_lines), else_=0)
-    group = [view_column(params, table, d).label(d) for d in params.group_by]
-    condition = view_condition(params, table)
-    measures = [
-        sa.func.sum(lines),
-        sa.func.sum(value),
-        sa.func.sum(per_year),
-        sa.func.count(sa.distinct(table.c.anchor_id)),
-        sa.func.sum(vcse),
-        sa.func.sum(sme),
-    ]
-    where = [lines > 0] + ([condition] if condition is not None else [])
+    annualised value, distinct anchors, VCSE-suitable and SME-suitable lines. With
+    ``confidential`` (a view holding whole blocks) the released confidential blocks are added."""
+    source = _with_confidential() if confidential else _public_source(rollup=rollup)
+    group = [view_column(params, source, d).label(d) for d in params.group_by]
+    condition = view_condition(params, source)
+    where = [condition] if condition is not None else []
+    measures = _measures(source)
     cell_rows = (await session.execute(sa.select(*group, *measures).where(*where).group_by(*group))).all()
     total_row = (await session.execute(sa.select(*measures).where(*where))).one()
     return list(cell_rows), total_row
-
-
-async def block_rows(session: AsyncSession, params: ViewParams, *, rollup: bool) -> list[sa.Row[Any]]:
-    """Where the protection blocks lie in the view: (block_id, publishable, inside the filter,
-    group keys...) once per cell of the view each block touches."""
-    spans = pipeline_block_spans if rollup else pipeline_blocks
-    b = spans.c
-    block_group = [view_column(params, spans, d).label(d) for d in params.group_by]
-    block_condition = view_condition(params, spans)
-    inside = (
-        sa.case((block_condition, sa.literal(1)), else_=sa.literal(0))
-        if block_condition is not None
-        else sa.literal(1)
-    ).label("inside")
-    result = await session.execute(
-        sa.select(b.block_id, b.publishable, inside, *block_group).group_by(
-            b.block_id, b.publishable, inside, *block_group
-        )
-    )
-    return list(result)

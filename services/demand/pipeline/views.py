@@ -10,24 +10,25 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.demand.disclosure import BlockPlacement, Rules, suppressed_figures
+from services.demand.disclosure import Rules
 from services.demand.pipeline import storage
 from services.demand.pipeline.cells import ViewParams
 
 ROLLUP_DIMS = frozenset({"cpv_division", "cpv_group", "quarter", "anchor_type"})
 
-SUPPRESSED: dict[str, Any] = {
-    "count": None,
-    "total_value_pence": None,
-    "annualised_value_pence": None,
-    "anchors": None,
-    "vcse_share": None,
-    "sme_share": None,
-    "suppressed": True,
-}
+CONFIDENTIAL_NOTE = (
+    "Public demand lines are counted exactly and as soon as they are released. Confidential "
+    "(aggregate-only) demand is counted only in figures that hold whole CPV division x tender quarter "
+    "blocks (group_by at most cpv_division and quarter of the tender date; filters at most from/to and "
+    "CPV divisions), only where at least {k} anchors share a block and none dominates, and as of the "
+    "last safe release of that block (released every {cadence}, held back when a change would single "
+    "out an anchor). Figures with confidential_included false count public lines only."
+)
 
 
-def _figures(count: int, value: int, per_year: int, anchors: int, vcse: int, sme: int) -> dict[str, Any]:
+def _figures(
+    count: int, value: int, per_year: int, anchors: int, vcse: int, sme: int, *, confidential: bool
+) -> dict[str, Any]:
     return {
         "count": count,
         "total_value_pence": value,
@@ -36,6 +37,7 @@ def _figures(count: int, value: int, per_year: int, anchors: int, vcse: int, sme
         "vcse_share": round(vcse / count, 4) if count else None,
         "sme_share": round(sme / count, 4) if count else None,
         "suppressed": False,
+        "confidential_included": confidential,
     }
 
 
@@ -66,36 +68,24 @@ def reads_rollup(params: ViewParams) -> bool:
 async def view_figures(
     session: AsyncSession, params: ViewParams, rules: Rules, *, fine: bool = False
 ) -> Figures:
-    """The cells and totals of one view of the released pipeline, disclosure control applied.
+    """The cells and totals of one view of the released pipeline.
 
-    Two GROUP BYs: the figures over the fine cells (or the rollup when the view needs no
-    finer dimension; ``fine`` forces the cells), and the placement of the protection blocks
-    in the view's cells.
+    One GROUP BY over the released public figures (the fine cells, or the rollup when the
+    view needs no finer dimension; ``fine`` forces the cells), with the released
+    confidential blocks added when the view holds whole blocks.
     """
+    confidential = params.holds_whole_blocks()
     rollup = reads_rollup(params) and not fine
-    cell_rows, total_row = await storage.figure_rows(session, params, rollup=rollup)
-    placements: dict[int, BlockPlacement] = {}
-    width = len(params.group_by)
-    for row in await storage.block_rows(session, params, rollup=rollup):
-        placement = placements.setdefault(row.block_id, BlockPlacement(publishable=bool(row.publishable)))
-        if row.inside:
-            placement.inside.add(tuple(row[3 : 3 + width]))
-        else:
-            placement.outside = True
-    suppressed_cells, totals_suppressed = suppressed_figures(placements.values())
-
+    cell_rows, total_row = await storage.figure_rows(
+        session, params, rollup=rollup, confidential=confidential
+    )
     figures = Figures()
+    width = len(params.group_by)
     for row in sorted(cell_rows, key=lambda r: tuple(r[:width])):
-        key_values = tuple(row[:width])
-        key = {dim: _key_value(value) for dim, value in zip(params.group_by, key_values, strict=True)}
-        if key_values in suppressed_cells:
-            figures.cells.append({"key": key, **SUPPRESSED})
-        else:
-            figures.cells.append({"key": key, **_figures(*(int(v or 0) for v in row[width:]))})
-    if totals_suppressed:
-        figures.totals = dict(SUPPRESSED)
-    else:
-        figures.totals = _figures(*(int(v or 0) for v in total_row))
+        key = {dim: _key_value(value) for dim, value in zip(params.group_by, row[:width], strict=True)}
+        numbers = (int(v or 0) for v in row[width:])
+        figures.cells.append({"key": key, **_figures(*numbers, confidential=confidential)})
+    figures.totals = _figures(*(int(v or 0) for v in total_row), confidential=confidential)
     return figures
 
 
@@ -103,7 +93,9 @@ def _key_value(value: Any) -> str | bool:
     return value if isinstance(value, bool) else str(value)
 
 
-async def pipeline_view(session: AsyncSession, params: ViewParams, rules: Rules) -> dict[str, Any]:
+async def pipeline_view(
+    session: AsyncSession, params: ViewParams, rules: Rules, *, cadence: str
+) -> dict[str, Any]:
     """The whole answer of ``GET /pipeline`` for the latest snapshot."""
     snapshot = await storage.latest_snapshot(session)
     figures = await view_figures(session, params, rules)
@@ -115,6 +107,10 @@ async def pipeline_view(session: AsyncSession, params: ViewParams, rules: Rules)
         "quarter_of": params.quarter_of,
         "filters": params.filters(),
         "disclosure": rules_json(rules),
+        "confidential": {
+            "included": params.holds_whole_blocks(),
+            "note": CONFIDENTIAL_NOTE.format(k=rules.min_anchors, cadence=cadence),
+        },
         "cells": figures.cells,
         "totals": figures.totals,
     }

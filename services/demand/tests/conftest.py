@@ -139,7 +139,7 @@ def new_anchor(app: FastAPI) -> Callable[..., Awaitable[dict[str, Any]]]:
 
 @pytest.fixture
 def refresh(app: FastAPI, settings: DemandSettings) -> Callable[[], Awaitable[int | None]]:
-    """Publish a pipeline snapshot now (what the debounced job does after a quiet spell)."""
+    """Release the pipeline now, the confidential part too (as when its cadence is due)."""
 
     async def run() -> int | None:
         return await release.publish_snapshot(app.state.database, settings, force=True)

@@ -1,18 +1,13 @@
-"""Protection blocks (pure logic): every block is safe, together they cover every atom once."""
+"""The disclosure rules (pure logic): the static rule on a figure and the change rule over time."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.demand.disclosure import BlockPlacement, Rules, build_blocks, suppressed_figures
-from services.demand.pipeline.cells import PROTECTION_LEVELS, protection_blocks
+from services.demand.disclosure import Rules, change, may_release
 
 RULES = Rules(min_anchors=3, dominance_share=0.8)
-
-
-def atom(group: str = "555", quarter: str = "2027-Q1", band: str = "0-30k", area: str = "LS") -> tuple:
-    return ("local_authority", group, quarter, quarter, band, True, True, area)
 
 
 def test_threshold_needs_k_distinct_anchors() -> None:
@@ -32,82 +27,68 @@ def test_p_percent_rule_when_set() -> None:
     assert strict.is_safe({"a": 100, "b": 50, "c": 10})
 
 
-def test_safe_atom_is_its_own_block_and_an_unsafe_one_joins_a_neighbour() -> None:
-    safe = atom(band="0-30k")
-    lonely = atom(band="30k-100k")
-    blocks = build_blocks({safe: {"a": 5, "b": 5, "c": 5}, lonely: {"d": 3}}, RULES, PROTECTION_LEVELS)
-    assert len(blocks) == 1 and blocks[0].publishable
-    assert set(blocks[0].atoms) == {safe, lonely}
+def test_a_first_release_needs_only_the_static_rule() -> None:
+    three = {"a": (1, 10, 10), "b": (1, 10, 10), "c": (1, 10, 10)}
+    assert may_release(three, [], RULES)
+    assert not may_release({"a": (1, 10, 10), "b": (1, 10, 10)}, [], RULES)
+    assert not may_release({"a": (1, 90, 90), "b": (1, 5, 5), "c": (1, 5, 5)}, [], RULES)
+    assert may_release({}, [], RULES)  # nothing to show
 
 
-def test_unsafe_atoms_pool_together_before_touching_safe_blocks() -> None:
-    safe = atom(group="451", quarter="2027-Q1")
-    pooled = [atom(band=b) for b in ("0-30k", "30k-100k", "100k-250k")]
-    contributions = {safe: {"a": 5, "b": 5, "c": 5}} | {a: {n: 4} for a, n in zip(pooled, "xyz", strict=True)}
-    blocks = build_blocks(contributions, RULES, PROTECTION_LEVELS)
-    assert sorted(len(b.atoms) for b in blocks) == [1, 3]
-    assert all(b.publishable for b in blocks)
+def test_a_change_by_one_anchor_is_held_back() -> None:
+    before = {"a": (1, 10, 10), "b": (1, 10, 10), "c": (1, 10, 10)}
+    after = before | {"d": (1, 7, 7)}  # safe alone, but the difference is d's line
+    assert may_release(after, [], RULES)
+    assert not may_release(after, [before], RULES)
 
 
-def test_everything_is_unpublishable_when_even_the_whole_is_unsafe() -> None:
-    blocks = build_blocks(
-        {atom(group="451"): {"a": 5}, atom(group="555"): {"b": 5}}, RULES, PROTECTION_LEVELS
-    )
-    assert len(blocks) == 1 and not blocks[0].publishable
+def test_a_change_must_be_safe_against_every_state_ever_published() -> None:
+    first = {"a": (1, 10, 10), "b": (1, 10, 10), "c": (1, 10, 10)}
+    second = {"a": (1, 12, 12), "b": (1, 12, 12), "c": (1, 12, 12)}
+    third = {
+        "a": (1, 12, 12),
+        "b": (1, 12, 12),
+        "c": (1, 12, 12),
+        "d": (1, 3, 3),
+        "e": (1, 3, 3),
+        "f": (1, 3, 3),
+    }
+    assert may_release(third, [second], RULES)
+    # Against the first, d, e and f added 9 while a, b and c added 6: still safe.
+    assert may_release(third, [first, second], RULES)
+    fourth = first | {"a": (1, 50, 50)}  # back to the first but for a: the difference is a's alone
+    assert not may_release(fourth, [first, second, third], RULES)
 
 
-anchors = st.sampled_from("abcdefg")
-atoms = st.builds(
-    atom,
-    group=st.sampled_from(["451", "452", "555", "556", "791"]),
-    quarter=st.sampled_from(["2027-Q1", "2027-Q2", "2027-Q3"]),
-    band=st.sampled_from(["0-30k", "30k-100k", "1m-5m"]),
-    area=st.sampled_from(["LS", "BD", "anywhere"]),
-)
-tables = st.dictionaries(
-    atoms, st.dictionaries(anchors, st.integers(0, 10_000), min_size=1, max_size=4), max_size=25
+def test_annualised_value_and_counts_move_only_under_the_rule() -> None:
+    before = {"a": (1, 10, 10), "b": (1, 10, 10), "c": (1, 10, 10)}
+    longer = before | {"a": (1, 10, 5)}  # one anchor's contract got longer: value same, per year not
+    assert change(before, longer) == {"a": (0, 0, 5)}
+    assert not may_release(longer, [before], RULES)
+
+
+def test_emptying_a_published_block_is_allowed_when_each_published_state_was_safe() -> None:
+    first = {"a": (1, 10, 10), "b": (1, 10, 10), "c": (1, 10, 10)}
+    assert may_release({}, [first], RULES)
+
+
+anchors = st.sampled_from("abcdef")
+states = st.dictionaries(
+    anchors, st.tuples(st.integers(1, 3), st.integers(0, 1000), st.integers(0, 1000)), max_size=5
 )
 
 
 @settings(max_examples=200, deadline=None)
-@given(tables, st.integers(2, 4), st.sampled_from([0.5, 0.8, 1.0]))
-def test_blocks_partition_the_atoms_and_each_publishable_block_is_safe(table, k, share) -> None:
+@given(st.lists(states, max_size=6), states, st.integers(2, 4), st.sampled_from([0.5, 0.8, 1.0]))
+def test_every_allowed_release_differs_safely_from_every_published_state(history, live, k, share) -> None:
     rules = Rules(min_anchors=k, dominance_share=share)
-    blocks = build_blocks(table, rules, PROTECTION_LEVELS)
-    covered = [a for b in blocks for a in b.atoms]
-    assert sorted(covered, key=repr) == sorted(table, key=repr)
-    for block in blocks:
-        merged: dict[str, int] = {}
-        for a in block.atoms:
-            for anchor, value in table[a].items():
-                merged[anchor] = merged.get(anchor, 0) + value
-        assert rules.is_safe(merged) == block.publishable
-    whole: dict[str, int] = {}
-    for contributions in table.values():
-        for anchor, value in contributions.items():
-            whole[anchor] = whole.get(anchor, 0) + value
-    if table and rules.is_safe(whole):
-        assert all(b.publishable for b in blocks)
-    assert sum(not b.publishable for b in blocks) <= 1
-
-
-def test_a_block_split_between_cells_suppresses_them_and_a_block_cut_by_the_filter_the_totals() -> None:
-    cells, totals = suppressed_figures(
-        [
-            BlockPlacement(publishable=True, inside={("55",)}),
-            BlockPlacement(publishable=True, inside={("45",), ("50",)}),
-            BlockPlacement(publishable=True, inside=set(), outside=True),
-        ]
-    )
-    assert cells == {("45",), ("50",)} and not totals
-    cells, totals = suppressed_figures([BlockPlacement(publishable=True, inside={("55",)}, outside=True)])
-    assert cells == {("55",)} and totals
-    cells, totals = suppressed_figures([BlockPlacement(publishable=False, inside={("55",)})])
-    assert cells == {("55",)} and totals
-
-
-@settings(max_examples=200, deadline=None)
-@given(tables, st.integers(2, 4), st.sampled_from([0.5, 0.8, 1.0]))
-def test_packed_atoms_give_the_same_blocks_as_tuples(table, k, share) -> None:
-    rules = Rules(min_anchors=k, dominance_share=share)
-    assert protection_blocks(table, rules) == build_blocks(table, rules, PROTECTION_LEVELS)
+    if not may_release(live, history, rules):
+        return
+    if live:
+        assert rules.is_safe({a: v for a, (_, v, _) in live.items()})
+    for earlier in history:
+        moved = change(earlier, live)
+        if moved:
+            assert len(moved) >= k
+            assert rules.is_safe({a: d[1] for a, d in moved.items()})
+            assert rules.is_safe({a: d[2] for a, d in moved.items()})
