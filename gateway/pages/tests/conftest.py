@@ -21,8 +21,7 @@ from shared.testing.system import System, running_system
 
 FAST_PUBLICATION = {
     "DEMAND_PIPELINE_POLL_SECONDS": "0.1",
-    "DEMAND_PIPELINE_DEBOUNCE_SECONDS": "0.2",
-    "DEMAND_PIPELINE_MAX_DELAY_SECONDS": "1",
+    "DEMAND_PIPELINE_RELEASE_SECONDS": "0.2",  # confidential blocks too, so the city's figures settle
     "GATEWAY_PAGES_RATE_LIMIT_PER_MINUTE": "100000",
     "GATEWAY_PAGES_LINES_CACHE_SECONDS": "0",
     "GATEWAY_PAGES_ANCHORS_CACHE_SECONDS": "0",
