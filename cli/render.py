@@ -74,10 +74,14 @@ def pipeline_table(view: dict[str, Any]) -> Table:
         "VCSE",
         "SME",
         title=f"Pipeline (snapshot {view.get('version')}, {generated})",
-        caption=f"quarters of the {view.get('quarter_of', 'tender')} date; suppressed: held back by "
-        f"disclosure control (at least {view['disclosure']['min_anchors']} anchors, none dominant)"
-        if view.get("disclosure")
-        else None,
+        caption=" ".join(
+            part
+            for part in (
+                f"quarters of the {view.get('quarter_of', 'tender')} date.",
+                (view.get("confidential") or {}).get("note"),
+            )
+            if part
+        ),
     )
     for column in table.columns[len(dims) :]:
         column.justify = "right"
