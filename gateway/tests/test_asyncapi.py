@@ -103,10 +103,10 @@ async def test_a_service_down_is_named_and_the_rest_is_served(
 
 def test_schemas_of_the_same_name_in_two_services_are_kept_apart() -> None:
     def document(service: str, field: str) -> dict[str, Any]:
-        key = f"{service}_thing_made_v1"
+        key = f"{service}_item_made_v1"
         return {
             "asyncapi": "3.0.0",
-            "channels": {key: {"address": f"{service}.thing.made.v1",
+            "channels": {key: {"address": f"{service}.item.made.v1",
                                "messages": {key: {"$ref": f"#/components/messages/{key}"}}}},
             "operations": {f"receive_{key}": {"action": "receive", "channel": {"$ref": f"#/channels/{key}"}}},
             "components": {
@@ -120,12 +120,12 @@ def test_schemas_of_the_same_name_in_two_services_are_kept_apart() -> None:
         GatewaySettings(nats_url="nats://user:secret@nats.internal:4222"),
         [],
     )
-    demand = resolve(merged, merged["components"]["messages"]["demand_thing_made_v1"]["payload"]["$ref"])
+    demand = resolve(merged, merged["components"]["messages"]["demand_item_made_v1"]["payload"]["$ref"])
     mentoring = resolve(
-        merged, merged["components"]["messages"]["mentoring_thing_made_v1"]["payload"]["$ref"]
+        merged, merged["components"]["messages"]["mentoring_item_made_v1"]["payload"]["$ref"]
     )
     assert set(demand["properties"]) == {"title"} and set(mentoring["properties"]) == {"topic"}
     assert merged["servers"]["nats"]["host"] == "nats.internal:4222"  # never the credentials
     integrator = for_role(merged, "integrator")
-    assert set(integrator["channels"]) == {"demand_thing_made_v1"}
+    assert set(integrator["channels"]) == {"demand_item_made_v1"}
     assert list(integrator["components"]["schemas"]) == ["Lot"]
