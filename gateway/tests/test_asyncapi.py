@@ -121,9 +121,7 @@ def test_schemas_of_the_same_name_in_two_services_are_kept_apart() -> None:
         [],
     )
     demand = resolve(merged, merged["components"]["messages"]["demand_item_made_v1"]["payload"]["$ref"])
-    mentoring = resolve(
-        merged, merged["components"]["messages"]["mentoring_item_made_v1"]["payload"]["$ref"]
-    )
+    mentoring = resolve(merged, merged["components"]["messages"]["mentoring_item_made_v1"]["payload"]["$ref"])
     assert set(demand["properties"]) == {"title"} and set(mentoring["properties"]) == {"topic"}
     assert merged["servers"]["nats"]["host"] == "nats.internal:4222"  # never the credentials
     integrator = for_role(merged, "integrator")
