@@ -109,7 +109,9 @@ async def test_one_trace_from_the_gateway_through_nats_to_the_matching_consumer(
         )
 
     async with serving(demand, demand_port), serving(gateway, server_port()) as url:
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {STAFF_KEY}"}) as staff:
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {STAFF_KEY}"}, timeout=60
+        ) as staff:
             anchor = (
                 await staff.post("/api/v1/anchors", json={"name": "Traced University", "type": "university"})
             ).json()
@@ -118,7 +120,9 @@ async def test_one_trace_from_the_gateway_through_nats_to_the_matching_consumer(
             )
             anchor_key = made.json()["key"]
         spans.clear()
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {anchor_key}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {anchor_key}"}, timeout=60
+        ) as http:
             answer = await http.post("/api/v1/demand", json=line_body(anchor["id"], "Traced school meals"))
         assert answer.status_code == 201, answer.text
         line_id = answer.json()["id"]

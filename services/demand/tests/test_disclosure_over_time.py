@@ -7,7 +7,8 @@ several views of ``GET /pipeline`` (groupings and filters, block-aligned or not)
 figure gives it the aggregate-only part exactly: a linear equation over the unknown
 aggregate-only values (one variable per value a line ever had, in every figure of its
 lifetime). The auditor here is stronger than a real attacker: it is told which lines each
-published figure holds (it matches the figure to the live state at a release), and it
+published figure holds (it matches each anchor's released part of a block, read from the
+service's own table, to the live state at a release), and it
 plays each anchor in turn, substituting that anchor's own values. With
 ``scipy.optimize.linprog`` (values >= 0) it solves each unknown's feasible interval, and
 each other anchor's contribution to each published block state, and asserts that none is
@@ -44,7 +45,7 @@ from hypothesis.stateful import (
 )
 from scipy.optimize import linprog
 
-from services.demand.models import demand_lines, metadata
+from services.demand.models import demand_lines, metadata, pipeline_confidential
 from services.demand.pipeline import release
 from services.demand.pipeline.cells import value_band
 from services.demand.settings import DemandSettings
@@ -209,6 +210,7 @@ def attacker_machine(app: FastAPI, settings_: DemandSettings, loop: asyncio.Abst
             self.next_variable = 0
             self.aware = True
             self.block_figures: dict[tuple[str, str], int] = {}
+            self.released: dict[tuple[str, str], dict[int, int]] = {}
 
         def _variable(self, anchor: int, value: int) -> int:
             self.next_variable += 1
@@ -349,6 +351,7 @@ def attacker_machine(app: FastAPI, settings_: DemandSettings, loop: asyncio.Abst
                 else:
                     self.public_released.pop(line.ref, None)
             self.ledger.states.append(dict(live))
+            self.released = run(self._released_parts())
             answers = run(self._observe())
             [by_block] = [
                 answer for params, answer in answers if params == {"group_by": "cpv_division,quarter"}
@@ -363,6 +366,20 @@ def attacker_machine(app: FastAPI, settings_: DemandSettings, loop: asyncio.Abst
                     )
             for params, answer in answers:
                 self._record(params, answer)
+
+        async def _released_parts(self) -> dict[tuple[str, str], dict[int, int]]:
+            """Each anchor's aggregate-only value in each block as the service last released it."""
+            k = pipeline_confidential.c
+            number = {anchor_id: n for n, anchor_id in enumerate(self.anchor_ids)}
+            parts: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+            async with app.state.database.transaction(write=False) as session:
+                for row in await session.execute(
+                    sa.select(k.cpv_division, k.tender_quarter, k.anchor_id, k.value_pence)
+                ):
+                    parts[(row.cpv_division, row.tender_quarter)][number[row.anchor_id]] = int(
+                        row.value_pence
+                    )
+            return dict(parts)
 
         async def _observe(self) -> list[tuple[dict[str, str], dict[str, Any]]]:
             async with client(app, INTEGRATOR) as http:
@@ -441,11 +458,17 @@ def attacker_machine(app: FastAPI, settings_: DemandSettings, loop: asyncio.Abst
             wanted = self.block_figures[block]
             if wanted == 0:
                 return []  # values are positive: nothing of the block is included
+            # Matched anchor by anchor: two states can share a total ({1M, 1M, 1M} and {2M, 1M}).
+            parts = self.released.get(block, {})
+            assert sum(parts.values()) == wanted, f"block {block}: published {wanted}, released {parts}"
             for state in reversed(self.ledger.states):
                 members = state.get(block, [])
-                if sum(self.ledger.values[v] for v in members) == wanted:
+                by_anchor: dict[int, int] = defaultdict(int)
+                for v in members:
+                    by_anchor[self.ledger.owner[v]] += self.ledger.values[v]
+                if by_anchor == parts:
                     return members
-            raise AssertionError(f"block {block}: published {wanted}, matching no state ever live")
+            raise AssertionError(f"block {block}: released {parts}, matching no state ever live")
 
         def teardown(self) -> None:
             audit(self.ledger)

@@ -68,6 +68,7 @@ async def test_ocds_input_out_of_range_is_refused_naming_the_field(app: FastAPI,
         return {
             "ocid": ocid,
             "tag": ["planning"],
+            "buyer": {"id": anchor["id"], "name": anchor["name"]},
             "tender": {
                 "title": "Huge",
                 "value": {"amount": value, "currency": "GBP"},
@@ -91,7 +92,7 @@ async def test_ocds_input_out_of_range_is_refused_naming_the_field(app: FastAPI,
         )
     assert response.status_code == 422, response.text
     fields = {e["field"] for e in response.json()["errors"]}
-    assert {"tender.value.amount", "contract_start"} <= fields
+    assert {"tender.value.amount", "contract_start"} <= fields, response.text
 
 
 async def test_ocds_export_leaves_out_a_line_it_cannot_express_and_serves_the_rest(

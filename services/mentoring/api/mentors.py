@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.engine import Row
 
 from services.mentoring import access, calendars, service
 from services.mentoring.api.dependencies import (
@@ -36,6 +37,25 @@ from shared.principal import PrincipalDep
 from shared.problems import field_errors, forbidden, not_found
 
 router = APIRouter()
+
+
+async def _own_mentor(mentor_id: uuid.UUID, principal: Caller, db: SessionDep) -> Row[Any]:
+    """The mentor, locked, for staff or the mentor themselves to change."""
+    access.allow(principal, "staff", "mentor")
+    access.allow_mentor_owner(principal, mentor_id)
+    return await mentor_or_404(db, mentor_id, lock=True)
+
+
+async def _own_mentor_unchanged(
+    mentor: Annotated[Row[Any], Depends(_own_mentor)], request: Request
+) -> Row[Any]:
+    """As :func:`_own_mentor`, and only while its version is the one the caller read (If-Match)."""
+    check_if_match(request, etag(mentor.version))
+    return mentor
+
+
+OwnMentor = Annotated[Row[Any], Depends(_own_mentor)]
+OwnMentorUnchanged = Annotated[Row[Any], Depends(_own_mentor_unchanged)]
 
 # -- mentors ------------------------------------------------------------------------------------
 
@@ -144,19 +164,9 @@ async def get_mentor(
 
 @router.patch("/mentors/{mentor_id}", response_model=MentorOut, tags=["mentors"], summary="Change a mentor")
 async def update_mentor(
-    mentor_id: uuid.UUID,
-    body: MentorPatch,
-    ctx: ContextDep,
-    db: SessionDep,
-    request: Request,
-    response: Response,
+    body: MentorPatch, mentor: OwnMentorUnchanged, ctx: ContextDep, db: SessionDep, response: Response
 ) -> MentorOut:
-    principal, now = ctx.principal, ctx.now
-    access.allow(principal, "staff", "mentor")
-    access.allow_mentor_owner(principal, mentor_id)
-    mentor = await mentor_or_404(db, mentor_id, lock=True)
-    check_if_match(request, etag(mentor.version))
-    updated = await service.update_mentor(db, mentor, body, now)
+    updated = await service.update_mentor(db, mentor, body, ctx.now)
     response.headers["ETag"] = etag(updated.version)
     return mentor_out(updated)
 
@@ -183,21 +193,11 @@ async def get_availability(
     summary="Replace a mentor's availability rules (weekly windows, date overrides, buffers, notice, limits)",
 )
 async def set_availability(
-    mentor_id: uuid.UUID,
-    body: AvailabilityIn,
-    ctx: ContextDep,
-    db: SessionDep,
-    request: Request,
-    response: Response,
+    body: AvailabilityIn, mentor: OwnMentorUnchanged, ctx: ContextDep, db: SessionDep, response: Response
 ) -> AvailabilityOut:
-    principal, now = ctx.principal, ctx.now
-    access.allow(principal, "staff", "mentor")
-    access.allow_mentor_owner(principal, mentor_id)
     if errors := body.problems():
         raise field_errors(errors)
-    mentor = await mentor_or_404(db, mentor_id, lock=True)
-    check_if_match(request, etag(mentor.version))
-    updated = await service.set_availability(db, mentor, body, now)
+    updated = await service.set_availability(db, mentor, body, ctx.now)
     response.headers["ETag"] = etag(updated.version)
     return availability_out(updated)
 
@@ -209,12 +209,9 @@ async def set_availability(
     summary="Rotate the secret calendar feed URL (the previous one stops working at once)",
 )
 async def rotate_calendar_token(
-    mentor_id: uuid.UUID, ctx: ContextDep, db: SessionDep, response: Response
+    mentor: OwnMentor, ctx: ContextDep, db: SessionDep, response: Response
 ) -> CalendarTokenOut:
-    principal, now = ctx.principal, ctx.now
-    access.allow(principal, "staff", "mentor")
-    access.allow_mentor_owner(principal, mentor_id)
-    mentor = await mentor_or_404(db, mentor_id, lock=True)
+    now = ctx.now
     token = await service.rotate_calendar_token(db, mentor, now)
     response.headers["Cache-Control"] = "no-store"
     return CalendarTokenOut(
@@ -231,12 +228,8 @@ async def rotate_calendar_token(
     tags=["calendars"],
     summary="Turn the calendar feed URL off",
 )
-async def revoke_calendar_token(mentor_id: uuid.UUID, ctx: ContextDep, db: SessionDep) -> Response:
-    principal, now = ctx.principal, ctx.now
-    access.allow(principal, "staff", "mentor")
-    access.allow_mentor_owner(principal, mentor_id)
-    mentor = await mentor_or_404(db, mentor_id, lock=True)
-    await service.revoke_calendar_token(db, mentor, now)
+async def revoke_calendar_token(mentor: OwnMentor, ctx: ContextDep, db: SessionDep) -> Response:
+    await service.revoke_calendar_token(db, mentor, ctx.now)
     return Response(status_code=204)
 
 

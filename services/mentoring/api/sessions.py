@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.engine import Row
 
 from services.mentoring import access, calendars, service
@@ -144,6 +144,28 @@ async def _session_for(
     return row
 
 
+async def _session_to_change(
+    session_id: uuid.UUID, principal: Caller, db: SessionDep, request: Request
+) -> Row[Any]:
+    """The session, locked, for a participant or staff to change while it is as they read it."""
+    row = await _session_for(db, principal, session_id, lock=True)
+    check_if_match(request, etag(row.sequence))
+    return row
+
+
+async def _session_to_record(
+    session_id: uuid.UUID, principal: Caller, db: SessionDep, request: Request
+) -> Row[Any]:
+    """As :func:`_session_to_change`, for its mentor or staff only: how it went."""
+    row = await _session_for(db, principal, session_id, lock=True, mentor_only=True)
+    check_if_match(request, etag(row.sequence))
+    return row
+
+
+SessionToChange = Annotated[Row[Any], Depends(_session_to_change)]
+SessionToRecord = Annotated[Row[Any], Depends(_session_to_record)]
+
+
 @router.get("/sessions/{session_id}", response_model=SessionOut, tags=["sessions"], summary="A session")
 async def get_session(
     session_id: uuid.UUID, principal: Caller, db: SessionDep, response: Response
@@ -186,17 +208,11 @@ def _changed(row: Row[Any], response: Response) -> SessionOut:
     summary="Cancel a session, with a reason (the mentor's cancellation notice applies)",
 )
 async def cancel_session(
-    session_id: uuid.UUID,
-    body: CancelIn,
-    ctx: ContextDep,
-    db: SessionDep,
-    request: Request,
-    response: Response,
+    body: CancelIn, row: SessionToChange, ctx: ContextDep, db: SessionDep, response: Response
 ) -> SessionOut:
-    principal, now = ctx.principal, ctx.now
-    row = await _session_for(db, principal, session_id, lock=True)
-    check_if_match(request, etag(row.sequence))
-    return _changed(await service.cancel_session(db, row, principal=principal, data=body, now=now), response)
+    return _changed(
+        await service.cancel_session(db, row, principal=ctx.principal, data=body, now=ctx.now), response
+    )
 
 
 @router.post(
@@ -206,20 +222,14 @@ async def cancel_session(
     summary="Move a session to another free slot (same id and calendar UID, higher sequence)",
 )
 async def reschedule_session(
-    session_id: uuid.UUID,
-    body: RescheduleIn,
-    ctx: ContextDep,
-    db: SessionDep,
-    request: Request,
-    response: Response,
+    body: RescheduleIn, row: SessionToChange, ctx: ContextDep, db: SessionDep, response: Response
 ) -> SessionOut:
-    principal, now, settings = ctx.principal, ctx.now, ctx.settings
-    row = await _session_for(db, principal, session_id, lock=True)
-    check_if_match(request, etag(row.sequence))
-    moved = await service.reschedule_session(
-        db, row, principal=principal, data=body, now=now, settings=settings
+    return _changed(
+        await service.reschedule_session(
+            db, row, principal=ctx.principal, data=body, now=ctx.now, settings=ctx.settings
+        ),
+        response,
     )
-    return _changed(moved, response)
 
 
 @router.post(
@@ -229,17 +239,9 @@ async def reschedule_session(
     summary="Record the outcome, notes, action items and the milestones the mentor signs off",
 )
 async def complete_session(
-    session_id: uuid.UUID,
-    body: CompleteIn,
-    ctx: ContextDep,
-    db: SessionDep,
-    request: Request,
-    response: Response,
+    body: CompleteIn, row: SessionToRecord, ctx: ContextDep, db: SessionDep, response: Response
 ) -> SessionOut:
-    principal, now = ctx.principal, ctx.now
-    row = await _session_for(db, principal, session_id, lock=True, mentor_only=True)
-    check_if_match(request, etag(row.sequence))
-    return _changed(await service.complete_session(db, row, data=body, now=now), response)
+    return _changed(await service.complete_session(db, row, data=body, now=ctx.now), response)
 
 
 @router.post(
@@ -249,14 +251,6 @@ async def complete_session(
     summary="Record that a party did not come",
 )
 async def record_no_show(
-    session_id: uuid.UUID,
-    body: NoShowIn,
-    ctx: ContextDep,
-    db: SessionDep,
-    request: Request,
-    response: Response,
+    body: NoShowIn, row: SessionToRecord, ctx: ContextDep, db: SessionDep, response: Response
 ) -> SessionOut:
-    principal, now = ctx.principal, ctx.now
-    row = await _session_for(db, principal, session_id, lock=True, mentor_only=True)
-    check_if_match(request, etag(row.sequence))
-    return _changed(await service.record_no_show(db, row, data=body, now=now), response)
+    return _changed(await service.record_no_show(db, row, data=body, now=ctx.now), response)
