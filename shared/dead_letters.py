@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from shared.db import Database
@@ -27,6 +27,8 @@ from shared.problems import Problem
 
 Consumers = Callable[[Request], Mapping[str, EventConsumer]]
 Status = Literal["waiting", "replayed", "all"]
+# The id column is a signed 64-bit integer: a larger number is a 422 naming it, not a 500.
+DeadLetterId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The dead letter's id.")]
 
 
 class DeadLetterOut(BaseModel):
@@ -131,7 +133,7 @@ def dead_letters_router(part: str, consumers: Consumers) -> APIRouter:
         summary=f"One dead-lettered event of the {part} consumers, with its message (staff)",
         responses={**forbidden, 404: {"description": "No such dead letter."}},
     )
-    async def get_dead_letter(request: Request, _: StaffDep, dead_letter_id: int) -> DeadLetterDetail:
+    async def get_dead_letter(request: Request, _: StaffDep, dead_letter_id: DeadLetterId) -> DeadLetterDetail:
         row = await _read(request.app.state.database, dead_letter_id)
         if row is None:
             raise _not_found(dead_letter_id)
@@ -162,7 +164,7 @@ def dead_letters_router(part: str, consumers: Consumers) -> APIRouter:
             409: {"description": "The handler failed again, or its consumer does not run here."},
         },
     )
-    async def replay_dead_letter(request: Request, _: StaffDep, dead_letter_id: int) -> ReplayOut:
+    async def replay_dead_letter(request: Request, _: StaffDep, dead_letter_id: DeadLetterId) -> ReplayOut:
         database: Database = request.app.state.database
         row = await _read(database, dead_letter_id)
         if row is None:

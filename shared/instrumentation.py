@@ -77,9 +77,12 @@ def instrument_clients(provider: TracerProvider) -> None:
     AioHttpClientInstrumentor().instrument(tracer_provider=provider)
 
 
-def uninstrument_clients() -> None:
-    HTTPXClientInstrumentor().uninstrument()
-    AioHttpClientInstrumentor().uninstrument()
+def uninstrument() -> None:
+    """Undo the instrumentations that are process-wide (an instrumentor is a singleton: an
+    engine made after this is instrumented again, with the provider in use then)."""
+    for instrumentor in (HTTPXClientInstrumentor(), AioHttpClientInstrumentor(), SQLAlchemyInstrumentor()):
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
 
 
 def instrument_app(app: FastAPI, provider: TracerProvider, excluded_urls: str) -> None:

@@ -91,7 +91,7 @@ def disable() -> None:
     global _provider, _tracer
     if _provider is None:
         return
-    _instrumentation().uninstrument_clients()
+    _instrumentation().uninstrument()
     _provider = None
     _tracer = None
 

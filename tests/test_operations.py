@@ -182,6 +182,12 @@ async def test_a_poison_event_is_dead_lettered_counted_listed_and_inspected(syst
         assert replay.json()["type"].endswith("replay-failed")
         again = (await staff.get(f"{API}/admin/demand/dead-letters/{item['id']}")).json()
         assert again["error"].startswith("replay:") and again["replayed_at"] is None
+        for part in ("demand", "gateway"):  # an id past the 64-bit column: 422 naming it, not 500
+            for path in (f"dead-letters/{2**64}", f"dead-letters/{2**64}/replay"):
+                method = staff.post if path.endswith("replay") else staff.get
+                refused = await method(f"{API}/admin/{part}/{path}")
+                assert refused.status_code == 422, refused.text
+                assert [e["field"] for e in refused.json()["errors"]] == ["dead_letter_id"]
 
     after = await scrape(system, "demand")
     dead = "seedbed_consumer_dead_letters_total"
