@@ -1,3 +1,3 @@
 """Fixtures shared by every test folder: a real nats-server, real databases."""
 
-pytest_plugins = ["shared.testing.plugin", "shared.testing.distribution"]
+pytest_plugins = ["shared.testing.plugin"]

@@ -1,5 +1,8 @@
 """The webhook dispatcher: claims due deliveries, POSTs them signed, retries, logs every attempt.
 
+(Longer than 500 lines on purpose: claim, attempt and outcome are one state machine around
+one claim token and lease; apart, each part would need the others' internals.)
+
 Safe with several gateway replicas on one database: a dispatcher claims a batch of due
 deliveries in one short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
 single writer serialises claims) by moving their due time past the attempt (a lease) and

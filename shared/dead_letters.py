@@ -133,7 +133,9 @@ def dead_letters_router(part: str, consumers: Consumers) -> APIRouter:
         summary=f"One dead-lettered event of the {part} consumers, with its message (staff)",
         responses={**forbidden, 404: {"description": "No such dead letter."}},
     )
-    async def get_dead_letter(request: Request, _: StaffDep, dead_letter_id: DeadLetterId) -> DeadLetterDetail:
+    async def get_dead_letter(
+        request: Request, _: StaffDep, dead_letter_id: DeadLetterId
+    ) -> DeadLetterDetail:
         row = await _read(request.app.state.database, dead_letter_id)
         if row is None:
             raise _not_found(dead_letter_id)

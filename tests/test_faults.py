@@ -23,6 +23,8 @@ from tests.conftest import (
     stream_messages,
 )
 
+pytestmark = pytest.mark.slow  # faults: servers paused, killed and restarted (seconds each)
+
 PLI = "public_liability_insurance"
 
 

@@ -9,6 +9,8 @@ user are kept in a file beside the staff key, and used again while they still wo
 Mentoring sessions can be completed only once they have started, so the few sessions that
 sign off milestones are booked as drop-ins at the next whole minute and completed when it
 has passed: a first load waits up to a minute for them.
+
+A little over 500 lines: one loader per kind of thing, in the order the network is built.
 """
 
 from __future__ import annotations

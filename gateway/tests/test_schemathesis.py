@@ -61,7 +61,7 @@ def test_every_operation_answers_as_documented(system: System, role: str) -> Non
     check_every_operation(system, role, EXAMPLES_PER_OPERATION)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("role", ROLES)
 def test_every_operation_answers_as_documented_long_run(system: System, role: str) -> None:
     check_every_operation(system, role, EXAMPLES_PER_OPERATION * 10)

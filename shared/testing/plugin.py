@@ -6,8 +6,7 @@
   (otherwise that variant is skipped, and the report header says so).
 - ``database_factory``: fresh migrated databases per test.
 
-Under pytest-xdist each worker has its own nats-server, databases and ports (``ports.py``);
-``distribution.py`` decides which tests share a worker.
+Under pytest-xdist each worker has its own nats-server, databases and ports (``ports.py``).
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ from shared.outbox import OutboxRelay, outbox_table
 from shared.testing.polling import wait_until
 from shared.tests.test_outbox import stream_event_ids, write_thing
 
+pytestmark = pytest.mark.slow  # faults: servers paused, killed and restarted (seconds each)
+
 WINDOW = 2.0  # seconds: the duplicate window of these tests' streams
 PAUSE = 4 * WINDOW  # longer than the window, and than the client takes to find the server silent
 

@@ -60,6 +60,7 @@ async def record(session, event) -> None:
     await session.execute(sa.insert(received).values(event_id=event.id, type=event.type))
 
 
+@pytest.mark.slow  # a fault suite: nats-server killed and restarted twice
 async def test_no_event_lost_or_doubled_while_nats_is_killed_and_restarted_twice(
     database: Database, own_nats_server: NatsServer
 ) -> None:

@@ -3,7 +3,7 @@
 Playwright's own browser download cannot work on this project's machines, so the tests launch
 the system's ``chromium`` (``SEEDBED_CHROMIUM``, default ``/usr/bin/chromium``). When it is
 missing, as root with apt-get, they try to install it once (``apt-get install chromium``), as
-``.ci/run`` does; they skip, saying why, only when it cannot be installed.
+``.ci/run`` does; they fail, saying why, when it cannot be installed.
 
 Screenshots go to ``$SEEDBED_TEST_OUTPUT/screenshots`` (default ``test-output/screenshots`` at
 the repository's root).

@@ -1,8 +1,8 @@
 """Fixtures of the page tests: the whole system running with a small city in it.
 
 ``pages_system`` boots the system (shared.testing.system) with the pipeline published quickly;
-``city`` posts the city of ``city.py`` once per session. Both are session-scoped: the tests of
-this folder share one worker (shared/testing/distribution.py groups them by these fixtures).
+``city`` posts the city of ``city.py`` once per session (once per xdist worker that runs a
+test of this folder).
 
 Browser tests (marker ``browser``) run only when ``-m browser`` selects them (the default run
 leaves them out), see ``browser.py``.
@@ -27,16 +27,6 @@ FAST_PUBLICATION = {
     "GATEWAY_PAGES_ANCHORS_CACHE_SECONDS": "0",
     "GATEWAY_PAGES_LINES_PER_PAGE": "10",
 }
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave the browser tests out unless the marker expression names them (``-m browser``)."""
-    if "browser" in (config.getoption("markexpr") or ""):
-        return
-    kept = [item for item in items if item.get_closest_marker("browser") is None]
-    if len(kept) != len(items):
-        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("browser") is not None])
-        items[:] = kept
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ LOCAL_HOSTS = {"127.0.0.1"}
 def browser() -> Iterator[Browser]:
     executable, reason = chromium_or_reason()
     if executable is None:
-        pytest.skip(f"browser tests skipped: {reason}")
+        pytest.fail(f"no browser for the browser tests: {reason}")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(executable), args=["--no-sandbox"])
         yield launched

@@ -494,7 +494,7 @@ async def test_recorded_history_never_narrows_an_aggregate_only_value(
     await attack(app, settings, int(os.environ.get("SEEDBED_ATTACKER_EXAMPLES", "6")))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 async def test_recorded_history_never_narrows_an_aggregate_only_value_long_run(
     app: FastAPI, settings: DemandSettings
 ) -> None:
