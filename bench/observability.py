@@ -1,13 +1,15 @@
-"""The cost of observability (issue 14): the same gateway + demand service three ways, in one run:
+"""The cost of observability (issue 14): the same gateway + demand service four ways, in one run:
 
 - ``off``: no per-request HTTP metrics (SEEDBED_HTTP_METRICS=false), no tracing;
 - ``metrics``: as deployed by default (per-request metrics on, tracing off);
 - ``tracing``: metrics on, and traces exported over OTLP/HTTP (OTEL_TRACES_EXPORTER=otlp) to a
-  loopback sink in this process, which answers every export with 200.
+  loopback sink in this process, which answers every export with 200; every trace sampled;
+- ``sampled``: as ``tracing``, with the head sampling docs/operations.md recommends for
+  production (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``, ``OTEL_TRACES_SAMPLER_ARG=0.1``).
 
 Two routes: the pass-through ``GET /api/v1/demand/imports/template.csv`` (no database) and the
 write ``POST /api/v1/demand`` (a public line: SQL, an outbox row, its publish and the
-demand-matching consumer). Each variant has its own processes, NATS and databases; the three
+demand-matching consumer). Each variant has its own processes, NATS and databases; the four
 are measured in turn in every round, and the figures are the medians of the rounds, as ratios
 against ``off``. Throughput is the target; the gateway's and the service's CPU per request
 (from /proc) are the less noisy figure on a shared machine. Targets: metrics < 5%, tracing
@@ -42,7 +44,7 @@ from shared.nats_server import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = secrets.token_urlsafe(48)
-VARIANTS = ("off", "metrics", "tracing")
+VARIANTS = ("off", "metrics", "tracing", "sampled")
 READ_PATH = "/api/v1/demand/imports/template.csv"
 WRITE_PATH = "/api/v1/demand"
 
@@ -252,6 +254,10 @@ def main() -> None:
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         },
     }
+    environments["sampled"] = environments["tracing"] | {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    }
     with tempfile.TemporaryDirectory(prefix="bench-observability-") as tmp:
         variants = {name: Variant(name, Path(tmp) / name, environments[name]) for name in VARIANTS}
         try:
@@ -268,7 +274,7 @@ def main() -> None:
                 for variant in variants.values():
                     variant.measure(route, args.connections, 1.0)  # warm pools and caches
                 for number in range(1, args.rounds + 1):
-                    # The three in turn, so a burst of load from elsewhere hits every variant.
+                    # Each in turn, so a burst of load from elsewhere hits every variant.
                     for name, variant in variants.items():
                         result = variant.measure(route, args.connections, args.seconds)
                         results.setdefault((route, name), []).append(result)
@@ -281,7 +287,7 @@ def main() -> None:
             print("\nmedians of the rounds, as ratios against off (throughput; CPU per request)")
             for route in ("pass-through", "write"):
                 off = results[(route, "off")]
-                for name in ("metrics", "tracing"):
+                for name in VARIANTS[1:]:
                     on = results[(route, name)]
                     throughput = median(o["rps"] / b["rps"] for o, b in zip(on, off, strict=True))
                     gateway_cpu = median(o["gateway_cpu_us"] for o in on) / median(

@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import random
 import struct
 import time
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ log = logging.getLogger("seedbed.gateway.limits")
 RATE_LIMITS_BUCKET = "SEEDBED_RATE_LIMITS"
 MAX_KEY_LOCKS = 100_000
 CAS_ATTEMPTS = 8  # compare-and-set retries when other replicas write the same key meanwhile
+CAS_PAUSE_SECONDS = 0.002  # the first retry's longest random pause; it doubles at each retry
 NATS_RETRY_SECONDS = 2.0  # after a failure, how long a replica counts locally before asking NATS again
 _TAT = struct.Struct("!d")
 
@@ -241,7 +243,7 @@ class SharedRateLimiter:
     async def _admit_locked(self, key: str, limit: int, policy: str) -> Decision:
         kv = await self._bucket()
         stored = bucket_key(key)
-        for _ in range(CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
             tat, revision = await self._read(kv, stored)
             now = time.time()
             decision, new_tat = gcra(tat, limit, self.window, now, policy)
@@ -257,7 +259,10 @@ class SharedRateLimiter:
                 else:
                     await kv.update(stored, _TAT.pack(new_tat), last=revision)
             except KeyWrongLastSequenceError:
-                continue  # another replica took from this bucket meanwhile: read again
+                # Another replica took from this bucket meanwhile: read again after a random
+                # pause, so that two replicas in step do not keep overwriting each other's reads.
+                await asyncio.sleep(random.uniform(0, CAS_PAUSE_SECONDS * 2**attempt))
+                continue
             return decision
         # Contended past all retries: many replicas hit one key at once; count it here.
         return await self.fallback.admit(key, limit, policy)
