@@ -7,8 +7,11 @@ rights every caller has (``reader.PAGES_PRINCIPAL``), so they can show only what
 shows anyone: never an ``aggregate_only`` line, and pipeline figures exactly as published.
 
 - ``reader``: the upstream calls and their caches (the pipeline revalidated by ETag).
-- ``figures``: pure rules of presentation: the quarter window, filters, money in words.
+- ``figures``: pure rules of presentation: the quarter window, filters, line sorts, money in words.
 - ``charts``: the geometry of the bar charts and the heat map.
 - ``downloads``: CSV (formula cells neutralised) and JSON of the same view.
-- ``routes``: the routes, security headers, ETag/304, and ``install(app)``.
+- ``rendering``: templates, security headers (the CSP), ETag/304, downloads' headers, error pages.
+- ``admission``: the rate limit and key of every page, the shared reader, upstream failures as pages.
+- ``pipeline_pages``, ``line_pages``, ``anchor_pages``: the routes, one module per subject.
+- ``routes``: the router (the routes in order, behind ``admitted``) and ``install(app)``.
 """

@@ -1,4 +1,4 @@
-"""Presentation rules of the pages: the quarters shown, the filters, figures in words.
+"""Presentation rules of the pages: the quarters shown, the filters, line sorts, figures in words.
 
 No business rule lives here: which figures exist, and which are withheld, is the demand
 service's answer; this module only puts that answer into a person's terms.
@@ -42,6 +42,14 @@ METHOD_NAMES = {
     "selective": "Selective: suppliers are shortlisted first",
     "limited": "Limited: only invited suppliers",
     "direct": "Direct award",
+}
+# The orders the lines pages offer: a label and a sort key of a line (the API has no sort).
+LINE_SORTS = {
+    "tender": ("expected tender date", lambda line: line.get("expected_tender_date") or "9999"),
+    "value": ("estimated value", lambda line: line.get("estimated_value_pence") or 0),
+    "title": ("title", lambda line: str(line.get("title", "")).casefold()),
+    "anchor": ("anchor", lambda line: str(line.get("_anchor_name", "")).casefold()),
+    "posted": ("date posted", lambda line: line.get("created_at") or ""),
 }
 _QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
 _BAND = re.compile(r"^(\d+(?:\.\d+)?)([km]?)")

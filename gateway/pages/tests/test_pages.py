@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.pages.routes import CONTENT_SECURITY_POLICY
+from gateway.pages.rendering import CONTENT_SECURITY_POLICY
 from gateway.pages.tests.city import SECRET_TITLE, SECRET_VALUE_PENCE, City, published_after
 from gateway.pages.tests.pages_html import api_pipeline, compare_with_api, soup, table_figures
 from gateway.settings import GatewaySettings
