@@ -253,6 +253,7 @@ async def test_the_catalogue_is_announced_once_and_each_added_or_changed_definit
     listed = (await staff.get(DEFINITIONS, params={"limit": 100})).json()["items"]
     assert [e["subject"] for e in seeded] == [d["code"] for d in listed]  # the built-in catalogue
     for event in seeded:
+        assert set(event["data"]) == set(MilestoneDefinitionPublished.model_fields)  # the migration's copy
         payload = MilestoneDefinitionPublished.model_validate(event["data"])
         assert payload.builtin and payload.version == 1 and payload.code == event["subject"]
 
