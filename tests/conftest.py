@@ -13,11 +13,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +26,6 @@ import httpx
 import nats
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from shared.testing.databases import DatabaseFactory
 from shared.testing.polling import wait_until
@@ -99,22 +95,7 @@ def boot(
     env = FAST_JOBS | {CLOCK_FILE: str(clock.path), DEMAND_CLOCK_FILE: str(demand.path)} | (extra_env or {})
     apps = {"mentoring": "tests.conftest:mentoring_app", "demand": "tests.conftest:demand_app"}
     with running_system(root, databases, apps=apps, env=env) as system:
-        wait_for_the_catalogue(system)
         yield system, clock
-
-
-def wait_for_the_catalogue(system: System, timeout: float = 60.0) -> None:
-    """Until the demand service holds its copy of the milestone catalogue (the enterprises
-    service announces it when it starts): before that it refuses lines with requirements."""
-    path = make_url(system.services["demand"].env["DEMAND_DATABASE_URL"]).database
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(str(path))) as db:
-            if db.execute("SELECT count(*) FROM milestone_catalogue").fetchone()[0] > 0:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError("the demand service never received the milestone catalogue")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
