@@ -62,6 +62,7 @@ async def prepare(url: str, lines: int, anchors: int, nats_url: str) -> tuple[in
         access_log=False,
         log_level="WARNING",
         pipeline_publisher=False,
+        stale_lines_job=False,  # the seeded lines' dates are not what is measured
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -346,7 +346,7 @@ async def event_stream(
             headers={"Retry-After": "5"},
         )
     try:
-        stream = await EventStream.open(link, role, patterns, after)
+        stream = await EventStream.open(link, role, patterns, after, credential.principal.subject_id)
     except Exception as exc:
         counter.release(key)
         raise Problem(

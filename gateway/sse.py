@@ -35,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.event_stream import EVENTS_STREAM
 from gateway.metrics import SSE_STREAMS_OPEN
-from gateway.visibility import TypePattern, matches_any, may_see
+from gateway.visibility import TypePattern, matches_any, may_receive, may_see
 from shared.nats import NatsLink
 
 log = logging.getLogger("seedbed.gateway.sse")
@@ -110,10 +110,16 @@ class EventStream:
     role: str
     patterns: Sequence[TypePattern]
     subscription: object
+    subject_id: str | None = None  # the principal's object (an anchor's own line events)
 
     @classmethod
     async def open(
-        cls, link: NatsLink, role: str, patterns: Sequence[TypePattern], after: int | None
+        cls,
+        link: NatsLink,
+        role: str,
+        patterns: Sequence[TypePattern],
+        after: int | None,
+        subject_id: str | None = None,
     ) -> EventStream:
         subjects = [pattern.nats_subject for pattern in patterns]
         config = ConsumerConfig(
@@ -128,7 +134,7 @@ class EventStream:
             config=config,
             inactive_threshold=INACTIVE_THRESHOLD_SECONDS,
         )
-        return cls(link, role, patterns, subscription)
+        return cls(link, role, patterns, subscription, subject_id)
 
     async def close(self) -> None:
         subscription = self.subscription
@@ -165,6 +171,8 @@ class EventStream:
             event_type = message.subject
             if not (may_see(self.role, event_type) and matches_any(self.patterns, event_type)):
                 continue  # the server-side filter already did this; this is the belt to its braces
+            if not may_receive(self.role, self.subject_id, event_type, message.data):
+                continue  # an event about another anchor's own line
             if not sent.first_time((message.headers or {}).get("Nats-Msg-Id")):
                 continue
             yield frame(message.metadata.sequence.stream, event_type, message.data)

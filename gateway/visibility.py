@@ -7,8 +7,10 @@ The rule: a role sees the events about what docs/ACCESS.md lets it read through 
   public by construction: an ``aggregate_only`` or draft line never appears in one; anchors
   and the pipeline are readable by all; ``demand.match.*`` names enterprises), and mentor
   profiles (``mentoring.mentor.*``,
-  ``mentoring.availability.*``), which an anchor may read with ``GET /mentors``.
-- ``integrator``: ``demand.*`` but matches.
+  ``mentoring.availability.*``), which an anchor may read with ``GET /mentors``. Of the events
+  about one anchor's own lines (``demand.item.stale.*``: drafts and aggregate-only lines
+  included), only those of its own lines (``data.anchor_id``).
+- ``integrator``: ``demand.*`` but matches and the events about one anchor's own lines.
 - ``enterprise``, ``mentor``: nothing (ACCESS.md refuses them the stream, 403).
 
 Never visible outside staff: milestone, readiness and session events (evidence and personal
@@ -27,9 +29,11 @@ see is refused (403 naming it), so a typo'd or forbidden filter is not a silent 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from shared.events import EVENT_TYPE_PATTERN
 
@@ -115,12 +119,45 @@ VISIBLE: dict[str, tuple[TypePattern, ...]] = {
 STREAM_ROLES = tuple(VISIBLE)  # the roles that may use the stream, webhooks and the AsyncAPI document
 
 
+# Events about one anchor's own line, whatever the line's visibility (a stale draft): staff see
+# them all; a role in OWNERS sees those whose ``data`` field names its subject; no one else any.
+OWN_LINE_EVENTS = _patterns("demand.item.stale.*")
+OWNERS: dict[str, str] = {"anchor": "anchor_id"}
+
+
 def visible_patterns(role: str) -> tuple[TypePattern, ...]:
     return VISIBLE.get(role, ())
 
 
+def _owner_only(role: str, event_type: str) -> bool:
+    return role != "staff" and matches_any(OWN_LINE_EVENTS, event_type)
+
+
 def may_see(role: str, event_type: str) -> bool:
+    """Whether ``role`` may see some events of this type (for an owner-only type, its own ones)."""
+    if _owner_only(role, event_type) and role not in OWNERS:
+        return False
     return any(pattern.matches(event_type) for pattern in VISIBLE.get(role, ()))
+
+
+def may_receive(
+    role: str, subject_id: str | None, event_type: str, body: bytes | dict[str, Any] | None
+) -> bool:
+    """Whether this one event goes to a principal: :func:`may_see`, and for an owner-only type the
+    event is about the principal's own object. ``body`` is the CloudEvent (bytes or dict), read only
+    for owner-only types."""
+    if not may_see(role, event_type):
+        return False
+    if not _owner_only(role, event_type):
+        return True
+    event = json.loads(body) if isinstance(body, bytes | bytearray) else body
+    data = event.get("data") if isinstance(event, dict) else None
+    return subject_id is not None and isinstance(data, dict) and data.get(OWNERS[role]) == subject_id
+
+
+def _hidden(role: str, pattern: TypePattern) -> bool:
+    """Every type the pattern matches is owner-only and the role owns nothing."""
+    return role != "staff" and role not in OWNERS and any(own.covers(pattern) for own in OWN_LINE_EVENTS)
 
 
 def minimal(patterns: Iterable[TypePattern]) -> list[TypePattern]:
@@ -157,7 +194,11 @@ def narrow(role: str, requested: Iterable[TypePattern] | None) -> list[TypePatte
     granted: list[TypePattern] = []
     refused: list[str] = []
     for pattern in requested:
-        parts = [meet for visible in allowed if (meet := pattern.meet(visible)) is not None]
+        parts = [
+            meet
+            for visible in allowed
+            if (meet := pattern.meet(visible)) is not None and not _hidden(role, meet)
+        ]
         if parts:
             granted.extend(parts)
         else:

@@ -54,7 +54,7 @@ from gateway.models import (
     webhook_subscriptions,
 )
 from gateway.settings import GatewaySettings
-from gateway.visibility import TypePattern, matches_any, may_see, parse_pattern
+from gateway.visibility import TypePattern, matches_any, may_receive, may_see, parse_pattern
 from shared import tracing
 from shared.db import insert_of, utcnow
 from shared.events import CloudEvent
@@ -430,11 +430,13 @@ class WebhookFanOut:
 
     async def __call__(self, session: AsyncSession, event: CloudEvent) -> None:
         now = utcnow()
+        owned_body = {"data": event.data}  # what may_receive reads of an event about one anchor's line
         candidates = (
             await session.execute(
                 sa.select(
                     subscriptions.c.id,
                     subscriptions.c.owner_role,
+                    subscriptions.c.owner_subject_id,
                     subscriptions.c.types,
                     subscriptions.c.created_at,
                 )
@@ -448,6 +450,7 @@ class WebhookFanOut:
             if row.created_at <= event.time
             and may_see(row.owner_role, event.type)
             and matches_any(_parsed(tuple(row.types)), event.type)
+            and may_receive(row.owner_role, row.owner_subject_id, event.type, owned_body)
         ]
         if not matched:
             return

@@ -7,6 +7,8 @@
 - ``mentoring_clock``: moves the mentoring service's clock forward, so that a session booked
   for later can be completed or missed now. The service runs from ``mentoring_app``: its own
   ``create_app(clock=...)`` seam, with the offset read from a file.
+- ``demand_clock``: the same for the demand service's stale-lines job (``demand_app``), so that
+  a line's expected tender date can pass.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from shared.testing.polling import wait_until
 from shared.testing.system import System, running_system
 
 CLOCK_FILE = "SEEDBED_TEST_CLOCK_FILE"
+DEMAND_CLOCK_FILE = "SEEDBED_TEST_DEMAND_CLOCK_FILE"
 FAST_JOBS = {
+    "DEMAND_STALE_LINES_POLL_SECONDS": "0.3",
     "ENTERPRISES_EXPIRY_JOB_INTERVAL_SECONDS": "0.5",
     "MENTORING_REMINDER_INTERVAL_SECONDS": "0.3",
     "DEMAND_PIPELINE_POLL_SECONDS": "0.2",
@@ -51,6 +55,20 @@ def mentoring_app() -> FastAPI:
     return create_app(clock=clock)
 
 
+def demand_app() -> FastAPI:
+    """The demand service, its stale-lines job's clock ahead of real time by the seconds in
+    $SEEDBED_TEST_DEMAND_CLOCK_FILE."""
+    from services.demand.app import create_app
+
+    path = Path(os.environ[DEMAND_CLOCK_FILE])
+
+    def clock() -> datetime:
+        text = path.read_text() if path.exists() else ""
+        return datetime.now(UTC) + timedelta(seconds=float(text or 0))
+
+    return create_app(clock=clock)
+
+
 @dataclass
 class MentoringClock:
     path: Path
@@ -61,6 +79,10 @@ class MentoringClock:
         scratch.write_text(str(ahead.total_seconds()))
         scratch.replace(self.path)  # never half written when the service reads it
 
+    def beside(self, name: str) -> MentoringClock:
+        """The clock file of another service booted with this one (``demand-clock``)."""
+        return MentoringClock(self.path.with_name(name))
+
 
 @contextmanager
 def boot(
@@ -68,10 +90,11 @@ def boot(
 ) -> Iterator[tuple[System, MentoringClock]]:
     clock = MentoringClock(root / "mentoring-clock")
     clock.set(timedelta(0))
-    env = FAST_JOBS | {CLOCK_FILE: str(clock.path)} | (extra_env or {})
-    with running_system(
-        root, databases, apps={"mentoring": "tests.conftest:mentoring_app"}, env=env
-    ) as system:
+    demand = clock.beside("demand-clock")
+    demand.set(timedelta(0))
+    env = FAST_JOBS | {CLOCK_FILE: str(clock.path), DEMAND_CLOCK_FILE: str(demand.path)} | (extra_env or {})
+    apps = {"mentoring": "tests.conftest:mentoring_app", "demand": "tests.conftest:demand_app"}
+    with running_system(root, databases, apps=apps, env=env) as system:
         yield system, clock
 
 
@@ -93,6 +116,14 @@ def mentoring_clock(_booted: tuple[System, MentoringClock]) -> Iterator[Mentorin
     """The mentoring clock, set back to real time after the test."""
     yield _booted[1]
     _booted[1].set(timedelta(0))
+
+
+@pytest.fixture
+def demand_clock(_booted: tuple[System, MentoringClock]) -> Iterator[MentoringClock]:
+    """The demand service's stale-lines clock, set back to real time after the test."""
+    clock = _booted[1].beside("demand-clock")
+    yield clock
+    clock.set(timedelta(0))
 
 
 # -- requests ---------------------------------------------------------------------------------

@@ -35,7 +35,11 @@ from shared.testing.polling import wait_until
 from tests.conftest import line_body
 
 ROOT = Path(__file__).resolve().parents[1]
-CONSUMERS = {"demand-enterprises": "ENTERPRISES", "demand-matching": "DEMAND"}
+CONSUMERS = {
+    "demand-enterprises": "ENTERPRISES",
+    "demand-catalogue": "ENTERPRISES",
+    "demand-matching": "DEMAND",
+}
 
 pytestmark = pytest.mark.slow
 
@@ -149,6 +153,7 @@ async def test_restore_drill(
         backup.restore(url, dump)
         assert sorted(await backup.rewind(own_nats_server.url, "demand")) == [
             "DEMAND:demand-matching",
+            "ENTERPRISES:demand-catalogue",
             "ENTERPRISES:demand-enterprises",
         ]
         async with running(create_app(settings)):

@@ -65,6 +65,10 @@ async def test_staff_get_every_event_type_of_every_service_with_resolvable_schem
     message = resolve(document, item["messages"]["demand_item_published_v1"]["$ref"])
     data = resolve(document, message["payload"]["properties"]["data"]["$ref"])
     assert "demand_id" in data["properties"]
+    # A stale line may be a draft or aggregate-only: its own anchor (and staff) only.
+    assert document["channels"]["demand_item_stale_v1"]["x-seedbed-visible-to"] == ["staff", "anchor"]
+    catalogue = document["channels"]["enterprises_milestone_definition_published_v1"]
+    assert catalogue["x-seedbed-stream"] == "ENTERPRISES" and catalogue["x-seedbed-visible-to"] == ["staff"]
 
 
 async def test_other_roles_get_the_event_types_they_may_see_and_no_more(system: System) -> None:
@@ -78,6 +82,8 @@ async def test_other_roles_get_the_event_types_they_may_see_and_no_more(system: 
     async with system.client(mentor) as http:
         refused = await http.get(PATH)
     assert addresses(for_integrator) and all(a.startswith("demand.") for a in addresses(for_integrator))
+    assert "demand.item.stale.v1" not in addresses(for_integrator)
+    assert "demand.item.stale.v1" in addresses(for_anchor)
     anchor_services = {a.split(".")[0] for a in addresses(for_anchor)}
     assert anchor_services == {"demand", "mentoring"}
     assert not any(".session." in a for a in addresses(for_anchor))

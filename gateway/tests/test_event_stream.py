@@ -326,3 +326,46 @@ async def test_since_replays_what_the_stream_holds_and_too_many_streams_are_refu
     assert [e.id for e in replayed] == [1, 2, 3]
     assert [e.id for e in rest] == [2, 3]
     assert second.status_code == 429 and second.headers["retry-after"]
+
+
+async def test_a_stale_line_event_reaches_only_its_own_anchors_stream_and_staff(
+    system: System, anchor_id: str
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    other_id = await system.subject("anchor")
+    owner = (await system.create_key("anchor", anchor_id))["key"]
+    other = (await system.create_key("anchor", other_id))["key"]
+    integrator = (await system.create_key("integrator"))["key"]
+    stale_line = str(uuid.uuid4())
+    async with (
+        event_stream(system.url, system.staff_key, {"types": "demand.item.*"}) as staff,
+        event_stream(system.url, owner) as owners,
+        event_stream(system.url, other) as others,
+        event_stream(system.url, integrator, {"types": "demand.item.*"}) as integrators,
+        system.client() as http,
+    ):
+        # As the demand service's stale-lines job sends it (a draft: no other event names it).
+        stale = {
+            "demand_id": stale_line, "version": 1, "anchor_id": anchor_id, "title": f"Stale {tag}",
+            "status": "draft", "visibility": "public", "expected_tender_date": "2026-01-01",
+            "stale_since": "2026-01-02T00:00:00Z", "left_pipeline": True,
+        }  # fmt: skip
+        await publish(system.nats.url, "demand.item.stale.v1", stale, subject=stale_line)
+        sentinel = await create(http, "/api/v1/demand", demand_body(anchor_id, f"After stale {tag}"))
+        arrived = lambda seen: sentinel in ids_in(seen, "demand_id")  # noqa: E731
+        seen = {
+            "staff": await read_until(staff, arrived),
+            "owner": await read_until(owners, arrived),
+            "other": await read_until(others, arrived),
+            "integrator": await read_until(integrators, arrived),
+        }
+    told = {who for who, events in seen.items() if stale_line in ids_in(events, "demand_id")}
+    assert told == {"staff", "owner"}
+    # Integrators are refused the type outright.
+    async with httpx.AsyncClient(base_url=system.url, timeout=10) as http:
+        refused = await http.get(
+            STREAM,
+            params={"types": "demand.item.stale.v1"},
+            headers={"Authorization": f"Bearer {integrator}"},
+        )
+    assert refused.status_code == 403

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from gateway.visibility import ALL, NotVisible, matches_any, may_see, minimal, narrow, parse_pattern
+from gateway.visibility import (
+    ALL,
+    NotVisible,
+    matches_any,
+    may_receive,
+    may_see,
+    minimal,
+    narrow,
+    parse_pattern,
+)
 
 
 def p(*texts: str) -> list:
@@ -103,3 +114,36 @@ def test_overlapping_filters_are_reduced_to_the_widest() -> None:
         "demand.item.*", "mentoring.*"
     )
     assert matches_any(p("demand.item.*", "mentoring.*"), "mentoring.session.booked.v1")
+
+
+def test_a_stale_line_event_goes_only_to_its_own_anchor_and_staff() -> None:
+    stale = "demand.item.stale.v1"
+    event = {
+        "type": stale,
+        "data": {"demand_id": "line-1", "anchor_id": "anchor-a", "visibility": "aggregate_only"},
+    }
+    body = json.dumps(event).encode()
+    assert may_see("staff", stale) and may_see("anchor", stale)
+    assert not may_see("integrator", stale) and not may_see("mentor", stale)
+    assert may_receive("staff", None, stale, body)
+    assert may_receive("anchor", "anchor-a", stale, body)
+    assert may_receive("anchor", "anchor-a", stale, event)  # as the webhook fan-out passes it
+    assert not may_receive("anchor", "anchor-b", stale, body)
+    assert not may_receive("anchor", None, stale, body)
+    assert not may_receive("integrator", None, stale, body)
+    # Other demand line events are for every anchor and integrator, whoever's line it is.
+    published = "demand.item.published.v1"
+    assert may_receive("anchor", "anchor-b", published, {"data": {"anchor_id": "anchor-a"}})
+    assert may_receive("integrator", None, published, None)
+
+
+def test_an_integrator_asking_for_stale_line_events_is_refused_and_not_sent_them() -> None:
+    with pytest.raises(NotVisible):
+        narrow("integrator", p("demand.item.stale.v1"))
+    with pytest.raises(NotVisible):
+        narrow("integrator", p("demand.item.stale.*"))
+    # A wider pattern is granted; the stale events in it are dropped event by event.
+    granted = narrow("integrator", p("demand.item.*"))
+    assert granted == p("demand.item.*")
+    assert not any(may_see("integrator", t) and matches_any(granted, t) for t in ["demand.item.stale.v1"])
+    assert narrow("anchor", p("demand.item.stale.v1")) == p("demand.item.stale.v1")

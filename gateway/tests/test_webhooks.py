@@ -539,3 +539,34 @@ async def test_a_delivery_to_an_address_that_embeds_loopback_is_refused_before_a
     assert not outcome.delivered and outcome.status_code is None
     assert "not a public address" in (outcome.error or "")
     assert connections == []
+
+
+async def test_a_stale_line_event_reaches_only_the_webhooks_of_its_own_anchor_and_staff(
+    gateway_app: GatewayFactory, streams: str, receiver: Receiver, system: System
+) -> None:
+    async with gateway_app(upstreams=system.upstreams(), **FAST) as app:
+        owner_id, other_id = await system.subject("anchor"), await system.subject("anchor")
+        keys = {
+            "owner": await key_of(app, "anchor", owner_id),
+            "other": await key_of(app, "anchor", other_id),
+            "integrator": await key_of(app, "integrator"),
+        }
+        for who, key in keys.items():
+            async with client_of(app, key) as http:
+                await subscribe(http, f"{receiver.url}?who={who}", ["demand.item.*"])
+        async with client_of(app) as staff:
+            await subscribe(staff, f"{receiver.url}?who=staff", ["demand.item.*"])
+        line = demand_line("Draft meals")
+        stale = await publish(
+            streams,
+            "demand.item.stale.v1",
+            line | {"anchor_id": owner_id, "status": "draft", "visibility": "public", "left_pipeline": True},
+            subject=line["demand_id"],
+        )
+        last = await publish(streams, ITEM, demand_line() | {"anchor_id": other_id})
+        await wait_until(
+            lambda: len([r for r in receiver.received if r.event["id"] == last.id]) >= 4, timeout=10
+        )
+        await asyncio.sleep(0.3)
+    got = sorted(r.query.removeprefix("who=") for r in receiver.received if r.event["id"] == stale.id)
+    assert got == ["owner", "staff"]

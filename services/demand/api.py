@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -232,10 +232,16 @@ async def ocds_extension_file(name: str, principal: SignedInDep) -> Response:
     return Response(content, media_type="application/json", headers={"Cache-Control": "public, max-age=3600"})
 
 
+def line_etag(line: dict[str, Any]) -> str:
+    """A line's ETag: its version, and whether it is stale (marking it stale makes no new version,
+    but changes what GET answers)."""
+    return etag(f"{line['version']}-stale" if line.get("stale_since") else line["version"])
+
+
 @router.get("/demand/{demand_id}", response_model=DemandOut, tags=["demand"], summary="One demand line")
 async def get_line(demand_id: str, request: Request, session: SessionDep, principal: SignedInDep) -> Response:
     line = await lines.get_visible_line(session, principal, demand_id)
-    tag = etag(line["version"])
+    tag = line_etag(line)
     if matches_etag(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers={"ETag": tag})
     return json_response(DemandOut.model_validate(line), headers={"ETag": tag})
@@ -251,9 +257,9 @@ async def update_line(
     demand_id: str, body: DemandPatch, request: Request, session: SessionDep, principal: SignedInDep
 ) -> Response:
     line = await lines.get_editable_line(session, principal, demand_id, for_update=True)
-    check_if_match(request, etag(line["version"]))
+    check_if_match(request, line_etag(line))
     line = await lines.update_line(session, principal, line, body.model_dump(mode="json", exclude_unset=True))
-    return json_response(DemandOut.model_validate(line), headers={"ETag": etag(line["version"])})
+    return json_response(DemandOut.model_validate(line), headers={"ETag": line_etag(line)})
 
 
 @router.get(

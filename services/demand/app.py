@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from fastapi import FastAPI
 
 from services.demand import api, consumers, events, jobs, metrics
 from services.demand.pipeline.views import ViewCache
 from services.demand.settings import DemandSettings
+from shared.db import utcnow
 from shared.runtime import ServiceRuntime, create_service_app
 
 DESCRIPTION = (
@@ -15,9 +19,15 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: DemandSettings | None = None) -> FastAPI:
+def create_app(
+    settings: DemandSettings | None = None, *, clock: Callable[[], datetime] | None = None
+) -> FastAPI:
+    """The demand service; ``clock`` (aware UTC now) is the stale-lines job's, replaceable so that
+    whole-system tests can let a tender date pass."""
     settings = settings or DemandSettings()
-    runtime = ServiceRuntime(settings, consumers=consumers.CONSUMERS, jobs=jobs.jobs(settings))
+    runtime = ServiceRuntime(
+        settings, consumers=consumers.CONSUMERS, jobs=jobs.jobs(settings, clock or utcnow)
+    )
     app = create_service_app(
         runtime,
         title="Seedbed demand service",

@@ -2,6 +2,8 @@
 
 ``demand-enterprises`` keeps :mod:`services.demand.read_models` (the enterprises and
 their verified milestones, for matching) from the enterprises' state-carrying events.
+``demand-catalogue`` keeps the copy of the milestone catalogue that a line's requirement
+codes are checked against, from ``enterprises.milestone_definition.published.v1``.
 ``demand-matching`` reads the service's own public line events and announces the
 enterprises that fit each line (``demand.match.found.v1``), in the transaction of its
 inbox row. Each payload model below is our tolerant copy of the fields we read.
@@ -84,6 +86,29 @@ async def on_enterprise_event(session: AsyncSession, event: CloudEvent) -> None:
         log.info("event not used for matching", extra={"event_type": event.type, "event_id": event.id})
 
 
+MILESTONE_DEFINITION_PUBLISHED = "enterprises.milestone_definition.published.v1"
+
+
+class MilestoneDefinitionIn(BaseModel):
+    """Our tolerant copy of the catalogue entry fields we read."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    code: str
+    version: int
+    name: str
+    category: str
+
+
+async def on_catalogue_event(session: AsyncSession, event: CloudEvent) -> None:
+    """Keep the copy of the milestone catalogue; a payload that does not validate is dead-lettered."""
+    if event.type == MILESTONE_DEFINITION_PUBLISHED:
+        definition = MilestoneDefinitionIn.model_validate(event.data or {})
+        await read_models.store_milestone_definition(session, definition.model_dump())
+    else:
+        log.info("event not used for the catalogue", extra={"event_type": event.type, "event_id": event.id})
+
+
 MATCHED_TYPES = frozenset({events.ITEM_PUBLISHED, events.ITEM_UPDATED})
 MATCHES_ANNOUNCED = 20  # the best fits of a line; the API's candidates list goes further
 
@@ -109,6 +134,12 @@ CONSUMERS: list[ConsumerSpec] = [
         stream="ENTERPRISES",
         subjects=["enterprises.enterprise.>", READINESS_CHANGED],
         handler=on_enterprise_event,
+    ),
+    ConsumerSpec(
+        durable="demand-catalogue",
+        stream="ENTERPRISES",
+        subjects=["enterprises.milestone_definition.>"],
+        handler=on_catalogue_event,
     ),
     ConsumerSpec(
         durable="demand-matching",

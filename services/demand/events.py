@@ -2,7 +2,10 @@
 
 Stream ``DEMAND``: public lines only. An aggregate-only or draft line never appears
 in an event; a line that stops being public, or is cancelled or withdrawn, gets
-``demand.item.withdrawn.v1``. This module imports nothing else of the service, so
+``demand.item.withdrawn.v1``. The one exception is ``demand.item.stale.v1``: it tells a
+line's own anchor that its expected tender date passed without an update, drafts and
+aggregate-only lines included, so the gateway passes it only to that anchor and staff.
+This module imports nothing else of the service, so
 anything may import it. Consumed events are handled in :mod:`services.demand.consumers`.
 """
 
@@ -25,6 +28,7 @@ ANCHOR_UPDATED = event_type(SERVICE, "anchor", "updated")
 ITEM_PUBLISHED = event_type(SERVICE, "item", "published")
 ITEM_UPDATED = event_type(SERVICE, "item", "updated")
 ITEM_WITHDRAWN = event_type(SERVICE, "item", "withdrawn")
+ITEM_STALE = event_type(SERVICE, "item", "stale")
 PIPELINE_PUBLISHED = event_type(SERVICE, "pipeline", "published")
 MATCH_FOUND = event_type(SERVICE, "match", "found")
 
@@ -90,6 +94,23 @@ class DemandWithdrawnPayload(BaseModel):
     reason: str
 
 
+class DemandStalePayload(BaseModel):
+    """A draft or planned line whose expected tender date passed without an update (its anchor's
+    and staff's only: the line may be a draft or aggregate-only)."""
+
+    demand_id: str
+    version: int = Field(description="the line's version (marking it stale makes no new version)")
+    anchor_id: str
+    title: str
+    status: str
+    visibility: str
+    expected_tender_date: str = Field(description="YYYY-MM-DD, the date that passed")
+    stale_since: datetime
+    left_pipeline: bool = Field(
+        description="the line left the pipeline and matching until an update gives it a date again"
+    )
+
+
 class PipelineTotalsPayload(BaseModel):
     count: int | None
     total_value_pence: int | None
@@ -137,6 +158,12 @@ PUBLISHED: list[EventSpec] = [
         "A public demand line was cancelled or withdrawn, or stopped being public.",
     ),
     EventSpec(
+        ITEM_STALE,
+        DemandStalePayload,
+        "A draft or planned line's expected tender date passed without an update (its anchor and "
+        "staff only); an update with a new date makes it current again.",
+    ),
+    EventSpec(
         PIPELINE_PUBLISHED,
         PipelinePublishedPayload,
         "A new snapshot of the aggregated pipeline: changed public figures, and the confidential part "
@@ -160,6 +187,22 @@ def match_event(line: dict[str, Any], candidate: dict[str, Any]) -> CloudEvent:
         gaps=list(candidate["gaps"]),
     )
     return new_event(MATCH_FOUND, payload, source=SOURCE, subject=line["id"])
+
+
+def stale_event(line: dict[str, Any]) -> CloudEvent:
+    """The ``demand.item.stale.v1`` of a line just marked stale."""
+    payload = DemandStalePayload(
+        demand_id=line["id"],
+        version=line["version"],
+        anchor_id=line["anchor_id"],
+        title=line["title"],
+        status=line["status"],
+        visibility=line["visibility"],
+        expected_tender_date=str(line["expected_tender_date"])[:10],
+        stale_since=line["stale_since"],
+        left_pipeline=bool(line["stale_left_pipeline"]),
+    )
+    return new_event(ITEM_STALE, payload, source=SOURCE, subject=line["id"])
 
 
 def anchor_event(kind: str, anchor: Any) -> CloudEvent:

@@ -80,7 +80,7 @@ CSV_EXAMPLE = {
     "status": "planned",
     "status_reason": "",
     "visibility": "public",
-    "requirements": "public_liability_insurance=500000000;food_hygiene_rating;safeguarding_policy",
+    "requirements": "public_liability_insurance=500000000;health_safety_policy;safeguarding_policy",
     "social_value_priorities": "local_employment;healthy_food",
     "delivery_area": "Leeds",
     "delivery_area.postcode_areas": "LS",

@@ -64,6 +64,11 @@ demand_lines = sa.Table(
     sa.Column("changed_by", sa.String(200), nullable=False, server_default=""),
     sa.Column("changed_by_role", sa.String(20), nullable=False, server_default="staff"),
     sa.Column("changed_fields", Json, nullable=False, server_default=sa.text("'[]'")),
+    # Set by the stale-lines job when a draft or planned line's expected tender date passed
+    # without an update; cleared by the update that gives it a date again. Not a new version.
+    sa.Column("stale_since", UtcDateTime, nullable=True),
+    # Whether it left the pipeline and matching then (DEMAND_STALE_LINES_LEAVE_PIPELINE).
+    sa.Column("stale_left_pipeline", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("anchor_id", "external_ref"),
     sa.Index("ix_demand_lines_created_at_id", "created_at", "id"),
     sa.Index("ix_demand_lines_anchor_id_created_at", "anchor_id", "created_at"),
@@ -236,5 +241,16 @@ match_readiness = sa.Table(
     sa.Column("ready", sa.Boolean, nullable=False),
     sa.Column("missing", Json, nullable=False),
     sa.Column("verified", Json, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Read model of the enterprises service's milestone catalogue: the codes a line may require.
+milestone_catalogue = sa.Table(
+    "milestone_catalogue",
+    metadata,
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("category", sa.String(20), nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )

@@ -1,8 +1,10 @@
-"""The demand service's copies of other services' data: enterprises and their readiness.
+"""The demand service's copies of other services' data: enterprises and their readiness, and
+the milestone catalogue.
 
 Kept by :mod:`services.demand.consumers` from the enterprises service's state-carrying
 events; an event not newer (by ``version``) than the copy we hold is dropped, so
-redelivery and reordering are harmless. Matching reads them.
+redelivery and reordering are harmless. Matching reads the enterprises; the checks of a
+line's requirement codes read the catalogue.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.demand import cpv
-from services.demand.models import match_enterprises, match_readiness
+from services.demand.models import match_enterprises, match_readiness, milestone_catalogue
 from services.demand.vocabulary import INCUBATED_STAGES
 from shared.db import store_if_newer, utcnow
 
@@ -87,3 +89,20 @@ async def incubated_enterprises(session: AsyncSession) -> list[dict[str, Any]]:
         sa.select(match_enterprises).where(match_enterprises.c.stage.in_(INCUBATED_STAGES))
     )
     return [dict(row._mapping) for row in rows]
+
+
+async def store_milestone_definition(session: AsyncSession, definition: dict[str, Any]) -> bool:
+    """Keep a catalogue entry unless ours is as new or newer; True when stored."""
+    values = {
+        "code": definition["code"],
+        "version": definition["version"],
+        "name": definition["name"],
+        "category": definition["category"],
+        "updated_at": utcnow(),
+    }
+    return await store_if_newer(session, milestone_catalogue, values)
+
+
+async def milestone_codes(session: AsyncSession) -> frozenset[str]:
+    """Every code of our copy of the milestone catalogue (empty until its first event arrived)."""
+    return frozenset((await session.scalars(sa.select(milestone_catalogue.c.code))).all())

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.demand import cpv
 from services.demand.models import anchors, demand_line_cpvs, demand_line_versions, demand_lines
-from services.demand.vocabulary import OPEN_STATUSES
+from services.demand.vocabulary import NOT_YET_TENDERING, OPEN_STATUSES
 from shared.db import is_postgres
 from shared.pagination import Key, Keyset
 
@@ -221,8 +221,42 @@ async def line_page(
 
 
 def public_open_lines() -> list[sa.ColumnElement[bool]]:
+    """Public lines in the forward pipeline (matched, exported): open, and not a stale line that left."""
     t = demand_lines.c
-    return [t.visibility == "public", t.status.in_(OPEN_STATUSES)]
+    return [t.visibility == "public", t.status.in_(OPEN_STATUSES), t.stale_left_pipeline.is_(False)]
+
+
+async def overdue_lines(session: AsyncSession, today: date, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` draft or planned lines whose expected tender date is before ``today`` and that
+    are not marked stale yet, each with its anchor's type; on PostgreSQL rows another replica
+    holds are skipped."""
+    t = demand_lines.c
+    query = (
+        line_query()
+        .where(
+            t.status.in_(NOT_YET_TENDERING),
+            t.expected_tender_date < today,
+            t.stale_since.is_(None),
+        )
+        .order_by(t.expected_tender_date, t.id)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        query = query.with_for_update(of=demand_lines, skip_locked=True)
+    return [dict(row._mapping) for row in await session.execute(query)]
+
+
+async def mark_stale(
+    session: AsyncSession, line_id: str, version: int, at: datetime, *, left_pipeline: bool
+) -> bool:
+    """Mark a line stale if it is still at ``version`` and not marked; True when this call did."""
+    t = demand_lines.c
+    result = await session.execute(
+        sa.update(demand_lines)
+        .where(t.id == line_id, t.version == version, t.stale_since.is_(None))
+        .values(stale_since=at, stale_left_pipeline=left_pipeline)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 VERSION_ORDER = Keyset(demand_line_versions.c.version, descending=True)

@@ -330,6 +330,11 @@ class DemandOut(DemandFields):
     version: int
     created_at: datetime
     updated_at: datetime
+    stale_since: datetime | None = Field(
+        None,
+        description="when the stale-lines job found this draft or planned line's expected tender date "
+        "passed without an update; an update with a new date (or the tender starting) clears it",
+    )
 
 
 class DemandVersionOut(BaseModel):

@@ -49,6 +49,18 @@ class DemandSettings(ServiceSettings):
     ocds_publisher_name: str = "Seedbed"
     ocds_package_base_uri: str = "https://seedbed.dev/api/v1/demand/ocds"
 
+    # Stale lines: a draft or planned line whose expected tender date passed without an update.
+    stale_lines_job: bool = Field(True, description="run the stale-lines job in this process")
+    stale_lines_poll_seconds: float = Field(
+        600.0, gt=0, description="how often the stale-lines job looks for lines whose tender date passed"
+    )
+    stale_lines_leave_pipeline: bool = Field(
+        True,
+        description="a stale line leaves the pipeline, matching and the OCDS export until an update gives "
+        "it a date again (its anchor is told either way)",
+    )
+    stale_lines_batch_size: int = Field(500, ge=1)
+
     # Matching.
     match_default_limit: int = Field(20, ge=1)
     match_max_limit: int = Field(200, ge=1)

@@ -26,6 +26,7 @@ ImportFormat = Literal["csv", "ndjson", "ocds"]
 QuarterBasis = Literal["tender", "contract_start"]  # which date a pipeline quarter is of
 
 OPEN_STATUSES = frozenset({"planned", "tendering"})  # in the pipeline; matched
+NOT_YET_TENDERING = frozenset({"draft", "planned"})  # a past tender date is refused, or makes it stale
 TERMINAL_STATUSES = frozenset({"cancelled", "withdrawn"})
 CREATE_STATUSES = frozenset({"draft", "planned", "tendering"})
 TRANSITIONS: dict[str, frozenset[str]] = {

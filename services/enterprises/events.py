@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -35,6 +36,7 @@ MILESTONE_REJECTED = event_type(SERVICE, "milestone", "rejected")
 MILESTONE_EXPIRING = event_type(SERVICE, "milestone", "expiring")
 MILESTONE_EXPIRED = event_type(SERVICE, "milestone", "expired")
 READINESS_CHANGED = event_type(SERVICE, "readiness", "changed")
+MILESTONE_DEFINITION_PUBLISHED = event_type(SERVICE, "milestone_definition", "published")
 
 MILESTONE_EVENT_BY_STATUS = {
     "submitted": MILESTONE_SUBMITTED,
@@ -104,6 +106,38 @@ class ReadinessChanged(BaseModel):
     verified: list[VerifiedMilestoneOut] = Field(description="Every verified, unexpired milestone.")
 
 
+class MilestoneDefinitionPublished(BaseModel):
+    """A catalogue entry as it now stands (state-carrying): sent when it is added or changed, and
+    once for every definition the catalogue held before this event existed (the built-in ones)."""
+
+    code: str = Field(description="The milestone code a demand line's requirements name.")
+    version: int = Field(description="Grows with every change of the definition.")
+    name: str
+    category: Category
+    description: str
+    applies_when: dict[str, Any] = Field(description="The rule on the enterprise's facts (readiness.py).")
+    threshold_pence: int | None
+    validity_days: int | None
+    core: bool
+    builtin: bool
+
+
+def definition_published(definition: Any) -> MilestoneDefinitionPublished:
+    """The payload of a definition (a row or any object with its columns as attributes)."""
+    return MilestoneDefinitionPublished(
+        code=definition.code,
+        version=definition.version,
+        name=definition.name,
+        category=definition.category,
+        description=definition.description,
+        applies_when=dict(definition.applies_when),
+        threshold_pence=definition.threshold_pence,
+        validity_days=definition.validity_days,
+        core=definition.core,
+        builtin=definition.builtin,
+    )
+
+
 PUBLISHED: list[EventSpec] = [
     EventSpec(ENTERPRISE_REGISTERED, EnterpriseSnapshot, "An enterprise was registered."),
     EventSpec(ENTERPRISE_UPDATED, EnterpriseSnapshot, "An enterprise's profile changed."),
@@ -116,4 +150,10 @@ PUBLISHED: list[EventSpec] = [
     ),
     EventSpec(MILESTONE_EXPIRED, MilestoneChanged, "A verified milestone lapsed."),
     EventSpec(READINESS_CHANGED, ReadinessChanged, "An enterprise's overall tender readiness changed."),
+    EventSpec(
+        MILESTONE_DEFINITION_PUBLISHED,
+        MilestoneDefinitionPublished,
+        "A milestone definition was added to the catalogue or changed (also sent once for each "
+        "definition the catalogue held before this event existed).",
+    ),
 ]

@@ -16,6 +16,7 @@ import contextlib
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from shared.nats_server import NatsServer
 from shared.testing.apps import TEST_SECRET
@@ -258,6 +260,7 @@ def running_system(
         for process in everything:
             process.wait_ready("/readyz")
         _wait_for_whole_documents(gateway.url)
+        _wait_for_the_milestone_catalogue(services["demand"].env["DEMAND_DATABASE_URL"])
         yield System(nats, services, gateway)
     finally:
         # All at once: each may take its graceful-shutdown time, and they need not take it in turn.
@@ -269,6 +272,21 @@ def running_system(
         for process in everything:
             process.stop(timeout=6)
         nats.stop()
+
+
+def _wait_for_the_milestone_catalogue(database_url: str, timeout: float = START_TIMEOUT) -> None:
+    """Until the demand service holds its copy of the milestone catalogue, which the enterprises
+    service announces when it starts: until then demand refuses lines with requirements, and a
+    test posting one at once would race the announcement."""
+    path = make_url(database_url).database
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(str(path))) as db:
+            if db.execute("SELECT count(*) FROM milestone_catalogue").fetchone()[0] > 0:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError("the demand service has not received the milestone catalogue")
+        time.sleep(0.1)
 
 
 def _wait_for_whole_documents(url: str, timeout: float = START_TIMEOUT) -> None:

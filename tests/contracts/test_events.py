@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
 from services.demand import consumers as demand_consumers
 from services.demand import events as demand_events
@@ -70,6 +70,13 @@ CONSUMER_LISTS: list[list[ConsumerSpec]] = [
 ]
 CONSUMERS: dict[str, ConsumerSpec] = {spec.durable: spec for specs in CONSUMER_LISTS for spec in specs}
 
+
+class ReadsNothing(BaseModel):
+    """A type a consumer's subjects take and its handler passes by without reading it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 # The tolerant model each consumer parses an event type with (as its handler dispatches). The
 # types are written out, not taken from the producers' constants: a renamed type must show.
 CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
@@ -78,6 +85,9 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "enterprises.enterprise.updated.v1": demand_consumers.EnterpriseSnapshotIn,
         "enterprises.enterprise.stage_changed.v1": demand_consumers.EnterpriseSnapshotIn,
         "enterprises.readiness.changed.v1": demand_consumers.ReadinessChangedIn,
+    },
+    "demand-catalogue": {
+        "enterprises.milestone_definition.published.v1": demand_consumers.MilestoneDefinitionIn,
     },
     "demand-matching": {
         "demand.item.published.v1": demand_consumers.PublicLineIn,
@@ -93,6 +103,7 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "demand.item.published.v1": enterprises_consumers.DemandLineIn,
         "demand.item.updated.v1": enterprises_consumers.DemandLineIn,
         "demand.item.withdrawn.v1": enterprises_consumers.DemandWithdrawnIn,
+        "demand.item.stale.v1": ReadsNothing,  # its subjects take it; the handler passes it by
     },
     "enterprises-mentoring": {
         "mentoring.session.completed.v1": enterprises_consumers.SessionCompletedIn,
@@ -283,6 +294,17 @@ async def every_kind_of_change(system: System, clock: MentoringClock) -> None:
         gone = await created(staff, "/demand", line_body(anchor["id"], f"Contract gone {tag}"))
         hide = await staff.patch(f"{API}/demand/{gone['id']}", json={"visibility": "aggregate_only"})
         assert hide.is_success, hide.text
+        # A line whose tender date passes (the demand service's clock moved on) goes stale.
+        soon = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+        due = await created(
+            staff, "/demand", line_body(anchor["id"], f"Contract due {tag}", expected_tender_date=soon)
+        )
+        clock.beside("demand-clock").set(timedelta(days=3))
+        try:
+            await until_published(system, "demand.item.stale.v1")
+        finally:
+            clock.beside("demand-clock").set(timedelta(0))
+        assert (await staff.get(f"{API}/demand/{due['id']}")).json()["stale_since"] is not None
 
         enterprise = await created(
             staff, "/enterprises", enterprise_body(f"Contract CIC {tag}", stage="applicant", employees=6)

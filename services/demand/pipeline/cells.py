@@ -122,8 +122,9 @@ def atom_key(atom: Atom) -> str:
 
 def line_cell(line: Mapping[str, Any], anchor_type: str) -> tuple[FineCell, int, int] | None:
     """The fine cell a line counts in, with its value and annualised value; None when the
-    line is not in the pipeline (a draft, awarded, cancelled or withdrawn line)."""
-    if line["status"] not in OPEN_STATUSES:
+    line is not in the pipeline (a draft, awarded, cancelled or withdrawn line, or a stale one that
+    left it)."""
+    if line["status"] not in OPEN_STATUSES or line.get("stale_left_pipeline"):
         return None
     value = int(line["estimated_value_pence"])
     atom: Atom = (

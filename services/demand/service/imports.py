@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.demand import access, imports, ocds, repository
+from services.demand import access, imports, ocds, read_models, repository
 from services.demand.schemas import DemandFields
 from services.demand.service.anchors import require_anchor
 from services.demand.service.lines import (
@@ -20,6 +20,8 @@ from services.demand.service.lines import (
     LineWrites,
     change_meta,
     line_values,
+    requirement_code_errors,
+    staleness_after,
     tender_date_errors,
     validate_fields,
 )
@@ -66,6 +68,7 @@ class _Import:
         # The anchor's newest line before this import wrote any (None: it had none), read once.
         self.newest_before: datetime | None = None
         self.newest_read = False
+        self.catalogue: frozenset[str] | None = None  # our copy's codes, read at the first batch
 
     def error(self, row: int, field_name: str, message: str) -> None:
         self.error_total += 1
@@ -135,6 +138,8 @@ class _Import:
         if not batch:
             return
         existing = await self.existing_lines([fields.external_ref for _, fields in batch])
+        if self.catalogue is None:
+            self.catalogue = await read_models.milestone_codes(self.session)
         now = utcnow()
         inserts: list[dict[str, Any]] = []
         updates: list[tuple[str, int, dict[str, Any]]] = []
@@ -143,10 +148,11 @@ class _Import:
         for row_number, fields in batch:
             values = line_values(fields)
             before = existing.get(fields.external_ref or "")
-            date_problems = tender_date_errors(values, before, now.date())
-            for problem in date_problems:
+            row_problems = tender_date_errors(values, before, now.date())
+            row_problems += requirement_code_errors(values["requirements"], self.catalogue, before)
+            for problem in row_problems:
                 self.error(row_number, problem["field"], problem["message"])
-            if date_problems:
+            if row_problems:
                 continue
             if before is None:
                 if fields.status not in CREATE_STATUSES:
@@ -175,6 +181,7 @@ class _Import:
             new_values = {
                 **values,
                 **change_meta(self.principal, "imported", changed),
+                **staleness_after(values, before, now.date()),
                 "version": before["version"] + 1,
                 "updated_at": now,
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -11,13 +12,18 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.demand import access, cpv, events, repository
+from services.demand import access, cpv, events, read_models, repository
 from services.demand.pipeline import storage
 from services.demand.pipeline.cells import CellDeltas
 from services.demand.repository import LineFilters
 from services.demand.schemas import DemandCreate, DemandFields
 from services.demand.service.anchors import precondition_failed, require_anchor
-from services.demand.vocabulary import CREATE_STATUSES, TERMINAL_STATUSES, TRANSITIONS
+from services.demand.vocabulary import (
+    CREATE_STATUSES,
+    NOT_YET_TENDERING,
+    TERMINAL_STATUSES,
+    TRANSITIONS,
+)
 from shared import outbox
 from shared.db import utcnow
 from shared.events import CloudEvent
@@ -85,7 +91,56 @@ def validate_fields(raw: dict[str, Any]) -> tuple[DemandFields | None, list[dict
     return fields, fields.cross_field_errors()
 
 
-NOT_YET_TENDERING = frozenset({"draft", "planned"})
+def requirement_code_errors(
+    requirements: Sequence[Mapping[str, Any]], catalogue: frozenset[str], before: Mapping[str, Any] | None
+) -> list[dict[str, str]]:
+    """Requirement codes not in our copy of the milestone catalogue: an enterprise could never
+    verify them, so the line would show a gap nobody can close. A code the line already had is not
+    refused again. An empty copy means the catalogue has not reached this service yet (the
+    enterprises service announces it when it starts): codes are refused with that said, rather than
+    taken unchecked."""
+    had = {r["code"] for r in (before or {}).get("requirements") or []}
+    errors = []
+    for i, requirement in enumerate(requirements):
+        code = requirement["code"]
+        if code in catalogue or code in had:
+            continue
+        if not catalogue:
+            message = (
+                f"{code!r} cannot be checked: the milestone catalogue has not reached the demand service "
+                "yet (it follows within moments of the enterprises service starting); send the line "
+                "again shortly, or without requirements for now"
+            )
+        else:
+            message = (
+                f"{code!r} is not in the milestone catalogue; GET /api/v1/milestone-definitions lists "
+                "the codes (staff add new ones there)"
+            )
+        errors.append({"field": f"requirements.{i}.code", "message": message})
+    return errors
+
+
+async def catalogue_errors(
+    session: AsyncSession, requirements: Sequence[Mapping[str, Any]], before: Mapping[str, Any] | None
+) -> list[dict[str, str]]:
+    """:func:`requirement_code_errors` against the catalogue copy (read only when codes are given)."""
+    if not requirements:
+        return []
+    return requirement_code_errors(requirements, await read_models.milestone_codes(session), before)
+
+
+def overdue(values: Mapping[str, Any], today: date) -> bool:
+    """A draft or planned line whose expected tender date is before ``today``."""
+    day = values.get("expected_tender_date")
+    return values.get("status") in NOT_YET_TENDERING and day is not None and day < today
+
+
+def staleness_after(values: Mapping[str, Any], before: Mapping[str, Any], today: date) -> dict[str, Any]:
+    """The stale columns of a line after an update: kept while it is still overdue (a change of
+    its title leaves it stale), cleared by a new date, or by the tender starting."""
+    if before.get("stale_since") is not None and overdue(values, today):
+        return {"stale_since": before["stale_since"], "stale_left_pipeline": before["stale_left_pipeline"]}
+    return {"stale_since": None, "stale_left_pipeline": False}
 
 
 def tender_date_errors(
@@ -181,6 +236,7 @@ async def create_line(session: AsyncSession, principal: Principal, body: DemandC
     errors += tender_date_errors(
         body.model_dump(include={"expected_tender_date", "status"}), None, utcnow().date()
     )
+    errors += await catalogue_errors(session, body.model_dump(include={"requirements"})["requirements"], None)
     if body.status not in CREATE_STATUSES:
         errors.append(
             {"field": "status", "message": f"a new line is draft, planned or tendering, not {body.status}"}
@@ -231,7 +287,9 @@ async def update_line(
             }
         )
     values = line_values(fields)
-    errors += tender_date_errors(values, line, utcnow().date())
+    today = utcnow().date()
+    errors += tender_date_errors(values, line, today)
+    errors += await catalogue_errors(session, values["requirements"], line)
     if errors:
         raise field_errors(errors)
     changed = [name for name in FIELD_NAMES if values[name] != line[name]]
@@ -245,7 +303,13 @@ async def update_line(
         raise _ref_conflict(values["external_ref"], other)
     now = utcnow()
     meta = change_meta(principal, "updated", changed)
-    new_values = {**values, **meta, "version": line["version"] + 1, "updated_at": now}
+    new_values = {
+        **values,
+        **meta,
+        **staleness_after(values, line, today),
+        "version": line["version"] + 1,
+        "updated_at": now,
+    }
     if not await repository.update_line(session, line["id"], line["version"], new_values):
         raise precondition_failed()
     anchor_type = line["anchor_type"]
@@ -285,3 +349,26 @@ async def line_history(
     items += rows[:need]
     more = len(rows) > need
     return items, repository.VERSION_ORDER.cursor_after(items[-1]) if more else None
+
+
+async def mark_stale_lines(
+    session: AsyncSession, *, today: date, now: datetime, leave_pipeline: bool, batch: int
+) -> tuple[int, int]:
+    """Mark up to ``batch`` overdue lines stale (see :func:`overdue`), taking them out of the
+    pipeline when ``leave_pipeline``, and tell each one's anchor (``demand.item.stale.v1``).
+    Returns (lines found, lines marked by this call): another replica may have marked some."""
+    found = await repository.overdue_lines(session, today, batch)
+    writes = LineWrites()
+    stale_events: list[CloudEvent] = []
+    for line in found:
+        if not await repository.mark_stale(
+            session, line["id"], line["version"], now, left_pipeline=leave_pipeline
+        ):
+            continue
+        after = {**line, "stale_since": now, "stale_left_pipeline": leave_pipeline}
+        writes.cells.move(line, line["anchor_type"], after, line["anchor_type"])
+        stale_events.append(events.stale_event(after))
+    await storage.apply_cell_deltas(session, writes.cells)
+    if stale_events:
+        await outbox.add_many(session, stale_events)
+    return len(found), len(stale_events)

@@ -93,6 +93,7 @@ async def announce_matches(session: AsyncSession, demand_id: str, version: int, 
         or line["version"] != version
         or line["visibility"] != "public"
         or line["status"] not in OPEN_STATUSES
+        or line["stale_left_pipeline"]
     ):
         return 0
     candidates = await line_candidates(session, line, limit)

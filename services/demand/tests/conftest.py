@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from services.demand import read_models
 from services.demand.app import create_app
 from services.demand.pipeline import release
 from services.demand.settings import DemandSettings
@@ -22,6 +24,39 @@ from shared.testing.databases import DatabaseFactory, alembic_prepare
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = SERVICE_DIR.parent.parent
+ENTERPRISES_CATALOGUE_MIGRATION = (
+    REPO_ROOT / "services/enterprises/migrations/versions/20261125_default_milestone_catalogue_ent0003.py"
+)
+
+
+def seeded_catalogue() -> list[tuple[str, str, str]]:
+    """(code, name, category) of the built-in milestone catalogue, read as data from the
+    enterprises service's seeding migration (a service never imports another)."""
+    tree = ast.parse(ENTERPRISES_CATALOGUE_MIGRATION.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "CATALOGUE" for t in node.targets):
+            assert isinstance(node.value, ast.List)
+            return [
+                tuple(ast.literal_eval(part) for part in entry.elts[:3])  # type: ignore[misc]
+                for entry in node.value.elts
+                if isinstance(entry, ast.Tuple)
+            ]
+    raise AssertionError("no CATALOGUE in the enterprises catalogue migration")
+
+
+SEEDED_CATALOGUE = seeded_catalogue()
+
+
+async def feed_catalogue(
+    application: FastAPI, entries: list[tuple[str, str, str]] = SEEDED_CATALOGUE
+) -> None:
+    """Store catalogue entries in the demand service's copy as the ``demand-catalogue`` consumer
+    does when the enterprises service announces them (version 1, as seeded)."""
+    async with application.state.database.transaction() as session:
+        for code, name, category in entries:
+            await read_models.store_milestone_definition(
+                session, {"code": code, "version": 1, "name": name, "category": category}
+            )
 
 
 @pytest.fixture
@@ -39,6 +74,8 @@ def settings(database_url: str, nats_url: str) -> DemandSettings:
         access_log=False,
         # Tests publish snapshots themselves (refresh), except the test of the job.
         pipeline_publisher=False,
+        # Tests run the stale-lines job themselves, with the day they choose.
+        stale_lines_job=False,
     )
 
 
@@ -71,7 +108,10 @@ async def serving(application: FastAPI) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def app(settings: DemandSettings) -> AsyncIterator[FastAPI]:
+    """The service running, its copy of the milestone catalogue holding the built-in catalogue
+    (as once the enterprises service has announced it)."""
     async with serving(create_app(settings)) as application:
+        await feed_catalogue(application)
         yield application
 
 

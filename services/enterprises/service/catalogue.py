@@ -7,10 +7,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.enterprises import events as ev
 from services.enterprises import readiness, repository
 from services.enterprises.actors import Actor
 from services.enterprises.schemas import MilestoneDefinition, MilestoneDefinitionCreate
-from services.enterprises.service import Precondition
+from services.enterprises.service import Precondition, publish
 from services.enterprises.service.history import diff
 from shared.db import utcnow
 from shared.http import etag
@@ -67,7 +68,15 @@ async def create_definition(
     if data.core:
         # Readiness of every enterprise may change; the readiness job recomputes them in batches.
         await repository.mark_all_readiness_stale(session)
-    return await get_definition(session, data.code)
+    return await _announced(session, data.code)
+
+
+async def _announced(session: AsyncSession, code: str) -> MilestoneDefinition:
+    """The definition as stored, after adding its ``milestone_definition.published`` event (other
+    services keep copies of the catalogue: demand checks the requirement codes of its lines)."""
+    definition = await get_definition(session, code)
+    await publish(session, ev.MILESTONE_DEFINITION_PUBLISHED, ev.definition_published(definition), code)
+    return definition
 
 
 async def update_definition(
@@ -98,4 +107,4 @@ async def update_definition(
     await repository.update_definition(session, code, values)
     if any(name in changed for name in READINESS_DEFINITION_FIELDS):
         await repository.mark_all_readiness_stale(session)
-    return await get_definition(session, code)
+    return await _announced(session, code)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from services.enterprises.app import create_app
+from services.enterprises.events import MilestoneDefinitionPublished
 from services.enterprises.jobs import run_readiness_refresh
 from services.enterprises.settings import EnterprisesSettings
 from services.enterprises.tests.conftest import (
     ANCHOR,
+    CATALOGUE_EVENT,
     INTEGRATOR,
     MENTOR,
     create_enterprise,
@@ -19,6 +23,7 @@ from services.enterprises.tests.conftest import (
     outbox_count,
     outbox_events,
 )
+from shared.outbox import outbox_table
 from shared.testing.apps import client, running
 from shared.testing.polling import wait_until
 
@@ -236,3 +241,46 @@ async def test_changing_a_definition_is_checked_and_staff_only(
         0,
         0,
     )
+
+
+async def test_the_catalogue_is_announced_once_and_each_added_or_changed_definition_after(
+    app: FastAPI, staff: httpx.AsyncClient
+) -> None:
+    def announcements(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in events if e["type"] == CATALOGUE_EVENT]
+
+    seeded = announcements(await outbox_events(app, catalogue=True))
+    listed = (await staff.get(DEFINITIONS, params={"limit": 100})).json()["items"]
+    assert [e["subject"] for e in seeded] == [d["code"] for d in listed]  # the built-in catalogue
+    for event in seeded:
+        assert set(event["data"]) == set(MilestoneDefinitionPublished.model_fields)  # the migration's copy
+        payload = MilestoneDefinitionPublished.model_validate(event["data"])
+        assert payload.builtin and payload.version == 1 and payload.code == event["subject"]
+
+    async def all_published() -> bool:  # the relay sends them when the service starts
+        async with app.state.database.transaction(write=False) as session:
+            unsent = await session.scalar(
+                sa.select(sa.func.count()).where(
+                    outbox_table.c.subject == CATALOGUE_EVENT, outbox_table.c.sent_at.is_(None)
+                )
+            )
+        return unsent == 0
+
+    await wait_until(all_published, timeout=20)
+
+    assert (await staff.post(DEFINITIONS, json=DEFINITION | {"code": "Bad Code"})).status_code == 422
+    assert (await staff.post(DEFINITIONS, json=DEFINITION)).status_code == 201
+    url = f"{DEFINITIONS}/{DEFINITION['code']}"
+    changed = await staff.patch(url, json={"name": "Food hygiene rating 4 or 5"}, headers={"If-Match": '"1"'})
+    assert changed.status_code == 200, changed.text
+    unchanged = await staff.patch(
+        url, json={"name": "Food hygiene rating 4 or 5"}, headers={"If-Match": '"2"'}
+    )
+    assert unchanged.status_code == 200
+    later = announcements(await outbox_events(app, catalogue=True))[len(seeded) :]
+    assert [(e["subject"], e["data"]["version"], e["data"]["name"]) for e in later] == [
+        ("food_hygiene_rating", 1, "Food hygiene rating 5"),
+        ("food_hygiene_rating", 2, "Food hygiene rating 4 or 5"),
+    ]
+    assert later[0]["data"]["builtin"] is False
+    assert later[0]["data"]["applies_when"] == DEFINITION["applies_when"]

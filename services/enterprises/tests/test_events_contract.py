@@ -35,6 +35,18 @@ MILESTONE = {
     "renewal_pending",
 }
 READINESS = {"enterprise_id", "version", "score", "ready", "missing", "expiring_soon", "verified"}
+DEFINITION = {
+    "code",
+    "version",
+    "name",
+    "category",
+    "description",
+    "applies_when",
+    "threshold_pence",
+    "validity_days",
+    "core",
+    "builtin",
+}
 
 EXPECTED = {
     "enterprises.enterprise.registered.v1": SNAPSHOT,
@@ -46,6 +58,7 @@ EXPECTED = {
     "enterprises.milestone.expiring.v1": MILESTONE,
     "enterprises.milestone.expired.v1": MILESTONE,
     "enterprises.readiness.changed.v1": READINESS,
+    "enterprises.milestone_definition.published.v1": DEFINITION,
 }
 
 
