@@ -17,7 +17,7 @@ import pytest
 
 from gateway.tests.webhook_receiver import Receiver, SseEvent, sse_events
 from shared.testing.databases import DatabaseFactory
-from shared.testing.system import System
+from shared.testing.system import System, freeze
 from tests.conftest import API, boot, created, stream_messages
 
 pytestmark = pytest.mark.slow
@@ -91,7 +91,7 @@ async def test_a_pause_longer_than_the_duplicate_window_delays_events_by_seconds
             await _until(lambda: got({warm_up["id"]}), 20, "the first event before the pause")
 
             assert system.nats.process is not None
-            system.nats.process.send_signal(signal.SIGSTOP)
+            freeze(system.nats.process)
             try:
                 paused_at = time.monotonic()
                 written = []

@@ -115,7 +115,7 @@ class Process:
     def freeze(self) -> None:
         """Stop the process answering (SIGSTOP): connections are accepted, nothing comes back."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
+        freeze(self.process)
 
     def thaw(self) -> None:
         assert self.process is not None
@@ -123,6 +123,23 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def freeze(process: subprocess.Popen[bytes]) -> None:
+    """SIGSTOP, then wait until every thread of the process has stopped: a thread already on a
+    core when the signal comes may otherwise answer one more request (Linux's /proc)."""
+    process.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    tasks = Path(f"/proc/{process.pid}/task")
+    while time.monotonic() < deadline:
+        states = []
+        for stat in tasks.glob("*/stat"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.005)
+    raise TimeoutError(f"process {process.pid} did not stop on SIGSTOP")
 
 
 @dataclass

@@ -23,6 +23,7 @@ from shared.nats import NatsLink
 from shared.nats_server import NatsServer
 from shared.outbox import OutboxRelay, outbox_table
 from shared.testing.polling import wait_until
+from shared.testing.system import freeze
 from shared.tests.test_outbox import stream_event_ids, write_thing
 
 pytestmark = pytest.mark.slow  # faults: servers paused, killed and restarted (seconds each)
@@ -34,7 +35,7 @@ PAUSE = 4 * WINDOW  # longer than the window, and than the client takes to find 
 @contextmanager
 def paused(server: NatsServer) -> Iterator[None]:
     assert server.process is not None
-    server.process.send_signal(signal.SIGSTOP)
+    freeze(server.process)
     try:
         yield
     finally:
