@@ -213,6 +213,8 @@ def stored(line: dict[str, Any], anchor_id: str, now: datetime) -> dict[str, Any
         "main_cpv": cpv_codes.base(line["cpv_codes"][0]),
         "created_at": now,
         "updated_at": now,
+        "stale_since": None,
+        "stale_left_pipeline": False,
     }
 
 
