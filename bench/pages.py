@@ -34,8 +34,8 @@ import httpx
 
 from bench.demand import SERVICE_DIR, Synthetic, percentile, seed
 from gateway.pages.figures import PipelineQuery, quarters_from
-from services.demand import service
 from services.demand.app import create_app
+from services.demand.pipeline import release
 from services.demand.settings import DemandSettings
 from shared.migrations import upgrade
 from shared.nats_server import NatsServer
@@ -67,7 +67,7 @@ async def prepare(url: str, lines: int, anchors: int, nats_url: str) -> tuple[in
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         started = time.perf_counter()
-        version = await service.refresh_pipeline(app.state.database, settings, force=True)
+        version = await release.publish_snapshot(app.state.database, settings, force=True)
         return version, time.perf_counter() - started
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from gateway.pages import downloads
 from gateway.pages.admission import ReaderDep, guard
 from gateway.pages.figures import CATEGORY_NAMES, LINE_SORTS, division_label
-from gateway.pages.reader import LineSet
+from gateway.pages.reader import LineSet, PublicReader
 from gateway.pages.rendering import download_headers, etag_matches, etag_of, page, render
 from shared.cpv import DIVISION_NAMES
 
@@ -74,19 +74,24 @@ class LinesQuery:
         return "/pipeline/lines?" + urlencode(pairs)
 
 
-def _anchor_names(anchors: LineSet) -> dict[str, dict[str, Any]]:
-    return {a["id"]: a for a in anchors.items}
+async def _sorted_lines(
+    reader: PublicReader, query: LinesQuery
+) -> tuple[LineSet, LineSet, list[dict[str, Any]]]:
+    """The open lines the query asks for, each with its anchor's name, in the query's order
+    (and the answers they came from: the lines and the anchors)."""
+    lines, anchors = await guard(asyncio.gather(reader.open_lines(query.filters()), reader.anchors()))
+    names = {a["id"]: a for a in anchors.items}
+    items = [
+        dict(line, _anchor_name=names.get(line["anchor_id"], {}).get("name", "")) for line in lines.items
+    ]
+    items.sort(key=LINE_SORTS[query.sort][1], reverse=query.order == "desc")
+    return lines, anchors, items
 
 
 @router.get("/pipeline/lines")
 async def lines_page(request: Request, reader: ReaderDep) -> Response:
     query = LinesQuery.from_request(request)
-    lines, anchors = await guard(asyncio.gather(reader.open_lines(query.filters()), reader.anchors()))
-    names = _anchor_names(anchors)
-    items = [
-        dict(line, _anchor_name=names.get(line["anchor_id"], {}).get("name", "")) for line in lines.items
-    ]
-    items.sort(key=LINE_SORTS[query.sort][1], reverse=query.order == "desc")
+    lines, anchors, items = await _sorted_lines(reader, query)
     size = reader.settings.pages_lines_per_page
     pages = max(1, -(-len(items) // size))
     number = min(query.page, pages)
@@ -117,12 +122,7 @@ async def lines_page(request: Request, reader: ReaderDep) -> Response:
 @router.get("/pipeline/lines.csv")
 async def lines_csv(request: Request, reader: ReaderDep) -> Response:
     query = LinesQuery.from_request(request)
-    lines, anchors = await guard(asyncio.gather(reader.open_lines(query.filters()), reader.anchors()))
-    names = _anchor_names(anchors)
-    items = [
-        dict(line, _anchor_name=names.get(line["anchor_id"], {}).get("name", "")) for line in lines.items
-    ]
-    items.sort(key=LINE_SORTS[query.sort][1], reverse=query.order == "desc")
+    _, _, items = await _sorted_lines(reader, query)
     header = [
         "id",
         "title",
