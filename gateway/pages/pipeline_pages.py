@@ -206,11 +206,18 @@ async def pipeline_page(request: Request, reader: ReaderDep) -> Response:
     return page(rendered.html, request, etag=rendered.etag)
 
 
+async def _download_figures(
+    request: Request, reader: PublicReader, query: PipelineQuery, kind: str
+) -> tuple[PipelineFigures, str]:
+    """The figures of a download and its ETag (from the three views it is made of)."""
+    figures = await pipeline_figures(request, reader, query)
+    return figures, etag_of(kind, figures.heat.etag, figures.by_quarter.etag, figures.by_division.etag)
+
+
 @router.get("/pipeline.csv")
 async def pipeline_csv(request: Request, reader: ReaderDep) -> Response:
     query = PipelineQuery.from_params(request.query_params)
-    figures = await pipeline_figures(request, reader, query)
-    etag = etag_of("csv", figures.heat.etag, figures.by_quarter.etag, figures.by_division.etag)
+    figures, etag = await _download_figures(request, reader, query, "csv")
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers={"ETag": etag})
     header = [
@@ -262,8 +269,7 @@ async def pipeline_csv(request: Request, reader: ReaderDep) -> Response:
 @router.get("/pipeline.json")
 async def pipeline_json(request: Request, reader: ReaderDep) -> Response:
     query = PipelineQuery.from_params(request.query_params)
-    figures = await pipeline_figures(request, reader, query)
-    etag = etag_of("json", figures.heat.etag, figures.by_quarter.etag, figures.by_division.etag)
+    figures, etag = await _download_figures(request, reader, query, "json")
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers={"ETag": etag})
     body = {
