@@ -22,6 +22,7 @@ from services.enterprises.vocabulary import (
     Category,
     LegalForm,
     MilestoneStatus,
+    ReportGrouping,
     RequestedStatus,
     SizeClass,
     StageName,
@@ -431,3 +432,105 @@ class HistoryEntry(BaseModel):
 class HistoryPage(BaseModel):
     items: list[HistoryEntry]
     next_cursor: str | None = None
+
+
+# --- the impact report ------------------------------------------------------------------------
+
+
+class ImpactQuery(BaseModel):
+    """The scope of ``GET /reports/impact``: a period and filters, each optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: date | None = Field(None, description="First day of the period (inclusive).")
+    end: date | None = Field(None, description="Last day of the period (inclusive).")
+    cohort_id: uuid.UUID | None = None
+    area: str | None = Field(
+        None, pattern=r"^[A-Za-z]{1,2}$", description="Postcode area of the enterprises, e.g. LS."
+    )
+    anchor_id: uuid.UUID | None = Field(None, description="Lines of this anchor only.")
+    cpv_division: str | None = Field(
+        None, pattern=r"^\d{2}$", description="Lines whose main CPV code is in this division, e.g. 45."
+    )
+    group_by: ReportGrouping | None = Field(None, description="Also break the figures down by this.")
+    shareable: bool = Field(
+        False,
+        description="For anchors and funders: withhold figures that fewer than three enterprises' "
+        "bids stand behind.",
+    )
+
+    @field_validator("area")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ImpactQuery:
+        if self.start and self.end and self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+class ImpactFigures(BaseModel):
+    """One scope's figures; null when not applicable to a group or listed in ``withheld``."""
+
+    enterprises: int | None = Field(description="Enterprises in scope.")
+    reached_tender_ready: int | None = Field(
+        description="Enterprises that first reached tender_ready in the period."
+    )
+    median_days_to_tender_ready: float | None = Field(
+        description="From the cohort's start (or registration) to tender_ready, of those."
+    )
+    enterprises_bidding: int | None
+    bids_submitted: int | None = Field(description="Bids submitted in the period.")
+    bids_won: int | None = Field(description="Outcomes in the period: won.")
+    bids_lost: int | None
+    bids_withdrawn: int | None
+    win_rate: float | None = Field(description="won / (won + lost), of outcomes in the period.")
+    value_won_pence: int | None = Field(description="Contract value of the bids won in the period.")
+    wins_confirmed: int | None = Field(description="Wins the anchor's award names too.")
+    wins_disputed: int | None = Field(description="Wins whose line's award names another supplier.")
+    awards_unrecorded: int | None = Field(
+        description="Awards to an enterprise that has not recorded the win."
+    )
+    enterprises_winning: int | None
+    pipeline_lines: int | None = Field(
+        description="Public lines first published in the period, with a value."
+    )
+    pipeline_value_pence: int | None
+    pipeline_value_bid_pence: int | None = Field(
+        description="Of that value: lines an enterprise in scope bid for."
+    )
+    pipeline_value_won_pence: int | None = Field(
+        description="Of that value: lines an enterprise in scope won."
+    )
+    share_bid: float | None
+    share_won: float | None
+    mentoring_hours_before_wins: float | None = Field(
+        description="Hours of milestone mentoring the winners had before their first win in the period."
+    )
+    withheld: list[str] = Field(default_factory=list, description="Figures withheld in a shareable report.")
+
+
+class ImpactGroup(BaseModel):
+    by: ReportGrouping
+    key: str | None = Field(
+        description="The cohort or anchor id, postcode area or CPV division; null: no cohort."
+    )
+    figures: ImpactFigures
+
+
+class WonFrom(BaseModel):
+    anchor_id: uuid.UUID | None
+    wins: int
+    value_won_pence: int
+
+
+class ImpactReport(BaseModel):
+    generated_at: datetime
+    query: ImpactQuery
+    totals: ImpactFigures
+    groups: list[ImpactGroup]
+    won_from: list[WonFrom] = Field(description="Wins in the period by the anchor that awarded them.")
+    won_from_withheld: int = Field(description="Anchors left out of won_from in a shareable report.")
+    notes: list[str]

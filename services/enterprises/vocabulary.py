@@ -27,3 +27,7 @@ MilestoneStatus = Literal["not_started", "in_progress", "submitted", "verified",
 RequestedStatus = Literal["in_progress", "submitted", "verified", "rejected"]
 """The statuses a person may ask for; ``not_started`` and ``expired`` only happen."""
 GapReason = Literal["not_started", "in_progress", "submitted", "rejected", "expired", "below_threshold"]
+
+# How the impact report breaks its figures down: by the enterprises' cohort or postcode area, or
+# by the lines' anchor or CPV division.
+ReportGrouping = Literal["cohort", "area", "anchor", "cpv_division"]
