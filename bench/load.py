@@ -49,8 +49,10 @@ import asyncpg
 import httpx
 import nats
 from aiohttp import web
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy.engine import make_url
 
+from shared.nats import read_stream
 from shared.testing.cluster import replicated_system
 from shared.testing.databases import POSTGRES_ENV, DatabaseFactory
 from shared.testing.ports import server_port
@@ -397,9 +399,8 @@ async def stream_events(nats_url: str) -> list[tuple[str, dict[str, Any]]]:
     try:
         js = nc.jetstream()
         for stream in STREAMS:
-            state = (await js.stream_info(stream)).state
-            for sequence in range(state.first_seq, state.last_seq + 1) if state.messages else ():
-                message = await js.get_msg(stream, sequence)
+            everything = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+            async for message in read_stream(js, stream, everything):
                 out.append((stream, json.loads(message.data or b"{}")))
     finally:
         await nc.close()

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncGenerator
 from datetime import datetime
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
@@ -57,37 +59,27 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
             await asyncio.sleep(0.05)  # the store of a stream deleted a moment ago is still going
 
 
-async def stored_message_ids(
-    js: JetStreamContext, stream: str, since: datetime, wanted: set[str], *, batch: int = 1000
-) -> set[str]:
-    """Which of ``wanted`` (``Nats-Msg-Id`` values) the stream holds in messages stored from
-    ``since`` on: read headers only, through a consumer of this call's own."""
-    found: set[str] = set()
-    if not wanted:
-        return found
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_TIME,
-        opt_start_time=since,
-        ack_policy=AckPolicy.NONE,
-        headers_only=True,
-        mem_storage=True,
-        inactive_threshold=30.0,
-    )
+async def read_stream(
+    js: JetStreamContext, stream: str, config: ConsumerConfig, *, batch: int = 1000
+) -> AsyncGenerator[Msg, None]:
+    """The messages a consumer of this call's own (``config``, acks off) is given, in order, in
+    batches, until none is pending; the consumer is deleted after."""
+    config.ack_policy = AckPolicy.NONE
+    config.mem_storage = True
+    config.inactive_threshold = 30.0
     subscription = await js.pull_subscribe("", durable=None, stream=stream, config=config)
     consumer: str | None = None
     try:
         info = await subscription.consumer_info()
         consumer = info.name
         pending = int(info.num_pending or 0)
-        while pending > 0 and found != wanted:
+        while pending > 0:
             try:
                 messages = await subscription.fetch(min(batch, pending), timeout=5)
             except NatsTimeoutError:
-                break
+                return
             for message in messages:
-                message_id = (message.headers or {}).get("Nats-Msg-Id")
-                if message_id in wanted:
-                    found.add(message_id)
+                yield message
                 pending = int(message.metadata.num_pending)
     finally:
         with contextlib.suppress(Exception):
@@ -95,6 +87,27 @@ async def stored_message_ids(
         if consumer is not None:
             with contextlib.suppress(Exception):
                 await js.delete_consumer(stream, consumer)
+
+
+async def stored_message_ids(
+    js: JetStreamContext, stream: str, since: datetime, wanted: set[str]
+) -> set[str]:
+    """Which of ``wanted`` (``Nats-Msg-Id`` values) the stream holds in messages stored from
+    ``since`` on (headers only)."""
+    found: set[str] = set()
+    if not wanted:
+        return found
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since, headers_only=True
+    )
+    messages = read_stream(js, stream, config)
+    async for message in messages:
+        message_id = (message.headers or {}).get("Nats-Msg-Id")
+        if message_id in wanted:
+            found.add(message_id)
+            if found == wanted:
+                await messages.aclose()
+                break
     return found
 
 

@@ -26,7 +26,9 @@ import httpx
 import nats
 import pytest
 from fastapi import FastAPI
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from shared.nats import read_stream
 from shared.testing.databases import DatabaseFactory
 from shared.testing.polling import wait_until
 from shared.testing.system import System, running_system
@@ -276,13 +278,11 @@ async def stream_messages(nats_url: str, streams: tuple[str, ...] = STREAMS) -> 
         js = nc.jetstream()
         out = []
         for stream in streams:
-            state = (await js.stream_info(stream)).state
-            for sequence in range(state.first_seq, state.last_seq + 1) if state.messages else ():
-                message = await js.get_msg(stream, sequence)
+            async for message in read_stream(js, stream, ConsumerConfig(deliver_policy=DeliverPolicy.ALL)):
                 out.append(
                     Captured(
                         stream,
-                        sequence,
+                        message.metadata.sequence.stream,
                         str(message.subject),
                         dict(message.headers or {}),
                         bytes(message.data or b""),

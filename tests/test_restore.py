@@ -18,6 +18,7 @@ import nats
 import pytest
 import sqlalchemy as sa
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from deploy import backup
 from services.demand.app import create_app
@@ -26,7 +27,7 @@ from services.demand.settings import DemandSettings
 from shared.db import Database
 from shared.events import CONTENT_TYPE, new_event, stream_for
 from shared.inbox import inbox_table
-from shared.nats import ensure_stream
+from shared.nats import ensure_stream, read_stream
 from shared.nats_server import NatsServer
 from shared.outbox import outbox_table
 from shared.testing.apps import TEST_SECRET, client, running
@@ -72,12 +73,8 @@ class Drill:
         await self.js.publish(event.type, event.to_bytes(), headers=headers)
 
     async def stream_events(self, stream: str) -> list[dict[str, Any]]:
-        info = await self.js.stream_info(stream)
-        out = []
-        for sequence in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
-            message = await self.js.get_msg(stream, sequence)
-            out.append(json.loads(message.data))
-        return out
+        everything = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        return [json.loads(message.data) async for message in read_stream(self.js, stream, everything)]
 
     async def settled(self) -> bool:
         """Nothing waiting to be published, and every consumer has acked all it was sent."""
