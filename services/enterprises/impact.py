@@ -71,15 +71,19 @@ class BidFact:
     demand_id: uuid.UUID
     status: str
     submitted_on: date | None
-    decided_on: date | None
+    decided_at: datetime | None
     contract_value_pence: int | None
     award_check: str | None
+
+    @property
+    def decided_on(self) -> date | None:
+        return self.decided_at.date() if self.decided_at else None
 
 
 @dataclass(frozen=True)
 class SessionFact:
     enterprise_id: uuid.UUID
-    ended: datetime
+    completed_at: datetime  # when the mentor recorded it
     hours: float
     milestone_linked: bool  # on a milestone, or signing one off
 
@@ -233,19 +237,19 @@ def _awards_unrecorded(
 
 
 def _hours_before(sessions: list[SessionFact], won: list[BidFact]) -> float:
-    """Hours of milestone mentoring each winner had before its win, each session counted once."""
-    first_win: dict[uuid.UUID, date] = {}
+    """Hours of milestone mentoring each winner had recorded before its first win, each session
+    counted once."""
+    first_win: dict[uuid.UUID, datetime] = {}
     for bid in won:
-        if bid.decided_on is not None:
-            first_win[bid.enterprise_id] = min(
-                first_win.get(bid.enterprise_id, bid.decided_on), bid.decided_on
-            )
+        if bid.decided_at is not None:
+            earlier = first_win.get(bid.enterprise_id, bid.decided_at)
+            first_win[bid.enterprise_id] = min(earlier, bid.decided_at)
     hours = sum(
         s.hours
         for s in sessions
         if s.milestone_linked
         and s.enterprise_id in first_win
-        and s.ended.date() <= first_win[s.enterprise_id]
+        and s.completed_at <= first_win[s.enterprise_id]
     )
     return round(hours, 2)
 

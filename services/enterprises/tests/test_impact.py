@@ -29,12 +29,12 @@ def bid(
     status: str,
     *,
     submitted: date | None = date(2026, 3, 1),
-    decided: date | None = None,
+    decided: datetime | None = None,
     value: int | None = None,
     check: str | None = None,
 ) -> BidFact:
     if decided is None and status in ("won", "lost", "withdrawn"):
-        decided = date(2026, 4, 1)
+        decided = datetime(2026, 4, 1, 12, tzinfo=UTC)
     return BidFact(who.enterprise_id, what.demand_id, status, submitted, decided, value, check)
 
 
@@ -81,8 +81,10 @@ def test_period_and_filters_narrow_each_figure_by_its_own_date() -> None:
     b1 = enterprise(COHORT_B, area="BD", ready=date(2026, 6, 1))
     early, late = line(ANCHOR_X, 100, on=date(2025, 12, 1)), line(ANCHOR_Y, 200, cpv="85")
     bids = [
-        bid(a1, early, "won", submitted=date(2025, 12, 5), decided=date(2026, 1, 10), value=80),
-        bid(b1, late, "lost", decided=date(2026, 7, 1)),
+        bid(
+            a1, early, "won", submitted=date(2025, 12, 5), decided=datetime(2026, 1, 10, tzinfo=UTC), value=80
+        ),
+        bid(b1, late, "lost", decided=datetime(2026, 7, 1, tzinfo=UTC)),
     ]
     facts = Facts([a1, b1], [early, late], bids, [])
 
