@@ -90,8 +90,7 @@ def _classification(code: str) -> dict[str, Any]:
     return {"scheme": "CPV", "id": code[:8]}
 
 
-# A Companies House number: 8 digits, or the prefix of a company or LLP registered in Scotland or
-# Northern Ireland and 6 digits. "SC0..." is left out: Scottish charity numbers look the same.
+# Numbers only Companies House gives out ("SC0..." is left out: Scottish charity numbers look the same).
 COMPANY_NUMBER = re.compile(r"^([0-9]{8}|(OC|SO|NI|NC)[0-9]{6}|SC[1-9][0-9]{5})$")
 
 
