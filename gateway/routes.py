@@ -114,6 +114,7 @@ PUBLIC_ROUTES: Final = _routes(
     "GET|PATCH /demand/{id}",
     "GET /demand/{id}/history",
     "GET /demand/{id}/candidates",
+    "GET|PUT /demand/{id}/award",
     "POST /demand/imports",
     "GET /demand/imports/template.csv",
     "GET /demand/ocds",

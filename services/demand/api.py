@@ -13,8 +13,11 @@ from services.demand.schemas import (
     AnchorOut,
     AnchorPatch,
     AnchorQuery,
+    AwardIn,
+    AwardOut,
     CandidateList,
     DemandCreate,
+    DemandDetailOut,
     DemandOut,
     DemandPatch,
     DemandVersionOut,
@@ -27,7 +30,7 @@ from services.demand.schemas import (
     PipelineQuery,
     PipelineView,
 )
-from services.demand.service import anchors, export, lines
+from services.demand.service import anchors, awards, export, lines
 from services.demand.service import imports as import_service
 from services.demand.service import matching as match_service
 from services.demand.service import pipeline as pipeline_service
@@ -208,7 +211,7 @@ async def import_lines(
 @router.get(
     "/demand/ocds",
     tags=["demand"],
-    summary="The public open demand as an OCDS 1.1 release package",
+    summary="The public open demand, and awarded lines with their award, as an OCDS 1.1 release package",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/json": {}}}},
 )
@@ -238,13 +241,14 @@ def line_etag(line: dict[str, Any]) -> str:
     return etag(f"{line['version']}-stale" if line.get("stale_since") else line["version"])
 
 
-@router.get("/demand/{demand_id}", response_model=DemandOut, tags=["demand"], summary="One demand line")
+@router.get("/demand/{demand_id}", response_model=DemandDetailOut, tags=["demand"], summary="One demand line")
 async def get_line(demand_id: str, request: Request, session: SessionDep, principal: SignedInDep) -> Response:
     line = await lines.get_visible_line(session, principal, demand_id)
     tag = line_etag(line)
     if matches_etag(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers={"ETag": tag})
-    return json_response(DemandOut.model_validate(line), headers={"ETag": tag})
+    award = await awards.award_of(session, line)
+    return json_response(DemandDetailOut.model_validate({**line, "award": award}), headers={"ETag": tag})
 
 
 @router.patch(
@@ -260,6 +264,51 @@ async def update_line(
     check_if_match(request, line_etag(line))
     line = await lines.update_line(session, principal, line, body.model_dump(mode="json", exclude_unset=True))
     return json_response(DemandOut.model_validate(line), headers={"ETag": line_etag(line)})
+
+
+NO_AWARD_ETAG = etag(0)  # what If-Match names to set an award only if there is none yet
+
+
+@router.get(
+    "/demand/{demand_id}/award",
+    response_model=AwardOut,
+    responses={404: {"description": "No such line visible to the caller, or the line has no award."}},
+    tags=["demand"],
+    summary="Who won a demand line and for how much",
+)
+async def get_award(demand_id: str, session: SessionDep, principal: SignedInDep) -> Response:
+    line = await lines.get_visible_line(session, principal, demand_id)
+    award = await awards.require_award(session, line)
+    return json_response(AwardOut.model_validate(award), headers={"ETag": etag(award["version"])})
+
+
+@router.put(
+    "/demand/{demand_id}/award",
+    response_model=AwardOut,
+    responses={
+        201: {"model": AwardOut, "description": "The line's first award."},
+        409: {"description": "The line is a draft, cancelled or withdrawn (`errors` names `status`)."},
+        412: {"description": 'If-Match names another version of the award ("0": none yet).'},
+    },
+    tags=["demand"],
+    summary="Set or correct the award of a demand line (the line becomes awarded)",
+    description=(
+        "The line's anchor or staff. 201 the first time, 200 for a correction or an unchanged award "
+        "(which changes and publishes nothing). Optional If-Match with the award's ETag "
+        '(its version; "0" sets it only if the line has none yet).'
+    ),
+)
+async def put_award(
+    demand_id: str, body: AwardIn, request: Request, session: SessionDep, principal: SignedInDep
+) -> Response:
+    line = await lines.get_editable_line(session, principal, demand_id, for_update=True)
+    current = await awards.award_of(session, line)
+    check_if_match(request, etag(current["version"]) if current else NO_AWARD_ETAG)
+    award, created = await awards.set_award(session, principal, line, current, body)
+    headers = {"ETag": etag(award["version"])}
+    if created:
+        headers["Location"] = f"/api/v1/demand/{demand_id}/award"
+    return json_response(AwardOut.model_validate(award), 201 if created else 200, headers)
 
 
 @router.get(

@@ -2,7 +2,8 @@
 
 Stream ``DEMAND``: public lines only. An aggregate-only or draft line never appears
 in an event; a line that stops being public, or is cancelled or withdrawn, gets
-``demand.item.withdrawn.v1``. The one exception is ``demand.item.stale.v1``: it tells a
+``demand.item.withdrawn.v1``; a public line's award, ``demand.item.awarded.v1``.
+The one exception is ``demand.item.stale.v1``: it tells a
 line's own anchor that its expected tender date passed without an update, drafts and
 aggregate-only lines included, so the gateway passes it only to that anchor and staff.
 This module imports nothing else of the service, so
@@ -29,6 +30,7 @@ ITEM_PUBLISHED = event_type(SERVICE, "item", "published")
 ITEM_UPDATED = event_type(SERVICE, "item", "updated")
 ITEM_WITHDRAWN = event_type(SERVICE, "item", "withdrawn")
 ITEM_STALE = event_type(SERVICE, "item", "stale")
+ITEM_AWARDED = event_type(SERVICE, "item", "awarded")
 PIPELINE_PUBLISHED = event_type(SERVICE, "pipeline", "published")
 MATCH_FOUND = event_type(SERVICE, "match", "found")
 
@@ -92,6 +94,24 @@ class DemandWithdrawnPayload(BaseModel):
     anchor_id: str
     status: str
     reason: str
+
+
+class DemandAwardedPayload(BaseModel):
+    """Who won a public line and for how much, as its anchor recorded (or corrected) it."""
+
+    demand_id: str
+    version: int = Field(description="the line's version after the award")
+    anchor_id: str
+    status: str = Field(description="awarded")
+    supplier_name: str
+    supplier_registration_number: str | None = Field(
+        description="Companies House, charity or society number, upper case without spaces"
+    )
+    enterprise_id: str | None = Field(
+        description="the incubated enterprise that won, when the anchor named it"
+    )
+    contract_value_pence: int
+    awarded_on: str = Field(description="YYYY-MM-DD")
 
 
 class DemandStalePayload(BaseModel):
@@ -158,6 +178,11 @@ PUBLISHED: list[EventSpec] = [
         "A public demand line was cancelled or withdrawn, or stopped being public.",
     ),
     EventSpec(
+        ITEM_AWARDED,
+        DemandAwardedPayload,
+        "A public demand line was awarded, or its award corrected: the supplier and the contract value.",
+    ),
+    EventSpec(
         ITEM_STALE,
         DemandStalePayload,
         "A draft or planned line's expected tender date passed without an update (its anchor and "
@@ -187,6 +212,22 @@ def match_event(line: dict[str, Any], candidate: dict[str, Any]) -> CloudEvent:
         gaps=list(candidate["gaps"]),
     )
     return new_event(MATCH_FOUND, payload, source=SOURCE, subject=line["id"])
+
+
+def award_event(line: dict[str, Any], award: dict[str, Any]) -> CloudEvent:
+    """The ``demand.item.awarded.v1`` of a public line whose award was set or corrected."""
+    payload = DemandAwardedPayload(
+        demand_id=line["id"],
+        version=line["version"],
+        anchor_id=line["anchor_id"],
+        status=line["status"],
+        supplier_name=award["supplier_name"],
+        supplier_registration_number=award["supplier_registration_number"],
+        enterprise_id=award["enterprise_id"],
+        contract_value_pence=award["contract_value_pence"],
+        awarded_on=str(award["awarded_on"])[:10],
+    )
+    return new_event(ITEM_AWARDED, payload, source=SOURCE, subject=line["id"])
 
 
 def stale_event(line: dict[str, Any]) -> CloudEvent:

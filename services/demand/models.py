@@ -99,6 +99,25 @@ demand_line_versions = sa.Table(
     sa.Column("changed_at", UtcDateTime, nullable=False),
 )
 
+# Who won a line and for how much, as its anchor recorded it (the line is then ``awarded``).
+awards = sa.Table(
+    "awards",
+    metadata,
+    sa.Column("demand_id", Id, sa.ForeignKey("demand_lines.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("supplier_name", sa.String(200), nullable=False),
+    # Companies House, charity or society number: upper case, no spaces.
+    sa.Column("supplier_registration_number", sa.String(20), nullable=True),
+    # An incubated enterprise, when the anchor names it (the enterprises service's id).
+    sa.Column("enterprise_id", Id, nullable=True),
+    sa.Column("contract_value_pence", sa.BigInteger, nullable=False),
+    sa.Column("awarded_on", sa.Date, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("recorded_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("contract_value_pence >= 0", name="contract_value_not_negative"),
+)
+
 # The pipeline, kept incrementally: one row per fine cell and anchor, changed in the same
 # transaction as the lines. ``lines``/``value``/``annualised`` are live; the ``released_``
 # copies are what the latest snapshot published, refreshed by the snapshot job for the

@@ -8,6 +8,10 @@ date), ``contractPeriod`` (start, end and ``durationInDays``), ``lots`` with the
 values and items, and the extension fields ``suitability`` (``sme``, ``vcse``),
 ``maxValue``, ``requirements``, ``socialValuePriorities``, ``deliveryArea``.
 
+An awarded line with its award recorded is an award release (``tag`` ``award``, ``awardUpdate``
+after a correction): tender status ``complete``, one ``awards`` entry (``active``, the award date,
+the contract value, the supplier) and the supplier among the ``parties``.
+
 Import reads the same shape (Find a Tender pipeline notices too): ``ocid`` is the
 line's ``external_ref``; CPV codes come from the items' classifications.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -85,9 +90,41 @@ def _classification(code: str) -> dict[str, Any]:
     return {"scheme": "CPV", "id": code[:8]}
 
 
-def release_from_line(line: dict[str, Any], anchor: Any, ocid_prefix: str) -> dict[str, Any]:
+# Numbers only Companies House gives out ("SC0..." is left out: Scottish charity numbers look the same).
+COMPANY_NUMBER = re.compile(r"^([0-9]{8}|(OC|SO|NI|NC)[0-9]{6}|SC[1-9][0-9]{5})$")
+
+
+def supplier_identifier(registration_number: str | None) -> dict[str, str] | None:
+    """The OCDS identifier of an award's supplier: ``GB-COH`` for a number that can only be a
+    Companies House one; None for any other (charity, society, or unsure which), rather than
+    guess a scheme."""
+    if registration_number and COMPANY_NUMBER.match(registration_number):
+        return {"scheme": "GB-COH", "id": registration_number}
+    return None
+
+
+def _award_parts(demand_id: str, award: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The supplier's party and the ``awards`` entry of a line's award."""
+    identifier = supplier_identifier(award.get("supplier_registration_number"))
+    party_id = f"GB-COH-{identifier['id']}" if identifier else f"{demand_id}-supplier"
+    party: dict[str, Any] = {"id": party_id, "name": award["supplier_name"], "roles": ["supplier"]}
+    if identifier:
+        party["identifier"] = identifier
+    entry = {
+        "id": f"{demand_id}-award",
+        "status": "active",
+        "date": _datetime(award["awarded_on"]),
+        "value": _value(award["contract_value_pence"]),
+        "suppliers": [{"id": party_id, "name": award["supplier_name"]}],
+    }
+    return party, entry
+
+
+def release_from_line(
+    line: dict[str, Any], anchor: Any, ocid_prefix: str, award: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The OCDS release of a public line (``line`` holds every field, with ``anchor_type``; ``anchor``
-    has the anchor's columns as attributes)."""
+    has the anchor's columns as attributes); with ``award``, an award release."""
     demand_id = line["id"]
     party = {"id": anchor.id, "name": anchor.name, "roles": ["buyer"]}
     identifiers = [
@@ -160,7 +197,7 @@ def release_from_line(line: dict[str, Any], anchor: Any, ocid_prefix: str) -> di
         tender["reprocurement"] = True
     updated = line["updated_at"]
     stamp = updated.isoformat().replace("+00:00", "Z") if isinstance(updated, datetime) else str(updated)
-    return {
+    release = {
         "ocid": f"{ocid_prefix}-{demand_id}",
         "id": f"{demand_id}-{line['version']}",
         "date": stamp,
@@ -171,6 +208,12 @@ def release_from_line(line: dict[str, Any], anchor: Any, ocid_prefix: str) -> di
         "buyer": {"id": anchor.id, "name": anchor.name},
         "tender": tender,
     }
+    if award is not None:
+        supplier, entry = _award_parts(demand_id, award)
+        release["parties"] = [party, supplier]
+        release["awards"] = [entry]
+        release["tag"] = ["award" if award["version"] == 1 else "awardUpdate"]
+    return release
 
 
 # --- import --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.demand import cpv
-from services.demand.models import anchors, demand_line_cpvs, demand_line_versions, demand_lines
+from services.demand.models import anchors, awards, demand_line_cpvs, demand_line_versions, demand_lines
 from services.demand.vocabulary import NOT_YET_TENDERING, OPEN_STATUSES
 from shared.db import is_postgres
 from shared.pagination import Key, Keyset
@@ -220,6 +220,18 @@ async def line_page(
     return [dict(r._mapping) for r in rows]
 
 
+def exported_lines() -> list[sa.ColumnElement[bool]]:
+    """Public lines in the OCDS export: those of :func:`public_open_lines`, and awarded ones with
+    their award recorded."""
+    t = demand_lines.c
+    awarded = sa.and_(t.status == "awarded", t.id.in_(sa.select(awards.c.demand_id)))
+    return [
+        t.visibility == "public",
+        sa.or_(t.status.in_(OPEN_STATUSES), awarded),
+        t.stale_left_pipeline.is_(False),
+    ]
+
+
 def public_open_lines() -> list[sa.ColumnElement[bool]]:
     """Public lines in the forward pipeline (matched, exported): open, and not a stale line that left."""
     t = demand_lines.c
@@ -302,3 +314,31 @@ async def candidate_lines(session: AsyncSession, prefixes: Sequence[str]) -> lis
     """Public open lines with a code under any of the prefixes."""
     query = line_query().where(*public_open_lines(), cpv_prefix_condition(prefixes))
     return [dict(row._mapping) for row in await session.execute(query)]
+
+
+# --- awards --------------------------------------------------------------------------------------
+
+
+async def get_award(session: AsyncSession, demand_id: str) -> dict[str, Any] | None:
+    row = (await session.execute(sa.select(awards).where(awards.c.demand_id == demand_id))).first()
+    return dict(row._mapping) if row is not None else None
+
+
+async def awards_of(session: AsyncSession, demand_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The awards of these lines, by line id (lines without one are left out)."""
+    if not demand_ids:
+        return {}
+    rows = await session.execute(sa.select(awards).where(awards.c.demand_id.in_(demand_ids)))
+    return {row.demand_id: dict(row._mapping) for row in rows}
+
+
+async def insert_award(session: AsyncSession, values: dict[str, Any]) -> None:
+    await session.execute(sa.insert(awards).values(**values))
+
+
+async def update_award(session: AsyncSession, demand_id: str, version: int, values: dict[str, Any]) -> bool:
+    """Change an award still at ``version``; False when it is not."""
+    result = await session.execute(
+        sa.update(awards).where(awards.c.demand_id == demand_id, awards.c.version == version).values(**values)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]

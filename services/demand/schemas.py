@@ -16,6 +16,7 @@ their validators and field descriptions, and read best as the one contract they 
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -335,6 +336,58 @@ class DemandOut(DemandFields):
         description="when the stale-lines job found this draft or planned line's expected tender date "
         "passed without an update; an update with a new date (or the tender starting) clears it",
     )
+
+
+# --- awards --------------------------------------------------------------------------------------
+
+REGISTRATION_NUMBER = re.compile(r"^[A-Z0-9]+$")
+
+
+class AwardIn(StrictModel):
+    """Who won the line and for how much (``PUT /demand/{id}/award`` sets or corrects it)."""
+
+    supplier_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    supplier_registration_number: Annotated[str, StringConstraints(max_length=20)] | None = Field(
+        None,
+        description="Companies House, charity or society number; stored upper case without spaces",
+    )
+    enterprise_id: uuid.UUID | None = Field(None, description="the incubated enterprise that won, if known")
+    contract_value_pence: Pence
+    awarded_on: LineDate = Field(description="the award decision date; not in the future")
+
+    @field_validator("supplier_registration_number", mode="before")
+    @classmethod
+    def _normalise_number(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = "".join(value.split()).upper() or None
+        if isinstance(value, str) and not REGISTRATION_NUMBER.match(value):
+            raise ValueError("letters and digits only, e.g. 01234567 or SC123456")
+        return value
+
+    def values(self) -> dict[str, Any]:
+        """The stored columns of the award."""
+        out = self.model_dump(mode="python")
+        out["enterprise_id"] = str(self.enterprise_id) if self.enterprise_id else None
+        return out
+
+
+class AwardOut(BaseModel):
+    demand_id: str
+    supplier_name: str
+    supplier_registration_number: str | None
+    enterprise_id: str | None
+    contract_value_pence: int
+    awarded_on: date
+    version: int = Field(description="grows with every correction; the award's ETag")
+    recorded_at: datetime
+    recorded_by: str = Field(description="who first recorded the award (corrections: the line's history)")
+    updated_at: datetime
+
+
+class DemandDetailOut(DemandOut):
+    """One line as ``GET /demand/{id}`` answers it: with its award, if any."""
+
+    award: AwardOut | None = None
 
 
 class DemandVersionOut(BaseModel):

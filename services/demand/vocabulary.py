@@ -29,6 +29,8 @@ OPEN_STATUSES = frozenset({"planned", "tendering"})  # in the pipeline; matched
 NOT_YET_TENDERING = frozenset({"draft", "planned"})  # a past tender date is refused, or makes it stale
 TERMINAL_STATUSES = frozenset({"cancelled", "withdrawn"})
 CREATE_STATUSES = frozenset({"draft", "planned", "tendering"})
+# An award may be recorded on these (a direct award skips the tender) and corrected once awarded.
+AWARDABLE_STATUSES = frozenset({"planned", "tendering", "awarded"})
 TRANSITIONS: dict[str, frozenset[str]] = {
     "draft": frozenset({"planned", "cancelled", "withdrawn"}),
     "planned": frozenset({"tendering", "cancelled", "withdrawn"}),

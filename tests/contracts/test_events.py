@@ -104,6 +104,7 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "demand.item.updated.v1": enterprises_consumers.DemandLineIn,
         "demand.item.withdrawn.v1": enterprises_consumers.DemandWithdrawnIn,
         "demand.item.stale.v1": ReadsNothing,  # its subjects take it; the handler passes it by
+        "demand.item.awarded.v1": ReadsNothing,  # likewise, until the enterprises service reads awards
     },
     "enterprises-mentoring": {
         "mentoring.session.completed.v1": enterprises_consumers.SessionCompletedIn,
@@ -318,6 +319,18 @@ async def every_kind_of_change(system: System, clock: MentoringClock) -> None:
             lambda r: eid in ids(r, "enterprise_id"),
         )
         check(await staff.patch(f"{API}/demand/{line['id']}", json={"title": f"Matched {tag}"}))
+        # Another line is awarded to the enterprise (the matched one stays open for its match).
+        won = await created(
+            staff, "/demand", line_body(anchor["id"], f"Contract won {tag}", status="tendering")
+        )
+        award = {
+            "supplier_name": f"Contract Co {tag}",
+            "supplier_registration_number": "12345678",
+            "enterprise_id": eid,
+            "contract_value_pence": 11_500_000,
+            "awarded_on": now.date().isoformat(),
+        }
+        check(await staff.put(f"{API}/demand/{won['id']}/award", json=award))
         milestones = f"{API}/enterprises/{eid}/milestones"
         enterprise_key = (await system.create_key("enterprise", eid))["key"]
         async with system.client(enterprise_key) as own:  # staff may not verify what they submitted

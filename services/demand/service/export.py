@@ -1,4 +1,5 @@
-"""The OCDS export: the public open lines as a release package, streamed page by page."""
+"""The OCDS export: the public open lines, and the awarded ones with their award, as a release
+package streamed page by page."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ log = logging.getLogger("seedbed.demand.export")
 async def ocds_package(
     database: Database, filters: LineFilters, settings: DemandSettings, page: int = 500
 ) -> AsyncIterator[bytes]:
-    """The release package of the public open lines, streamed page by page."""
+    """The release package of the public open lines and awarded lines, streamed page by page."""
     head, tail = ocds.package_parts(
         uri=settings.ocds_package_base_uri, publisher=settings.ocds_publisher_name, published=utcnow()
     )
     yield head.encode()
-    conditions = repository.public_open_lines() + filters.conditions()
+    conditions = repository.exported_lines() + filters.conditions()
     known: dict[str, Any] = {}
     after: tuple[datetime, str] | None = None
     first = True
@@ -35,10 +36,13 @@ async def ocds_package(
             missing = {r["anchor_id"] for r in rows} - known.keys()
             if missing:
                 known.update(await repository.anchors_by_id(session, missing))
+            awarded = await repository.awards_of(session, [r["id"] for r in rows if r["status"] == "awarded"])
         parts = []
         for line in rows:
             try:
-                release = ocds.release_from_line(line, known[line["anchor_id"]], settings.ocds_ocid_prefix)
+                release = ocds.release_from_line(
+                    line, known[line["anchor_id"]], settings.ocds_ocid_prefix, awarded.get(line["id"])
+                )
             except (ValueError, OverflowError) as exc:
                 # One line that cannot be expressed must not break the export for everyone.
                 log.warning(

@@ -269,17 +269,26 @@ async def create_line(session: AsyncSession, principal: Principal, body: DemandC
 
 
 async def update_line(
-    session: AsyncSession, principal: Principal, line: dict[str, Any], patch: dict[str, Any]
+    session: AsyncSession,
+    principal: Principal,
+    line: dict[str, Any],
+    patch: dict[str, Any],
+    *,
+    transitions: Mapping[str, frozenset[str]] = TRANSITIONS,
+    also_changed: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Apply a merge patch to a line; returns the line (unchanged when the patch changes nothing)."""
+    """Apply a merge patch to a line; returns the line (unchanged when the patch changes nothing).
+
+    ``transitions`` are the status changes allowed; ``also_changed`` names what changed beside the
+    line's own fields (an award), which makes a new version even when the patch changes nothing."""
     if line["status"] in TERMINAL_STATUSES:
         raise conflict(f"The line is {line['status']}; it can no longer change.")
     current = json_state({k: line[k] for k in FIELD_NAMES})
     fields, errors = validate_fields({**current, **patch})
     if fields is None:
         raise field_errors(errors)
-    if fields.status != line["status"] and fields.status not in TRANSITIONS[line["status"]]:
-        allowed = ", ".join(sorted(TRANSITIONS[line["status"]])) or "none"
+    if fields.status != line["status"] and fields.status not in transitions[line["status"]]:
+        allowed = ", ".join(sorted(transitions[line["status"]])) or "none"
         errors.append(
             {
                 "field": "status",
@@ -292,7 +301,7 @@ async def update_line(
     errors += await catalogue_errors(session, values["requirements"], line)
     if errors:
         raise field_errors(errors)
-    changed = [name for name in FIELD_NAMES if values[name] != line[name]]
+    changed = [name for name in FIELD_NAMES if values[name] != line[name]] + list(also_changed)
     if not changed:
         return line
     if "external_ref" in changed and (
