@@ -9,7 +9,6 @@ shows anyone: never an ``aggregate_only`` line, and pipeline figures exactly as 
 - ``reader``: the upstream calls and their caches (the pipeline revalidated by ETag).
 - ``figures``: pure rules of presentation: the quarter window, filters, line sorts, money in words.
 - ``charts``: the geometry of the bar charts and the heat map.
-- ``downloads``: CSV (formula cells neutralised) and JSON of the same view.
 - ``rendering``: templates, security headers (the CSP), ETag/304, downloads' headers, error pages.
 - ``admission``: the rate limit and key of every page, the shared reader, upstream failures as pages.
 - ``pipeline_pages``, ``line_pages``, ``anchor_pages``: the routes, one module per subject.

@@ -14,12 +14,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.pages import downloads
 from gateway.pages.admission import ReaderDep, guard
 from gateway.pages.figures import CATEGORY_NAMES, LINE_SORTS, division_label
 from gateway.pages.reader import LineSet, PublicReader
 from gateway.pages.rendering import download_headers, etag_matches, etag_of, page, render
 from shared.cpv import DIVISION_NAMES
+from shared.downloads import csv_text
 
 router = APIRouter()
 
@@ -168,7 +168,7 @@ async def lines_csv(request: Request, reader: ReaderDep) -> Response:
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers={"ETag": etag})
     return Response(
-        downloads.csv_text(header, rows),
+        csv_text(header, rows),
         media_type="text/csv; charset=utf-8",
         headers=download_headers("seedbed-lines.csv", etag),
     )

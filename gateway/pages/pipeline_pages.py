@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from gateway.pages import charts, downloads
+from gateway.pages import charts
 from gateway.pages.admission import ReaderDep, guard
 from gateway.pages.figures import (
     Cell,
@@ -35,6 +35,7 @@ from gateway.pages.figures import (
 )
 from gateway.pages.reader import Lru, PublicReader, View
 from gateway.pages.rendering import SECURITY_HEADERS, download_headers, etag_matches, etag_of, page, render
+from shared.downloads import csv_text
 
 router = APIRouter()
 
@@ -260,7 +261,7 @@ async def pipeline_csv(request: Request, reader: ReaderDep) -> Response:
                     cell.suppressed,
                 ]
             )
-    body = downloads.csv_text(header, rows)
+    body = csv_text(header, rows)
     return Response(
         body, media_type="text/csv; charset=utf-8", headers=download_headers("seedbed-pipeline.csv", etag)
     )

@@ -9,7 +9,6 @@ from datetime import date
 import pytest
 
 from gateway.pages import charts
-from gateway.pages.downloads import csv_text, neutralised
 from gateway.pages.figures import (
     Cell,
     PipelineQuery,
@@ -23,6 +22,7 @@ from gateway.pages.figures import (
     short_pounds,
 )
 from shared.cpv import DIVISION_NAMES, DIVISIONS
+from shared.downloads import csv_text, neutralised
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Downloads of what a page shows: CSV a spreadsheet opens safely, and JSON.
+"""CSV a spreadsheet opens safely, for every download (the pages', the impact report).
 
 Anchors' text is stored verbatim, so a title may begin with ``=``, ``+``, ``-``, ``@``, a tab
 or a carriage return, which a spreadsheet would run as a formula (CSV injection). Following
