@@ -124,17 +124,12 @@ def require_bid_editor(principal: Principal, bid: Any, bid_id: uuid.UUID) -> Any
     raise forbidden("Only the enterprise that bids, or staff, change a bid.")
 
 
-def bid_list_scope(
-    principal: Principal, enterprise_id: uuid.UUID | None
-) -> tuple[uuid.UUID | None, uuid.UUID | None] | None:
-    """``GET /bids``: the (enterprise, anchor) a list is narrowed to, None when the caller can see
-    none of what it asked for. An enterprise sees its own; an anchor the bids on its lines that
-    have an award; staff all."""
+def bid_list_scope(principal: Principal) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """``GET /bids``: the (enterprise, anchor) every list of the caller is narrowed to: an
+    enterprise sees its own bids, an anchor those on its lines that have an award, staff all."""
     can_use_bids(principal)
     if principal.role == "enterprise":
-        if enterprise_id is not None and not principal.owns("enterprise", enterprise_id):
-            return None
         return uuid.UUID(str(principal.subject_id)), None
     if principal.role == "anchor":
-        return enterprise_id, uuid.UUID(str(principal.subject_id))
-    return enterprise_id, None
+        return None, uuid.UUID(str(principal.subject_id))
+    return None, None

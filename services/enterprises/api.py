@@ -403,12 +403,13 @@ async def list_enterprise_bids(
 async def list_bids(
     principal: PrincipalDep, session: SessionDep, query: Annotated[BidQuery, Query()]
 ) -> Response:
-    scope = access.bid_list_scope(principal, query.enterprise_id)
-    if scope is None:
-        return _json(BidPage(items=[]))
-    enterprise_id, anchor_id = scope
+    own_enterprise_id, anchor_id = access.bid_list_scope(principal)
     filters = BidFilters(
-        status=query.status, demand_id=query.demand_id, enterprise_id=enterprise_id, anchor_id=anchor_id
+        status=query.status,
+        demand_id=query.demand_id,
+        enterprise_id=query.enterprise_id,
+        visible_to_enterprise=own_enterprise_id,
+        anchor_id=anchor_id,
     )
     items, next_cursor = await bids.list_bids(session, filters, query.limit, query.cursor)
     return _json(BidPage(items=items, next_cursor=next_cursor))

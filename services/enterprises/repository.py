@@ -449,6 +449,7 @@ class BidFilters:
     status: str | None = None
     demand_id: uuid.UUID | None = None
     enterprise_id: uuid.UUID | None = None
+    visible_to_enterprise: uuid.UUID | None = None  # only this enterprise's bids
     anchor_id: uuid.UUID | None = None  # only bids on this anchor's lines that have an award
 
 
@@ -490,6 +491,8 @@ async def bid_page(
         query = query.where(bids.c.demand_id == filters.demand_id)
     if filters.enterprise_id is not None:
         query = query.where(bids.c.enterprise_id == filters.enterprise_id)
+    if filters.visible_to_enterprise is not None:
+        query = query.where(bids.c.enterprise_id == filters.visible_to_enterprise)
     if filters.anchor_id is not None:
         c = demand_lines.c
         query = query.where(c.anchor_id == filters.anchor_id, c.award_version.is_not(None))
