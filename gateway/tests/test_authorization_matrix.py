@@ -514,6 +514,11 @@ def request_for(case: Case, world: World, system: System) -> tuple[str, str, dic
         body = enterprise_body(f"Created {marker} {uuid.uuid4().hex[:6]}")
     elif template == ("PATCH", "/enterprises/{id}"):
         body = {"name": f"Renamed {marker}"}
+    elif template == ("POST", "/enterprises/{id}/bids"):
+        world.need("D2")
+        body = {"demand_id": world.ids["D2"]}  # E1 and E2 bid on it already: allowed is a 409
+    elif template == ("PATCH", "/bids/{id}"):
+        body = {"note": f"Noted {marker}"}
     elif template == ("POST", "/cohorts"):
         body = {"name": f"Cohort {marker}", "programme": "Tender ready", "start_date": "2027-01-11",
                 "end_date": "2027-06-30"}  # fmt: skip
@@ -538,11 +543,6 @@ def request_for(case: Case, world: World, system: System) -> tuple[str, str, dic
         body = demand_body(anchor, f"Posted {marker}")  # type: ignore[arg-type]
     elif template == ("PATCH", "/demand/{id}"):
         body = {"title": f"Retitled {marker}"}
-    elif template == ("POST", "/enterprises/{id}/bids"):
-        world.need("D2")
-        body = {"demand_id": world.ids["D2"]}  # E1 and E2 bid on it already: allowed is a 409
-    elif template == ("PATCH", "/bids/{id}"):
-        body = {"note": f"Noted {marker}"}
     elif template == ("POST", "/demand/imports"):
         world.need("A1", "A2")
         anchor = world.ids["A2"] if target == "other" else own_anchor
