@@ -149,6 +149,10 @@ CELL_MEANING = {
     "its mentor": "own",
     "own subscriptions": "allow",
     "public events": "allow",
+    # Bids: an anchor sees those on its own lines once their award is known (none is, here).
+    "on its own awarded lines": "awarded_lines",
+    "on its own awarded lines (else 404)": "awarded_lines",
+    "404 (403 on its own awarded lines)": "404",
 }
 
 
@@ -247,6 +251,15 @@ async def _create(world: World, http: httpx.AsyncClient, name: str, path: str, b
         world.failures[name] = f"POST {path} -> {response.status_code} {response.text[:300]}"
 
 
+async def _until_line_known(http: httpx.AsyncClient, enterprise_id: str, demand_id: str) -> None:
+    """Wait (a while) until the enterprises service has consumed the line's published event."""
+    url = f"/api/v1/enterprises/{enterprise_id}/readiness"
+    for _ in range(300):
+        if (await http.get(url, params={"demand_id": demand_id})).status_code == 200:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def build_world(system: System) -> World:
     world = World()
     async with system.client() as http:
@@ -307,6 +320,13 @@ async def build_world(system: System) -> World:
                     "topic": "Public liability insurance",
                 }
                 await _create(world, http, session, "/api/v1/sessions", body)
+        # B1 and B2: the bids of E1 and E2 on D2, once the enterprises service has heard of D2.
+        if {"E1", "D2"} <= set(world.ids):
+            await _until_line_known(http, world.ids["E1"], world.ids["D2"])
+        for bid, enterprise in (("B1", "E1"), ("B2", "E2")):
+            if enterprise in world.ids and "D2" in world.ids:
+                path = f"/api/v1/enterprises/{world.ids[enterprise]}/bids"
+                await _create(world, http, bid, path, {"demand_id": world.ids["D2"]})
     subjects = {"staff": None, "anchor": "A1", "enterprise": "E1", "mentor": "M1", "integrator": None}
     for role, subject in subjects.items():
         subject_id = world.ids.get(subject) if subject else None
@@ -350,10 +370,19 @@ def kind_of(path: str) -> str | None:
         "cohorts": "cohort",
         "api-keys": "key",
         "webhooks": "webhook",
+        "bids": "bid",
     }.get(segment)
 
 
-OWN = {"enterprise": "E1", "mentor": "M1", "session": "S1", "demand": "D1", "anchor": "A1", "cohort": "C1"}
+OWN = {
+    "enterprise": "E1",
+    "mentor": "M1",
+    "session": "S1",
+    "demand": "D1",
+    "anchor": "A1",
+    "cohort": "C1",
+    "bid": "B1",
+}
 OTHERS = {
     "cohort": [],  # cohorts belong to the incubator (staff), not to a tenant
     "enterprise": ["E2"],
@@ -361,6 +390,7 @@ OTHERS = {
     "session": ["S2"],
     "demand": ["D2", "D3", "D4"],
     "anchor": ["A2"],
+    "bid": ["B2"],  # E2's bid
 }
 HIDDEN_LINES = {"D1", "D3", "D4"}  # not public: only their anchor (A1 for D1) and staff see them
 
@@ -396,6 +426,8 @@ def expectations(rule: RouteRule, role: str) -> list[tuple[str | None, str]]:
             expected = "404" if target in HIDDEN_LINES else "403"
         elif meaning == "participant_403":
             expected = "403" if own else "404"
+        elif meaning == "awarded_lines":
+            expected = "404"  # no line of the world has an award: its bids stay hidden from anchors
         else:
             raise AssertionError(f"no expectation for {meaning}")
         out.append((target, expected))
@@ -406,7 +438,7 @@ def _bound(role: str, kind: str) -> bool:
     """Whether the role's own subject makes OWN[kind] its own object."""
     return {
         "anchor": ("demand", "anchor"),
-        "enterprise": ("enterprise", "session"),
+        "enterprise": ("enterprise", "session", "bid"),
         "mentor": ("mentor", "session"),
     }[role].__contains__(kind)
 
@@ -482,6 +514,11 @@ def request_for(case: Case, world: World, system: System) -> tuple[str, str, dic
         body = enterprise_body(f"Created {marker} {uuid.uuid4().hex[:6]}")
     elif template == ("PATCH", "/enterprises/{id}"):
         body = {"name": f"Renamed {marker}"}
+    elif template == ("POST", "/enterprises/{id}/bids"):
+        world.need("D2")
+        body = {"demand_id": world.ids["D2"]}  # E1 and E2 bid on it already: allowed is a 409
+    elif template == ("PATCH", "/bids/{id}"):
+        body = {"note": f"Noted {marker}"}
     elif template == ("POST", "/cohorts"):
         body = {"name": f"Cohort {marker}", "programme": "Tender ready", "start_date": "2027-01-11",
                 "end_date": "2027-06-30"}  # fmt: skip
@@ -622,7 +659,7 @@ def list_check(case: Case, response: httpx.Response, world: World) -> str | None
     """For list routes, the objects the caller must and must not see."""
     if case.expected != OK or response.status_code != 200 or case.rule.method != "GET":
         return None
-    if case.rule.path not in ("/demand", "/sessions"):
+    if case.rule.path not in ("/demand", "/sessions", "/bids"):
         return None
     items = response.json().get("items", [])
     seen = {str(item.get("id") or item.get("demand_id") or item.get("session_id")) for item in items}
@@ -634,6 +671,11 @@ def list_check(case: Case, response: httpx.Response, world: World) -> str | None
             return f"{case.role} sees lines it must not: {leaked}"
         if case.role == "anchor" and ids.get("D1") and ids["D1"] not in seen:
             return "the anchor does not see its own draft"
+    if case.rule.path == "/bids" and case.role in ("enterprise", "anchor"):
+        if ids.get("B2") in seen or (case.role == "anchor" and seen):
+            return f"{case.role} sees bids it must not"
+        if case.role == "enterprise" and ids.get("B1") and ids["B1"] not in seen:
+            return "the enterprise does not see its own bid"
     if case.rule.path == "/sessions" and case.role in ("enterprise", "mentor"):
         if ids.get("S2") in seen:
             return f"{case.role} sees another tenant's session"
@@ -671,6 +713,7 @@ def test_no_denied_write_changed_another_tenants_objects(system: System, world: 
     refused = ("anchor", "enterprise", "mentor", "integrator")
     checks = {"E2": ("/enterprises/{}", "name"), "M2": ("/mentors/{}", "bio")}
     checks |= {name: ("/demand/{}", "title") for name in ("D2", "D3", "D4")}
+    checks["B2"] = ("/bids/{}", "note")
     with httpx.Client(
         base_url=system.url, timeout=20, headers={"Authorization": f"Bearer {system.staff_key}"}
     ) as http:

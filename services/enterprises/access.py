@@ -8,6 +8,7 @@ mentors on writes).
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from shared.principal import Principal
 from shared.problems import forbidden, not_found
@@ -79,3 +80,56 @@ def can_read_catalogue(principal: Principal) -> None:
     """``GET /milestone-definitions``: anyone signed in."""
     if principal.role == "public":
         raise forbidden("Sign in to read the milestone catalogue.")
+
+
+# --- bids ------------------------------------------------------------------------------------
+# A bid is its enterprise's business: staff and the enterprise itself. The anchor whose line it
+# is sees it once the line's award is known (to check the award against the bids); anyone else
+# who might be an interested party (another enterprise, another anchor) gets 404.
+
+
+def can_manage_bids_of(principal: Principal, enterprise_id: uuid.UUID) -> None:
+    """``POST``, ``GET /enterprises/{id}/bids``: staff and the enterprise itself."""
+    if principal.role == "staff" or principal.owns("enterprise", enterprise_id):
+        return
+    if principal.role in ("enterprise", "anchor"):
+        raise _hidden(enterprise_id)
+    raise forbidden(f"A {principal.role} may not see an enterprise's bids.")
+
+
+def can_use_bids(principal: Principal) -> None:
+    """``/bids``, ``/bids/{id}``: staff, enterprises and anchors (which of them, by the bid)."""
+    if principal.role not in ("staff", "enterprise", "anchor"):
+        raise forbidden(f"A {principal.role} may not see bids.")
+
+
+def may_read_bid(principal: Principal, bid: Any) -> bool:
+    """``bid``: a bid with its line's ``anchor_id`` and ``awarded``."""
+    if principal.role == "staff" or principal.owns("enterprise", bid.enterprise_id):
+        return True
+    return bid.awarded is True and bid.anchor_id is not None and principal.owns("anchor", bid.anchor_id)
+
+
+def require_bid_reader(principal: Principal, bid: Any, bid_id: uuid.UUID) -> Any:
+    if bid is None or not may_read_bid(principal, bid):
+        raise not_found("Bid", bid_id)
+    return bid
+
+
+def require_bid_editor(principal: Principal, bid: Any, bid_id: uuid.UUID) -> Any:
+    """404 unless the caller may see the bid; 403 for an anchor that may see it but not change it."""
+    bid = require_bid_reader(principal, bid, bid_id)
+    if principal.role == "staff" or principal.owns("enterprise", bid.enterprise_id):
+        return bid
+    raise forbidden("Only the enterprise that bids, or staff, change a bid.")
+
+
+def bid_list_scope(principal: Principal) -> tuple[uuid.UUID | None, uuid.UUID | None]:
+    """``GET /bids``: the (enterprise, anchor) every list of the caller is narrowed to: an
+    enterprise sees its own bids, an anchor those on its lines that have an award, staff all."""
+    can_use_bids(principal)
+    if principal.role == "enterprise":
+        return uuid.UUID(str(principal.subject_id)), None
+    if principal.role == "anchor":
+        return None, uuid.UUID(str(principal.subject_id))
+    return None, None

@@ -21,3 +21,5 @@ class Actor:
 
 
 SYSTEM = Actor("system", "expiry-job")
+AWARD = Actor("system", "demand-award")
+"""An award heard from the demand service, rechecking the bids on its line."""

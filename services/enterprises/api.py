@@ -11,12 +11,20 @@ from pydantic import BaseModel
 
 from services.enterprises import access
 from services.enterprises.actors import Actor
-from services.enterprises.repository import EnterpriseFilters
+from services.enterprises.repository import BidFilters, EnterpriseFilters
 from services.enterprises.schemas import (
+    Bid,
+    BidCreate,
+    BidCreated,
+    BidHistoryPage,
+    BidPage,
+    BidQuery,
+    BidUpdate,
     Cohort,
     CohortCreate,
     CohortPage,
     Enterprise,
+    EnterpriseBidQuery,
     EnterpriseCreate,
     EnterpriseMilestone,
     EnterpriseMilestonePage,
@@ -33,7 +41,15 @@ from services.enterprises.schemas import (
     PageQuery,
     ReadinessOut,
 )
-from services.enterprises.service import Precondition, assessment, catalogue, cohorts, enterprises, milestones
+from services.enterprises.service import (
+    Precondition,
+    assessment,
+    bids,
+    catalogue,
+    cohorts,
+    enterprises,
+    milestones,
+)
 from services.enterprises.service.history import list_history
 from shared.db import SessionDep, utcnow
 from shared.http import check_if_match, etag
@@ -44,6 +60,7 @@ router = APIRouter()
 
 Page = Annotated[PageQuery, Query()]
 EnterpriseId = Annotated[uuid.UUID, Path(description="Enterprise id.")]
+BidId = Annotated[uuid.UUID, Path(description="Bid id.")]
 MilestoneCode = Annotated[
     str, Path(max_length=64, description="Milestone code, e.g. public_liability_insurance.")
 ]
@@ -329,3 +346,104 @@ async def get_readiness(
         session, enterprise_id, demand_id=demand_id, now=utcnow(), warning=warning
     )
     return _json(result)
+
+
+# --- bids ------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/enterprises/{enterprise_id}/bids",
+    status_code=201,
+    response_model=BidCreated,
+    tags=["bids"],
+    summary="Record a bid of the enterprise on a public demand line, with its readiness gaps",
+)
+async def create_bid(
+    enterprise_id: EnterpriseId,
+    body: BidCreate,
+    principal: PrincipalDep,
+    session: SessionDep,
+    idem: IdempotencyDep,
+    warning: WarningDep,
+) -> Response:
+    access.can_manage_bids_of(principal, enterprise_id)
+
+    async def create() -> Response:
+        bid = await bids.create_bid(session, enterprise_id, body, Actor.of(principal), warning=warning)
+        return _json(bid, 201, {"Location": f"/api/v1/bids/{bid.id}", "ETag": etag(bid.version)})
+
+    return await idem.respond(session, create)
+
+
+@router.get(
+    "/enterprises/{enterprise_id}/bids",
+    response_model=BidPage,
+    tags=["bids"],
+    summary="An enterprise's bids, in the order they were made",
+)
+async def list_enterprise_bids(
+    enterprise_id: EnterpriseId,
+    principal: PrincipalDep,
+    session: SessionDep,
+    query: Annotated[EnterpriseBidQuery, Query()],
+) -> Response:
+    access.can_manage_bids_of(principal, enterprise_id)
+    items, next_cursor = await bids.list_enterprise_bids(
+        session, enterprise_id, query.status, query.limit, query.cursor
+    )
+    return _json(BidPage(items=items, next_cursor=next_cursor))
+
+
+@router.get(
+    "/bids",
+    response_model=BidPage,
+    tags=["bids"],
+    summary="Bids: staff all, an enterprise its own, an anchor those on its lines that were awarded",
+)
+async def list_bids(
+    principal: PrincipalDep, session: SessionDep, query: Annotated[BidQuery, Query()]
+) -> Response:
+    own_enterprise_id, anchor_id = access.bid_list_scope(principal)
+    filters = BidFilters(
+        status=query.status,
+        demand_id=query.demand_id,
+        enterprise_id=query.enterprise_id,
+        visible_to_enterprise=own_enterprise_id,
+        anchor_id=anchor_id,
+    )
+    items, next_cursor = await bids.list_bids(session, filters, query.limit, query.cursor)
+    return _json(BidPage(items=items, next_cursor=next_cursor))
+
+
+@router.get("/bids/{bid_id}", response_model=Bid, tags=["bids"], summary="A bid")
+async def get_bid(bid_id: BidId, principal: PrincipalDep, session: SessionDep) -> Response:
+    access.can_use_bids(principal)
+    bid = await bids.get_bid(session, bid_id, principal)
+    return _json(bid, headers={"ETag": etag(bid.version)})
+
+
+@router.patch(
+    "/bids/{bid_id}",
+    response_model=Bid,
+    tags=["bids"],
+    summary="Move a bid on (submitted, won, lost, withdrawn) or change its role, partners or value",
+    responses={412: {"description": "If-Match does not match the current ETag"}},
+)
+async def update_bid(
+    bid_id: BidId, body: BidUpdate, request: Request, principal: PrincipalDep, session: SessionDep
+) -> Response:
+    access.can_use_bids(principal)
+    bid = await bids.update_bid(session, bid_id, body.changes(), principal, _precondition(request))
+    return _json(bid, headers={"ETag": etag(bid.version)})
+
+
+@router.get(
+    "/bids/{bid_id}/history",
+    response_model=BidHistoryPage,
+    tags=["bids"],
+    summary="Every version of a bid: who, when, what it then was",
+)
+async def bid_history(bid_id: BidId, principal: PrincipalDep, session: SessionDep, page: Page) -> Response:
+    access.can_use_bids(principal)
+    items, next_cursor = await bids.list_bid_history(session, bid_id, principal, page.limit, page.cursor)
+    return _json(BidHistoryPage(items=items, next_cursor=next_cursor))

@@ -7,13 +7,13 @@ services' events (``extra="ignore"``); contract tests hold them to the producers
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enterprises import read_models
-from services.enterprises.service import milestones
+from services.enterprises.service import bids, milestones
 from shared.events import CloudEvent
 from shared.inbox import ConsumerSpec, EventHandler, PermanentEventError
 
@@ -29,14 +29,41 @@ class DemandRequirementIn(_Tolerant):
     min_value_pence: int | None = Field(default=None, ge=0)
 
 
+class DeliveryAreaIn(_Tolerant):
+    label: str
+
+
 class DemandLineIn(_Tolerant):
-    """``demand.item.published.v1`` / ``updated.v1``: the fields readiness needs."""
+    """``demand.item.published.v1`` / ``updated.v1``: the fields readiness, bids and the impact
+    report need."""
 
     demand_id: uuid.UUID
     version: int
     status: str = "planned"
     title: str | None = None
     requirements: list[DemandRequirementIn] = Field(default_factory=list)
+    anchor_id: uuid.UUID | None = None
+    estimated_value_pence: int | None = None
+    cpv_codes: list[str] = Field(default_factory=list)
+    delivery_area: DeliveryAreaIn | str | None = None
+
+    @property
+    def delivery_area_label(self) -> str | None:
+        area = self.delivery_area
+        return area.label if isinstance(area, DeliveryAreaIn) else area
+
+
+class DemandAwardedIn(_Tolerant):
+    """``demand.item.awarded.v1``: whom a line was awarded to, for how much, when."""
+
+    demand_id: uuid.UUID
+    version: int
+    anchor_id: uuid.UUID | None = None
+    supplier_name: str = Field(min_length=1)
+    supplier_registration_number: str | None = None
+    enterprise_id: uuid.UUID | None = None
+    contract_value_pence: int = Field(ge=0)
+    awarded_on: date
 
 
 class DemandWithdrawnIn(_Tolerant):
@@ -72,8 +99,26 @@ async def on_demand_item(session: AsyncSession, event: CloudEvent) -> None:
             status=line.status,
             title=line.title,
             requirements=[r.model_dump() for r in line.requirements],
+            anchor_id=line.anchor_id,
+            estimated_value_pence=line.estimated_value_pence,
+            cpv_codes=line.cpv_codes,
+            delivery_area=line.delivery_area_label,
+            seen_at=event.time,
         )
-    # Other demand.item.* events carry nothing readiness needs.
+    elif event.type.startswith("demand.item.awarded."):
+        awarded = DemandAwardedIn.model_validate(event.data or {})
+        await bids.record_award(
+            session,
+            awarded.demand_id,
+            version=awarded.version,
+            anchor_id=awarded.anchor_id,
+            supplier_name=awarded.supplier_name,
+            registration_number=awarded.supplier_registration_number,
+            enterprise_id=awarded.enterprise_id,
+            value_pence=awarded.contract_value_pence,
+            awarded_on=awarded.awarded_on,
+        )
+    # Other demand.item.* events carry nothing readiness or bids need.
 
 
 def session_completed_handler(warning: timedelta) -> EventHandler:

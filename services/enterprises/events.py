@@ -15,6 +15,9 @@ from pydantic import BaseModel, Field
 
 from services.enterprises.vocabulary import (
     ActorRole,
+    AwardCheck,
+    BidRole,
+    BidStatus,
     Category,
     LegalForm,
     MilestoneStatus,
@@ -37,6 +40,7 @@ MILESTONE_EXPIRING = event_type(SERVICE, "milestone", "expiring")
 MILESTONE_EXPIRED = event_type(SERVICE, "milestone", "expired")
 READINESS_CHANGED = event_type(SERVICE, "readiness", "changed")
 MILESTONE_DEFINITION_PUBLISHED = event_type(SERVICE, "milestone_definition", "published")
+BID_CHANGED = event_type(SERVICE, "bid", "changed")
 
 MILESTONE_EVENT_BY_STATUS = {
     "submitted": MILESTONE_SUBMITTED,
@@ -138,6 +142,28 @@ def definition_published(definition: Any) -> MilestoneDefinitionPublished:
     )
 
 
+class BidChanged(BaseModel):
+    """A bid as it now stands (state-carrying): sent for every change, the enterprise's, staff's,
+    and the award check's when an award of its line arrives."""
+
+    bid_id: uuid.UUID
+    version: int = Field(description="Grows with every change of the bid.")
+    enterprise_id: uuid.UUID
+    demand_id: uuid.UUID
+    anchor_id: uuid.UUID | None = Field(description="The line's anchor, when known here.")
+    role: BidRole
+    partners: list[str]
+    status: BidStatus
+    contract_value_pence: int | None = Field(description="What the contract won is worth (won bids).")
+    submitted_at: datetime | None
+    decided_at: datetime | None = Field(description="When it was won, lost or withdrawn.")
+    award_check: AwardCheck | None = Field(
+        description="The bid against the line's award; null while no award is known."
+    )
+    cohort_id: uuid.UUID | None = Field(description="The enterprise's cohort.")
+    at: datetime = Field(description="When the change was made.")
+
+
 PUBLISHED: list[EventSpec] = [
     EventSpec(ENTERPRISE_REGISTERED, EnterpriseSnapshot, "An enterprise was registered."),
     EventSpec(ENTERPRISE_UPDATED, EnterpriseSnapshot, "An enterprise's profile changed."),
@@ -155,5 +181,10 @@ PUBLISHED: list[EventSpec] = [
         MilestoneDefinitionPublished,
         "A milestone definition was added to the catalogue or changed (also sent once for each "
         "definition the catalogue held before this event existed).",
+    ),
+    EventSpec(
+        BID_CHANGED,
+        BidChanged,
+        "A bid of an enterprise on a demand line was made or changed, or its award check changed.",
     ),
 ]

@@ -122,3 +122,17 @@ def normalise_registration_number(legal_form: str, raw: str | None) -> str | Non
     if not pattern.match(compact):
         raise ValueError(f"not plausible for {legal_form}: expected {expected}")
     return compact
+
+
+def registration_number_spellings(raw: str | None) -> set[str]:
+    """Every canonical spelling ``raw`` has under some legal form (a number given without its
+    legal form, as in a contract award): ``"1234567"`` -> ``{"01234567", "1234567"}``."""
+    spellings = set()
+    for legal_form in _REGISTERS:
+        try:
+            spelling = normalise_registration_number(legal_form, raw)
+        except ValueError:
+            continue
+        if spelling is not None:
+            spellings.add(spelling)
+    return spellings

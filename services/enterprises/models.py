@@ -216,4 +216,63 @@ demand_lines = sa.Table(
     sa.Column("requirements", Json, nullable=False),
     sa.Column("withdrawn", sa.Boolean, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # What the impact report reads of a line; delivery_area is the area's label.
+    sa.Column("anchor_id", sa.Uuid, nullable=True),
+    sa.Column("estimated_value_pence", sa.BigInteger, nullable=True),
+    sa.Column("cpv_codes", Json, nullable=True),
+    sa.Column("delivery_area", sa.String(200), nullable=True),
+    sa.Column("first_published_at", UtcDateTime, nullable=True),
+    # The award (demand.item.awarded), kept by its own version: null until one is heard.
+    sa.Column("awarded_enterprise_id", sa.Uuid, nullable=True),
+    sa.Column("awarded_registration_number", sa.String(20), nullable=True),
+    sa.Column("awarded_supplier_name", sa.String(200), nullable=True),
+    sa.Column("awarded_value_pence", sa.BigInteger, nullable=True),
+    sa.Column("awarded_on", sa.Date, nullable=True),
+    sa.Column("award_version", sa.Integer, nullable=True),
 )
+sa.Index("ix_demand_lines_anchor_id", demand_lines.c.anchor_id)
+
+# An enterprise's bid on a public demand line: one per enterprise and line.
+bids = sa.Table(
+    "bids",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("enterprise_id", sa.Uuid, sa.ForeignKey("enterprises.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("demand_id", sa.Uuid, nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("partners", Json, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("contract_value_pence", sa.BigInteger, nullable=True),
+    sa.Column("submitted_at", UtcDateTime, nullable=True),
+    sa.Column("decided_at", UtcDateTime, nullable=True),
+    sa.Column("award_check", sa.String(20), nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.UniqueConstraint("enterprise_id", "demand_id"),
+    sa.CheckConstraint("contract_value_pence >= 0", name="contract_value_not_negative"),
+)
+sa.Index("ix_bids_created_at_id", bids.c.created_at, bids.c.id)
+sa.Index("ix_bids_enterprise_id_created_at_id", bids.c.enterprise_id, bids.c.created_at, bids.c.id)
+sa.Index("ix_bids_demand_id_created_at_id", bids.c.demand_id, bids.c.created_at, bids.c.id)
+
+# Every version of every bid, with who made it.
+bid_history = sa.Table(
+    "bid_history",
+    metadata,
+    sa.Column("id", BigIntegerKey, primary_key=True, autoincrement=True),
+    sa.Column("bid_id", sa.Uuid, sa.ForeignKey("bids.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("partners", Json, nullable=False),
+    sa.Column("contract_value_pence", sa.BigInteger, nullable=True),
+    sa.Column("award_check", sa.String(20), nullable=True),
+    sa.Column("actor_role", sa.String(20), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("actor_subject", sa.String(64), nullable=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+)
+sa.Index("ix_bid_history_bid_id_id", bid_history.c.bid_id, bid_history.c.id)

@@ -17,7 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enterprises.models import (
+    bid_history,
+    bids,
     cohorts,
+    demand_lines,
     enterprise_cpv_codes,
     enterprise_milestones,
     enterprises,
@@ -429,3 +432,86 @@ async def claim_due_milestone(
         .values(**values, version=m.version + 1, updated_at=now)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+# --- bids ------------------------------------------------------------------------------------
+
+BID_ORDER = Keyset(bids.c.created_at, bids.c.id)
+BID_HISTORY_ORDER = Keyset(bid_history.c.id)
+# A bid with the anchor of its line and whether that line has an award, for access and answers.
+BID_WITH_LINE = sa.select(
+    bids, demand_lines.c.anchor_id, demand_lines.c.award_version.is_not(None).label("awarded")
+).outerjoin(demand_lines, demand_lines.c.demand_id == bids.c.demand_id)
+
+
+@dataclass(frozen=True)
+class BidFilters:
+    status: str | None = None
+    demand_id: uuid.UUID | None = None
+    enterprise_id: uuid.UUID | None = None
+    visible_to_enterprise: uuid.UUID | None = None  # only this enterprise's bids
+    anchor_id: uuid.UUID | None = None  # only bids on this anchor's lines that have an award
+
+
+async def bid(session: AsyncSession, bid_id: uuid.UUID, *, lock: bool = False) -> Row | None:
+    """The bid with ``anchor_id`` and ``awarded`` of its line; ``lock`` locks the bid's row."""
+    query = BID_WITH_LINE.where(bids.c.id == bid_id)
+    if lock:
+        query = query.with_for_update(of=bids)
+    return (await session.execute(query)).first()
+
+
+async def bid_of(session: AsyncSession, enterprise_id: uuid.UUID, demand_id: uuid.UUID) -> uuid.UUID | None:
+    query = sa.select(bids.c.id).where(bids.c.enterprise_id == enterprise_id, bids.c.demand_id == demand_id)
+    return await session.scalar(query)
+
+
+async def bids_on_line(session: AsyncSession, demand_id: uuid.UUID) -> list[Row]:
+    """Every bid on a line, locked, in id order (the order every writer locks them in)."""
+    query = BID_WITH_LINE.where(bids.c.demand_id == demand_id).order_by(bids.c.id).with_for_update(of=bids)
+    return list((await session.execute(query)).all())
+
+
+async def insert_bid(session: AsyncSession, values: dict[str, Any], taken: Problem) -> None:
+    await write_unique(session, sa.insert(bids).values(**values), taken)
+
+
+async def update_bid(session: AsyncSession, bid_id: uuid.UUID, values: dict[str, Any]) -> None:
+    await session.execute(sa.update(bids).where(bids.c.id == bid_id).values(**values))
+
+
+async def bid_page(
+    session: AsyncSession, filters: BidFilters, limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
+    """One page of bids in creation order, and the next cursor."""
+    query = BID_WITH_LINE
+    if filters.status is not None:
+        query = query.where(bids.c.status == filters.status)
+    if filters.demand_id is not None:
+        query = query.where(bids.c.demand_id == filters.demand_id)
+    if filters.enterprise_id is not None:
+        query = query.where(bids.c.enterprise_id == filters.enterprise_id)
+    if filters.visible_to_enterprise is not None:
+        query = query.where(bids.c.enterprise_id == filters.visible_to_enterprise)
+    if filters.anchor_id is not None:
+        c = demand_lines.c
+        query = query.where(c.anchor_id == filters.anchor_id, c.award_version.is_not(None))
+    return await BID_ORDER.page(session, query, cursor, limit)
+
+
+async def add_bid_history(session: AsyncSession, **values: Any) -> None:
+    await session.execute(sa.insert(bid_history).values(**values))
+
+
+async def bid_history_page(
+    session: AsyncSession, bid_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
+    query = sa.select(bid_history).where(bid_history.c.bid_id == bid_id)
+    return await BID_HISTORY_ORDER.page(session, query, cursor, limit)
+
+
+async def enterprises_registered_as(session: AsyncSession, numbers: Sequence[str]) -> list[Row]:
+    """The enterprises holding any of ``numbers``, with their legal form."""
+    e = enterprises.c
+    query = sa.select(e.id, e.legal_form, e.registration_number).where(e.registration_number.in_(numbers))
+    return list((await session.execute(query)).all())

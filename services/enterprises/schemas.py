@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     AwareDatetime,
@@ -19,6 +19,10 @@ from pydantic import (
 
 from services.enterprises.identifiers import normalise_postcode
 from services.enterprises.vocabulary import (
+    AwardCheck,
+    BidRole,
+    BidStartStatus,
+    BidStatus,
     Category,
     LegalForm,
     MilestoneStatus,
@@ -431,6 +435,101 @@ class HistoryEntry(BaseModel):
 
 class HistoryPage(BaseModel):
     items: list[HistoryEntry]
+    next_cursor: str | None = None
+
+
+# --- bids ------------------------------------------------------------------------------------
+
+MAX_PARTNERS = 20
+PartnerName = Annotated[str, Field(min_length=1, max_length=200)]
+Partners = Annotated[list[PartnerName], Field(max_length=MAX_PARTNERS)]
+
+
+class BidCreate(_Strict):
+    demand_id: uuid.UUID = Field(description="A public demand line (GET /demand/{id}).")
+    role: BidRole = "lead"
+    partners: Partners = Field(
+        default_factory=list, description="Names of the consortium or subcontract partners."
+    )
+    status: BidStartStatus = "intended"
+    note: str | None = Field(default=None, max_length=5000)
+
+
+class BidUpdate(_Strict):
+    """Only the fields sent change; ``null`` clears ``contract_value_pence`` or ``note``."""
+
+    status: BidStatus | None = None
+    role: BidRole | None = None
+    partners: Partners | None = None
+    contract_value_pence: int | None = Field(default=None, ge=0, le=MAX_PENCE)
+    note: str | None = Field(default=None, max_length=5000)
+
+    @field_validator("status", "role", "partners")
+    @classmethod
+    def _required_stay_set(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class Bid(_FromRow):
+    id: uuid.UUID
+    enterprise_id: uuid.UUID
+    demand_id: uuid.UUID
+    anchor_id: uuid.UUID | None = Field(default=None, description="The line's anchor, when known.")
+    role: BidRole
+    partners: list[str]
+    status: BidStatus
+    contract_value_pence: int | None = Field(description="What the contract won is worth (won bids).")
+    submitted_at: datetime | None
+    decided_at: datetime | None = Field(description="When it was won, lost or withdrawn.")
+    award_check: AwardCheck | None = Field(
+        description="The bid against its line's award: confirmed, awaiting_outcome, disputed, "
+        "not_awarded; null while no award is known."
+    )
+    note: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class BidCreated(Bid):
+    ready: bool = Field(description="The enterprise meets every requirement of the line.")
+    open_gaps: list[GapOut] = Field(description="The line's requirements it does not meet yet.")
+
+
+class BidPage(BaseModel):
+    items: list[Bid]
+    next_cursor: str | None = None
+
+
+class EnterpriseBidQuery(PageQuery):
+    status: BidStatus | None = None
+
+
+class BidQuery(EnterpriseBidQuery):
+    demand_id: uuid.UUID | None = None
+    enterprise_id: uuid.UUID | None = None
+
+
+class BidHistoryEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: Party
+    version: int
+    status: BidStatus
+    role: BidRole
+    partners: list[str]
+    contract_value_pence: int | None
+    award_check: AwardCheck | None
+    note: str | None
+
+
+class BidHistoryPage(BaseModel):
+    items: list[BidHistoryEntry]
     next_cursor: str | None = None
 
 

@@ -27,6 +27,11 @@ MilestoneStatus = Literal["not_started", "in_progress", "submitted", "verified",
 RequestedStatus = Literal["in_progress", "submitted", "verified", "rejected"]
 """The statuses a person may ask for; ``not_started`` and ``expired`` only happen."""
 GapReason = Literal["not_started", "in_progress", "submitted", "rejected", "expired", "below_threshold"]
+BidRole = Literal["lead", "consortium_member", "subcontractor"]
+BidStatus = Literal["intended", "submitted", "won", "lost", "withdrawn"]
+BidStartStatus = Literal["intended", "submitted"]
+"""The statuses a bid may be created in."""
+AwardCheck = Literal["confirmed", "awaiting_outcome", "disputed", "not_awarded"]
 
 # How the impact report breaks its figures down: by the enterprises' cohort or postcode area, or
 # by the lines' anchor or CPV division.

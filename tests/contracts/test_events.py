@@ -104,7 +104,7 @@ CONSUMED: dict[str, dict[str, type[BaseModel]]] = {
         "demand.item.updated.v1": enterprises_consumers.DemandLineIn,
         "demand.item.withdrawn.v1": enterprises_consumers.DemandWithdrawnIn,
         "demand.item.stale.v1": ReadsNothing,  # its subjects take it; the handler passes it by
-        "demand.item.awarded.v1": ReadsNothing,  # likewise, until the enterprises service reads awards
+        "demand.item.awarded.v1": enterprises_consumers.DemandAwardedIn,
     },
     "enterprises-mentoring": {
         "mentoring.session.completed.v1": enterprises_consumers.SessionCompletedIn,
@@ -115,6 +115,9 @@ CONSUMER_CASES = [(durable, kind) for durable, models in CONSUMED.items() for ki
 # Where a consumer asks for more than the producer's model promises, and why that holds.
 NARROWER = {
     ("enterprises-demand", "demand_id"): "the demand service makes every line id with uuid.uuid4()",
+    ("enterprises-demand", "anchor_id"): "the demand service makes every anchor id with uuid.uuid4()",
+    ("enterprises-demand", "enterprise_id"): "an award names an enterprise by the id this service gave it",
+    ("enterprises-demand", "awarded_on"): "the demand service writes the award date as YYYY-MM-DD",
 }
 
 
@@ -313,6 +316,15 @@ async def every_kind_of_change(system: System, clock: MentoringClock) -> None:
         eid = enterprise["id"]
         check(await staff.patch(f"{API}/enterprises/{eid}", json={"stage": "incubating"}))
         check(await staff.patch(f"{API}/enterprises/{eid}", json={"name": f"Contract Co {tag}"}))
+        # Once the enterprises service knows the line, the enterprise may bid on it.
+        await poll(
+            lambda: staff.get(f"{API}/enterprises/{eid}/readiness", params={"demand_id": line["id"]}),
+            lambda r: r.status_code == 200,
+        )
+        bid = await created(
+            staff, f"/enterprises/{eid}/bids", {"demand_id": line["id"], "status": "submitted"}
+        )
+        check(await staff.patch(f"{API}/bids/{bid['id']}", json={"status": "lost"}))
         # Once the demand service knows the enterprise, a change of the line announces the match.
         await poll(
             lambda: staff.get(f"{API}/demand/{line['id']}/candidates"),

@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from services.enterprises.app import create_app
+from services.enterprises.consumers import on_demand_item
 from services.enterprises.settings import EnterprisesSettings
+from shared.events import new_event
 from shared.outbox import outbox_table
 from shared.principal import Principal
 from shared.testing.apps import STAFF, TEST_SECRET, client, running
@@ -109,5 +111,87 @@ async def outbox_count(app: FastAPI) -> int:
 
 async def create_enterprise(http: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
     response = await http.post("/api/v1/enterprises", json=enterprise_body(**overrides))
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+# --- demand lines, awards and bids -----------------------------------------------------------
+
+
+def public_line(
+    demand_id: str,
+    version: int = 1,
+    *,
+    anchor_id: str | None = None,
+    requirements: list[dict[str, Any]] | None = None,
+    status: str = "planned",
+) -> dict[str, Any]:
+    """A public demand line exactly as ``demand.item.published.v1`` carries it."""
+    return {
+        "demand_id": demand_id,
+        "version": version,
+        "anchor_id": anchor_id or str(uuid.uuid4()),
+        "anchor_type": "local_authority",
+        "title": "School meals, north Leeds",
+        "description": "Hot school meals for eleven primary schools.",
+        "cpv_codes": ["55524000-9"],
+        "estimated_value_pence": 48_000_000,
+        "min_value_pence": None,
+        "max_value_pence": None,
+        "category": "services",
+        "expected_tender_date": "2027-06-01",
+        "contract_start": "2027-09-01",
+        "duration_months": 24,
+        "lots": [],
+        "suitable_for_sme": True,
+        "suitable_for_vcse": True,
+        "status": status,
+        "requirements": requirements
+        if requirements is not None
+        else [{"code": "public_liability_insurance", "min_value_pence": 500_000_000}],
+        "social_value_priorities": ["local employment"],
+        "delivery_area": {"label": "North Leeds", "postcode_areas": ["LS"], "postcode_districts": ["LS17"]},
+        "external_ref": None,
+    }
+
+
+def award(
+    demand_id: str,
+    version: int,
+    *,
+    anchor_id: str,
+    enterprise_id: str | None = None,
+    registration_number: str | None = None,
+    supplier_name: str = "Green Clean Leeds CIC",
+    value_pence: int = 45_000_000,
+) -> dict[str, Any]:
+    """``demand.item.awarded.v1`` as the demand service sends it."""
+    return {
+        "demand_id": demand_id,
+        "version": version,
+        "anchor_id": anchor_id,
+        "status": "awarded",
+        "supplier_name": supplier_name,
+        "supplier_registration_number": registration_number,
+        "enterprise_id": enterprise_id,
+        "contract_value_pence": value_pence,
+        "awarded_on": "2027-07-15",
+    }
+
+
+async def deliver(app: FastAPI, type_: str, data: dict[str, Any], *, time: Any = None) -> None:
+    """Hand a demand event to the ``enterprises-demand`` handler in a transaction of its own, as
+    its consumer does (the tests that need NATS itself publish there)."""
+    event = new_event(type_, data, source="/seedbed/demand", subject=data["demand_id"], time=time)
+    async with app.state.database.transaction() as session:
+        await on_demand_item(session, event)
+
+
+async def create_bid(
+    http: httpx.AsyncClient, enterprise_id: str, demand_id: str, **body: Any
+) -> dict[str, Any]:
+    response = await http.post(
+        f"/api/v1/enterprises/{enterprise_id}/bids", json={"demand_id": demand_id, **body}
+    )
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]

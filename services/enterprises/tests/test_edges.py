@@ -40,6 +40,8 @@ async def test_crafted_cursors_and_numbers_answer_4xx_naming_the_field(
         "/api/v1/cohorts",
         "/api/v1/milestone-definitions",
         f"/api/v1/enterprises/{enterprise['id']}/history",
+        f"/api/v1/enterprises/{enterprise['id']}/bids",
+        "/api/v1/bids",
     ):
         response = await staff.get(path, params={"cursor": cursor})
         assert response.status_code in (200, 400), (path, response.text)

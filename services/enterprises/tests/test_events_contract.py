@@ -47,6 +47,22 @@ DEFINITION = {
     "core",
     "builtin",
 }
+BID = {
+    "bid_id",
+    "version",
+    "enterprise_id",
+    "demand_id",
+    "anchor_id",
+    "role",
+    "partners",
+    "status",
+    "contract_value_pence",
+    "submitted_at",
+    "decided_at",
+    "award_check",
+    "cohort_id",
+    "at",
+}
 
 EXPECTED = {
     "enterprises.enterprise.registered.v1": SNAPSHOT,
@@ -59,6 +75,7 @@ EXPECTED = {
     "enterprises.milestone.expired.v1": MILESTONE,
     "enterprises.readiness.changed.v1": READINESS,
     "enterprises.milestone_definition.published.v1": DEFINITION,
+    "enterprises.bid.changed.v1": BID,
 }
 
 
@@ -106,5 +123,11 @@ async def test_the_openapi_document_serves_the_public_paths_of_api_md(staff: htt
         ("GET", "/api/v1/enterprises/{enterprise_id}/milestones"),
         ("PATCH", "/api/v1/enterprises/{enterprise_id}/milestones/{code}"),
         ("GET", "/api/v1/enterprises/{enterprise_id}/readiness"),
+        ("POST", "/api/v1/enterprises/{enterprise_id}/bids"),
+        ("GET", "/api/v1/enterprises/{enterprise_id}/bids"),
+        ("GET", "/api/v1/bids"),
+        ("GET", "/api/v1/bids/{bid_id}"),
+        ("PATCH", "/api/v1/bids/{bid_id}"),
+        ("GET", "/api/v1/bids/{bid_id}/history"),
     } <= operations
     assert all(path.startswith("/api/v1/") or path in ("/healthz", "/readyz") for _, path in operations)
