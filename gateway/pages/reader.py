@@ -205,6 +205,17 @@ class PublicReader:
         assert isinstance(found, dict)
         return found
 
+    async def impact(self, group_by: str) -> dict[str, Any]:
+        """The shareable impact report (the one anyone but staff may read), broken down by ``group_by``."""
+        key = f"impact?{group_by}"
+        found = await self._fresh(key, self.settings.pages_anchors_cache_seconds)
+        if found is None:
+            params = [("shareable", "true"), ("group_by", group_by)]
+            found = (await self._get(self.enterprises + "/reports/impact", params)).json()
+            self._keep(key, found)
+        assert isinstance(found, dict)
+        return found
+
     async def ocds(self, params: Sequence[tuple[str, str]]) -> AsyncIterator[bytes]:
         """The OCDS release package of public lines, streamed as the service writes it."""
         request = self.http.build_request("GET", self.demand + "/demand/ocds", params=list(params))

@@ -1,8 +1,8 @@
 """The pages' router and ``install(app)``: which routes, in which order, behind ``admitted``.
 
-The routes live by subject (``pipeline_pages``, ``line_pages``, ``anchor_pages``); this module
-puts them behind the rate limit and key, out of the OpenAPI document, and wires the static
-files, the error page and the caches into the gateway's app.
+The routes live by subject (``pipeline_pages``, ``line_pages``, ``anchor_pages``,
+``impact_pages``); this module puts them behind the rate limit and key, out of the OpenAPI
+document, and wires the static files, the error page and the caches into the gateway's app.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from gateway.pages import anchor_pages, line_pages, pipeline_pages
+from gateway.pages import anchor_pages, impact_pages, line_pages, pipeline_pages
 from gateway.pages.admission import admitted
 from gateway.pages.pipeline_pages import FilterChoices, PipelineFigures, RenderedPipeline
 from gateway.pages.reader import Lru
@@ -21,10 +21,11 @@ from gateway.pages.rendering import STATIC_DIR, STATIC_PREFIX, PageError, error_
 from gateway.settings import GatewaySettings
 
 router = APIRouter(dependencies=[Depends(admitted)], include_in_schema=False)
-# FastAPI matches routes in the order they are added: the pipeline, its lines, the anchors.
+# FastAPI matches routes in the order they are added: the pipeline, its lines, the anchors, impact.
 router.include_router(pipeline_pages.router)
 router.include_router(line_pages.router)
 router.include_router(anchor_pages.router)
+router.include_router(impact_pages.router)
 
 
 class _Static(StaticFiles):

@@ -153,6 +153,9 @@ CELL_MEANING = {
     "on its own awarded lines": "awarded_lines",
     "on its own awarded lines (else 404)": "awarded_lines",
     "404 (403 on its own awarded lines)": "404",
+    # The impact report: every case asks for the shareable version (the full one is staff's).
+    "any scope": "allow",
+    "`shareable=true`, unnarrowed": "allow",
 }
 
 
@@ -549,6 +552,8 @@ def request_for(case: Case, world: World, system: System) -> tuple[str, str, dic
             "contract_value_pence": 9_000_000,
             "awarded_on": "2026-11-02",
         }
+    elif rule.path.startswith("/reports/impact"):
+        params["shareable"] = "true"
     elif template == ("POST", "/demand/imports"):
         world.need("A1", "A2")
         anchor = world.ids["A2"] if target == "other" else own_anchor

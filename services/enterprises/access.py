@@ -133,3 +133,24 @@ def bid_list_scope(principal: Principal) -> tuple[uuid.UUID | None, uuid.UUID | 
     if principal.role == "anchor":
         return None, uuid.UUID(str(principal.subject_id))
     return None, None
+
+
+# Scopes only staff may narrow the impact report to: any narrower view beside a wider one could be
+# differenced to single out one enterprise's bid.
+IMPACT_NARROWING = ("start", "end", "cohort_id", "area", "anchor_id", "cpv_division")
+
+
+def can_read_impact(principal: Principal, shareable: bool, narrowed_by: list[str]) -> None:
+    """``GET /reports/impact``: staff any scope; anchors and integrators (funders, the pages) the
+    shareable report of all enterprises over all time, in any one breakdown; nobody else."""
+    if principal.role == "staff":
+        return
+    if principal.role not in ("anchor", "integrator"):
+        raise forbidden(f"A {principal.role} may not read the impact report.")
+    if not shareable:
+        raise forbidden("Only staff read the full impact report; others may ask for shareable=true.")
+    if narrowed_by:
+        raise forbidden(
+            f"Only staff narrow the impact report ({', '.join(narrowed_by)}): the shareable report is "
+            "of all enterprises over all time."
+        )

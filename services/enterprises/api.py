@@ -33,6 +33,8 @@ from services.enterprises.schemas import (
     EnterpriseUpdate,
     HistoryPage,
     HistoryQuery,
+    ImpactQuery,
+    ImpactReport,
     MilestoneDefinition,
     MilestoneDefinitionCreate,
     MilestoneDefinitionPage,
@@ -48,6 +50,7 @@ from services.enterprises.service import (
     catalogue,
     cohorts,
     enterprises,
+    impact,
     milestones,
 )
 from services.enterprises.service.history import list_history
@@ -447,3 +450,39 @@ async def bid_history(bid_id: BidId, principal: PrincipalDep, session: SessionDe
     access.can_use_bids(principal)
     items, next_cursor = await bids.list_bid_history(session, bid_id, principal, page.limit, page.cursor)
     return _json(BidHistoryPage(items=items, next_cursor=next_cursor))
+
+
+# --- the impact report ------------------------------------------------------------------------
+
+ImpactScope = Annotated[ImpactQuery, Query()]
+
+
+async def _impact_report(query: ImpactQuery, principal: PrincipalDep, session: SessionDep) -> ImpactReport:
+    narrowed_by = [name for name in access.IMPACT_NARROWING if getattr(query, name) is not None]
+    access.can_read_impact(principal, query.shareable, narrowed_by)
+    return await impact.impact_report(session, query)
+
+
+@router.get(
+    "/reports/impact",
+    response_model=ImpactReport,
+    tags=["reports"],
+    summary="What incubated enterprises bid for and won (staff; shareable for anchors and integrators)",
+)
+async def impact_report(query: ImpactScope, principal: PrincipalDep, session: SessionDep) -> Response:
+    return _json(await _impact_report(query, principal, session))
+
+
+@router.get(
+    "/reports/impact.csv",
+    tags=["reports"],
+    summary="The impact report as CSV: the totals and each group, one column per figure",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def impact_report_csv(query: ImpactScope, principal: PrincipalDep, session: SessionDep) -> Response:
+    return Response(
+        impact.impact_csv(await _impact_report(query, principal, session)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="impact.csv"'},
+    )

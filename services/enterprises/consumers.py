@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enterprises import read_models
@@ -75,11 +75,15 @@ class DemandWithdrawnIn(_Tolerant):
 
 
 class SessionCompletedIn(_Tolerant):
-    """``mentoring.session.completed.v1``: who signed off which milestones."""
+    """``mentoring.session.completed.v1``: who signed off which milestones, and the hours."""
 
     session_id: uuid.UUID
+    sequence: int = 0
     mentor_id: uuid.UUID
     enterprise_id: uuid.UUID
+    start: AwareDatetime
+    end: AwareDatetime
+    milestone_code: str | None = Field(default=None, max_length=64)
     outcome: str | None = None
     signed_off_milestones: list[str] = Field(default_factory=list)
 
@@ -138,6 +142,20 @@ def session_completed_handler(warning: timedelta) -> EventHandler:
             raise PermanentEventError(
                 f"no enterprise {completed.enterprise_id} for session {completed.session_id}"
             )
+        await read_models.record_completed_session(
+            session,
+            {
+                "session_id": completed.session_id,
+                "sequence": completed.sequence,
+                "enterprise_id": completed.enterprise_id,
+                "mentor_id": completed.mentor_id,
+                "starts_at": completed.start,
+                "ends_at": completed.end,
+                "completed_at": event.time,
+                "milestone_code": completed.milestone_code,
+                "signed_off_milestones": completed.signed_off_milestones,
+            },
+        )
 
     return on_session_completed
 

@@ -205,6 +205,22 @@ history = sa.Table(
 )
 sa.Index("ix_history_enterprise_id_id", history.c.enterprise_id, history.c.id)
 
+# Read model of completed mentoring sessions (from the mentoring service's events): the hours
+# behind an enterprise's milestones, for the impact report.
+mentoring_sessions = sa.Table(
+    "mentoring_sessions",
+    metadata,
+    sa.Column("session_id", sa.Uuid, primary_key=True),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("enterprise_id", sa.Uuid, nullable=False, index=True),
+    sa.Column("mentor_id", sa.Uuid, nullable=False),
+    sa.Column("starts_at", UtcDateTime, nullable=False),
+    sa.Column("ends_at", UtcDateTime, nullable=False),
+    sa.Column("completed_at", UtcDateTime, nullable=False),
+    sa.Column("milestone_code", sa.String(64), nullable=True),
+    sa.Column("signed_off_milestones", Json, nullable=False),
+)
+
 # Read model of public demand lines' requirements (from the demand service's events).
 demand_lines = sa.Table(
     "demand_lines",

@@ -1,4 +1,5 @@
-"""The enterprises service's copy of public demand lines, kept from the demand service's events.
+"""The enterprises service's copies of other services' data, kept from their events: public
+demand lines with their awards, and completed mentoring sessions (for the impact report).
 
 Readiness for a demand line reads its requirements here, bids check that their line is known,
 and the award of a line (``demand.item.awarded``) is kept beside it under its own version. A
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.enterprises import readiness
-from services.enterprises.models import demand_lines
+from services.enterprises.models import demand_lines, mentoring_sessions
 from shared.db import insert_of, store_if_newer, utcnow
 from shared.problems import Problem
 
@@ -134,6 +135,12 @@ async def demand_line(session: AsyncSession, demand_id: uuid.UUID, *, lock: bool
     if lock:
         query = query.with_for_update()
     return (await session.execute(query)).first()
+
+
+async def record_completed_session(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Keep a completed mentoring session for the impact report (a repeat or an older sequence
+    changes nothing)."""
+    await store_if_newer(session, mentoring_sessions, values, version="sequence")
 
 
 async def demand_requirements(session: AsyncSession, demand_id: uuid.UUID) -> list[readiness.Requirement]:

@@ -613,6 +613,7 @@ class ImpactFigures(BaseModel):
 
 class ImpactGroup(BaseModel):
     by: ReportGrouping
+    label: str | None = Field(description="The cohort's name or the CPV division's; null for an anchor.")
     key: str | None = Field(
         description="The cohort or anchor id, postcode area or CPV division; null: no cohort."
     )

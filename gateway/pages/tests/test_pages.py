@@ -7,9 +7,11 @@ nothing loaded from elsewhere; figures equal to the API's for the same view.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -62,7 +64,15 @@ def _pipeline_filter_urls(html: str) -> list[str]:
 async def _every_page(http: httpx.AsyncClient, city: City) -> dict[str, str]:
     """Every page and download a person can reach, by path."""
     pages: dict[str, str] = {}
-    for path in ["/", "/pipeline", "/anchors", "/pipeline.csv", "/pipeline.json", "/pipeline/ocds.json"]:
+    for path in [
+        "/",
+        "/pipeline",
+        "/anchors",
+        "/impact",
+        "/pipeline.csv",
+        "/pipeline.json",
+        "/pipeline/ocds.json",
+    ]:
         pages[path] = (await _get(http, path)).text
     for path in _pipeline_filter_urls(pages["/pipeline"]):
         pages[path] = (await _get(http, path)).text
@@ -189,7 +199,8 @@ async def test_every_page_has_a_strict_policy_and_loads_only_its_own_assets(
     browser_like: httpx.AsyncClient, city: City
 ) -> None:
     for path in ["/", "/pipeline", "/pipeline/lines", f"/pipeline/lines/{city.public[0]['id']}", "/anchors",
-                 f"/anchors/{city.public[0]['anchor_id']}", "/pipeline/lines/not-a-line"]:  # fmt: skip
+                 f"/anchors/{city.public[0]['anchor_id']}", "/impact",
+                 "/pipeline/lines/not-a-line"]:  # fmt: skip
         response = await browser_like.get(path)
         assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
         assert response.headers["x-content-type-options"] == "nosniff"
@@ -315,3 +326,65 @@ async def test_the_pages_can_require_a_key(
             ).status_code == 401
             allowed = await http.get("/anchors", headers={"Authorization": f"Bearer {BOOTSTRAP_KEY}"})
             assert allowed.status_code == 200 and "Leeds City Council" in allowed.text
+
+
+async def _bid(staff: httpx.AsyncClient, enterprise_id: str, demand_id: str) -> str:
+    """A submitted bid, once the enterprises service has heard of the line."""
+    url = f"/api/v1/enterprises/{enterprise_id}/bids"
+    for _ in range(200):
+        response = await staff.post(url, json={"demand_id": demand_id, "role": "lead", "status": "submitted"})
+        if response.status_code != 404:
+            break
+        await asyncio.sleep(0.05)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def test_the_impact_page_shows_the_shareable_report_and_withholds_small_cohorts(
+    browser_like: httpx.AsyncClient, staff: httpx.AsyncClient, city: City
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    cohorts = []
+    for name in (f"Spring {tag}", f"Autumn {tag}"):
+        body = {
+            "name": name,
+            "programme": "Tender readiness",
+            "start_date": "2026-01-05",
+            "end_date": "2026-12-18",
+        }
+        cohorts.append((await staff.post("/api/v1/cohorts", json=body)).json())
+    anchor_id = city.public[0]["anchor_id"]
+    lines = [line for line in city.public if line["anchor_id"] == anchor_id]
+    members = [(cohorts[0], n) for n in range(3)] + [(cohorts[1], 3)]
+    for cohort, n in members:
+        body = {
+            "name": f"Enterprise {n} {tag}",
+            "legal_form": "cic_limited_by_guarantee",
+            "postcode": "LS6 2QR",
+            "cpv_codes": ["55300000"],
+            "stage": "incubating",
+            "cohort_id": cohort["id"],
+        }
+        enterprise = (await staff.post("/api/v1/enterprises", json=body)).json()
+        bid_id = await _bid(staff, enterprise["id"], lines[n % len(lines)]["id"])
+        if cohort is cohorts[0]:
+            won = {"status": "won", "contract_value_pence": 1_000_000 * (n + 1)}
+            assert (await staff.patch(f"/api/v1/bids/{bid_id}", json=won)).status_code == 200
+
+    html = (await _get(browser_like, "/impact")).text
+    shared = (
+        await staff.get("/api/v1/reports/impact", params={"shareable": "true", "group_by": "cohort"})
+    ).json()
+    full = (await staff.get("/api/v1/reports/impact", params={"group_by": "cohort"})).json()
+    rows = {
+        row.find("th").get_text(strip=True): row for row in soup(html).select("#by-cohort ~ table tbody tr")
+    }
+
+    assert shared["totals"]["value_won_pence"] == full["totals"]["value_won_pence"] == 6_000_000
+    assert "£60,000" in html  # the totals: four enterprises bid
+    # Autumn alone has one bidder; Spring, the only other group, would give it back from the totals.
+    for cohort in cohorts:
+        assert "withheld" in rows[cohort["name"]].get_text(), cohort["name"]
+    staff_view = {g["label"]: g["figures"] for g in full["groups"]}
+    assert staff_view[cohorts[0]["name"]]["value_won_pence"] == 6_000_000  # staff see all of it
+    assert staff_view[cohorts[1]["name"]]["bids_submitted"] == 1

@@ -15,14 +15,14 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from nats.js import JetStreamContext
 
-from services.enterprises.models import enterprise_milestones
+from services.enterprises.models import enterprise_milestones, mentoring_sessions
 from services.enterprises.tests.conftest import (
     create_enterprise,
     enterprise_principal,
     outbox_events,
 )
 from shared.events import CONTENT_TYPE, new_event, stream_for
-from shared.inbox import dead_letters_table
+from shared.inbox import dead_letters_table, inbox_table
 from shared.nats import ensure_stream
 from shared.testing.apps import client
 from shared.testing.polling import wait_until
@@ -322,3 +322,36 @@ async def test_a_sign_off_of_lapsed_evidence_is_noted_not_verified(
     assert (await staff.get(f"/api/v1/enterprises/{eid}/milestones/cyber_essentials")).json()[
         "status"
     ] == "submitted"
+
+
+async def test_a_completed_session_is_kept_once_for_the_impact_reports_hours(
+    app: FastAPI, staff: httpx.AsyncClient, js: JetStreamContext
+) -> None:
+    eid = (await create_enterprise(staff))["id"]
+    data = session_completed(eid, str(uuid.uuid4()), ["case_studies"])
+    subject = data["session_id"]
+    # The same session told twice (a redelivery under another event id), then an older sequence.
+    events = [
+        await publish(js, "mentoring.session.completed.v1", data, subject),
+        await publish(js, "mentoring.session.completed.v1", data, subject),
+        await publish(
+            js, "mentoring.session.completed.v1", data | {"sequence": 1, "milestone_code": None}, subject
+        ),
+    ]
+
+    async def handled() -> bool:
+        async with app.state.database.transaction(write=False) as session:
+            done = await session.scalar(
+                sa.select(sa.func.count()).select_from(inbox_table).where(inbox_table.c.event_id.in_(events))
+            )
+        return done == len(events)
+
+    await wait_until(handled)
+    async with app.state.database.transaction(write=False) as session:
+        [row] = (
+            await session.execute(
+                sa.select(mentoring_sessions).where(mentoring_sessions.c.enterprise_id == uuid.UUID(eid))
+            )
+        ).all()
+    assert (row.sequence, row.milestone_code) == (2, "case_studies")
+    assert (row.ends_at - row.starts_at).total_seconds() == 3600
