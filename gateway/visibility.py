@@ -14,7 +14,9 @@ The rule: a role sees the events about what docs/ACCESS.md lets it read through 
 - ``enterprise``, ``mentor``: nothing (ACCESS.md refuses them the stream, 403).
 
 Never visible outside staff: milestone, readiness and session events (evidence and personal
-scheduling), and the enterprise events: ACCESS.md answers an anchor 404 and an integrator 403
+scheduling), bid events (``enterprises.bid.*``: a bid is its enterprise's and staff's, and
+enterprises are refused the stream; an anchor reads the bids on its own line through the API
+once the line is awarded), and the enterprise events: ACCESS.md answers an anchor 404 and an integrator 403
 for any enterprise, so an event carrying the enterprise's snapshot (postcode, turnover,
 employees) would be a side door to what the API refuses them. Likewise mentor events for
 integrators (``GET /mentors`` is 403 for them). Widening a role is one line of ``VISIBLE``;

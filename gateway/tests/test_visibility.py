@@ -69,7 +69,9 @@ def test_who_sees_what() -> None:
         "enterprises.enterprise.registered.v1",
         "enterprises.milestone.verified.v1",
         "enterprises.readiness.changed.v1",
+        "enterprises.bid.changed.v1",
         "demand.item.published.v1",
+        "demand.item.awarded.v1",
         "demand.pipeline.published.v1",
         "mentoring.mentor.registered.v1",
         "mentoring.availability.changed.v1",
@@ -82,11 +84,16 @@ def test_who_sees_what() -> None:
     assert seen["staff"] == everything
     assert seen["anchor"] == [
         "demand.item.published.v1",
+        "demand.item.awarded.v1",
         "demand.pipeline.published.v1",
         "mentoring.mentor.registered.v1",
         "mentoring.availability.changed.v1",
     ]
-    assert seen["integrator"] == ["demand.item.published.v1", "demand.pipeline.published.v1"]
+    assert seen["integrator"] == [
+        "demand.item.published.v1",
+        "demand.item.awarded.v1",
+        "demand.pipeline.published.v1",
+    ]
     assert seen["mentor"] == []
 
 
