@@ -146,6 +146,9 @@ def counts(hour: FirstHour) -> dict[str, int]:
         "completed sessions": sum(s["status"] == "completed" for s in sessions),
         "api keys": len(hour.every("/api-keys")),
         "webhooks": len(hour.every("/webhooks")),
+        "bids": len(hour.every("/bids")),
+        "bids won": len(hour.every("/bids", status="won")),
+        "awarded lines": len(hour.every("/demand", status="awarded")),
     }
 
 
@@ -158,6 +161,7 @@ def test_make_demo_loads_the_network_the_issue_describes(hour: FirstHour) -> Non
     assert found["enterprises"] == 61 and found["demand lines"] == 400
     assert 20 <= found["aggregate_only lines"] <= 60
     assert found["completed sessions"] >= 3 and found["sessions"] >= 15
+    assert found["bids"] == 16 and found["bids won"] >= 3 and found["awarded lines"] >= 5
     keys = hour.keys()
     assert set(keys) == {"staff", "anchor", "enterprise", "mentor", "integrator"}
     for role, entry in keys.items():
@@ -183,6 +187,15 @@ def test_make_demo_loads_the_network_the_issue_describes(hour: FirstHour) -> Non
 
     signed = asyncio.run(poll(milestone, lambda r: r.json()["status"] == "verified", timeout=30)).json()
     assert signed["verified_by"]["role"] == "mentor"
+
+    # The impact report counts the wins, each confirmed by the anchor's award once it is heard of.
+    async def impact() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=hour.system.url, headers=headers) as http:
+            return await http.get(f"{API}/reports/impact")
+
+    wins = found["bids won"]
+    report = asyncio.run(poll(impact, lambda r: r.json()["totals"]["wins_confirmed"] == wins, timeout=30))
+    assert report.json()["totals"]["bids_won"] == wins
 
 
 def test_make_demo_twice_leaves_the_same_counts(hour: FirstHour) -> None:

@@ -2,9 +2,10 @@
 
 Idempotent: each thing is looked up first (anchors and cohorts by name, enterprises by name,
 mentors by email, demand lines by their anchor's ``external_ref``, sessions by mentor,
-enterprise and topic, the webhook by its URL) and made only when missing; imports upsert
-by ``external_ref``; creates carry an ``Idempotency-Key``. The keys it makes for each kind of
-user are kept in a file beside the staff key, and used again while they still work.
+enterprise and topic, the webhook by its URL, bids by enterprise and line: ``bids.py``) and
+made only when missing; imports upsert by ``external_ref``; creates carry an
+``Idempotency-Key``. The keys it makes for each kind of user are kept in a file beside the
+staff key, and used again while they still work.
 
 Mentoring sessions can be completed only once they have started, so the few sessions that
 sign off milestones are booked as drop-ins at the next whole minute and completed when it
@@ -28,7 +29,9 @@ from zoneinfo import ZoneInfo
 
 from cli.client import BUSY, RETRIES, Gateway, GatewayError
 from cli.demo import files
+from cli.demo.bids import load_bids
 from cli.demo.network import (
+    ALL_STATUSES,
     DEMO_TOPIC,
     LABEL,
     Booking,
@@ -47,7 +50,6 @@ KEY_NAMES = {
     "mentor": "demo: mentor Amira Hussain (mentor)",
     "integrator": "demo: Calder social-impact hub (integrator)",
 }
-ALL_STATUSES = "draft,planned,tendering,awarded,cancelled,withdrawn"
 WORKERS = 4  # requests in flight while loading milestones: the services take them in turn anyway
 
 
@@ -112,6 +114,7 @@ class DemoLoader:
             + len(KEY_NAMES)
             + 1
             + len(net.bookings)
+            + len(net.bids)
         )
 
     def _idempotency(self, what: str) -> dict[str, str]:
@@ -132,6 +135,7 @@ class DemoLoader:
         self.demand()
         self.milestones()
         self.bookings()
+        load_bids(self.gw, self.net, self.ids, self.report, self.step, self._idempotency)
         return self.report
 
     # -- anchors, cohorts, enterprises, mentors ---------------------------------------------

@@ -15,6 +15,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 LABEL = " (demo)"
+ALL_STATUSES = "draft,planned,tendering,awarded,cancelled,withdrawn"  # a line's, for GET /demand
 QUARTERS = 8
 
 # (short code, name, type, annual third-party spend in GBP millions)
@@ -236,6 +237,16 @@ class Booking:
     complete: bool = False  # run now and completed, signing off ``milestone_code``
 
 
+@dataclass(frozen=True)
+class Bid:
+    enterprise: str
+    line: str  # the line's external_ref
+    role: str
+    partners: tuple[str, ...]
+    outcome: str  # "intended", "submitted", "won" or "lost"
+    value_pence: int | None  # the award's contract value (won or lost: the anchor awarded the line)
+
+
 @dataclass
 class Network:
     seed: int
@@ -246,6 +257,7 @@ class Network:
     enterprises: list[Enterprise] = field(default_factory=list)
     mentors: list[Mentor] = field(default_factory=list)
     bookings: list[Booking] = field(default_factory=list)
+    bids: list[Bid] = field(default_factory=list)
     featured: dict[str, str] = field(default_factory=dict)  # role -> ref of the subject its key acts for
 
 
@@ -271,6 +283,7 @@ def build_network(seed: int, today: date) -> Network:
     _enterprises(network, rng)
     _mentors(network, rng)
     _bookings(network, rng)
+    _bids(network, rng)
     return network
 
 
@@ -505,6 +518,47 @@ def _bookings(network: Network, rng: random.Random) -> None:
         else:
             topic = rng.choice(TOPICS)
             network.bookings.append(Booking(mentor.ref, enterprise.ref, topic, None, rng.randint(2, 20)))
+
+
+# Who won the lines an incubated enterprise lost, and the partners of consortium bids.
+OTHER_SUPPLIER = "Calder Facilities Services Ltd (demo)"
+PARTNERS = ("Northern Catering Co-operative", "Aire Valley Cleaning CIC", "Pennine Print Ltd")
+OUTCOMES = ("won", "won", "lost", "submitted", "won", "intended", "lost", "submitted")
+
+
+def _bids(network: Network, rng: random.Random) -> None:
+    """Sixteen incubated enterprises each bid on one open public line; most outcomes are in (the
+    anchor awarded the line, to the enterprise or to another supplier), so the impact report has
+    wins, losses and bids still open."""
+    # Lines posted one by one: an import sent again on a later load would set an awarded line's
+    # status back, a posted line is only looked up.
+    open_lines = [
+        line
+        for line in network.lines
+        if line.route == "post"
+        and line.body["visibility"] == "public"
+        and line.body["status"] in ("planned", "tendering")
+    ]
+    bidders = [e for e in network.enterprises[1:] if e.body["stage"] == "incubating" and e.body["cohort"]]
+    decided: set[str] = set()
+    for n, enterprise in enumerate(rng.sample(bidders, min(16, len(bidders)))):
+        line = rng.choice([line for line in open_lines if line.body["external_ref"] not in decided])
+        outcome = OUTCOMES[n % len(OUTCOMES)]
+        consortium = rng.random() < 0.3
+        value = None
+        if outcome in ("won", "lost"):
+            decided.add(line.body["external_ref"])
+            value = int(line.body["estimated_value_pence"] * rng.uniform(0.85, 1.0)) // 100 * 100
+        network.bids.append(
+            Bid(
+                enterprise.ref,
+                line.body["external_ref"],
+                "consortium_member" if consortium else "lead",
+                (rng.choice(PARTNERS),) if consortium else (),
+                outcome,
+                value,
+            )
+        )
 
 
 def drop_in_start(now: datetime) -> datetime:

@@ -31,6 +31,7 @@ def as_data(network: Any) -> Any:
             network.enterprises,
             network.mentors,
             network.bookings,
+            network.bids,
         ],
         default=repr,
         sort_keys=True,
@@ -145,3 +146,23 @@ def test_the_ocds_package_is_valid_ocds_1_1_planning_releases() -> None:
         assert not errors, errors[:3]
         assert release["tag"] == ["planning"] and release["initiationType"] == "tender"
     assert [r["ocid"] for r in package["releases"]] == [line["external_ref"] for line in lines]
+
+
+def test_bids_on_posted_public_lines_with_wins_losses_and_open_bids() -> None:
+    network = build_network(2026, TODAY)
+    lines = {line.body["external_ref"]: line for line in network.lines}
+    assert all(
+        lines[bid.line].route == "post" and lines[bid.line].body["visibility"] == "public"
+        for bid in network.bids
+    )
+    outcomes = Counter(bid.outcome for bid in network.bids)
+    assert (
+        outcomes["won"] >= 3
+        and outcomes["lost"] >= 2
+        and outcomes["submitted"] >= 2
+        and outcomes["intended"] >= 1
+    )
+    decided = [bid.line for bid in network.bids if bid.outcome in ("won", "lost")]
+    assert len(decided) == len(set(decided))  # one award per line
+    assert all(bid.value_pence for bid in network.bids if bid.outcome in ("won", "lost"))
+    assert len({bid.enterprise for bid in network.bids}) == len(network.bids)

@@ -106,12 +106,13 @@ def _pages(city: City) -> dict[str, str]:
         "line": f"/pipeline/lines/{line['id']}",
         "anchors": "/anchors",
         "anchor": f"/anchors/{line['anchor_id']}",
+        "impact": "/impact",
         "not-found": "/pipeline/lines/no-such-line",
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["home", "pipeline", "pipeline-filtered", "lines", "line", "anchors", "anchor"]
+    "name", ["home", "pipeline", "pipeline-filtered", "lines", "line", "anchors", "anchor", "impact"]
 )
 def test_each_page_is_clean_accessible_and_local(
     pages_system: System, city: City, visit: Visit, name: str
