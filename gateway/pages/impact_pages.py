@@ -35,6 +35,5 @@ async def impact_page(request: Request, reader: ReaderDep) -> Response:
         divisions=[g for g in by_division["groups"] if g["figures"]["pipeline_lines"]],
         won_from=won_from,
         won_from_withheld=by_cohort["won_from_withheld"],
-        notes=by_cohort["notes"],
     )
     return page(body, request, etag=etag)

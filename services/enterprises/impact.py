@@ -336,12 +336,13 @@ def _bidders(figures: Figures) -> int:
 
 
 def withhold_small(totals: Figures, groups: list[Figures]) -> None:
-    """Withhold the bid figures that fewer than ``MIN_ENTERPRISES`` enterprises stand behind; when
+    """Withhold the bid figures that one or two enterprises stand behind (fewer than
+    ``MIN_ENTERPRISES``, none excepted: a figure of no bid reveals none); when
     that leaves exactly one group withheld beside shown totals, withhold the next smallest too, so
     that the totals less the groups shown do not give the withheld one back."""
     count = _bidders
     small = [g for g in groups if 0 < count(g) < MIN_ENTERPRISES]
-    if count(totals) < MIN_ENTERPRISES:
+    if 0 < count(totals) < MIN_ENTERPRISES:
         totals.withhold(BID_FIGURES)
     for group in small:
         group.withhold(BID_FIGURES)

@@ -176,3 +176,9 @@ def test_cohort_groups_add_up_to_the_totals(rows: list[tuple[uuid.UUID | None, s
     result = impact.report(facts, Scope(), "cohort", shareable=False)
     for name in ("enterprises", "bids_submitted", "bids_won", "bids_lost", "value_won_pence"):
         assert sum(g.figures.values[name] for g in result.groups) == result.totals.values[name]
+
+
+def test_a_shareable_report_with_no_bids_shows_its_zeros() -> None:
+    facts = Facts([enterprise(COHORT_A)], [line(ANCHOR_X, 1_000)], [], [])
+    totals = impact.report(facts, Scope(), None, shareable=True).totals
+    assert totals.withheld == [] and totals.values["bids_submitted"] == 0 and totals.values["share_bid"] == 0
