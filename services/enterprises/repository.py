@@ -1,7 +1,7 @@
 """The queries of the enterprises service, by table; the use cases in ``service/`` call them.
 
 They read and write rows and never decide anything: not-found answers, rules and events are
-the use cases' business.
+the use cases' business. A little over 500 lines: one section per table, bids the newest.
 """
 
 from __future__ import annotations

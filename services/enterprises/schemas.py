@@ -1,4 +1,9 @@
-"""Request and response models of the enterprises API (the HTTP contract)."""
+"""Request and response models of the enterprises API (the HTTP contract).
+
+Longer than 500 lines on purpose: the whole contract of the service in one module, a section per
+subject (enterprises, cohorts, the catalogue, milestones, readiness, bids, the impact report), so
+that a change to the API is a change to one file, read beside docs/API.md.
+"""
 
 from __future__ import annotations
 
