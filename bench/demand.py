@@ -596,13 +596,15 @@ async def run_backend(name: str, url: str, args: argparse.Namespace, nats_url: s
             # confidential cadence is not due: what the job does at every poll).
             started = time.perf_counter()
             report = await release.run_release(app.state.database, settings)
+            released = time.perf_counter() - started
             seen = await http.get("/api/v1/pipeline", params={"group_by": "cpv_division,quarter"})
             one_change = time.perf_counter() - started
         assert report is not None and report.snapshot is not None and report.public_cells >= 1, report
         assert seen.json()["version"] == report.snapshot.version
         print(
             f"(c) release of the whole pipeline {snapshot_s:.2f} s; after the import {after_import:.2f} s; "
-            f"one changed public line released and seen in GET /pipeline {one_change:.3f} s "
+            f"one changed public line released ({released:.3f} s) and seen in GET /pipeline "
+            f"({one_change - released:.3f} s): {one_change:.3f} s "
             f"({one_change / snapshot_s:.4f}x of the full release; "
             f"target <= 1 s: {verdict(one_change <= 1.0)})"
         )
