@@ -202,14 +202,22 @@ class OutboxRelay:
         self._marker: asyncio.Task[None] | None = None
         self._acked: list[str] = []  # published from the hand-off, not yet marked sent
         self._acked_wake = asyncio.Event()
+        self._stopping = False
         self._last_purge = 0.0
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
         self._marker = asyncio.create_task(self._mark_acked(), name="outbox-marker")
 
     async def stop(self) -> None:
         await stop_task(self._task)
+        # The marker is told to end rather than cancelled: a SQLite write cancelled mid-way can
+        # leave its transaction open, and the next writer then waits out the busy timeout.
+        self._stopping = True
+        self._acked_wake.set()
+        if self._marker is not None:
+            await asyncio.wait({self._marker}, timeout=5)
         await stop_task(self._marker)
         self._task = self._marker = None
         with contextlib.suppress(Exception):
@@ -276,9 +284,9 @@ class OutboxRelay:
             self.handoff.sweep_needed = True  # the sweep retries them, counting attempts
 
     async def _mark_acked(self) -> None:
-        while not cancel_requested():
+        while not (cancel_requested() or self._stopping):
             await self._acked_wake.wait()
-            if len(self._acked) < MARK_BATCH:
+            if len(self._acked) < MARK_BATCH and not self._stopping:
                 await asyncio.sleep(MARK_DELAY_SECONDS)  # gather more ids into one UPDATE
             self._acked_wake.clear()
             try:
