@@ -50,6 +50,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+class _Patch(_Strict):
+    """A merge patch: only the fields sent change."""
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
 def _postcode(value: str | None) -> str | None:
     return None if value is None else normalise_postcode(value)
 
@@ -108,7 +115,7 @@ class EnterpriseCreate(EnterpriseFields):
     cohort_id: uuid.UUID | None = None
 
 
-class EnterpriseUpdate(_Strict):
+class EnterpriseUpdate(_Patch):
     """Only the fields sent change; ``null`` clears a nullable field."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -150,9 +157,6 @@ class EnterpriseUpdate(_Strict):
         if value is None:
             raise ValueError("cannot be null")
         return value
-
-    def changes(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class _FromRow(BaseModel):
@@ -275,7 +279,7 @@ class MilestoneDefinitionCreate(_Strict):
         return value
 
 
-class MilestoneDefinitionUpdate(_Strict):
+class MilestoneDefinitionUpdate(_Patch):
     """Only the fields sent change; ``null`` clears the threshold or the validity period."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
@@ -292,9 +296,6 @@ class MilestoneDefinitionUpdate(_Strict):
         if value is None:
             raise ValueError("cannot be null")
         return value
-
-    def changes(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class MilestoneDefinition(_FromRow):
@@ -460,7 +461,7 @@ class BidCreate(_Strict):
     note: str | None = Field(default=None, max_length=5000)
 
 
-class BidUpdate(_Strict):
+class BidUpdate(_Patch):
     """Only the fields sent change; ``null`` clears ``contract_value_pence`` or ``note``."""
 
     status: BidStatus | None = None
@@ -475,9 +476,6 @@ class BidUpdate(_Strict):
         if value is None:
             raise ValueError("cannot be null")
         return value
-
-    def changes(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class Bid(_FromRow):
