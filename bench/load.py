@@ -514,14 +514,20 @@ async def measure(system: System, args: argparse.Namespace) -> int:
         # wait (bounded) until the webhook and the SSE reader have each of them.
         while await unsent() and time.monotonic() - drain_started < DRAIN_LIMIT_SECONDS:  # noqa: ASYNC110 - polling the databases
             await asyncio.sleep(0.5)
+        outboxes_s = time.monotonic() - drain_started
         events = [(s, e) for s, e in await stream_events(system.nats.url) if ours(e)]
         ids = {e["id"] for _, e in events}
+        caught_up: dict[str, float] = {}
         while time.monotonic() - drain_started < DRAIN_LIMIT_SECONDS:
             hooked = {e for _, e, status in hook.attempts if status < 300}
-            if ids <= hooked and ids <= {e for _, e in sse.seen}:
+            for reader, seen in (("webhook", hooked), ("SSE", {e for _, e in sse.seen})):
+                if reader not in caught_up and ids <= seen:
+                    caught_up[reader] = time.monotonic() - drain_started
+            if len(caught_up) == 2:
                 break
             await asyncio.sleep(0.5)
         drain_s = time.monotonic() - drain_started
+        drain_parts = {"outboxes empty": outboxes_s} | caught_up
         stop.set()
         sse_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -593,7 +599,8 @@ async def measure(system: System, args: argparse.Namespace) -> int:
         f"({sse.connections} SSE connections, refused {dict(sse.refused)})"
     )
     print(f"lost: {lost}\ndoubled: {doubled}")
-    print(f"drain after the load: {drain_s:.1f} s")
+    parts = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in drain_parts.items())
+    print(f"drain after the load: {drain_s:.1f} s ({parts})")
     if args.faults:
         drained = (
             f"{faults.backlog_drained_s:.1f} s" if faults.backlog_drained_s is not None else "not drained"

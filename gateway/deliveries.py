@@ -24,6 +24,12 @@ One receiver's slowness stays its own: a dispatcher has at most
 takes each subscription's oldest due deliveries in turns (first of each, then second of
 each...), so a slow endpoint's backlog waits in its own queue in the table while the other
 endpoints' deliveries go out; it never fills the slots or the claim batch.
+
+Under a backlog the table work is done in batches, not per delivery: a claim holds up to
+``QUEUED_ROUNDS`` rounds of each bound (its lease covers the wait), the endpoint is claimed for
+again when half of that is spent, and the outcomes that came in meanwhile are written in one
+transaction. Before each attempt the subscription is confirmed (at most once a second), so a
+deletion, a revoked key or a disabling stops a held queue as it would stop the table's.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import socket
 import time
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,6 +78,8 @@ log = logging.getLogger("seedbed.gateway.webhooks")
 
 USER_AGENT = "Seedbed-Webhooks/1.0"
 LEASE_MARGIN_SECONDS = 30.0
+QUEUED_ROUNDS = 8
+CONFIRM_SECONDS = 1.0
 PURGE_EVERY_SECONDS = 3600.0
 RESPONSE_READ_LIMIT = 64 * 1024
 
@@ -106,6 +115,7 @@ class Claimed:
     body: bytes
     owner: str = ""
     trace_context: str | None = None
+    lease_ends: float = float("inf")  # (time.monotonic) not attempted after this: it may be retaken
 
 
 def owner_of_subscription() -> sa.ColumnElement[str]:
@@ -137,24 +147,39 @@ class Dispatcher:
         self.box = box
         self.schedule = [float(delay) for delay in settings.webhook_retry_schedule_seconds]
         self.timeout = settings.webhook_attempt_timeout_seconds
-        self.lease = timedelta(seconds=self.timeout + LEASE_MARGIN_SECONDS)
+        # A claimed delivery may wait behind its endpoint's earlier ones: its lease covers them.
+        self.lease = timedelta(seconds=QUEUED_ROUNDS * self.timeout + LEASE_MARGIN_SECONDS)
         self.private_ok = settings.webhooks_may_reach_private_networks
         self.wake = asyncio.Event()
         self.attempts_total = 0
         self._slots = max(1, settings.webhook_concurrency)
         self._per_endpoint = max(1, settings.webhook_concurrency_per_endpoint)
         self._per_owner = max(1, settings.webhook_concurrency_per_owner)
+        # In flight: semaphores. Held (claimed, not yet recorded): counters, QUEUED_ROUNDS times
+        # the in-flight bounds, so an endpoint's claim is made once per several rounds of attempts.
+        self._all_gate = asyncio.Semaphore(self._slots)
+        self._endpoint_gates: dict[uuid.UUID, asyncio.Semaphore] = {}
+        self._owner_gates: dict[str, asyncio.Semaphore] = {}
+        self._held_endpoints: Counter[uuid.UUID] = Counter()
+        self._held_owners: Counter[str] = Counter()
+        self._held = 0
+        self._confirmed: dict[uuid.UUID, float] = {}  # subscription -> when last seen subscribed
+        self._disabled_here: set[uuid.UUID] = set()
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._busy_endpoints: Counter[uuid.UUID] = Counter()
-        self._busy_owners: Counter[str] = Counter()
+        self._outcomes: list[tuple[Claimed, Outcome]] = []
+        self._outcomes_ready = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._recorder: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_purge = 0.0
 
-    def poke(self) -> None:
-        """Deliveries were added or made due: look now rather than at the next poll."""
-        self.wake.set()
+    def poke(self, subscription_ids: Collection[uuid.UUID] = ()) -> None:
+        """Deliveries were added or made due: look now rather than at the next poll (unless
+        every endpoint named already holds all the deliveries it may)."""
+        full = self._per_endpoint * QUEUED_ROUNDS
+        if not subscription_ids or any(self._held_endpoints[sid] < full for sid in subscription_ids):
+            self.wake.set()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -168,11 +193,13 @@ class Dispatcher:
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             trust_env=False,
         )
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+        self._recorder = asyncio.create_task(self._record_outcomes(), name="webhook-recorder")
 
     async def stop(self) -> None:
-        # Let the loop finish what it is doing (a query cancelled mid-way leaves the SQLite
-        # driver's thread to answer a loop that may be gone), then make sure it has stopped.
+        # Let the loops finish what they are doing (a query cancelled mid-way leaves the SQLite
+        # driver's thread to answer a loop that may be gone), then make sure they have stopped.
         self._stopping = True
         self.wake.set()
         if self._task is not None:
@@ -184,6 +211,11 @@ class Dispatcher:
             _done, pending = await asyncio.wait(list(self._in_flight), timeout=2)
             for task in pending:
                 await stop_task(task)
+        self._outcomes_ready.set()  # the recorder writes what is left, then ends
+        if self._recorder is not None:
+            await asyncio.wait({self._recorder}, timeout=5)
+        await stop_task(self._recorder)
+        self._recorder = None
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -194,15 +226,15 @@ class Dispatcher:
         backoff = 0.0
         while not (self._stopping or cancel_requested()):
             self.wake.clear()
-            free = min(self._slots - len(self._in_flight), self.settings.webhook_batch_size)
+            room = min(self._slots * QUEUED_ROUNDS - self._held, self.settings.webhook_batch_size)
             claimed: list[Claimed] = []
             due_in = float("inf")
             try:
-                if free > 0:
+                if room > 0:
                     # A read first: an idle dispatcher never takes SQLite's write lock.
                     due_in = await self._seconds_until_next_due()
                     if due_in <= 0:
-                        claimed = await self.claim(free)
+                        claimed = await self.claim(room)
                 await self._purge_now_and_then()
                 backoff = 0.0
             except asyncio.CancelledError:
@@ -217,7 +249,7 @@ class Dispatcher:
             for item in claimed:
                 task = asyncio.create_task(self._deliver(item), name=f"webhook-{item.delivery_id}")
                 self._in_flight.add(task)
-                task.add_done_callback(self._finished)
+                task.add_done_callback(self._in_flight.discard)
             if claimed:
                 continue  # more may be due
             # Due but not claimed: another replica holds those rows for a moment.
@@ -226,17 +258,15 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), wait)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self.wake.set()  # a slot is free
-
     def _not_at_their_bound(self) -> list[sa.ColumnElement[bool]]:
-        """Leave out the subscriptions and owners that have all the attempts they may have."""
+        """Leave out the subscriptions and owners that hold all the deliveries they may."""
         clauses: list[sa.ColumnElement[bool]] = []
-        endpoints = [sid for sid, busy in self._busy_endpoints.items() if busy >= self._per_endpoint]
+        full_endpoint = self._per_endpoint * QUEUED_ROUNDS
+        endpoints = [sid for sid, held in self._held_endpoints.items() if held >= full_endpoint]
         if endpoints:
             clauses.append(deliveries.c.subscription_id.not_in(endpoints))
-        owners = [owner for owner, busy in self._busy_owners.items() if busy >= self._per_owner]
+        full_owner = self._per_owner * QUEUED_ROUNDS
+        owners = [owner for owner, held in self._held_owners.items() if held >= full_owner]
         if owners:
             clauses.append(owner_of_subscription().not_in(owners))
         return clauses
@@ -278,7 +308,7 @@ class Dispatcher:
         )
         picked = (
             sa.select(turns.c.id)
-            .where(turns.c.turn <= self._per_endpoint)
+            .where(turns.c.turn <= self._per_endpoint * QUEUED_ROUNDS)
             .order_by(turns.c.turn, turns.c.next_attempt_at)
             .limit(limit)
         )
@@ -328,6 +358,7 @@ class Dispatcher:
                     .where(deliveries.c.id.in_([row.id for row in taken]))
                     .values(next_attempt_at=now + self.lease, claim_token=token)
                 )
+        lease_ends = time.monotonic() + self.lease.total_seconds() - LEASE_MARGIN_SECONDS
         claimed = [
             Claimed(
                 row.id,
@@ -339,47 +370,99 @@ class Dispatcher:
                 row.body,
                 row.owner,
                 row.trace_context,
+                lease_ends,
             )
             for row in taken
         ]
         for item in claimed:
-            self._busy_endpoints[item.subscription_id] += 1
-            self._busy_owners[item.owner] += 1
+            self._hold(item)
+            self._confirmed[item.subscription_id] = time.monotonic()
         return claimed
 
     def _within_bounds(self, rows: list[Any]) -> list[Any]:
-        """The rows this dispatcher may start now; the others stay due for a later claim."""
-        endpoints = Counter(self._busy_endpoints)
-        owners = Counter(self._busy_owners)
+        """The rows this dispatcher may hold now; the others stay due for a later claim."""
+        endpoints = Counter(self._held_endpoints)
+        owners = Counter(self._held_owners)
+        full_endpoint, full_owner = self._per_endpoint * QUEUED_ROUNDS, self._per_owner * QUEUED_ROUNDS
         taken = []
         for row in rows:
-            if endpoints[row.subscription_id] >= self._per_endpoint or owners[row.owner] >= self._per_owner:
+            if endpoints[row.subscription_id] >= full_endpoint or owners[row.owner] >= full_owner:
                 continue
             endpoints[row.subscription_id] += 1
             owners[row.owner] += 1
             taken.append(row)
         return taken
 
+    def _hold(self, item: Claimed) -> None:
+        self._held += 1
+        self._held_endpoints[item.subscription_id] += 1
+        self._held_owners[item.owner] += 1
+        self._endpoint_gates.setdefault(item.subscription_id, asyncio.Semaphore(self._per_endpoint))
+        self._owner_gates.setdefault(item.owner, asyncio.Semaphore(self._per_owner))
+
     def _release(self, item: Claimed) -> None:
-        for counter, key in ((self._busy_endpoints, item.subscription_id), (self._busy_owners, item.owner)):
-            counter[key] -= 1
-            if counter[key] <= 0:
-                del counter[key]
+        self._held -= 1
+        self._held_owners[item.owner] -= 1
+        owner_held = self._held_owners[item.owner]
+        if owner_held <= 0:
+            del self._held_owners[item.owner], self._owner_gates[item.owner]  # no holder waits on it
+        sid = item.subscription_id
+        self._held_endpoints[sid] -= 1
+        endpoint_held = self._held_endpoints[sid]
+        if endpoint_held <= 0:
+            del self._held_endpoints[sid], self._endpoint_gates[sid]
+            self._confirmed.pop(sid, None)
+            self._disabled_here.discard(sid)
+        # Claim again when a queue is half spent, not after every delivery (new ones poke).
+        if (
+            endpoint_held == self._per_endpoint * QUEUED_ROUNDS // 2
+            or owner_held == self._per_owner * QUEUED_ROUNDS // 2
+            or self._held == self._slots * QUEUED_ROUNDS // 2
+        ):
+            self.wake.set()
 
     # -- one attempt -------------------------------------------------------------------------
 
     async def _deliver(self, item: Claimed) -> None:
+        outcome: Outcome | None = None
         try:
-            outcome = await self.attempt(item)
+            # Always in this order (endpoint, owner, all), so no two deliveries wait on each other.
+            async with (
+                self._endpoint_gates[item.subscription_id],
+                self._owner_gates[item.owner],
+                self._all_gate,
+            ):
+                if self._stopping or time.monotonic() >= item.lease_ends:
+                    return  # stopping, or left too long behind a slow receiver: its lease ends
+                if not await self._still_subscribed(item.subscription_id):
+                    return  # deleted, its key revoked or disabled meanwhile: send nothing more
+                outcome = await self.attempt(item)
             self.attempts_total += 1
             WEBHOOK_ATTEMPTS.labels("delivered" if outcome.delivered else "failed").inc()
-            await self.record(item, outcome)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("webhook attempt not recorded", extra={"delivery_id": str(item.delivery_id)})
         finally:
-            self._release(item)
+            if outcome is None:
+                self._release(item)  # cut short: its lease makes it due again
+            else:
+                self._outcomes.append((item, outcome))
+                self._outcomes_ready.set()
+
+    async def _still_subscribed(self, subscription_id: uuid.UUID) -> bool:
+        """Whether a held delivery may still go: its subscription exists with a valid key and
+        was not disabled here (read at most once a second per subscription)."""
+        if subscription_id in self._disabled_here:
+            return False
+        seen = self._confirmed.get(subscription_id)
+        if seen is not None and time.monotonic() - seen < CONFIRM_SECONDS:
+            return True
+        async with self.database.transaction(write=False) as session:
+            valid = await session.scalar(
+                sa.select(key_still_valid(utcnow()))
+                .select_from(with_owner_key())
+                .where(subscriptions.c.id == subscription_id)
+            )
+        if valid:
+            self._confirmed[subscription_id] = time.monotonic()
+        return bool(valid)
 
     async def attempt(self, item: Claimed) -> Outcome:
         assert self._http is not None
@@ -415,61 +498,127 @@ class Dispatcher:
         duration_ms = round((time.perf_counter() - started) * 1000)
         return Outcome(started_at, duration_ms, status, error)
 
-    async def record(self, item: Claimed, outcome: Outcome) -> None:
-        """Log the attempt and, if the claim still holds, move the delivery on."""
-        now = utcnow()
-        async with self.database.transaction() as session:
-            current = (
-                await session.execute(
-                    sa.select(deliveries.c.claim_token, deliveries.c.retries_used, deliveries.c.status).where(
-                        deliveries.c.id == item.delivery_id
-                    )
-                )
-            ).one_or_none()
-            if current is None:
-                return  # the subscription was deleted meanwhile
-            await session.execute(
-                sa.insert(webhook_attempts).values(
-                    delivery_id=item.delivery_id,
-                    attempted_at=outcome.attempted_at,
-                    duration_ms=outcome.duration_ms,
-                    status_code=outcome.status_code,
-                    error=outcome.error,
-                )
-            )
-            mine = current.claim_token == item.claim_token and current.status == "pending"
-            changes: dict[str, Any] = {
-                "attempts": deliveries.c.attempts + 1,
-                "last_attempt_at": outcome.attempted_at,
-                "last_status_code": outcome.status_code,
-                "last_error": outcome.error,
-            }
-            if not mine:
-                await session.execute(
-                    sa.update(deliveries).where(deliveries.c.id == item.delivery_id).values(**changes)
-                )
+    # -- outcomes ----------------------------------------------------------------------------
+
+    async def _record_outcomes(self) -> None:
+        """Write the attempts' outcomes, all that came in meanwhile in one transaction; told
+        to end rather than cancelled, like the outbox's marker, so no write is cut short."""
+        while not cancel_requested():
+            await self._outcomes_ready.wait()
+            self._outcomes_ready.clear()
+            batch, self._outcomes = self._outcomes, []
+            if batch:
+                try:
+                    await self.record(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Unrecorded, each keeps its lease and is attempted again when it ends.
+                    log.exception("webhook attempts not recorded", extra={"deliveries": len(batch)})
+                finally:
+                    for item, _outcome in batch:
+                        self._release(item)
+            if self._stopping and not self._outcomes and all(task.done() for task in self._in_flight):
                 return
-            changes["claim_token"] = None
-            if outcome.delivered:
-                changes |= {"status": "delivered", "delivered_at": now, "next_attempt_at": None}
-            elif current.retries_used < len(self.schedule):
-                delay = self.schedule[current.retries_used]
-                changes |= {
-                    "next_attempt_at": now + timedelta(seconds=delay),
-                    "retries_used": current.retries_used + 1,
-                }
-            else:
-                changes |= {"status": "failed", "next_attempt_at": None}
-                WEBHOOK_DELIVERIES_FAILED.inc()
+
+    async def record(self, batch: list[tuple[Claimed, Outcome]]) -> None:
+        """Log the attempts and move on each delivery whose claim still holds."""
+        now = utcnow()
+        ids = [item.delivery_id for item, _outcome in batch]
+        async with self.database.transaction() as session:
+            current = {
+                row.id: row
+                for row in await session.execute(
+                    sa.select(
+                        deliveries.c.id,
+                        deliveries.c.claim_token,
+                        deliveries.c.retries_used,
+                        deliveries.c.status,
+                    ).where(deliveries.c.id.in_(ids))
+                )
+            }
+            batch = [(item, outcome) for item, outcome in batch if item.delivery_id in current]
+            if not batch:
+                return  # their subscriptions were deleted meanwhile
             await session.execute(
-                sa.update(deliveries).where(deliveries.c.id == item.delivery_id).values(**changes)
+                sa.insert(webhook_attempts),
+                [
+                    {
+                        "delivery_id": item.delivery_id,
+                        "attempted_at": outcome.attempted_at,
+                        "duration_ms": outcome.duration_ms,
+                        "status_code": outcome.status_code,
+                        "error": outcome.error,
+                    }
+                    for item, outcome in batch
+                ],
             )
-            if outcome.delivered:
-                await self._succeeded(session, item.subscription_id)
-            elif changes.get("status") == "failed":
-                await self._failed(session, item.subscription_id, now)
-        if changes.get("next_attempt_at") is not None:
-            self.wake.set()  # the retry may be due before the next poll
+            logged: list[dict[str, Any]] = []  # another claim holds these: only the log moves
+            moved: list[dict[str, Any]] = []
+            ended: list[tuple[uuid.UUID, bool]] = []  # (subscription, delivered) in attempt order
+            for item, outcome in batch:
+                row = current[item.delivery_id]
+                change = {
+                    "b_id": item.delivery_id,
+                    "b_attempted_at": outcome.attempted_at,
+                    "b_status_code": outcome.status_code,
+                    "b_error": outcome.error,
+                }
+                if row.claim_token != item.claim_token or row.status != "pending":
+                    logged.append(change)
+                    continue
+                change |= {"b_status": "pending", "b_delivered_at": None, "b_retries_used": row.retries_used}
+                if outcome.delivered:
+                    change |= {"b_status": "delivered", "b_delivered_at": now, "b_next_attempt_at": None}
+                    ended.append((item.subscription_id, True))
+                elif row.retries_used < len(self.schedule):
+                    delay = self.schedule[row.retries_used]
+                    change |= {
+                        "b_next_attempt_at": now + timedelta(seconds=delay),
+                        "b_retries_used": row.retries_used + 1,
+                    }
+                else:
+                    change |= {"b_status": "failed", "b_next_attempt_at": None}
+                    ended.append((item.subscription_id, False))
+                    WEBHOOK_DELIVERIES_FAILED.inc()
+                moved.append(change)
+            attempt_logged = {
+                "attempts": deliveries.c.attempts + 1,
+                "last_attempt_at": sa.bindparam("b_attempted_at"),
+                "last_status_code": sa.bindparam("b_status_code"),
+                "last_error": sa.bindparam("b_error"),
+            }
+            by_id = deliveries.c.id == sa.bindparam("b_id")
+            if logged:
+                await session.execute(sa.update(deliveries).where(by_id).values(**attempt_logged), logged)
+            if moved:
+                await session.execute(
+                    sa.update(deliveries)
+                    .where(by_id)
+                    .values(
+                        **attempt_logged,
+                        claim_token=None,
+                        status=sa.bindparam("b_status"),
+                        delivered_at=sa.bindparam("b_delivered_at"),
+                        next_attempt_at=sa.bindparam("b_next_attempt_at"),
+                        retries_used=sa.bindparam("b_retries_used"),
+                    ),
+                    moved,
+                )
+            await self._count_in_a_row(session, ended, now)
+        if any(change["b_status"] == "pending" for change in moved):
+            self.wake.set()  # a retry may be due before the next poll
+
+    async def _count_in_a_row(self, session: Any, ended: list[tuple[uuid.UUID, bool]], now: datetime) -> None:
+        """Each subscription's finished deliveries, in order: a success resets its count of
+        failures in a row, a failure adds one (and may disable it)."""
+        for subscription_id in dict.fromkeys(sid for sid, _delivered in ended):
+            results = [delivered for sid, delivered in ended if sid == subscription_id]
+            if any(results):
+                await self._succeeded(session, subscription_id)
+                results = results[len(results) - results[::-1].index(True) :]
+            for _failure in results:
+                await self._failed(session, subscription_id, now)
 
     async def _succeeded(self, session: Any, subscription_id: uuid.UUID) -> None:
         await session.execute(
@@ -477,6 +626,7 @@ class Dispatcher:
             .where(subscriptions.c.id == subscription_id)
             .values(consecutive_failures=0, active=True, disabled_at=None, disabled_reason=None)
         )
+        self._disabled_here.discard(subscription_id)
 
     async def _failed(self, session: Any, subscription_id: uuid.UUID, now: datetime) -> None:
         failures = await session.scalar(
@@ -501,6 +651,7 @@ class Dispatcher:
                 status="failed", next_attempt_at=None, claim_token=None, last_error=f"subscription {reason}"
             )
         )
+        self._disabled_here.add(subscription_id)  # its held deliveries failed with it: skip them
         WEBHOOK_ENDPOINTS_DISABLED_TOTAL.inc()
         log.warning("webhook subscription disabled", extra={"subscription_id": str(subscription_id)})
 

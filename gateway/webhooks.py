@@ -425,7 +425,7 @@ async def schedule_redelivery(
 class WebhookFanOut:
     """The handler of the ``gateway-webhooks`` consumer: one event -> its deliveries."""
 
-    def __init__(self, on_committed: Callable[[], None]) -> None:
+    def __init__(self, on_committed: Callable[[list[uuid.UUID]], None]) -> None:
         self.on_committed = on_committed  # wakes the dispatcher once the deliveries are committed
 
     async def __call__(self, session: AsyncSession, event: CloudEvent) -> None:
@@ -485,4 +485,8 @@ class WebhookFanOut:
             )
             .on_conflict_do_nothing(index_elements=[deliveries.c.subscription_id, deliveries.c.event_id])
         )
-        sa_event.listen(session.sync_session, "after_commit", lambda _s: self.on_committed(), once=True)
+
+        def committed(_session: object) -> None:
+            self.on_committed(matched)
+
+        sa_event.listen(session.sync_session, "after_commit", committed, once=True)

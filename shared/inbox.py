@@ -153,68 +153,100 @@ class EventConsumer:
                     subscription = None
                 await asyncio.sleep(backoff)
                 continue
-            for message in messages:
-                if cancel_requested():
-                    return  # unacked messages are redelivered to whoever runs next
-                try:
-                    await self.process(message)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    # The database failed while recording the outcome: let NATS redeliver.
-                    log.warning("consumer failed", extra={"consumer": self.spec.durable, "error": repr(exc)})
+            if cancel_requested():
+                return  # unacked messages are redelivered to whoever runs next
+            try:
+                await self.process(messages)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The database failed while recording the outcome: let NATS redeliver.
+                log.warning("consumer failed", extra={"consumer": self.spec.durable, "error": repr(exc)})
+                for message in messages:
                     with contextlib.suppress(Exception):
                         await message.nak(delay=self.spec.nak_delays[0])
 
-    async def process(self, message: Msg) -> None:
-        """Apply one message exactly once, then ack; nak, or dead-letter, on failure."""
-        with tracing.consuming(message.subject, message.headers, self.spec.durable):
-            await self._process(message)
-
-    async def _process(self, message: Msg) -> None:
-        deliveries = message.metadata.num_delivered or 1
-        if deliveries > 1:
-            self._redelivered.inc()
-        try:
-            event = CloudEvent.from_bytes(message.data)
-        except ValidationError as exc:
-            await self._dead_letter(message, None, f"malformed CloudEvent: {exc}", deliveries)
+    async def process(self, messages: Sequence[Msg]) -> None:
+        """Apply a fetched batch, each event exactly once, in one transaction (a backlog costs
+        one commit per batch, not per event), each event in a savepoint so that one that fails
+        leaves the others applied; then ack the applied ones and retry or dead-letter the rest."""
+        events: list[tuple[Msg, CloudEvent]] = []
+        for message in messages:
+            if _deliveries(message) > 1:
+                self._redelivered.inc()
+            try:
+                events.append((message, CloudEvent.from_bytes(message.data)))
+            except ValidationError as exc:
+                await self._dead_letter(message, None, f"malformed CloudEvent: {exc}", _deliveries(message))
+        if not events:
             return
-        try:
-            await self._apply(event)
-        except Exception as exc:
-            permanent = isinstance(exc, PermanentEventError | ValidationError)
-            if permanent or deliveries >= self.spec.max_deliver:
-                log.error(
-                    "event dead-lettered",
-                    extra={"consumer": self.spec.durable, "event_id": event.id, "error": repr(exc)},
-                )
-                await self._dead_letter(message, event.id, repr(exc), deliveries)
-                return
-            delays = self.spec.nak_delays
-            delay = delays[min(deliveries - 1, len(delays) - 1)]
-            log.warning(
-                "event handling failed, will retry",
-                extra={
-                    "consumer": self.spec.durable,
-                    "event_id": event.id,
-                    "error": repr(exc),
-                    "delay_s": delay,
-                },
-            )
-            with contextlib.suppress(Exception):
-                await message.nak(delay=delay)
-            return
-        with contextlib.suppress(Exception):
-            # A lost ack means a redelivery, which the inbox row turns into a no-op.
-            await message.ack()
-
-    async def _apply(self, event: CloudEvent) -> None:
+        failed: list[tuple[Msg, CloudEvent, Exception]] = []
         async with self.database.transaction() as session:
-            applied = await self._apply_in(session, event)
-        if applied:
-            self.processed_total += 1
-            self._processed.inc()
+            done = set(
+                await session.scalars(
+                    sa.select(inbox_table.c.event_id).where(
+                        inbox_table.c.consumer == self.spec.durable,
+                        inbox_table.c.event_id.in_([event.id for _message, event in events]),
+                    )
+                )
+            )
+            applied: list[CloudEvent] = []
+            for message, event in events:
+                if event.id in done:
+                    self.duplicates_total += 1
+                    continue
+                try:
+                    with tracing.consuming(message.subject, message.headers, self.spec.durable):
+                        async with session.begin_nested():
+                            await self.spec.handler(session, event)
+                except Exception as exc:
+                    failed.append((message, event, exc))
+                    continue
+                done.add(event.id)
+                applied.append(event)
+            if applied:
+                now = utcnow()
+                await session.execute(
+                    sa.insert(inbox_table),
+                    [
+                        {
+                            "consumer": self.spec.durable,
+                            "event_id": event.id,
+                            "event_type": event.type,
+                            "processed_at": now,
+                        }
+                        for event in applied
+                    ],
+                )
+        self.processed_total += len(applied)
+        self._processed.inc(len(applied))
+        for message, event, error in failed:
+            await self._retry_or_dead_letter(message, event, error)
+        retried = {id(message) for message, _event, _error in failed}
+        for message, _event in events:
+            if id(message) not in retried:
+                with contextlib.suppress(Exception):
+                    # A lost ack means a redelivery, which the inbox row turns into a no-op.
+                    await message.ack()
+
+    async def _retry_or_dead_letter(self, message: Msg, event: CloudEvent, exc: Exception) -> None:
+        deliveries = _deliveries(message)
+        permanent = isinstance(exc, PermanentEventError | ValidationError)
+        if permanent or deliveries >= self.spec.max_deliver:
+            log.error(
+                "event dead-lettered",
+                extra={"consumer": self.spec.durable, "event_id": event.id, "error": repr(exc)},
+            )
+            await self._dead_letter(message, event.id, repr(exc), deliveries)
+            return
+        delays = self.spec.nak_delays
+        delay = delays[min(deliveries - 1, len(delays) - 1)]
+        log.warning(
+            "event handling failed, will retry",
+            extra={"consumer": self.spec.durable, "event_id": event.id, "error": repr(exc), "delay_s": delay},
+        )
+        with contextlib.suppress(Exception):
+            await message.nak(delay=delay)
 
     async def _apply_in(self, session: AsyncSession, event: CloudEvent) -> bool:
         """The handler and the inbox row, in ``session``'s transaction; False for a repeat."""
@@ -291,3 +323,7 @@ class EventConsumer:
         self._dead_lettered.inc()
         with contextlib.suppress(Exception):
             await message.term()
+
+
+def _deliveries(message: Msg) -> int:
+    return message.metadata.num_delivered or 1

@@ -181,6 +181,29 @@ async def test_deleting_a_subscription_stops_its_deliveries(
     assert gone.status_code == 404 and again.status_code == 404
 
 
+async def test_deleting_a_subscription_stops_the_deliveries_a_dispatcher_already_holds_for_it(
+    gateway_app: GatewayFactory, streams: str
+) -> None:
+    """A backlog is claimed several deliveries at a time; deleting the subscription while the
+    first attempt hangs sends none of the others."""
+    slow = await Receiver(hold=asyncio.Event()).start()
+    bounds = {"webhook_concurrency_per_endpoint": 1, "webhook_attempt_timeout_seconds": 60.0}
+    try:
+        async with gateway_app(**(FAST | bounds)) as app, client_of(app) as http:
+            hook = await subscribe(http, slow.url, [ITEM])
+            for n in range(6):
+                await publish(streams, ITEM, demand_line(f"Line {n}"))
+            await wait_until(lambda: sum(slow.waiting.values()) == 1, timeout=10)
+            assert (await http.delete(f"/api/v1/webhooks/{hook['id']}")).status_code == 204
+            await asyncio.sleep(1.2)  # longer than a held queue trusts its subscription unread
+            assert slow.hold is not None
+            slow.hold.set()
+            await asyncio.sleep(1.0)
+    finally:
+        await slow.stop()
+    assert len(slow.received) == 1
+
+
 async def test_a_subscription_made_with_a_key_stops_delivering_when_the_key_is_revoked(
     gateway_app: GatewayFactory, streams: str, receiver: Receiver
 ) -> None:

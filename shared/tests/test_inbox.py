@@ -36,6 +36,7 @@ class Harness:
         self.calls: Counter[str] = Counter()
         self.fail_times: dict[str, int] = {}
         self.poison: set[str] = set()
+        self.fail_after_writing: set[str] = set()  # writes, then fails, once
 
     async def handler(self, session, event: CloudEvent) -> None:
         self.calls[event.id] += 1
@@ -45,10 +46,15 @@ class Harness:
             self.fail_times[event.id] -= 1
             raise ConnectionError("transient: the database blinked")
         await session.execute(sa.insert(received).values(event_id=event.id, type=event.type))
+        if event.id in self.fail_after_writing:
+            self.fail_after_writing.discard(event.id)
+            raise ConnectionError("transient: failed after writing")
 
-    async def start(self, max_deliver: int = 3) -> None:
+    async def start(self, max_deliver: int = 3, waiting: list[CloudEvent] | None = None) -> None:
         await self.link.start()
         assert await self.link.wait_ready(10)
+        for event in waiting or []:  # on the stream before the consumer's first fetch
+            await self.publish(event.to_bytes(), msg_id=event.id)
         self.consumer = EventConsumer(
             self.database,
             self.link,
@@ -104,6 +110,30 @@ async def test_event_delivered_three_times_is_applied_once(database: Database, n
         assert await h.applied() == {event.id}
         async with database.transaction(write=False) as s:
             assert await s.scalar(sa.select(sa.func.count()).select_from(inbox_table)) == 1
+    finally:
+        await h.stop()
+
+
+async def test_a_backlog_is_applied_together_but_a_failing_event_alone_is_undone_and_retried(
+    database: Database, nats_variant: str
+) -> None:
+    h = Harness(database, nats_variant)
+    events = [h.event(n) for n in range(20)]
+    broken = events[7]
+    h.fail_after_writing.add(broken.id)
+    await h.start(max_deliver=5, waiting=events)
+    try:
+
+        async def all_applied() -> bool:
+            return await h.applied() == {event.id for event in events}
+
+        await wait_until(all_applied)
+        assert h.calls[broken.id] == 2
+        assert all(h.calls[event.id] == 1 for event in events if event is not broken)
+        async with database.transaction(write=False) as s:
+            assert await s.scalar(sa.select(sa.func.count()).select_from(received)) == 20
+            assert await s.scalar(sa.select(sa.func.count()).select_from(inbox_table)) == 20
+        assert h.consumer.processed_total == 20 and await h.dead_letters() == []
     finally:
         await h.stop()
 
