@@ -117,6 +117,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
+        telemetry=tracing.fastapi_telemetry(),
     )
     install_problem_handlers(app)
     for router in ROUTERS:
@@ -139,7 +140,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     if settings.http_metrics:
         app.add_middleware(HttpMetricsMiddleware, route_of=route_of)
-    tracing.instrument_app(app)
     # Everything for a service: the same, straight from the server.
     pass_through: ASGIApp = tracing.server_spans(
         RequestContextMiddleware(

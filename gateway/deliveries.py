@@ -192,6 +192,7 @@ class Dispatcher:
             headers={"User-Agent": USER_AGENT},
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             trust_env=False,
+            trace_configs=tracing.client_trace_configs(),
         )
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")

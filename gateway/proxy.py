@@ -6,7 +6,7 @@ on httpx kept far less). It is one path read top to bottom, hence one module a l
 500 lines. The path is the public path unchanged; the
 principal goes in the signed ``X-Seedbed-Principal`` header; hop-by-hop headers
 are dropped; ``X-Request-ID`` and ``traceparent`` are passed on (a traceparent
-is made when the caller sent none).
+is made when the caller sent none; with tracing on, it is the gateway's server span's).
 
 Failures: a service that cannot be reached answers 503 problem+json naming it
 (after retrying idempotent requests), no answer in time 504, a connection lost
@@ -32,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from gateway.settings import GatewaySettings
+from shared import tracing
 from shared.logs import request_id_var
 from shared.principal import EMPTY_BODY_DIGEST, body_digest, sha256_digest, sign
 from shared.problems import Problem, problem_response
@@ -322,7 +323,12 @@ class Proxy:
         request_id = request_id_var.get()
         if request_id:
             headers.append(("x-request-id", request_id))
-        headers.append(("traceparent", traceparent or new_traceparent()))
+        if carrier := tracing.forwarded_context():
+            # Our server span is the service's parent: a client span per hop told nothing more.
+            headers = [(name, value) for name, value in headers if name not in carrier]
+            headers.extend(carrier.items())
+        else:
+            headers.append(("traceparent", traceparent or new_traceparent()))
         client = scope.get("client")
         # When uvicorn trusted a local proxy's X-Forwarded-For, the client is already its last entry.
         if forwarded_for and client and forwarded_for.rsplit(",", 1)[-1].strip() != client[0]:

@@ -4,14 +4,12 @@ imports this module only once tracing is switched on."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import FastAPI
+import aiohttp
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import Resource
@@ -20,11 +18,6 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, get_current_span
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Scope
-
-# A span per ASGI message (each "http send" and "http receive") would triple the spans of a request
-# and tell nothing the server span does not.
-NO_MESSAGE_SPANS: list[Literal["receive", "send"]] = ["receive", "send"]
 
 
 def exporters_from_environment() -> list[SpanExporter]:
@@ -74,36 +67,30 @@ def provider_from_environment(service_name: str) -> TracerProvider:
 
 def instrument_clients(provider: TracerProvider) -> None:
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
-    AioHttpClientInstrumentor().instrument(tracer_provider=provider)
+
+
+def client_trace_configs(provider: TracerProvider) -> list[aiohttp.TraceConfig]:
+    return [create_trace_config(tracer_provider=provider)]
 
 
 def uninstrument() -> None:
     """Undo the instrumentations that are process-wide (an instrumentor is a singleton: an
     engine made after this is instrumented again, with the provider in use then)."""
-    for instrumentor in (HTTPXClientInstrumentor(), AioHttpClientInstrumentor(), SQLAlchemyInstrumentor()):
+    for instrumentor in (HTTPXClientInstrumentor(), SQLAlchemyInstrumentor()):
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
 
 
-def instrument_app(app: FastAPI, provider: TracerProvider, excluded_urls: str) -> None:
-    FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, excluded_urls=excluded_urls, exclude_spans=NO_MESSAGE_SPANS
-    )
-
-
-def server_spans(
-    app: ASGIApp,
-    provider: TracerProvider,
-    details: Callable[[Scope], tuple[str, dict[str, Any]]],
-    excluded_urls: str,
-) -> ASGIApp:
-    return OpenTelemetryMiddleware(
-        app,
-        tracer_provider=provider,
-        default_span_details=details,
-        excluded_urls=excluded_urls,
-        exclude_spans=NO_MESSAGE_SPANS,
-    )
+def fastapi_telemetry(provider: TracerProvider, excluded_paths: frozenset[str]) -> TelemetryConfig:
+    # FastAPI's own spans know the matched route (contrib's matched every route again per request).
+    return {
+        "tracer_provider": provider,
+        "tracing": True,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "exclude": lambda scope: scope["path"] in excluded_paths,
+    }
 
 
 def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:

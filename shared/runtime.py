@@ -212,6 +212,7 @@ def create_service_app(
         lifespan=runtime.lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry=tracing.fastapi_telemetry(),
     )
     install_problem_handlers(app)
     for router in routers:
@@ -242,7 +243,6 @@ def create_service_app(
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     if settings.http_metrics:
         app.add_middleware(HttpMetricsMiddleware, route_of=AppRoutes(app, KIT_PATHS))
-    tracing.instrument_app(app)
     return app
 
 

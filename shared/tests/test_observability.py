@@ -153,3 +153,41 @@ def test_sql_outside_any_trace_starts_none_but_sql_inside_a_request_is_kept(monk
         ("GET /api/v1/things", SpanKind.SERVER),
     ]
     assert all(s.parent is not None for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT)
+
+
+async def test_a_raw_asgi_server_span_continues_the_caller_and_is_what_a_forwarded_request_carries() -> None:
+    forwarded: list[dict[str, str]] = []
+
+    async def app(scope, receive, send) -> None:
+        forwarded.append(tracing.forwarded_context())
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_provider(provider)
+    try:
+        traced = tracing.server_spans(app, RouteTable(["/api/v1/things/{id}"]))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=traced), base_url="http://gw") as http:
+            for flags in ("01", "00"):
+                await http.get(
+                    "/api/v1/things/7?x=1", headers={"traceparent": f"00-{caller}-00f067aa0ba902b7-{flags}"}
+                )
+            await http.get("/healthz")
+    finally:
+        tracing.disable()
+    (span,) = exporter.get_finished_spans()  # the caller's unsampled request records nothing
+    assert (span.name, span.kind, span.parent and span.parent.span_id) == (
+        "GET /api/v1/things/{id}",
+        SpanKind.SERVER,
+        0x00F067AA0BA902B7,
+    )
+    assert span.attributes is not None and span.attributes["http.route"] == "/api/v1/things/{id}"
+    assert span.attributes["url.query"] == "x=1" and span.attributes["http.response.status_code"] == 503
+    assert not span.status.is_ok
+    # Each forwarded request carries its server span's context, sampled or not; /healthz has none.
+    assert [f["traceparent"].split("-")[1] for f in forwarded[:2]] == [caller, caller]
+    assert forwarded[0]["traceparent"] == f"00-{caller}-{span.context.span_id:016x}-01"
+    assert forwarded[1]["traceparent"].endswith("-00") and forwarded[2] == {}
