@@ -1,7 +1,7 @@
 """OpenTelemetry traces: the SDK set up from the standard ``OTEL_*`` variables, FastAPI's own
 server spans, the official client instrumentations (httpx, aiohttp for webhook deliveries,
-SQLAlchemy), a lean server span for the gateway's pass-through, and the W3C trace context
-carried through NATS, which no official package does for nats-py.
+SQLAlchemy), the official ASGI middleware around the gateway's pass-through, and the W3C
+trace context carried through NATS, which no official package does for nats-py.
 
 Off unless the environment asks for an exporter (``OTEL_TRACES_EXPORTER`` other than
 ``none``, or an ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``; ``OTEL_SDK_DISABLED=true`` wins):
@@ -21,22 +21,21 @@ import contextlib
 import importlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import SpanKind, StatusCode, format_span_id, format_trace_id
+from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 if TYPE_CHECKING:
     import aiohttp
     from fastapi.telemetry import TelemetryConfig
     from opentelemetry.sdk.trace import TracerProvider
     from sqlalchemy.ext.asyncio import AsyncEngine
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import ASGIApp, Scope
 
 # Probes and scrapes would be most of the spans and tell nothing.
 EXCLUDED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -133,84 +132,16 @@ def forwarded_context() -> dict[str, str]:
 
 def server_spans(app: ASGIApp, route_of: Callable[[str], str | None]) -> ASGIApp:
     """Server spans around raw ASGI (the gateway's pass-through), named by ``route_of``."""
-    if _tracer is None:
+    if _provider is None:
         return app
-    return _ServerSpans(app, _tracer, route_of)
 
+    def details(scope: Scope) -> tuple[str, dict[str, Any]]:
+        route = route_of(scope["path"])
+        name = f"{scope['method']} {route}" if route else scope["method"]
+        return name, {"http.route": route} if route else {}
 
-class _AsgiHeaders(Getter[Sequence[tuple[bytes, bytes]]]):
-    """Reads a propagator's fields straight from ASGI's raw header pairs."""
-
-    def get(self, carrier: Sequence[tuple[bytes, bytes]], key: str) -> list[str] | None:
-        name = key.encode("latin-1")
-        values = [value.decode("latin-1") for field, value in carrier if field == name]
-        return values or None
-
-    def keys(self, carrier: Sequence[tuple[bytes, bytes]]) -> list[str]:
-        return [field.decode("latin-1") for field, _ in carrier]
-
-
-_ASGI_HEADERS = _AsgiHeaders()
-
-
-class _ServerSpans:
-    """A server span per request, continuing the caller's ``traceparent``, made with the
-    tracing API. Its HTTP attributes are worked out only once the sampler kept the span (the
-    official ASGI middleware gathers them, reading every header again, for every request)."""
-
-    def __init__(self, app: ASGIApp, tracer: trace.Tracer, route_of: Callable[[str], str | None]) -> None:
-        self.app = app
-        self.tracer = tracer
-        self.route_of = route_of
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in EXCLUDED_PATHS:
-            await self.app(scope, receive, send)
-            return
-        method: str = scope["method"]
-        route = self.route_of(scope["path"])
-        span = self.tracer.start_span(
-            f"{method} {route}" if route else method,
-            context=propagate.extract(scope["headers"], getter=_ASGI_HEADERS),
-            kind=SpanKind.SERVER,
-            attributes={"http.route": route} if route else None,
-        )
-        with trace.use_span(span, end_on_exit=True):
-            if not span.is_recording():
-                await self.app(scope, receive, send)
-                return
-            span.set_attributes(_request_attributes(scope))
-
-            async def send_status(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    status: int = message["status"]
-                    span.set_attribute("http.response.status_code", status)
-                    if status >= 500:
-                        span.set_attribute("error.type", str(status))
-                        span.set_status(StatusCode.ERROR)
-                await send(message)
-
-            await self.app(scope, receive, send_status)
-
-
-def _request_attributes(scope: Scope) -> dict[str, Any]:
-    """The stable HTTP semantic conventions' request attributes of a server span."""
-    attributes: dict[str, Any] = {
-        "http.request.method": scope["method"],
-        "url.scheme": scope.get("scheme", "http"),
-        "url.path": scope["path"],
-        "network.protocol.version": scope.get("http_version", "1.1"),
-    }
-    if scope.get("query_string"):
-        attributes["url.query"] = scope["query_string"].decode("latin-1")
-    if scope.get("server"):
-        attributes["server.address"], attributes["server.port"] = scope["server"]
-    if scope.get("client"):
-        attributes["client.address"], attributes["client.port"] = scope["client"]
-    for field, value in scope["headers"]:
-        if field == b"user-agent":
-            attributes["user_agent.original"] = value.decode("latin-1")
-    return attributes
+    wrapped: ASGIApp = _instrumentation().server_spans(app, _provider, details, ",".join(EXCLUDED_PATHS))
+    return wrapped
 
 
 def instrument_engine(engine: AsyncEngine) -> None:
