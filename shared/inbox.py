@@ -32,6 +32,8 @@ from shared.tasks import cancel_requested, stop_task
 
 log = logging.getLogger("seedbed.inbox")
 
+STOP_PATIENCE_SECONDS = 10.0  # for the batch being applied when a consumer is told to stop
+
 inbox_table = sa.Table(
     "inbox",
     KIT_METADATA,
@@ -102,11 +104,21 @@ class EventConsumer:
         self._redelivered = CONSUMER_REDELIVERIES.labels(spec.durable)
         self._dead_lettered = CONSUMER_DEAD_LETTERS.labels(spec.durable)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._applying = False
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.spec.durable}")
 
     async def stop(self) -> None:
+        # A batch being applied is let finish, not cancelled: a SQLite write cancelled mid-way
+        # can leave its transaction open, and the next writer then waits out the busy timeout.
+        self._stopping = True
+        if self._task is not None:
+            if not self._applying:
+                self._task.cancel()  # waiting for messages: nothing to cut short
+            await asyncio.wait({self._task}, timeout=STOP_PATIENCE_SECONDS)
         await stop_task(self._task)
         self._task = None
 
@@ -131,7 +143,7 @@ class EventConsumer:
     async def _run(self) -> None:
         subscription = None
         backoff = 0.0
-        while not cancel_requested():
+        while not (self._stopping or cancel_requested()):
             await self.link.wait_ready()
             try:
                 if subscription is None:
@@ -153,8 +165,9 @@ class EventConsumer:
                     subscription = None
                 await asyncio.sleep(backoff)
                 continue
-            if cancel_requested():
+            if self._stopping or cancel_requested():
                 return  # unacked messages are redelivered to whoever runs next
+            self._applying = True
             try:
                 await self.process(messages)
             except asyncio.CancelledError:
@@ -165,6 +178,8 @@ class EventConsumer:
                 for message in messages:
                     with contextlib.suppress(Exception):
                         await message.nak(delay=self.spec.nak_delays[0])
+            finally:
+                self._applying = False
 
     async def process(self, messages: Sequence[Msg]) -> None:
         """Apply a fetched batch, each event exactly once, in one transaction (a backlog costs

@@ -80,15 +80,16 @@ def settings(database_url: str, nats_url: str) -> DemandSettings:
 
 
 async def _cancel_background_tasks(application: FastAPI) -> None:
-    """Cancel the consumer and job tasks until they are really done.
+    """Stop the consumers (each finishes the batch it is applying) and cancel the job tasks
+    until they are really done.
 
     Python 3.11's ``asyncio.wait_for`` (gh-86296) and nats-py's flush can swallow a
-    cancellation, and the kit's consumer loop then runs on, so ``runtime.stop()`` would
-    wait for it forever; cancelling again until the task ends keeps teardown bounded.
+    cancellation; cancelling again until the task ends keeps teardown bounded.
     """
     runtime = application.state.runtime
-    tasks = [c._task for c in runtime.consumers] + list(runtime._job_tasks)
-    for task in tasks:
+    for consumer in runtime.consumers:
+        await consumer.stop()
+    for task in runtime._job_tasks:
         while task is not None and not task.done():
             task.cancel()
             await asyncio.wait({task}, timeout=0.5)
