@@ -157,6 +157,9 @@ class Dispatcher:
         self._per_owner = max(1, settings.webhook_concurrency_per_owner)
         # In flight: semaphores. Held (claimed, not yet recorded): counters, QUEUED_ROUNDS times
         # the in-flight bounds, so an endpoint's claim is made once per several rounds of attempts.
+        self._endpoint_holds = self._per_endpoint * QUEUED_ROUNDS
+        self._owner_holds = self._per_owner * QUEUED_ROUNDS
+        self._holds = self._slots * QUEUED_ROUNDS
         self._all_gate = asyncio.Semaphore(self._slots)
         self._endpoint_gates: dict[uuid.UUID, asyncio.Semaphore] = {}
         self._owner_gates: dict[str, asyncio.Semaphore] = {}
@@ -177,7 +180,7 @@ class Dispatcher:
     def poke(self, subscription_ids: Collection[uuid.UUID] = ()) -> None:
         """Deliveries were added or made due: look now rather than at the next poll (unless
         every endpoint named already holds all the deliveries it may)."""
-        full = self._per_endpoint * QUEUED_ROUNDS
+        full = self._endpoint_holds
         if not subscription_ids or any(self._held_endpoints[sid] < full for sid in subscription_ids):
             self.wake.set()
 
@@ -227,7 +230,7 @@ class Dispatcher:
         backoff = 0.0
         while not (self._stopping or cancel_requested()):
             self.wake.clear()
-            room = min(self._slots * QUEUED_ROUNDS - self._held, self.settings.webhook_batch_size)
+            room = min(self._holds - self._held, self.settings.webhook_batch_size)
             claimed: list[Claimed] = []
             due_in = float("inf")
             try:
@@ -262,12 +265,10 @@ class Dispatcher:
     def _not_at_their_bound(self) -> list[sa.ColumnElement[bool]]:
         """Leave out the subscriptions and owners that hold all the deliveries they may."""
         clauses: list[sa.ColumnElement[bool]] = []
-        full_endpoint = self._per_endpoint * QUEUED_ROUNDS
-        endpoints = [sid for sid, held in self._held_endpoints.items() if held >= full_endpoint]
+        endpoints = [sid for sid, held in self._held_endpoints.items() if held >= self._endpoint_holds]
         if endpoints:
             clauses.append(deliveries.c.subscription_id.not_in(endpoints))
-        full_owner = self._per_owner * QUEUED_ROUNDS
-        owners = [owner for owner, held in self._held_owners.items() if held >= full_owner]
+        owners = [owner for owner, held in self._held_owners.items() if held >= self._owner_holds]
         if owners:
             clauses.append(owner_of_subscription().not_in(owners))
         return clauses
@@ -309,7 +310,7 @@ class Dispatcher:
         )
         picked = (
             sa.select(turns.c.id)
-            .where(turns.c.turn <= self._per_endpoint * QUEUED_ROUNDS)
+            .where(turns.c.turn <= self._endpoint_holds)
             .order_by(turns.c.turn, turns.c.next_attempt_at)
             .limit(limit)
         )
@@ -359,7 +360,7 @@ class Dispatcher:
                     .where(deliveries.c.id.in_([row.id for row in taken]))
                     .values(next_attempt_at=now + self.lease, claim_token=token)
                 )
-        lease_ends = time.monotonic() + self.lease.total_seconds() - LEASE_MARGIN_SECONDS
+        lease_ends = time.monotonic() + QUEUED_ROUNDS * self.timeout
         claimed = [
             Claimed(
                 row.id,
@@ -384,10 +385,12 @@ class Dispatcher:
         """The rows this dispatcher may hold now; the others stay due for a later claim."""
         endpoints = Counter(self._held_endpoints)
         owners = Counter(self._held_owners)
-        full_endpoint, full_owner = self._per_endpoint * QUEUED_ROUNDS, self._per_owner * QUEUED_ROUNDS
         taken = []
         for row in rows:
-            if endpoints[row.subscription_id] >= full_endpoint or owners[row.owner] >= full_owner:
+            if (
+                endpoints[row.subscription_id] >= self._endpoint_holds
+                or owners[row.owner] >= self._owner_holds
+            ):
                 continue
             endpoints[row.subscription_id] += 1
             owners[row.owner] += 1
@@ -416,9 +419,9 @@ class Dispatcher:
             self._disabled_here.discard(sid)
         # Claim again when a queue is half spent, not after every delivery (new ones poke).
         if (
-            endpoint_held == self._per_endpoint * QUEUED_ROUNDS // 2
-            or owner_held == self._per_owner * QUEUED_ROUNDS // 2
-            or self._held == self._slots * QUEUED_ROUNDS // 2
+            endpoint_held == self._endpoint_holds // 2
+            or owner_held == self._owner_holds // 2
+            or self._held == self._holds // 2
         ):
             self.wake.set()
 
@@ -615,16 +618,20 @@ class Dispatcher:
         failures in a row, a failure adds one (and may disable it)."""
         for subscription_id in dict.fromkeys(sid for sid, _delivered in ended):
             results = [delivered for sid, delivered in ended if sid == subscription_id]
-            if any(results):
+            last_success = max((n for n, delivered in enumerate(results) if delivered), default=-1)
+            if last_success >= 0:
                 await self._succeeded(session, subscription_id)
-                results = results[len(results) - results[::-1].index(True) :]
-            for _failure in results:
+            for _failure in results[last_success + 1 :]:
                 await self._failed(session, subscription_id, now)
 
     async def _succeeded(self, session: Any, subscription_id: uuid.UUID) -> None:
         await session.execute(
             sa.update(subscriptions)
-            .where(subscriptions.c.id == subscription_id)
+            # (a healthy subscription's row is left alone, not rewritten after every batch)
+            .where(
+                subscriptions.c.id == subscription_id,
+                sa.or_(subscriptions.c.consecutive_failures != 0, ~subscriptions.c.active),
+            )
             .values(consecutive_failures=0, active=True, disabled_at=None, disabled_reason=None)
         )
         self._disabled_here.discard(subscription_id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -195,51 +195,17 @@ class EventConsumer:
                 await self._dead_letter(message, None, f"malformed CloudEvent: {exc}", _deliveries(message))
         if not events:
             return
-        failed: list[tuple[Msg, CloudEvent, Exception]] = []
         async with self.database.transaction() as session:
-            done = set(
-                await session.scalars(
-                    sa.select(inbox_table.c.event_id).where(
-                        inbox_table.c.consumer == self.spec.durable,
-                        inbox_table.c.event_id.in_([event.id for _message, event in events]),
-                    )
-                )
+            applied, failures = await self._apply_in(
+                session, [(message.subject, message.headers, event) for message, event in events]
             )
-            applied: list[CloudEvent] = []
-            for message, event in events:
-                if event.id in done:
-                    self.duplicates_total += 1
-                    continue
-                try:
-                    with tracing.consuming(message.subject, message.headers, self.spec.durable):
-                        async with session.begin_nested():
-                            await self.spec.handler(session, event)
-                except Exception as exc:
-                    failed.append((message, event, exc))
-                    continue
-                done.add(event.id)
-                applied.append(event)
-            if applied:
-                now = utcnow()
-                await session.execute(
-                    sa.insert(inbox_table),
-                    [
-                        {
-                            "consumer": self.spec.durable,
-                            "event_id": event.id,
-                            "event_type": event.type,
-                            "processed_at": now,
-                        }
-                        for event in applied
-                    ],
-                )
         self.processed_total += len(applied)
         self._processed.inc(len(applied))
-        for message, event, error in failed:
-            await self._retry_or_dead_letter(message, event, error)
-        retried = {id(message) for message, _event, _error in failed}
-        for message, _event in events:
-            if id(message) not in retried:
+        for index, error in failures:
+            await self._retry_or_dead_letter(*events[index], error)
+        retried = {index for index, _error in failures}
+        for index, (message, _event) in enumerate(events):
+            if index not in retried:
                 with contextlib.suppress(Exception):
                     # A lost ack means a redelivery, which the inbox row turns into a no-op.
                     await message.ack()
@@ -263,26 +229,50 @@ class EventConsumer:
         with contextlib.suppress(Exception):
             await message.nak(delay=delay)
 
-    async def _apply_in(self, session: AsyncSession, event: CloudEvent) -> bool:
-        """The handler and the inbox row, in ``session``'s transaction; False for a repeat."""
-        seen = await session.scalar(
-            sa.select(sa.literal(1)).where(
-                inbox_table.c.consumer == self.spec.durable, inbox_table.c.event_id == event.id
+    async def _apply_in(
+        self, session: AsyncSession, received: Sequence[tuple[str, Mapping[str, str] | None, CloudEvent]]
+    ) -> tuple[list[CloudEvent], list[tuple[int, Exception]]]:
+        """Each event not in the inbox through the handler, in its own savepoint of ``session``'s
+        transaction, then the inbox rows of those applied. Returns them, and the position and
+        error of each that failed (undone alone)."""
+        done = set(
+            await session.scalars(
+                sa.select(inbox_table.c.event_id).where(
+                    inbox_table.c.consumer == self.spec.durable,
+                    inbox_table.c.event_id.in_([event.id for _subject, _headers, event in received]),
+                )
             )
         )
-        if seen:
-            self.duplicates_total += 1
-            return False
-        await self.spec.handler(session, event)
-        await session.execute(
-            sa.insert(inbox_table).values(
-                consumer=self.spec.durable,
-                event_id=event.id,
-                event_type=event.type,
-                processed_at=utcnow(),
+        applied: list[CloudEvent] = []
+        failed: list[tuple[int, Exception]] = []
+        for index, (subject, headers, event) in enumerate(received):
+            if event.id in done:
+                self.duplicates_total += 1
+                continue
+            try:
+                with tracing.consuming(subject, headers, self.spec.durable, event.id):
+                    async with session.begin_nested():
+                        await self.spec.handler(session, event)
+            except Exception as exc:
+                failed.append((index, exc))
+                continue
+            done.add(event.id)
+            applied.append(event)
+        if applied:
+            now = utcnow()
+            await session.execute(
+                sa.insert(inbox_table),
+                [
+                    {
+                        "consumer": self.spec.durable,
+                        "event_id": event.id,
+                        "event_type": event.type,
+                        "processed_at": now,
+                    }
+                    for event in applied
+                ],
             )
-        )
-        return True
+        return applied, failed
 
     async def replay(self, dead_letter_id: int) -> bool:
         """Run a dead-lettered event of this consumer through its handler now, as a delivery
@@ -302,12 +292,13 @@ class EventConsumer:
             raise LookupError(dead_letter_id)
         try:
             event = CloudEvent.from_bytes(row.body)
-            with tracing.consuming(row.subject, None, self.spec.durable, event.id):
-                async with self.database.transaction() as session:
-                    applied = await self._apply_in(session, event)
-                    await session.execute(
-                        sa.update(table).where(table.c.id == dead_letter_id).values(replayed_at=utcnow())
-                    )
+            async with self.database.transaction() as session:
+                applied, failed = await self._apply_in(session, [(row.subject, None, event)])
+                if failed:
+                    raise failed[0][1]
+                await session.execute(
+                    sa.update(table).where(table.c.id == dead_letter_id).values(replayed_at=utcnow())
+                )
         except Exception as exc:
             error = f"replay: {exc!r}"[:4000]
             async with self.database.transaction() as session:
@@ -315,10 +306,9 @@ class EventConsumer:
                     sa.update(table).where(table.c.id == dead_letter_id).values(error=error)
                 )
             raise ReplayFailed(error) from exc
-        if applied:
-            self.processed_total += 1
-            self._processed.inc()
-        return applied
+        self.processed_total += len(applied)
+        self._processed.inc(len(applied))
+        return bool(applied)
 
     async def _dead_letter(self, message: Msg, event_id: str | None, error: str, deliveries: int) -> None:
         async with self.database.transaction() as session:

@@ -125,9 +125,9 @@ async def seconds_per_chunk(data: bytes, size: int = 65_536) -> list[float]:
     spent: list[float] = []
 
     async def timed() -> AsyncIterator[bytes]:
-        for start in range(0, len(data), size):
+        async for chunk in in_chunks(data, size):
             handed = time.process_time()
-            yield data[start : start + size]
+            yield chunk
             spent.append(time.process_time() - handed)
 
     async for _ in imports.csv_rows(timed()):
@@ -137,7 +137,7 @@ async def seconds_per_chunk(data: bytes, size: int = 65_536) -> list[float]:
 
 async def test_csv_parsing_is_linear_in_the_file_whatever_its_quoting() -> None:
     """A chunk near the end of a 32 MB field costs what one near its start does; a reader that
-    went over what it had read again for every chunk would spend hundreds of times more on the
+    went over what it had read again for every chunk would spend many times more on the
     last ones. (Medians of the same parse: no other process or earlier test weighs on one end
     more than the other.)"""
     spent = await seconds_per_chunk(crafted_csv(32 << 20))
