@@ -5,7 +5,9 @@ the message is acked only after that commit, so a redelivery finds the inbox
 row and is acked without running the handler again. Transient failures are
 ``nak``-ed with a growing delay; after ``max_deliver`` attempts, or at once for
 a :class:`PermanentEventError`, the message becomes a dead-letter row and is
-``term``-ed, and the messages behind it keep flowing.
+``term``-ed, and the messages behind it keep flowing. JetStream itself never gives
+up on a message (its own ``max_deliver`` is unlimited): a message leaves the stream's
+care only acked (applied, or a duplicate) or termed (recorded as a dead letter).
 """
 
 from __future__ import annotations
@@ -128,7 +130,9 @@ class EventConsumer:
             durable_name=self.spec.durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            max_deliver=self.spec.max_deliver,
+            # Unlimited: past its own max_deliver JetStream would drop a message silently, say
+            # one whose batch failed to commit while the database was away.
+            max_deliver=-1,
             ack_wait=self.spec.ack_wait_seconds,
             filter_subject=subjects[0] if len(subjects) == 1 else None,
             filter_subjects=subjects if len(subjects) > 1 else None,
@@ -184,7 +188,9 @@ class EventConsumer:
     async def process(self, messages: Sequence[Msg]) -> None:
         """Apply a fetched batch, each event exactly once, in one transaction (a backlog costs
         one commit per batch, not per event), each event in a savepoint so that one that fails
-        leaves the others applied; then ack the applied ones and retry or dead-letter the rest."""
+        leaves the others applied; then ack the applied ones and retry or dead-letter the rest.
+        A batch that fails as a whole (its commit, say) is applied again one event at a time,
+        so that an event that cannot commit holds back only itself."""
         events: list[tuple[Msg, CloudEvent]] = []
         for message in messages:
             if _deliveries(message) > 1:
@@ -193,8 +199,24 @@ class EventConsumer:
                 events.append((message, CloudEvent.from_bytes(message.data)))
             except ValidationError as exc:
                 await self._dead_letter(message, None, f"malformed CloudEvent: {exc}", _deliveries(message))
-        if not events:
-            return
+        if len(events) > 1:
+            try:
+                await self._apply(events)
+                return
+            except Exception as exc:
+                log.warning(
+                    "consumer batch failed, applying its events one at a time",
+                    extra={"consumer": self.spec.durable, "events": len(events), "error": repr(exc)},
+                )
+        for message, event in events:
+            try:
+                await self._apply([(message, event)])
+            except Exception as exc:
+                await self._retry_or_dead_letter(message, event, exc)
+
+    async def _apply(self, events: Sequence[tuple[Msg, CloudEvent]]) -> None:
+        """One transaction for ``events``; then acks, and retries or dead letters for those
+        whose handler failed. Safe to run again: the inbox turns what committed into no-ops."""
         async with self.database.transaction() as session:
             applied, failures = await self._apply_in(
                 session, [(message.subject, message.headers, event) for message, event in events]

@@ -63,7 +63,8 @@ async def read_stream(
     js: JetStreamContext, stream: str, config: ConsumerConfig, *, batch: int = 1000
 ) -> AsyncGenerator[Msg, None]:
     """The messages a consumer of this call's own (``config``, acks off) is given, in order, in
-    batches, until none is pending; the consumer is deleted after."""
+    batches, until none is pending; the consumer is deleted after. Raises NATS's TimeoutError
+    when pending messages do not come (a caller would take a short read for the whole stream)."""
     config.ack_policy = AckPolicy.NONE
     config.mem_storage = True
     config.inactive_threshold = 30.0
@@ -73,11 +74,15 @@ async def read_stream(
         info = await subscription.consumer_info()
         consumer = info.name
         pending = int(info.num_pending or 0)
+        misses = 0
         while pending > 0:
             try:
                 messages = await subscription.fetch(min(batch, pending), timeout=5)
             except NatsTimeoutError:
-                return
+                misses += 1  # a slow or recovering server: read on a little before giving up
+                if misses == 3:
+                    raise
+                continue
             for message in messages:
                 yield message
                 pending = int(message.metadata.num_pending)

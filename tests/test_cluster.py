@@ -496,11 +496,18 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
 
     # The stream of each service holds each event of its outbox once, and nothing else.
     messages = await stream_messages(nats_url)
+    types = {m.event["id"]: m.event["type"] for m in messages}
     assert len(messages) == len(events), "an event is on a stream twice"
     for name in SERVICES:
         outbox = {r["id"] for r in await fetch(cluster.database_urls[name], "SELECT id FROM outbox")}
         on_stream = {m.event["id"] for m in messages if m.stream == name.upper()}
-        assert outbox == on_stream, (name, len(outbox - on_stream), len(on_stream - outbox))
+        assert_same(f"{name}'s outbox (left) and stream", outbox, on_stream, types)
+    # No event was given up on: every consumer's dead letters, gateway's included, are empty.
+    for name in (*SERVICES, "gateway"):
+        letters = await fetch(
+            cluster.database_urls[name], "SELECT consumer, event_id, error FROM dead_letters"
+        )
+        assert not letters, (name, len(letters), [dict(r) for r in letters[:5]])
     # Each committed write's event is there: its resource is the event's subject.
     subjects = Counter(m.event["subject"] for m in messages)
     for kind, resource in writer.committed:
@@ -522,7 +529,7 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
         }
         got = inboxes.get(durable, [])
         assert len(got) == len(set(got)), durable
-        assert set(got) == expected, (durable, len(expected - set(got)), len(set(got) - expected))
+        assert_same(f"consumer {durable}'s inbox (left) and its events", set(got), expected, types)
 
     # Both replicas of each service committed consumer, relay and job work.
     shares: dict[str, dict[str, dict[str, int]]] = {}
@@ -550,7 +557,9 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
     assert all(len(v) == 1 for v in ids_of.values())
     assert all(len(v) == 1 for v in events_of.values())
     delivered = Counter(e for _, e, status, _ in hook.attempts if status < 300)
-    assert set(events) - before <= set(delivered) <= set(events)
+    assert_same(
+        "webhook deliveries (left) and events", set(delivered), set(events) - before, types, extra=before
+    )
     assert max(delivered.values()) == 1, "an event delivered twice"
     retried = len(hook.attempts) - len(delivered)
     assert retried > 0  # the refused first attempts were tried again
@@ -559,7 +568,8 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
     positions = [p for p, _ in reader.seen]
     assert positions == sorted(set(positions)), "a position twice or out of order"
     seen = [e for _, e in reader.seen]
-    assert len(seen) == len(set(seen)) and set(seen) == set(events)
+    assert len(seen) == len(set(seen)), "an event seen twice"
+    assert_same("events seen over SSE (left) and on the streams", set(seen), set(events), types)
     assert reader.connections > 2
 
     print(
@@ -567,6 +577,21 @@ async def test_replicas_and_a_nats_cluster_killed_mid_run_lose_and_double_nothin
         f"outage {outage['outage_s']:.1f} s, drained in {drain_s:.1f} s, {len(events)} events, "
         f"{len(hook.attempts)} webhook attempts ({retried} retries), {reader.connections} SSE connections, "
         f"whole test {time.monotonic() - started:.1f} s"
+    )
+
+
+def assert_same(
+    what: str, got: set[str], expected: set[str], types: dict[str, str], *, extra: set[str] = frozenset()
+) -> None:
+    """``got == expected`` (``extra`` may be in ``got`` too), failing with counts and a few
+    examples with their types rather than a diff of thousands of ids."""
+    missing, surplus = expected - got, got - expected - extra
+
+    def some(ids: set[str]) -> list[str]:
+        return [f"{i} ({types.get(i, 'not on any stream')})" for i in sorted(ids)[:5]]
+
+    assert not missing and not surplus, (
+        f"{what}: {len(missing)} missing, e.g. {some(missing)}; {len(surplus)} extra, e.g. {some(surplus)}"
     )
 
 

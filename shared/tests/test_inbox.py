@@ -8,7 +8,10 @@ import uuid
 from collections import Counter
 
 import nats
+import pytest
 import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
 
 from shared.db import Database
 from shared.events import CONTENT_TYPE, CloudEvent, event_type, new_event, stream_for
@@ -37,6 +40,7 @@ class Harness:
         self.fail_times: dict[str, int] = {}
         self.poison: set[str] = set()
         self.fail_after_writing: set[str] = set()  # writes, then fails, once
+        self.uncommittable: set[str] = set()  # applied, but the transaction holding it never commits
 
     async def handler(self, session, event: CloudEvent) -> None:
         self.calls[event.id] += 1
@@ -49,6 +53,8 @@ class Harness:
         if event.id in self.fail_after_writing:
             self.fail_after_writing.discard(event.id)
             raise ConnectionError("transient: failed after writing")
+        if event.id in self.uncommittable:
+            session.info["refuse_commit"] = True  # as a deferred constraint would, at COMMIT
 
     async def start(self, max_deliver: int = 3, waiting: list[CloudEvent] | None = None) -> None:
         await self.link.start()
@@ -134,6 +140,47 @@ async def test_a_backlog_is_applied_together_but_a_failing_event_alone_is_undone
             assert await s.scalar(sa.select(sa.func.count()).select_from(received)) == 20
             assert await s.scalar(sa.select(sa.func.count()).select_from(inbox_table)) == 20
         assert h.consumer.processed_total == 20 and await h.dead_letters() == []
+    finally:
+        await h.stop()
+
+
+@pytest.fixture
+def commits_refused() -> object:
+    """Sessions marked ``refuse_commit`` fail at COMMIT (the database's own refusal, in effect)."""
+
+    def refuse(session: Session) -> None:
+        # before_commit fires for savepoints too: only the transaction's own COMMIT refuses.
+        if not session.in_nested_transaction() and session.info.pop("refuse_commit", False):
+            raise RuntimeError("the database refused to commit")
+
+    sa_event.listen(Session, "before_commit", refuse)
+    yield
+    sa_event.remove(Session, "before_commit", refuse)
+
+
+async def test_a_batch_that_cannot_commit_is_applied_one_by_one_and_nothing_is_dropped(
+    database: Database, nats_variant: str, commits_refused: object
+) -> None:
+    # The whole batch fails at COMMIT, past max_deliver: the others are applied alone, the event
+    # that cannot commit is dead-lettered, and JetStream drops nothing on its own.
+    h = Harness(database, nats_variant)
+    events = [h.event(n) for n in range(12)]
+    stuck = events[5]
+    h.uncommittable.add(stuck.id)
+    await h.start(max_deliver=3, waiting=events)
+    try:
+
+        async def settled() -> bool:
+            return len(await h.dead_letters()) == 1 and len(await h.applied()) == 11
+
+        await wait_until(settled)
+        assert await h.applied() == {event.id for event in events if event is not stuck}
+        [letter] = await h.dead_letters()
+        assert letter.event_id == stuck.id and "refused to commit" in letter.error
+        async with database.transaction(write=False) as s:
+            assert await s.scalar(sa.select(sa.func.count()).select_from(inbox_table)) == 11
+        info = await h.link.js.consumer_info(h.spec.name, f"{h.service}-reader")
+        assert info.num_ack_pending == 0 and info.num_pending == 0
     finally:
         await h.stop()
 
