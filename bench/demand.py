@@ -589,9 +589,15 @@ async def run_backend(name: str, url: str, args: argparse.Namespace, nats_url: s
         async with httpx.AsyncClient(
             transport=transport, base_url="http://demand", auth=auth, timeout=600
         ) as http:
-            page = (await http.get("/api/v1/demand", params={"anchor_id": importer["id"], "limit": 1})).json()
-            line = page["items"][0]
-            await http.patch(f"/api/v1/demand/{line['id']}", json={"estimated_value_pence": 1_234_500})
+            # A line the public pipeline counts (public, planned), so that its change is released.
+            query = {"anchor_id": importer["id"], "visibility": "public", "status": "planned", "limit": 1}
+            line = (await http.get("/api/v1/demand", params=query)).json()["items"][0]
+            changed = await http.patch(
+                f"/api/v1/demand/{line['id']}",
+                json={"estimated_value_pence": line["estimated_value_pence"] + 100_000},
+                headers={"If-Match": f'"{line["version"]}"'},
+            )
+            assert changed.status_code == 200, changed.text[:500]
             # One changed public line, from the job's run to the answer showing it (the
             # confidential cadence is not due: what the job does at every poll).
             started = time.perf_counter()
