@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from shared.db import UtcDateTime, new_metadata
+from shared.db import BigIntegerKey, UtcDateTime, new_metadata
 from shared.migrations import include_kit_tables
 
 metadata = new_metadata()
@@ -228,6 +228,30 @@ pipeline_snapshots = sa.Table(
     sa.Column("blocks", sa.Integer, nullable=False),
     # When the confidential part was last released (it moves on a cadence, not per change).
     sa.Column("confidential_at", UtcDateTime, nullable=True),
+    # The totals' raw figures (lines, value, annualised, anchors, VCSE lines, SME lines), which the
+    # next release moves by its changes, and whether this release moved the confidential part.
+    sa.Column("raw_totals", Json, nullable=True),
+    sa.Column("confidential_moved", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# What each release changed in the public rollup (per rollup key, for the last releases only):
+# a view cached for an earlier snapshot is moved by these instead of computed again.
+pipeline_changes = sa.Table(
+    "pipeline_changes",
+    metadata,
+    sa.Column("id", BigIntegerKey, primary_key=True, autoincrement=True),
+    sa.Column("version", sa.Integer, nullable=False, index=True),
+    sa.Column("anchor_id", Id, nullable=False),
+    sa.Column("anchor_type", sa.String(40), nullable=False),
+    sa.Column("cpv_group", sa.String(3), nullable=False),
+    sa.Column("cpv_division", sa.String(2), nullable=False),
+    sa.Column("tender_quarter", sa.String(12), nullable=False),
+    sa.Column("start_quarter", sa.String(12), nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("value_pence", sa.BigInteger, nullable=False),
+    sa.Column("annualised_pence", sa.BigInteger, nullable=False),
+    sa.Column("vcse_lines", sa.Integer, nullable=False),
+    sa.Column("sme_lines", sa.Integer, nullable=False),
 )
 
 # Read model of the enterprises service, for matching (state-carrying events, by version).

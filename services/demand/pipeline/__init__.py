@@ -14,7 +14,10 @@ division x tender quarter) to its live state where the static and change rules a
 views holding whole blocks include the confidential part.
 
 - :mod:`.cells`: where a line counts, and the arithmetic of cells and blocks (no I/O);
-- :mod:`.storage`: the queries and writes of the pipeline tables, and its lock;
+- :mod:`.storage`: the writes of the pipeline tables and the release's queries, and its lock;
 - :mod:`.release`: the release job (public cells, confidential blocks, record, announce);
-- :mod:`.views`: one view of the released figures.
+- :mod:`.view_queries`: reading a view of the released figures, and what releases changed in it;
+- :mod:`.views`: one view as answered: computed, or the answer held for an earlier snapshot
+  moved by the changes each release since recorded (``pipeline_changes``), so that a client
+  polling a view gets each new snapshot without a pass over the whole pipeline.
 """

@@ -26,7 +26,14 @@ from services.demand import events
 from services.demand.disclosure import Rules, may_release
 from services.demand.pipeline import storage
 from services.demand.pipeline.cells import ViewParams
-from services.demand.pipeline.views import rules_json, view_figures
+from services.demand.pipeline.views import (
+    CHANGES_KEPT,
+    RawFigures,
+    figures_of,
+    moved_view,
+    raw_view,
+    rules_json,
+)
 from services.demand.settings import DemandSettings
 from shared import outbox
 from shared.db import Database, utcnow
@@ -103,7 +110,8 @@ async def release_snapshot(session: AsyncSession, rules: Rules, *, confidential:
         log.error("pipeline cell skipped", extra={"cell_key": key, "error": error})
         report.skipped.append(key)
     report.public_cells = await storage.changed_cells(session)
-    await storage.roll_up_changes(session)
+    version = (latest.version if latest is not None else 0) + 1
+    await storage.roll_up_changes(session, version)
     await storage.release_changed_cells(session)
     moved = await release_confidential(session, rules, report) if confidential else False
     now = utcnow()
@@ -114,9 +122,15 @@ async def release_snapshot(session: AsyncSession, rules: Rules, *, confidential:
     if report.public_cells > LARGE_RELEASE:
         await storage.refresh_statistics(session)
 
-    version = (latest.version if latest is not None else 0) + 1
     snapshot_id = str(uuid.uuid4())
-    totals = (await view_figures(session, ViewParams(), rules)).totals
+    raw = None
+    if not moved and latest is not None and latest.raw_totals is not None:
+        # The previous totals moved by this release's changes: no pass over the whole pipeline.
+        previous = RawFigures({(): list(latest.raw_totals)}, list(latest.raw_totals))
+        raw = await moved_view(session, ViewParams(), previous, latest.version, version)
+    if raw is None:
+        raw = await raw_view(session, ViewParams())
+    totals = figures_of(ViewParams(), raw).totals
     blocks = await storage.included_blocks(session)
     await storage.insert_snapshot(
         session,
@@ -128,7 +142,10 @@ async def release_snapshot(session: AsyncSession, rules: Rules, *, confidential:
         rules=rules_json(rules),
         blocks=blocks,
         confidential_at=now if confidential else (latest.confidential_at if latest is not None else None),
+        raw_totals=raw.totals,
+        confidential_moved=moved,
     )
+    await storage.forget_changes(session, before=version - CHANGES_KEPT + 1)
     report.snapshot = Snapshot(snapshot_id, version, now, totals["count"], totals, blocks)
     return report
 

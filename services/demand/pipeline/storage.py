@@ -11,13 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.demand.disclosure import State
 from services.demand.models import (
     pipeline_cells,
+    pipeline_changes,
     pipeline_confidential,
     pipeline_confidential_history,
     pipeline_release_failures,
     pipeline_rollup,
     pipeline_snapshots,
 )
-from services.demand.pipeline.cells import UNSCHEDULED, BlockFigures, BlockKey, CellDeltas, ViewParams
+from services.demand.pipeline.cells import BlockFigures, BlockKey, CellDeltas
 from shared.db import insert_of, is_postgres, utcnow
 
 # Advisory lock on PostgreSQL: writers of pipeline cells share it, the snapshot job takes it
@@ -176,13 +177,14 @@ async def changed_cells(session: AsyncSession) -> int:
     )
 
 
-async def roll_up_changes(session: AsyncSession) -> None:
-    """Add what this release changes in the public cells to the rollup (before the released
-    figures move)."""
+def _changes(*leading: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    """What releasing the changed public cells moves, per anchor and rollup key (``leading``
+    columns first)."""
     c = pipeline_cells.c
-    grouping = [c.anchor_id, c.aggregate_only, *(c[name] for name in ROLLUP_KEY)]
-    changes = (
+    grouping = [c.anchor_id, *(c[name] for name in ROLLUP_KEY)]
+    return (
         sa.select(
+            *leading,
             *grouping,
             sa.func.sum(c.lines - c.released_lines),
             sa.func.sum(c.value_pence - c.released_value_pence),
@@ -195,8 +197,19 @@ async def roll_up_changes(session: AsyncSession) -> None:
         .where(c.cell_key.in_(sa.select(c.cell_key).where(_releasable())))
         .group_by(*grouping)
     )
+
+
+async def roll_up_changes(session: AsyncSession, version: int) -> None:
+    """Add what this release changes in the public cells to the rollup (before the released
+    figures move), and record it as release ``version``'s changes."""
+    columns = ["anchor_id", *ROLLUP_KEY, *ROLLUP_MEASURES]
+    await session.execute(
+        sa.insert(pipeline_changes).from_select(
+            ["version", *columns], _changes(sa.literal(version, sa.Integer))
+        )
+    )
     statement = insert_of(session, pipeline_rollup).from_select(
-        ["anchor_id", "aggregate_only", *ROLLUP_KEY, *ROLLUP_MEASURES], changes
+        ["aggregate_only", *columns], _changes(sa.false())
     )
     r = pipeline_rollup.c
     statement = statement.on_conflict_do_update(
@@ -212,6 +225,11 @@ async def roll_up_changes(session: AsyncSession) -> None:
     )
     await session.execute(statement)
     await session.execute(sa.delete(pipeline_rollup).where(r.lines == 0))
+
+
+async def forget_changes(session: AsyncSession, before: int) -> None:
+    """Drop the changes of releases before ``before`` (views older than that are computed again)."""
+    await session.execute(sa.delete(pipeline_changes).where(pipeline_changes.c.version < before))
 
 
 async def release_changed_cells(session: AsyncSession) -> None:
@@ -399,6 +417,11 @@ async def latest_snapshot(session: AsyncSession) -> sa.Row[Any] | None:
     ).first()
 
 
+async def snapshot_id(session: AsyncSession, version: int) -> str | None:
+    s = pipeline_snapshots.c
+    return await session.scalar(sa.select(s.id).where(s.version == version))
+
+
 async def latest_version(session: AsyncSession) -> int:
     return int(await session.scalar(sa.select(sa.func.max(pipeline_snapshots.c.version))) or 0)
 
@@ -413,98 +436,3 @@ async def note_confidential_release(session: AsyncSession, version: int, at: dat
     await session.execute(
         sa.update(pipeline_snapshots).where(s.version == version).values(confidential_at=at)
     )
-
-
-# --- views ---------------------------------------------------------------------------------------
-
-
-def view_column(params: ViewParams, table: Any, dim: str) -> sa.ColumnElement[Any]:
-    if dim == "quarter":
-        return table.c.tender_quarter if params.quarter_of == "tender" else table.c.start_quarter
-    return table.c[dim]
-
-
-def view_condition(params: ViewParams, table: Any) -> sa.ColumnElement[bool] | None:
-    """The view's filter as a condition on a table with the atom columns; None when unfiltered."""
-    t = table.c
-    conditions: list[sa.ColumnElement[bool]] = []
-    if params.from_quarter or params.to_quarter:
-        quarter = view_column(params, table, "quarter")
-        conditions.append(quarter != UNSCHEDULED)
-    if params.from_quarter:
-        conditions.append(quarter >= params.from_quarter)
-    if params.to_quarter:
-        conditions.append(quarter <= params.to_quarter)
-    if params.cpv:
-        conditions.append(
-            sa.or_(*((t.cpv_division if len(p) == 2 else t.cpv_group) == p for p in params.cpv))
-        )
-    for name in ("anchor_type", "value_band", "delivery_area"):
-        if getattr(params, name):
-            conditions.append(t[name].in_(getattr(params, name)))
-    for name in ("suitable_for_vcse", "suitable_for_sme"):
-        if getattr(params, name) is not None:
-            conditions.append(t[name].is_(getattr(params, name)))
-    return sa.and_(*conditions) if conditions else None
-
-
-def _measures(source: Any) -> list[sa.ColumnElement[Any]]:
-    t = source.c
-    return [
-        sa.func.sum(t.lines),
-        sa.func.sum(t.value_pence),
-        sa.func.sum(t.annualised_pence),
-        sa.func.count(sa.distinct(t.anchor_id)),
-        sa.func.sum(t.vcse_lines),
-        sa.func.sum(t.sme_lines),
-    ]
-
-
-def _public_source(*, rollup: bool) -> Any:
-    """The released public figures, one row per fine cell (or rollup row)."""
-    if rollup:
-        r = pipeline_rollup.c
-        return sa.select(pipeline_rollup).where(r.aggregate_only.is_(False), r.lines > 0).subquery("public")
-    c = pipeline_cells.c
-    return (
-        sa.select(
-            *(c[name] for name in (*ROLLUP_KEY, "value_band", "suitable_for_vcse", "suitable_for_sme")),
-            c.delivery_area,
-            c.anchor_id,
-            c.released_lines.label("lines"),
-            c.released_value_pence.label("value_pence"),
-            c.released_annualised_pence.label("annualised_pence"),
-            sa.case((c.suitable_for_vcse.is_(True), c.released_lines), else_=0).label("vcse_lines"),
-            sa.case((c.suitable_for_sme.is_(True), c.released_lines), else_=0).label("sme_lines"),
-        )
-        .where(c.aggregate_only.is_(False), c.released_lines > 0)
-        .subquery("public")
-    )
-
-
-def _with_confidential() -> Any:
-    """The released public figures and the released confidential blocks, on the blocks' dimensions."""
-    r = pipeline_rollup.c
-    k = pipeline_confidential.c
-    columns = ("cpv_division", "tender_quarter", "anchor_id", *ROLLUP_MEASURES)
-    public = sa.select(*(r[name] for name in columns)).where(r.aggregate_only.is_(False), r.lines > 0)
-    confidential = sa.select(*(k[name] for name in columns)).where(k.lines > 0)
-    return sa.union_all(public, confidential).subquery("figures")
-
-
-async def figure_rows(
-    session: AsyncSession, params: ViewParams, *, rollup: bool, confidential: bool
-) -> tuple[list[sa.Row[Any]], sa.Row[Any]]:
-    """The released figures of a view per cell (group keys first) and in total: lines, value,
-    annualised value, distinct anchors, VCSE-suitable and SME-suitable lines. With
-    ``confidential`` (a view holding whole blocks) the released confidential blocks are added."""
-    source = _with_confidential() if confidential else _public_source(rollup=rollup)
-    group = [view_column(params, source, d).label(d) for d in params.group_by]
-    condition = view_condition(params, source)
-    where = [condition] if condition is not None else []
-    measures = _measures(source)
-    total_row = (await session.execute(sa.select(*measures).where(*where))).one()
-    if not group:
-        return [total_row], total_row  # one cell, the total: no second pass over the figures
-    cell_rows = (await session.execute(sa.select(*group, *measures).where(*where).group_by(*group))).all()
-    return list(cell_rows), total_row

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.demand.disclosure import Rules
-from services.demand.pipeline import storage
+from services.demand.pipeline import storage, view_queries
 from services.demand.pipeline.cells import ViewParams
 
 ROLLUP_DIMS = frozenset({"cpv_division", "cpv_group", "quarter", "anchor_type"})
@@ -47,6 +47,17 @@ class Figures:
     totals: dict[str, Any] = field(default_factory=dict)
 
 
+# A view's figures before presentation: per cell key (the group values) and in total, lines,
+# value, annualised value, distinct anchors, VCSE-suitable lines, SME-suitable lines.
+Numbers = list[int]
+
+
+@dataclass
+class RawFigures:
+    cells: dict[tuple[Any, ...], Numbers]
+    totals: Numbers
+
+
 def rules_json(rules: Rules) -> dict[str, Any]:
     return {
         "min_anchors": rules.min_anchors,
@@ -65,43 +76,128 @@ def reads_rollup(params: ViewParams) -> bool:
     )
 
 
+async def raw_view(session: AsyncSession, params: ViewParams, *, fine: bool = False) -> RawFigures:
+    """One GROUP BY over the released public figures (the fine cells, or the rollup when the
+    view needs no finer dimension; ``fine`` forces the cells), with the released confidential
+    blocks added when the view holds whole blocks."""
+    cell_rows, total_row = await view_queries.figure_rows(
+        session, params, rollup=reads_rollup(params) and not fine, confidential=params.holds_whole_blocks()
+    )
+    width = len(params.group_by)
+    return RawFigures(
+        {tuple(row[:width]): [int(v or 0) for v in row[width:]] for row in cell_rows},
+        [int(v or 0) for v in total_row],
+    )
+
+
+def figures_of(params: ViewParams, raw: RawFigures) -> Figures:
+    """The cells (in key order) and totals of a view as published."""
+    confidential = params.holds_whole_blocks()
+    figures = Figures()
+    for key in sorted(raw.cells):
+        named = {dim: _key_value(value) for dim, value in zip(params.group_by, key, strict=True)}
+        figures.cells.append({"key": named, **_figures(*raw.cells[key], confidential=confidential)})
+    figures.totals = _figures(*raw.totals, confidential=confidential)
+    return figures
+
+
 async def view_figures(
     session: AsyncSession, params: ViewParams, rules: Rules, *, fine: bool = False
 ) -> Figures:
-    """The cells and totals of one view of the released pipeline.
-
-    One GROUP BY over the released public figures (the fine cells, or the rollup when the
-    view needs no finer dimension; ``fine`` forces the cells), with the released
-    confidential blocks added when the view holds whole blocks.
-    """
-    confidential = params.holds_whole_blocks()
-    rollup = reads_rollup(params) and not fine
-    cell_rows, total_row = await storage.figure_rows(
-        session, params, rollup=rollup, confidential=confidential
-    )
-    figures = Figures()
-    width = len(params.group_by)
-    for row in sorted(cell_rows, key=lambda r: tuple(r[:width])):
-        key = {dim: _key_value(value) for dim, value in zip(params.group_by, row[:width], strict=True)}
-        numbers = (int(v or 0) for v in row[width:])
-        figures.cells.append({"key": key, **_figures(*numbers, confidential=confidential)})
-    figures.totals = _figures(*(int(v or 0) for v in total_row), confidential=confidential)
-    return figures
+    """The cells and totals of one view of the released pipeline, computed afresh."""
+    return figures_of(params, await raw_view(session, params, fine=fine))
 
 
 def _key_value(value: Any) -> str | bool:
     return value if isinstance(value, bool) else str(value)
 
 
+# --- moving a view computed for an earlier snapshot ---------------------------------------------
+
+# Views of the last this many releases can be moved by their changes (kept as long).
+CHANGES_KEPT = 64
+# Beyond this many changed (view cell, anchor) pairs, computing a view again is cheaper.
+PATCH_LIMIT = 2000
+
+
+def moved(raw: RawFigures, width: int, changes: list[Any], lines_now: list[Any]) -> RawFigures:
+    """``raw`` moved by ``changes`` (per view cell and anchor: key values, anchor, then deltas of
+    lines, value, annualised value, VCSE and SME lines), given the changed anchors' lines in
+    each view cell now (key values, anchor, lines). An anchor counts in a cell (or the totals)
+    while it has lines there; before the changes it had its lines now less theirs."""
+    cells = {key: list(numbers) for key, numbers in raw.cells.items()}
+    totals = list(raw.totals)
+    now = {(tuple(row[:width]), row[width]): int(row[width + 1] or 0) for row in lines_now}
+    anchor_now: dict[str, int] = {}
+    for (_key, anchor), lines in now.items():
+        anchor_now[anchor] = anchor_now.get(anchor, 0) + lines
+    anchor_delta: dict[str, int] = {}
+    for row in changes:
+        key, anchor = tuple(row[:width]), row[width]
+        deltas = [int(v or 0) for v in row[width + 1 :]]  # lines, value, annualised, VCSE, SME
+        anchor_delta[anchor] = anchor_delta.get(anchor, 0) + deltas[0]
+        for index, delta in zip((0, 1, 2, 4, 5), deltas, strict=True):
+            totals[index] += delta
+        if not width:
+            continue
+        numbers = cells.setdefault(key, [0] * 6)
+        for index, delta in zip((0, 1, 2, 4, 5), deltas, strict=True):
+            numbers[index] += delta
+        here = now.get((key, anchor), 0)
+        numbers[3] += (here > 0) - (here - deltas[0] > 0)
+        if numbers[0] == 0:
+            del cells[key]  # no line left in it: a GROUP BY would not list it
+    for anchor, delta in anchor_delta.items():
+        total = anchor_now.get(anchor, 0)
+        totals[3] += (total > 0) - (total - delta > 0)
+    return RawFigures(cells if width else {(): totals}, totals)
+
+
+async def moved_view(
+    session: AsyncSession, params: ViewParams, raw: RawFigures, after: int, upto: int
+) -> RawFigures | None:
+    """A view computed for snapshot ``after`` as of snapshot ``upto`` (read in this session), or
+    None when it cannot be moved: too old, too many changes, a view finer than the rollup, the
+    confidential part it holds moved, or a release in between recorded no changes."""
+    confidential = params.holds_whole_blocks()
+    if not reads_rollup(params) or not 0 <= upto - after < CHANGES_KEPT:
+        return None
+    if not await view_queries.changes_recorded(session, after, upto, confidential=confidential):
+        return None
+    changes = await view_queries.changes_between(session, params, after, upto, limit=PATCH_LIMIT)
+    if changes is None:
+        return None
+    width = len(params.group_by)
+    anchors = {row[width] for row in changes}
+    lines_now = []
+    if anchors:
+        lines_now = await view_queries.anchor_lines(session, params, anchors, confidential=confidential)
+    return moved(raw, width, changes, lines_now)
+
+
 async def pipeline_view(
-    session: AsyncSession, params: ViewParams, rules: Rules, *, cadence: str
+    session: AsyncSession, params: ViewParams, rules: Rules, *, cadence: str, cache: ViewCache
 ) -> dict[str, Any]:
-    """The whole answer of ``GET /pipeline`` for the latest snapshot."""
+    """The whole answer of ``GET /pipeline`` for the latest snapshot: the view held for an
+    earlier snapshot moved by the releases since, or else computed."""
     snapshot = await storage.latest_snapshot(session)
-    figures = await view_figures(session, params, rules)
+    version = snapshot.version if snapshot is not None else 0
+    raw = None
+    held = cache.figures(params)
+    # Held figures move only along this database's own history (not one before a restore).
+    if held is not None and held[0] <= version and await storage.snapshot_id(session, held[0]) == held[1]:
+        raw = await moved_view(session, params, held[2], held[0], version)
+    if raw is None:
+        raw = await raw_view(session, params)
+        cache.computed_total += 1
+    else:
+        cache.moved_total += 1
+    if snapshot is not None:
+        cache.keep_figures(params, version, snapshot.id, raw)
+    figures = figures_of(params, raw)
     return {
         "snapshot_id": snapshot.id if snapshot is not None else None,
-        "version": snapshot.version if snapshot is not None else 0,
+        "version": version,
         "generated_at": snapshot.generated_at if snapshot is not None else None,
         "group_by": list(params.group_by),
         "quarter_of": params.quarter_of,
@@ -122,11 +218,32 @@ def view_etag(version: int, params: ViewParams, rules: Rules) -> str:
 
 
 class ViewCache:
-    """Answers already computed for a snapshot (per process; a new snapshot makes them unreachable)."""
+    """Answers already computed for a snapshot (per process; a new snapshot makes them
+    unreachable), and each view's latest figures, which the next snapshots' changes move."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._figures: OrderedDict[str, tuple[int, str, RawFigures]] = OrderedDict()
+        self.computed_total = 0
+        self.moved_total = 0
+
+    def figures(self, params: ViewParams) -> tuple[int, str, RawFigures] | None:
+        """(snapshot version, snapshot id, figures) of the view as last answered."""
+        return self._figures.get(params.cache_key())
+
+    def keep_figures(self, params: ViewParams, version: int, snapshot_id: str, raw: RawFigures) -> None:
+        if self.size <= 0:
+            return
+        key = params.cache_key()
+        self._figures[key] = (version, snapshot_id, raw)
+        self._figures.move_to_end(key)
+        while len(self._figures) > self.size:
+            self._figures.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._figures.clear()
 
     def get(self, etag: str) -> bytes | None:
         body = self._entries.get(etag)

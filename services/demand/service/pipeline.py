@@ -31,7 +31,8 @@ async def pipeline_answer(
         return tag, None
     body = cache.get(tag)
     if body is None:
-        view = await pipeline_view(session, params, rules, cadence=f"{settings.pipeline_release_seconds:g} s")
+        cadence = f"{settings.pipeline_release_seconds:g} s"
+        view = await pipeline_view(session, params, rules, cadence=cadence, cache=cache)
         body = json.dumps(jsonable_encoder(view), separators=(",", ":")).encode()
         cache.put(tag, body)
     return tag, body

@@ -253,7 +253,7 @@ async def reset(app: FastAPI) -> None:
             if table.name.startswith(("demand_line", "pipeline_")):
                 await session.execute(sa.delete(table))
         await session.execute(sa.text("DELETE FROM outbox"))
-    app.state.pipeline_views._entries.clear()
+    app.state.pipeline_views.clear()
 
 
 async def anchors_of(app: FastAPI) -> list[dict[str, Any]]:

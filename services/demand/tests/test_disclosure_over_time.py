@@ -186,7 +186,7 @@ def attacker_machine(app: FastAPI, settings_: DemandSettings, loop: asyncio.Abst
                 if table.name.startswith(("demand_line", "pipeline_")) or table.name == "demand_lines":
                     await session.execute(sa.delete(table))
             await session.execute(sa.text("DELETE FROM outbox"))
-        app.state.pipeline_views._entries.clear()
+        app.state.pipeline_views.clear()
         if not hasattr(app.state, "attack_anchors"):
             async with client(app, STAFF) as http:
                 app.state.attack_anchors = [
