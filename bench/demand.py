@@ -6,7 +6,9 @@
     pipeline gets it), for a 304 on If-None-Match, and recomputed from the fine cells
     on every request (the cost of a view never asked before).
 (c) One changed public line at that size: the release job's run and the GET /pipeline
-    that shows it, against a release of the whole pipeline in the same run (target: 1 s).
+    that shows it, against a release of the whole pipeline in the same run (target: 1 s,
+    the median of five changes once an import's events are published; the first change
+    right after the import is printed too).
 (b) Importing 100,000 CSV rows through ``POST /api/v1/demand/imports`` (streamed body),
     rows/s against a raw Core ``executemany`` of the same rows (target: at least
     25%), with the peak memory growth of the process during the import (target:
@@ -589,35 +591,50 @@ async def run_backend(name: str, url: str, args: argparse.Namespace, nats_url: s
         async with httpx.AsyncClient(
             transport=transport, base_url="http://demand", auth=auth, timeout=600
         ) as http:
-            # A line the public pipeline counts (public, planned), so that its change is released.
-            query = {"anchor_id": importer["id"], "visibility": "public", "status": "planned", "limit": 1}
-            line = (await http.get("/api/v1/demand", params=query)).json()["items"][0]
-            changed = await http.patch(
-                f"/api/v1/demand/{line['id']}",
-                json={"estimated_value_pence": line["estimated_value_pence"] + 100_000},
-                headers={"If-Match": f'"{line["version"]}"'},
-            )
-            assert changed.status_code == 200, changed.text[:500]
-            # One changed public line, from the job's run to the answer showing it (the
-            # confidential cadence is not due: what the job does at every poll).
-            started = time.perf_counter()
-            report = await release.run_release(app.state.database, settings)
-            released = time.perf_counter() - started
-            seen = await http.get("/api/v1/pipeline", params={"group_by": "cpv_division,quarter"})
-            one_change = time.perf_counter() - started
-        assert report is not None and report.snapshot is not None and report.public_cells >= 1, report
-        assert seen.json()["version"] == report.snapshot.version
+            # Lines the public pipeline counts (public, planned), so that a change is released.
+            query = {"anchor_id": importer["id"], "visibility": "public", "status": "planned", "limit": 6}
+            lines = (await http.get("/api/v1/demand", params=query)).json()["items"]
+            during = await one_change(app, settings, http, lines[0])
+            # The import's events published (its relay's writes and, on SQLite, the checkpoints
+            # of its WAL are the import's cost, not a change's): five changes one after another.
+            await _wait_outbox(app, timeout=900)
+            steady = [await one_change(app, settings, http, line) for line in lines[1:6]]
+        median = statistics.median(total for _, total in steady)
         print(
-            f"(c) release of the whole pipeline {snapshot_s:.2f} s; after the import {after_import:.2f} s; "
-            f"one changed public line released ({released:.3f} s) and seen in GET /pipeline "
-            f"({one_change - released:.3f} s): {one_change:.3f} s "
-            f"({one_change / snapshot_s:.4f}x of the full release; "
-            f"target <= 1 s: {verdict(one_change <= 1.0)})"
+            f"(c) release of the whole pipeline {snapshot_s:.2f} s; after the import {after_import:.2f} s\n"
+            f"    one changed public line released and seen in GET /pipeline, while the import's "
+            f"events are still being published: {during[0]:.3f} s + {during[1] - during[0]:.3f} s = "
+            f"{during[1]:.3f} s\n"
+            f"    after them, five changes one by one: "
+            + ", ".join(f"{total:.3f} s (release {released:.3f} s)" for released, total in steady)
+            + f"\n    median {median:.3f} s ({median / snapshot_s:.4f}x of the full release; "
+            f"target <= 1 s: {verdict(median <= 1.0)}; worst {max(t for _, t in steady):.3f} s)"
         )
         figures["full_release_s"] = snapshot_s
-        figures["one_change_s"] = one_change
+        figures["one_change_s"] = median
         await _wait_outbox(app)
     return figures
+
+
+async def one_change(
+    app: Any, settings: DemandSettings, http: httpx.AsyncClient, line: dict[str, Any]
+) -> tuple[float, float]:
+    """Change one public line's value, run the release job (the confidential cadence not due: what
+    it does at every poll) and read the view showing it: (release, release and GET) seconds."""
+    changed = await http.patch(
+        f"/api/v1/demand/{line['id']}",
+        json={"estimated_value_pence": line["estimated_value_pence"] + 100_000},
+        headers={"If-Match": f'"{line["version"]}"'},
+    )
+    assert changed.status_code == 200, changed.text[:500]
+    started = time.perf_counter()
+    report = await release.run_release(app.state.database, settings)
+    released = time.perf_counter() - started
+    seen = await http.get("/api/v1/pipeline", params={"group_by": "cpv_division,quarter"})
+    total = time.perf_counter() - started
+    assert report is not None and report.snapshot is not None and report.public_cells >= 1, report
+    assert seen.json()["version"] == report.snapshot.version
+    return released, total
 
 
 async def _wait_outbox(app: Any, timeout: float = 120) -> None:
