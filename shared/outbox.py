@@ -139,6 +139,8 @@ async def add_many(session: AsyncSession, events: Iterable[CloudEvent]) -> int:
 
 @sa_event.listens_for(Session, "after_commit")
 def _hand_off_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # SQLAlchemy fires this for a released savepoint too: nothing is committed yet
     rows = session.info.pop(PENDING_KEY, None)
     tainted = session.info.pop(TAINTED_KEY, False)
     database = session.info.get("database")

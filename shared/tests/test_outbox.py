@@ -263,6 +263,42 @@ async def test_event_of_a_rolled_back_savepoint_is_never_published(database: Dat
     assert await stream_event_ids(nats_url, spec.name) == [kept.id]
 
 
+async def test_events_of_a_released_savepoint_wait_for_their_transaction_to_commit(
+    database: Database, nats_url: str
+) -> None:
+    # A consumer applies each event of a batch in a savepoint: releasing one commits nothing, and
+    # when the transaction then fails its events must never reach the stream.
+    service = "kit" + uuid.uuid4().hex[:6]
+    spec = stream_for(service)
+    link = NatsLink(nats_url, name="writer", streams=[spec])
+    await link.start()
+    assert await link.wait_ready(10)
+    relay = OutboxRelay(database, link, sweep_seconds=3600)  # only the commit can wake it
+    await relay.start()
+    kind = event_type(service, "thing", "created")
+    lost, kept = new_event(kind, {"n": 1}, source="/t"), new_event(kind, {"n": 2}, source="/t")
+    try:
+        with pytest.raises(RuntimeError):
+            async with database.transaction() as session:
+                async with session.begin_nested():
+                    await outbox.add(session, lost)
+                assert outbox.handoff(database).events == []  # not handed over at the savepoint
+                await asyncio.sleep(0.3)  # time enough for a wrongly woken relay to publish
+                raise RuntimeError("the batch failed after the savepoint was released")
+        async with database.transaction() as session, session.begin_nested():
+            await outbox.add(session, kept)
+
+        async def drained() -> bool:
+            return await relay.backlog() == 0
+
+        await wait_until(drained, timeout=10)
+        await asyncio.sleep(0.5)
+    finally:
+        await relay.stop()
+        await link.close()
+    assert await stream_event_ids(nats_url, spec.name) == [kept.id]
+
+
 async def test_waiting_for_an_ack_ends_on_its_result_its_error_or_its_cancellation_not_on_ours() -> None:
     """The relay waits for each ack in turn: an error or a cancellation by the NATS client is read
     from the future afterwards; the relay's own cancellation (stop, a timeout) goes through."""
