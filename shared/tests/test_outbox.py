@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -234,33 +236,44 @@ async def test_batch_republished_after_a_crash_between_ack_and_mark_is_stored_on
     assert sorted(stored) == sorted(ids)  # ...and JetStream kept one copy of each
 
 
-async def test_event_of_a_rolled_back_savepoint_is_never_published(database: Database, nats_url: str) -> None:
+@contextlib.asynccontextmanager
+async def commit_woken_relay(database: Database, url: str) -> AsyncIterator[tuple[str, OutboxRelay]]:
+    """A stream of its own (its service name) and a relay only a commit wakes (no sweep)."""
     service = "kit" + uuid.uuid4().hex[:6]
-    spec = stream_for(service)
-    link = NatsLink(nats_url, name="writer", streams=[spec])
+    link = NatsLink(url, name="writer", streams=[stream_for(service)])
     await link.start()
     assert await link.wait_ready(10)
-    relay = OutboxRelay(database, link, sweep_seconds=3600)  # only the commit can wake it
+    relay = OutboxRelay(database, link, sweep_seconds=3600)
     await relay.start()
-    kind = event_type(service, "thing", "created")
-    kept, dropped = new_event(kind, {"n": 1}, source="/t"), new_event(kind, {"n": 2}, source="/t")
     try:
+        yield service, relay
+    finally:
+        await relay.stop()
+        await link.close()
+
+
+async def published_once_drained(relay: OutboxRelay) -> None:
+    """Wait until the relay has nothing left, then long enough for a wrong hand-off to publish."""
+
+    async def drained() -> bool:
+        return await relay.backlog() == 0
+
+    await wait_until(drained, timeout=10)
+    await asyncio.sleep(0.5)
+
+
+async def test_event_of_a_rolled_back_savepoint_is_never_published(database: Database, nats_url: str) -> None:
+    async with commit_woken_relay(database, nats_url) as (service, relay):
+        kind = event_type(service, "thing", "created")
+        kept, dropped = new_event(kind, {"n": 1}, source="/t"), new_event(kind, {"n": 2}, source="/t")
         async with database.transaction() as session:
             await outbox.add(session, kept)
             with pytest.raises(RuntimeError):
                 async with session.begin_nested():
                     await outbox.add(session, dropped)
                     raise RuntimeError("this part of the use case failed")
-
-        async def drained() -> bool:
-            return await relay.backlog() == 0
-
-        await wait_until(drained, timeout=10)
-        await asyncio.sleep(0.5)  # give a wrongly handed-off event time to be published
-    finally:
-        await relay.stop()
-        await link.close()
-    assert await stream_event_ids(nats_url, spec.name) == [kept.id]
+        await published_once_drained(relay)
+    assert await stream_event_ids(nats_url, stream_for(service).name) == [kept.id]
 
 
 async def test_events_of_a_released_savepoint_wait_for_their_transaction_to_commit(
@@ -268,16 +281,9 @@ async def test_events_of_a_released_savepoint_wait_for_their_transaction_to_comm
 ) -> None:
     # A consumer applies each event of a batch in a savepoint: releasing one commits nothing, and
     # when the transaction then fails its events must never reach the stream.
-    service = "kit" + uuid.uuid4().hex[:6]
-    spec = stream_for(service)
-    link = NatsLink(nats_url, name="writer", streams=[spec])
-    await link.start()
-    assert await link.wait_ready(10)
-    relay = OutboxRelay(database, link, sweep_seconds=3600)  # only the commit can wake it
-    await relay.start()
-    kind = event_type(service, "thing", "created")
-    lost, kept = new_event(kind, {"n": 1}, source="/t"), new_event(kind, {"n": 2}, source="/t")
-    try:
+    async with commit_woken_relay(database, nats_url) as (service, relay):
+        kind = event_type(service, "thing", "created")
+        lost, kept = new_event(kind, {"n": 1}, source="/t"), new_event(kind, {"n": 2}, source="/t")
         with pytest.raises(RuntimeError):
             async with database.transaction() as session:
                 async with session.begin_nested():
@@ -287,16 +293,8 @@ async def test_events_of_a_released_savepoint_wait_for_their_transaction_to_comm
                 raise RuntimeError("the batch failed after the savepoint was released")
         async with database.transaction() as session, session.begin_nested():
             await outbox.add(session, kept)
-
-        async def drained() -> bool:
-            return await relay.backlog() == 0
-
-        await wait_until(drained, timeout=10)
-        await asyncio.sleep(0.5)
-    finally:
-        await relay.stop()
-        await link.close()
-    assert await stream_event_ids(nats_url, spec.name) == [kept.id]
+        await published_once_drained(relay)
+    assert await stream_event_ids(nats_url, stream_for(service).name) == [kept.id]
 
 
 async def test_waiting_for_an_ack_ends_on_its_result_its_error_or_its_cancellation_not_on_ours() -> None:
