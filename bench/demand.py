@@ -595,8 +595,8 @@ async def run_backend(name: str, url: str, args: argparse.Namespace, nats_url: s
             query = {"anchor_id": importer["id"], "visibility": "public", "status": "planned", "limit": 6}
             lines = (await http.get("/api/v1/demand", params=query)).json()["items"]
             during = await one_change(app, settings, http, lines[0])
-            # Once the import's events are published (the relay's writes after an import, and
-            # SQLite's work on the WAL it grew, are the import's cost): five changes one by one.
+            # Once the import's events are published (the relay publishing them shares this
+            # process and, on SQLite, the one writer): five changes one by one.
             await _wait_outbox(app, timeout=900)
             steady = [await one_change(app, settings, http, line) for line in lines[1:6]]
         median = statistics.median(total for _, total in steady)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 
 import nats
 import pytest
@@ -145,7 +146,7 @@ async def test_a_backlog_is_applied_together_but_a_failing_event_alone_is_undone
 
 
 @pytest.fixture
-def commits_refused() -> object:
+def commits_refused() -> Iterator[None]:
     """Sessions marked ``refuse_commit`` fail at COMMIT (the database's own refusal, in effect)."""
 
     def refuse(session: Session) -> None:
@@ -159,7 +160,7 @@ def commits_refused() -> object:
 
 
 async def test_a_batch_that_cannot_commit_is_applied_one_by_one_and_nothing_is_dropped(
-    database: Database, nats_variant: str, commits_refused: object
+    database: Database, nats_variant: str, commits_refused: None
 ) -> None:
     # The whole batch fails at COMMIT, past max_deliver: the others are applied alone, the event
     # that cannot commit is dead-lettered, and JetStream drops nothing on its own.

@@ -30,7 +30,7 @@ from services.demand.pipeline.views import (
     CHANGES_KEPT,
     RawFigures,
     figures_of,
-    moved_view,
+    moved_by_changes,
     raw_view,
     rules_json,
 )
@@ -127,7 +127,7 @@ async def release_snapshot(session: AsyncSession, rules: Rules, *, confidential:
     if not moved and latest is not None and latest.raw_totals is not None:
         # The previous totals moved by this release's changes: no pass over the whole pipeline.
         previous = RawFigures({(): list(latest.raw_totals)}, list(latest.raw_totals))
-        raw = await moved_view(session, ViewParams(), previous, latest.version, version)
+        raw = await moved_by_changes(session, ViewParams(), previous, latest.version, version)
     if raw is None:
         raw = await raw_view(session, ViewParams())
     totals = figures_of(ViewParams(), raw).totals

@@ -399,8 +399,8 @@ async def included_blocks(session: AsyncSession) -> int:
 async def refresh_statistics(session: AsyncSession) -> None:
     """Fresh planner statistics after a large release. PostgreSQL: before autovacuum gets there.
     SQLite: statistics taken while most cells were changed (after an import, say) make its
-    planner scan every cell for the few changed ones instead of using their partial index; a
-    sampled ANALYZE (``analysis_limit``) costs milliseconds."""
+    planner scan every cell for the few changed ones instead of using their partial index; the
+    ANALYZE is sampled (``analysis_limit``), so its cost does not grow with the tables."""
     if is_postgres(session):
         await session.execute(sa.text("ANALYZE pipeline_cells, pipeline_rollup, pipeline_confidential"))
         return

@@ -136,13 +136,11 @@ def moved(raw: RawFigures, width: int, changes: list[Any], lines_now: list[Any])
         key, anchor = tuple(row[:width]), row[width]
         deltas = [int(v or 0) for v in row[width + 1 :]]  # lines, value, annualised, VCSE, SME
         anchor_delta[anchor] = anchor_delta.get(anchor, 0) + deltas[0]
-        for index, delta in zip((0, 1, 2, 4, 5), deltas, strict=True):
-            totals[index] += delta
+        _add(totals, deltas)
         if not width:
             continue
         numbers = cells.setdefault(key, [0] * 6)
-        for index, delta in zip((0, 1, 2, 4, 5), deltas, strict=True):
-            numbers[index] += delta
+        _add(numbers, deltas)
         here = now.get((key, anchor), 0)
         numbers[3] += (here > 0) - (here - deltas[0] > 0)
         if numbers[0] == 0:
@@ -153,17 +151,32 @@ def moved(raw: RawFigures, width: int, changes: list[Any], lines_now: list[Any])
     return RawFigures(cells if width else {(): totals}, totals)
 
 
+def _add(numbers: Numbers, deltas: list[int]) -> None:
+    """Add the deltas of lines, value, annualised value, VCSE and SME lines (not anchors)."""
+    for index, delta in zip((0, 1, 2, 4, 5), deltas, strict=True):
+        numbers[index] += delta
+
+
 async def moved_view(
     session: AsyncSession, params: ViewParams, raw: RawFigures, after: int, upto: int
 ) -> RawFigures | None:
     """A view computed for snapshot ``after`` as of snapshot ``upto`` (read in this session), or
     None when it cannot be moved: too old, too many changes, a view finer than the rollup, the
     confidential part it holds moved, or a release in between recorded no changes."""
-    confidential = params.holds_whole_blocks()
     if not reads_rollup(params) or not 0 <= upto - after < CHANGES_KEPT:
         return None
+    confidential = params.holds_whole_blocks()
     if not await view_queries.changes_recorded(session, after, upto, confidential=confidential):
         return None
+    return await moved_by_changes(session, params, raw, after, upto)
+
+
+async def moved_by_changes(
+    session: AsyncSession, params: ViewParams, raw: RawFigures, after: int, upto: int
+) -> RawFigures | None:
+    """``raw`` moved by the changes the releases after ``after`` up to ``upto`` recorded (the
+    caller knows they all did, and that no confidential part it holds moved); None when there
+    are too many."""
     changes = await view_queries.changes_between(session, params, after, upto, limit=PATCH_LIMIT)
     if changes is None:
         return None
@@ -171,6 +184,7 @@ async def moved_view(
     anchors = {row[width] for row in changes}
     lines_now = []
     if anchors:
+        confidential = params.holds_whole_blocks()
         lines_now = await view_queries.anchor_lines(session, params, anchors, confidential=confidential)
     return moved(raw, width, changes, lines_now)
 
@@ -185,7 +199,7 @@ async def pipeline_view(
     raw = None
     held = cache.figures(params)
     # Held figures move only along this database's own history (not one before a restore).
-    if held is not None and held[0] <= version and await storage.snapshot_id(session, held[0]) == held[1]:
+    if held is not None and await storage.snapshot_id(session, held[0]) == held[1]:
         raw = await moved_view(session, params, held[2], held[0], version)
     if raw is None:
         raw = await raw_view(session, params)
@@ -233,13 +247,7 @@ class ViewCache:
         return self._figures.get(params.cache_key())
 
     def keep_figures(self, params: ViewParams, version: int, snapshot_id: str, raw: RawFigures) -> None:
-        if self.size <= 0:
-            return
-        key = params.cache_key()
-        self._figures[key] = (version, snapshot_id, raw)
-        self._figures.move_to_end(key)
-        while len(self._figures) > self.size:
-            self._figures.popitem(last=False)
+        self._keep(self._figures, params.cache_key(), (version, snapshot_id, raw))
 
     def clear(self) -> None:
         self._entries.clear()
@@ -252,9 +260,13 @@ class ViewCache:
         return body
 
     def put(self, etag: str, body: bytes) -> None:
+        self._keep(self._entries, etag, body)
+
+    def _keep(self, entries: OrderedDict[str, Any], key: str, value: Any) -> None:
+        """Keep ``value`` as the newest of ``entries``, the oldest going past ``size``."""
         if self.size <= 0:
             return
-        self._entries[etag] = body
-        self._entries.move_to_end(etag)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        entries[key] = value
+        entries.move_to_end(key)
+        while len(entries) > self.size:
+            entries.popitem(last=False)
