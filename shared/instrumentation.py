@@ -4,14 +4,12 @@ imports this module only once tracing is switched on."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import Resource
@@ -20,11 +18,6 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, get_current_span
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Scope
-
-# A span per ASGI message (each "http send" and "http receive") would triple the spans of a request
-# and tell nothing the server span does not.
-NO_MESSAGE_SPANS: list[Literal["receive", "send"]] = ["receive", "send"]
 
 
 def exporters_from_environment() -> list[SpanExporter]:
@@ -86,21 +79,6 @@ def uninstrument() -> None:
     for instrumentor in (HTTPXClientInstrumentor(), SQLAlchemyInstrumentor()):
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
-
-
-def server_spans(
-    app: ASGIApp,
-    provider: TracerProvider,
-    details: Callable[[Scope], tuple[str, dict[str, Any]]],
-    excluded_urls: str,
-) -> ASGIApp:
-    return OpenTelemetryMiddleware(
-        app,
-        tracer_provider=provider,
-        default_span_details=details,
-        excluded_urls=excluded_urls,
-        exclude_spans=NO_MESSAGE_SPANS,
-    )
 
 
 def fastapi_telemetry(provider: TracerProvider, excluded_paths: frozenset[str]) -> TelemetryConfig:
