@@ -107,6 +107,53 @@ def run_load(
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+# -- the floor: what one recorded span costs, in this process -------------------------------------
+
+
+def span_floor(count: int = 5000) -> tuple[float, float]:
+    """Microseconds to build one recorded server span (start, eight attributes, end, handed to a
+    batch processor) and to encode it for OTLP: what tracing costs per span whatever the path."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    attributes = {
+        "http.request.method": "GET",
+        "url.path": READ_PATH,
+        "url.scheme": "http",
+        "http.route": READ_PATH,
+        "server.address": "127.0.0.1",
+        "server.port": 8000,
+        "network.protocol.version": "1.1",
+        "client.address": "127.0.0.1",
+    }
+
+    def build(provider: TracerProvider) -> float:
+        tracer = provider.get_tracer("bench")
+        started = time.perf_counter()
+        for _ in range(count):
+            with tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes=attributes) as span:
+                span.set_attribute("http.response.status_code", 200)
+        return (time.perf_counter() - started) / count * 1e6
+
+    batched = TracerProvider()
+    batched.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+    build_us = build(batched)
+    batched.shutdown()
+    memory = InMemorySpanExporter()
+    kept = TracerProvider()
+    kept.add_span_processor(SimpleSpanProcessor(memory))
+    build(kept)
+    spans = memory.get_finished_spans()
+    started = time.perf_counter()
+    for first in range(0, len(spans), 512):  # the batch processor's default export size
+        encode_spans(spans[first : first + 512]).SerializeToString()
+    encode_us = (time.perf_counter() - started) / len(spans) * 1e6
+    return build_us, encode_us
+
+
 # -- the OTLP sink ------------------------------------------------------------------------------
 
 
@@ -301,6 +348,15 @@ def main() -> None:
                         f"({(1 - throughput) * 100:+.1f}% cost); "
                         f"CPU per request: gateway {gateway_cpu:.3f}x, service {service_cpu:.3f}x"
                     )
+            build_us, encode_us = span_floor()
+            off = results[("pass-through", "off")]
+            request_us = median(o["gateway_cpu_us"] + o["demand_cpu_us"] for o in off)
+            print(
+                f"\none recorded span, in this process: {build_us:.0f} us to build, {encode_us:.0f} us to "
+                f"encode for OTLP; a pass-through request records two (gateway, service) against "
+                f"{request_us:.0f} us of their CPU with tracing off: tracing every request costs at "
+                f"least {2 * (build_us + encode_us) / request_us * 100:.0f}% of it before any instrumentation"
+            )
         finally:
             for variant in variants.values():
                 variant.stop()
