@@ -140,6 +140,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     if settings.http_metrics:
         app.add_middleware(HttpMetricsMiddleware, route_of=route_of)
+    if tracing.active():
+        app.add_middleware(tracing.CallerContext)
     # Everything for a service: the same, straight from the server.
     pass_through: ASGIApp = tracing.server_spans(
         RequestContextMiddleware(

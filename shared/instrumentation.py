@@ -4,6 +4,7 @@ imports this module only once tracing is switched on."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,9 +16,10 @@ from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, get_current_span
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Scope
 
 
 def exporters_from_environment() -> list[SpanExporter]:
@@ -81,7 +83,7 @@ def uninstrument() -> None:
             instrumentor.uninstrument()
 
 
-def fastapi_telemetry(provider: TracerProvider, excluded_paths: frozenset[str]) -> TelemetryConfig:
+def fastapi_telemetry(provider: TracerProvider, exclude: Callable[[Scope], bool]) -> TelemetryConfig:
     # FastAPI's own spans know the matched route (contrib's matched every route again per request).
     return {
         "tracer_provider": provider,
@@ -89,8 +91,16 @@ def fastapi_telemetry(provider: TracerProvider, excluded_paths: frozenset[str]) 
         "metrics": False,
         "logs": False,
         "operation_spans": False,
-        "exclude": lambda scope: scope["path"] in excluded_paths,
+        "exclude": exclude,
     }
+
+
+def follows_caller(provider: TracerProvider) -> bool:
+    """Whether the sampler decides as the caller did (``parentbased_*``, the SDK's default)."""
+    sampler = provider.sampler
+    if isinstance(sampler, NoStrayClientSpans):
+        sampler = sampler.sampler
+    return isinstance(sampler, ParentBased)
 
 
 def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:

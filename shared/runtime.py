@@ -243,6 +243,8 @@ def create_service_app(
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     if settings.http_metrics:
         app.add_middleware(HttpMetricsMiddleware, route_of=AppRoutes(app, KIT_PATHS))
+    if tracing.active():
+        app.add_middleware(tracing.CallerContext)
     return app
 
 

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 # Probes and scrapes would be most of the spans and tell nothing.
 EXCLUDED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _NO_SPAN: AbstractContextManager[Any] = contextlib.nullcontext()
+# The headers the configured propagators read (OTEL_PROPAGATORS; W3C trace context and baggage).
+_FIELDS = frozenset(field.encode("latin-1") for field in propagate.get_global_textmap().fields)
+# Where FastAPI's exclude hands a left-out request's caller context to CallerContext.
+_CALLER = "seedbed.unsampled_caller"
 
 _provider: TracerProvider | None = None
 _tracer: trace.Tracer | None = None
@@ -105,11 +109,58 @@ def active() -> bool:
 
 def fastapi_telemetry() -> TelemetryConfig | None:
     """``FastAPI(telemetry=...)``: server spans for the app's routes, named by route template,
-    with this provider (None when off: FastAPI's default, which finds no provider)."""
+    with this provider (None when off: FastAPI's default, which finds no provider).
+
+    When the sampler follows the caller's decision (the default, and ``parentbased_*``), a request
+    whose caller did not sample its trace gets no span: it would record nothing, yet cost about
+    what a recorded one costs to make. :class:`CallerContext` carries the caller's context
+    through it instead, so what it starts (SQL, outbox rows, their events) stays unsampled too."""
     if _provider is None:
         return None
-    config: TelemetryConfig = _instrumentation().fastapi_telemetry(_provider, EXCLUDED_PATHS)
+    follows_caller: bool = _instrumentation().follows_caller(_provider)
+
+    def exclude(scope: Scope) -> bool:
+        if scope["path"] in EXCLUDED_PATHS:
+            return True
+        if not follows_caller:
+            return False
+        carrier = _carrier(scope, _FIELDS)
+        if "traceparent" not in carrier:
+            return False
+        caller = propagate.extract(carrier)
+        context = trace.get_current_span(caller).get_span_context()
+        if not context.is_valid or context.trace_flags.sampled:
+            return False
+        scope[_CALLER] = caller
+        return True
+
+    config: TelemetryConfig = _instrumentation().fastapi_telemetry(_provider, exclude)
     return config
+
+
+class CallerContext:
+    """ASGI middleware: the context of a caller that did not sample its trace, made current for
+    the request FastAPI's telemetry left out for that reason (see :func:`fastapi_telemetry`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        caller = scope.get(_CALLER)
+        if caller is None:
+            await self.app(scope, receive, send)
+            return
+        token = otel_context.attach(caller)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
+
+
+def _carrier(scope: Scope, fields: frozenset[bytes]) -> dict[str, str]:
+    return {
+        name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"] if name in fields
+    }
 
 
 def client_trace_configs() -> list[aiohttp.TraceConfig]:
@@ -138,19 +189,13 @@ def server_spans(app: ASGIApp, route_of: Callable[[str], str | None]) -> ASGIApp
     if _tracer is None:
         return app
     tracer = _tracer
-    # The headers the configured propagators read (OTEL_PROPAGATORS; W3C trace context and baggage).
-    fields = frozenset(field.encode("latin-1") for field in propagate.get_global_textmap().fields)
 
     async def traced(scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if scope["type"] != "http" or path in EXCLUDED_PATHS:
             await app(scope, receive, send)
             return
-        carrier = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name in fields
-        }
+        carrier = _carrier(scope, _FIELDS)
         method: str = scope["method"]
         route = route_of(path)
         attributes = {"http.request.method": method, "url.path": path, "url.scheme": scope["scheme"]}

@@ -12,10 +12,12 @@ import textwrap
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import APIRouter, FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -193,3 +195,57 @@ async def test_a_raw_asgi_server_span_continues_the_caller_and_is_what_a_forward
     assert [f["traceparent"].split("-")[1] for f in forwarded[:2]] == [caller, caller]
     assert forwarded[0]["traceparent"] == f"00-{caller}-{span.context.span_id:016x}-01"
     assert forwarded[1]["traceparent"].endswith("-00") and forwarded[2] == {}
+
+
+def _traced_app(stored: list[str | None], provider: TracerProvider) -> FastAPI:
+    """A FastAPI app traced as the kit builds one; its route stores the context an outbox row would
+    keep and makes a client span, as SQL would."""
+    app = FastAPI(telemetry=tracing.fastapi_telemetry())
+    tracer = provider.get_tracer("test")
+
+    @app.get("/api/v1/things/{id}")
+    async def thing(id: str) -> dict[str, str]:
+        stored.append(tracing.stored_context())
+        with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT):
+            pass
+        return {"id": id}
+
+    app.add_middleware(tracing.CallerContext)
+    return app
+
+
+@pytest.mark.parametrize("follows_caller", [True, False])
+async def test_a_request_its_caller_did_not_sample_records_nothing_and_passes_that_on(
+    follows_caller: bool,
+) -> None:
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=None if follows_caller else ALWAYS_ON)  # None: parent-based
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_provider(provider)
+    stored: list[str | None] = []
+    try:
+        app = _traced_app(stored, provider)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as http:
+            for flags in ("00", "01"):
+                answer = await http.get(
+                    "/api/v1/things/7", headers={"traceparent": f"00-{caller}-00f067aa0ba902b7-{flags}"}
+                )
+                assert answer.status_code == 200
+    finally:
+        tracing.disable()
+    servers = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    first = json.loads(stored[0] or "{}")["traceparent"]
+    if follows_caller:
+        # Unsampled: no span made at all (the caller's own context is current), and the outbox
+        # row keeps it, so the relay's publish and the consumer downstream record nothing either.
+        (server,) = servers
+        assert first == f"00-{caller}-00f067aa0ba902b7-00"
+        assert len(exporter.get_finished_spans()) == 2  # the sampled request's server and SQL spans
+    else:
+        # A sampler that does not follow the caller decides for itself: both requests recorded.
+        assert len(servers) == 2 and first == f"00-{caller}-{servers[0].context.span_id:016x}-01"
+        server = servers[1]
+    assert server.name == "GET /api/v1/things/{id}" and server.parent is not None
+    assert server.parent.span_id == 0x00F067AA0BA902B7
+    assert json.loads(stored[1] or "{}")["traceparent"] == f"00-{caller}-{server.context.span_id:016x}-01"
