@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError
 
 from shared.events import StreamSpec
 from shared.tasks import cancel_requested, stop_task
@@ -114,14 +114,6 @@ async def stored_message_ids(
                 await messages.aclose()
                 break
     return found
-
-
-async def stream_exists(js: JetStreamContext, name: str) -> bool:
-    try:
-        await js.stream_info(name)
-    except NotFoundError:
-        return False
-    return True
 
 
 class NatsLink:
