@@ -354,8 +354,9 @@ def main() -> None:
             print(
                 f"\none recorded span, in this process: {build_us:.0f} us to build, {encode_us:.0f} us to "
                 f"encode for OTLP; a pass-through request records two (gateway, service) against "
-                f"{request_us:.0f} us of their CPU with tracing off: tracing every request costs at "
-                f"least {2 * (build_us + encode_us) / request_us * 100:.0f}% of it before any instrumentation"
+                f"{request_us:.0f} us of their CPU with tracing off: recording both adds "
+                f"{2 * (build_us + encode_us) / request_us * 100:.0f}% to that CPU before any "
+                "instrumentation's own work"
             )
         finally:
             for variant in variants.values():

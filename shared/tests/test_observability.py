@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared import tracing
-from shared.instrumentation import provider_from_environment
+from shared.instrumentation import follows_caller, provider_from_environment
 from shared.logs import JsonFormatter
 from shared.metrics import AppRoutes, HttpMetricsMiddleware, RouteTable
 
@@ -249,3 +249,16 @@ async def test_a_request_its_caller_did_not_sample_records_nothing_and_passes_th
     assert server.name == "GET /api/v1/things/{id}" and server.parent is not None
     assert server.parent.span_id == 0x00F067AA0BA902B7
     assert json.loads(stored[1] or "{}")["traceparent"] == f"00-{caller}-{server.context.span_id:016x}-01"
+
+
+def test_the_configured_sampler_follows_the_caller_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    assert follows_caller(provider_from_environment("seedbed-test"))  # the SDK's parentbased_always_on
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
+    assert follows_caller(provider_from_environment("seedbed-test"))
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    assert not follows_caller(provider_from_environment("seedbed-test"))
