@@ -51,6 +51,7 @@ from tests.conftest import (
     book,
     created,
     enterprise_body,
+    free_slot,
     ids,
     line_body,
     mentor_body,
@@ -369,7 +370,9 @@ async def every_kind_of_change(system: System, clock: MentoringClock) -> None:
         done = await book(staff, mid, eid, timedelta(minutes=90))
         missed = await book(staff, mid, eid, timedelta(minutes=150))
         moved = await book(staff, mid, eid, timedelta(days=2))
-        later = {"start": (datetime.fromisoformat(moved["start"]) + timedelta(hours=3)).isoformat()}
+        # A free slot, not the same time plus some hours: a session may not run past a window's
+        # end, so that would fail whenever it crossed midnight.
+        later = {"start": await free_slot(staff, mid, timedelta(days=3))}
         check(await staff.post(f"{API}/sessions/{moved['id']}/reschedule", json=later))
         cancel = {"reason": "The enterprise asked to"}
         check(await staff.post(f"{API}/sessions/{moved['id']}/cancel", json=cancel))
