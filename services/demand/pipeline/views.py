@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +58,14 @@ class RawFigures:
     totals: Numbers
 
 
+class HeldFigures(NamedTuple):
+    """A view's figures as last answered, and the snapshot they are of."""
+
+    version: int
+    snapshot_id: str
+    raw: RawFigures
+
+
 def rules_json(rules: Rules) -> dict[str, Any]:
     return {
         "min_anchors": rules.min_anchors,
@@ -101,9 +109,7 @@ def figures_of(params: ViewParams, raw: RawFigures) -> Figures:
     return figures
 
 
-async def view_figures(
-    session: AsyncSession, params: ViewParams, rules: Rules, *, fine: bool = False
-) -> Figures:
+async def view_figures(session: AsyncSession, params: ViewParams, *, fine: bool = False) -> Figures:
     """The cells and totals of one view of the released pipeline, computed afresh."""
     return figures_of(params, await raw_view(session, params, fine=fine))
 
@@ -199,8 +205,8 @@ async def pipeline_view(
     raw = None
     held = cache.figures(params)
     # Held figures move only along this database's own history (not one before a restore).
-    if held is not None and await storage.snapshot_id(session, held[0]) == held[1]:
-        raw = await moved_view(session, params, held[2], held[0], version)
+    if held is not None and await storage.snapshot_id(session, held.version) == held.snapshot_id:
+        raw = await moved_view(session, params, held.raw, held.version, version)
     if raw is None:
         raw = await raw_view(session, params)
         cache.computed_total += 1
@@ -238,16 +244,15 @@ class ViewCache:
     def __init__(self, size: int) -> None:
         self.size = size
         self._entries: OrderedDict[str, bytes] = OrderedDict()
-        self._figures: OrderedDict[str, tuple[int, str, RawFigures]] = OrderedDict()
+        self._figures: OrderedDict[str, HeldFigures] = OrderedDict()
         self.computed_total = 0
         self.moved_total = 0
 
-    def figures(self, params: ViewParams) -> tuple[int, str, RawFigures] | None:
-        """(snapshot version, snapshot id, figures) of the view as last answered."""
+    def figures(self, params: ViewParams) -> HeldFigures | None:
         return self._figures.get(params.cache_key())
 
     def keep_figures(self, params: ViewParams, version: int, snapshot_id: str, raw: RawFigures) -> None:
-        self._keep(self._figures, params.cache_key(), (version, snapshot_id, raw))
+        self._keep(self._figures, params.cache_key(), HeldFigures(version, snapshot_id, raw))
 
     def clear(self) -> None:
         self._entries.clear()

@@ -20,6 +20,7 @@ from services.demand.models import (
 from services.demand.pipeline import release, storage
 from services.demand.pipeline import views as pipeline_views
 from services.demand.pipeline.cells import ViewParams
+from services.demand.schemas import PipelineQuery
 from services.demand.settings import DemandSettings
 from services.demand.tests.conftest import (
     INTEGRATOR,
@@ -357,7 +358,6 @@ async def test_views_from_the_rollup_agree_with_the_fine_cells_after_any_changes
             await http.patch(f"/api/v1/demand/{line['id']}", json={"status": "withdrawn"})
         await http.patch(f"/api/v1/anchors/{anchors[0]['id']}", json={"type": "college"})
     await refresh()
-    rules = release.rules_of(app.state.settings)
     views = [
         ViewParams(),
         ViewParams(group_by=("cpv_division", "quarter")),
@@ -371,8 +371,8 @@ async def test_views_from_the_rollup_agree_with_the_fine_cells_after_any_changes
     async with app.state.database.transaction(write=False) as session:
         for params in views:
             assert pipeline_views.reads_rollup(params)
-            rolled = await pipeline_views.view_figures(session, params, rules)
-            fine = await pipeline_views.view_figures(session, params, rules, fine=True)
+            rolled = await pipeline_views.view_figures(session, params)
+            fine = await pipeline_views.view_figures(session, params, fine=True)
             assert rolled.cells == fine.cells and rolled.totals == fine.totals, params
             counted.append(fine.totals["count"])
     assert counted[0] > 0 and counted[0] >= max(counted)  # not vacuous
@@ -419,12 +419,9 @@ async def test_snapshots_taken_during_concurrent_writes_lose_nothing(
     assert tuple(live) == (len(hidden), sum(hidden))
     assert answer["totals"]["count"] == len(public) + (released[0] or 0)
     assert answer["totals"]["total_value_pence"] == sum(public) + (released[1] or 0)
-    rules = release.rules_of(app.state.settings)
     async with app.state.database.transaction(write=False) as session:
-        rolled = await pipeline_views.view_figures(session, ViewParams(group_by=("anchor_type",)), rules)
-        fine = await pipeline_views.view_figures(
-            session, ViewParams(group_by=("anchor_type",)), rules, fine=True
-        )
+        rolled = await pipeline_views.view_figures(session, ViewParams(group_by=("anchor_type",)))
+        fine = await pipeline_views.view_figures(session, ViewParams(group_by=("anchor_type",)), fine=True)
     assert rolled == fine
 
 
@@ -460,7 +457,6 @@ async def test_views_moved_by_each_release_equal_views_computed_afresh(
         {"group_by": "cpv_division", "cpv": "45"},
     ]
     cache = app.state.pipeline_views
-    rules = release.rules_of(settings)
     async with client(app, STAFF) as http:
         for round_ in range(12):
             for _ in range(rng.randrange(1, 5)):
@@ -491,19 +487,14 @@ async def test_views_moved_by_each_release_equal_views_computed_afresh(
             for params in views:
                 answer = await view(app, **params)
                 async with app.state.database.transaction(write=False) as session:
-                    parsed = ViewParams(
-                        group_by=tuple(filter(None, params.get("group_by", "").split(","))),
-                        quarter_of=params.get("quarter_of", "tender"),
-                        from_quarter=params.get("from"),
-                        to_quarter=params.get("to"),
-                        cpv=tuple(filter(None, params.get("cpv", "").split(","))),
-                        anchor_type=tuple(filter(None, params.get("anchor_type", "").split(","))),
-                    )
-                    afresh = await pipeline_views.view_figures(session, parsed, rules)
+                    parsed = PipelineQuery.model_validate(
+                        {k: [v] if k in ("group_by", "cpv", "anchor_type") else v for k, v in params.items()}
+                    ).view()
+                    afresh = await pipeline_views.view_figures(session, parsed)
                 assert (answer["cells"], answer["totals"]) == (afresh.cells, afresh.totals), (round_, params)
             async with app.state.database.transaction(write=False) as session:
                 snapshot = await storage.latest_snapshot(session)
-                totals = (await pipeline_views.view_figures(session, ViewParams(), rules)).totals
+                totals = (await pipeline_views.view_figures(session, ViewParams())).totals
             assert snapshot is not None and snapshot.totals == totals, round_
     assert cache.moved_total > len(views) * 6, (cache.moved_total, cache.computed_total)
     assert cache.computed_total >= len(views)
