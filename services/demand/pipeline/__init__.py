@@ -17,7 +17,7 @@ views holding whole blocks include the confidential part.
 - :mod:`.storage`: the writes of the pipeline tables and the release's queries, and its lock;
 - :mod:`.release`: the release job (public cells, confidential blocks, record, announce);
 - :mod:`.view_queries`: reading a view of the released figures, and what releases changed in it;
-- :mod:`.views`: one view as answered: computed, or the answer held for an earlier snapshot
+- :mod:`.views`: one view as answered: computed, or the last answer for an earlier snapshot
   moved by the changes each release since recorded (``pipeline_changes``), so that a client
   polling a view gets each new snapshot without a pass over the whole pipeline.
 """

@@ -1,5 +1,5 @@
 """Reading views of the released pipeline: one GROUP BY per view over the released figures,
-and what the releases since a snapshot changed in a view, to move an answer held for it."""
+and what the releases since a snapshot changed in a view, to move the last answer for it."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ class RawFigures:
     totals: Numbers
 
 
-class HeldFigures(NamedTuple):
+class LastAnswer(NamedTuple):
     """A view's figures as last answered, and the snapshot they are of."""
 
     version: int
@@ -198,22 +198,22 @@ async def moved_by_changes(
 async def pipeline_view(
     session: AsyncSession, params: ViewParams, rules: Rules, *, cadence: str, cache: ViewCache
 ) -> dict[str, Any]:
-    """The whole answer of ``GET /pipeline`` for the latest snapshot: the view held for an
-    earlier snapshot moved by the releases since, or else computed."""
+    """The whole answer of ``GET /pipeline`` for the latest snapshot: the view last answered for
+    an earlier snapshot moved by the releases since, or else computed."""
     snapshot = await storage.latest_snapshot(session)
     version = snapshot.version if snapshot is not None else 0
     raw = None
-    held = cache.figures(params)
-    # Held figures move only along this database's own history (not one before a restore).
-    if held is not None and await storage.snapshot_id(session, held.version) == held.snapshot_id:
-        raw = await moved_view(session, params, held.raw, held.version, version)
+    last = cache.last_answer(params)
+    # A last answer moves only along this database's own history (not one before a restore).
+    if last is not None and await storage.snapshot_id(session, last.version) == last.snapshot_id:
+        raw = await moved_view(session, params, last.raw, last.version, version)
     if raw is None:
         raw = await raw_view(session, params)
         cache.computed_total += 1
     else:
         cache.moved_total += 1
     if snapshot is not None:
-        cache.keep_figures(params, version, snapshot.id, raw)
+        cache.keep_answer(params, version, snapshot.id, raw)
     figures = figures_of(params, raw)
     return {
         "snapshot_id": snapshot.id if snapshot is not None else None,
@@ -244,19 +244,19 @@ class ViewCache:
     def __init__(self, size: int) -> None:
         self.size = size
         self._entries: OrderedDict[str, bytes] = OrderedDict()
-        self._figures: OrderedDict[str, HeldFigures] = OrderedDict()
+        self._answers: OrderedDict[str, LastAnswer] = OrderedDict()
         self.computed_total = 0
         self.moved_total = 0
 
-    def figures(self, params: ViewParams) -> HeldFigures | None:
-        return self._figures.get(params.cache_key())
+    def last_answer(self, params: ViewParams) -> LastAnswer | None:
+        return self._answers.get(params.cache_key())
 
-    def keep_figures(self, params: ViewParams, version: int, snapshot_id: str, raw: RawFigures) -> None:
-        self._keep(self._figures, params.cache_key(), HeldFigures(version, snapshot_id, raw))
+    def keep_answer(self, params: ViewParams, version: int, snapshot_id: str, raw: RawFigures) -> None:
+        self._keep(self._answers, params.cache_key(), LastAnswer(version, snapshot_id, raw))
 
     def clear(self) -> None:
         self._entries.clear()
-        self._figures.clear()
+        self._answers.clear()
 
     def get(self, etag: str) -> bytes | None:
         body = self._entries.get(etag)
