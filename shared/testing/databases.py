@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from shared.migrations import upgrade
+
 Prepare = Callable[[str], Awaitable[None]]
 T = TypeVar("T")
 
@@ -255,8 +257,6 @@ def alembic_prepare(service_dir: Path) -> Prepare:
     """A ``prepare`` that runs the service's migrations (``alembic upgrade head``)."""
 
     async def prepare(url: str) -> None:
-        from shared.migrations import upgrade
-
         await asyncio.to_thread(upgrade, service_dir, url)
 
     return prepare
