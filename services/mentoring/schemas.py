@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Annotated, Any
-from zoneinfo import available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -114,6 +115,21 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FromRow(BaseModel):
+    """A response read from a row of this service's tables by attribute, its columns renamed by
+    ``validation_alias`` (and read by field name too, as FastAPI checks an answer again); a
+    field with a default is still always in the answer, so the schema says it is required."""
+
+    model_config = ConfigDict(
+        from_attributes=True, populate_by_name=True, json_schema_serialization_defaults_required=True
+    )
+
+
+def columns(row: Any) -> dict[str, Any]:
+    """A row's columns by name (a row, or a dict of them)."""
+    return dict(row if isinstance(row, Mapping) else row._mapping)
+
+
 # -- availability ---------------------------------------------------------------------------
 
 
@@ -192,10 +208,10 @@ class AvailabilityIn(Body):
         return errors
 
 
-class AvailabilityOut(BaseModel):
+class AvailabilityOut(FromRow):
     timezone: str
-    weekly: list[WeeklyWindow]
-    overrides: list[DateOverride]
+    weekly: list[WeeklyWindow] = Field(validation_alias="weekly_windows")
+    overrides: list[DateOverride] = Field(validation_alias="date_overrides")
     buffer_before_minutes: int
     buffer_after_minutes: int
     minimum_notice_minutes: int
@@ -262,7 +278,7 @@ class MentorPatch(Body):
         return self
 
 
-class MentorOut(BaseModel):
+class MentorOut(FromRow):
     id: uuid.UUID
     version: int
     name: str
@@ -272,7 +288,7 @@ class MentorOut(BaseModel):
     bio: str | None
     expertise: list[str]
     timezone: str
-    session_lengths_minutes: list[int]
+    session_lengths_minutes: list[int] = Field(validation_alias="session_lengths")
     max_active_mentees: int | None
     max_sessions_per_week: int | None
     active: bool
@@ -280,6 +296,18 @@ class MentorOut(BaseModel):
     calendar_feed_enabled: bool
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_mentor_row(cls, mentor: Any) -> Any:
+        if isinstance(mentor, Mapping):
+            return mentor
+        # The same row holds the availability; of the feed's secret only whether there is one shows.
+        return {
+            **columns(mentor),
+            "availability": mentor,
+            "calendar_feed_enabled": mentor.calendar_token_hash is not None,
+        }
 
 
 class MentorPage(BaseModel):
@@ -362,27 +390,27 @@ class NoShowIn(Body):
     note: str | None = Field(None, max_length=4000)
 
 
-class Cancellation(BaseModel):
-    reason: str
+class Cancellation(FromRow):
+    reason: str = Field(validation_alias="cancel_reason")
     cancelled_at: datetime
     cancelled_by_role: str
 
 
-class Outcome(BaseModel):
+class Outcome(FromRow):
     outcome: str
     notes: str | None
-    action_items: list[str]
-    signed_off_milestones: list[str]
-    completed_at: datetime
+    action_items: Annotated[list[str], BeforeValidator(lambda items: items or [])]
+    signed_off_milestones: Annotated[list[str], BeforeValidator(lambda codes: codes or [])]
+    completed_at: datetime = Field(validation_alias="closed_at")
 
 
-class NoShow(BaseModel):
+class NoShow(FromRow):
     absent_party: str
-    note: str | None
-    recorded_at: datetime
+    note: str | None = Field(validation_alias="notes")
+    recorded_at: datetime = Field(validation_alias="closed_at")
 
 
-class SessionOut(BaseModel):
+class SessionOut(FromRow):
     id: uuid.UUID
     mentor_id: uuid.UUID
     enterprise_id: uuid.UUID
@@ -395,12 +423,30 @@ class SessionOut(BaseModel):
     status: SessionStatus
     sequence: int
     booked_by_role: str
-    reschedule_reason: str | None
+    reschedule_reason: str | None = None
     cancellation: Cancellation | None
     outcome: Outcome | None
     no_show: NoShow | None
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_session_row(cls, row: Any) -> Any:
+        fields = columns(row)
+        if "starts_at" not in fields:
+            return fields  # already the answer's fields
+        # Times in the session's own zone; the closing record that the status names, nested.
+        zone = ZoneInfo(fields["timezone"])
+        status = fields["status"]
+        return {
+            **fields,
+            "start": fields["starts_at"].astimezone(zone),
+            "end": fields["ends_at"].astimezone(zone),
+            "cancellation": fields if status == "cancelled" else None,
+            "outcome": fields if status == "completed" else None,
+            "no_show": fields if status == "no_show" else None,
+        }
 
 
 class SessionPage(BaseModel):

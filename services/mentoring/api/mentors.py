@@ -18,7 +18,7 @@ from services.mentoring.api.dependencies import (
     mentor_or_404,
     tags_of,
 )
-from services.mentoring.api.representations import availability_out, mentor_location, mentor_out
+from services.mentoring.api.representations import mentor_location
 from services.mentoring.schemas import (
     AvailabilityIn,
     AvailabilityOut,
@@ -78,7 +78,7 @@ async def register_mentor(
                 raise field_errors(errors)
         mentor = await service.register_mentor(db, body, now)
         return json_response(
-            mentor_out(mentor),
+            MentorOut.model_validate(mentor),
             status_code=201,
             headers={"Location": mentor_location(mentor.id), "ETag": etag(mentor.version)},
         )
@@ -105,7 +105,7 @@ async def list_mentors(
         limit=limit,
         cursor=cursor,
     )
-    return MentorPage(items=[mentor_out(row) for row in rows], next_cursor=next_cursor)
+    return MentorPage(items=[MentorOut.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get(
@@ -159,7 +159,7 @@ async def get_mentor(
     access.allow(principal, *access.MENTOR_READERS)
     mentor = await mentor_or_404(db, mentor_id)
     response.headers["ETag"] = etag(mentor.version)
-    return mentor_out(mentor)
+    return MentorOut.model_validate(mentor)
 
 
 @router.patch("/mentors/{mentor_id}", response_model=MentorOut, tags=["mentors"], summary="Change a mentor")
@@ -168,7 +168,7 @@ async def update_mentor(
 ) -> MentorOut:
     updated = await service.update_mentor(db, mentor, body, ctx.now)
     response.headers["ETag"] = etag(updated.version)
-    return mentor_out(updated)
+    return MentorOut.model_validate(updated)
 
 
 @router.get(
@@ -183,7 +183,7 @@ async def get_availability(
     access.allow(principal, *access.MENTOR_READERS)
     mentor = await mentor_or_404(db, mentor_id)
     response.headers["ETag"] = etag(mentor.version)
-    return availability_out(mentor)
+    return AvailabilityOut.model_validate(mentor)
 
 
 @router.put(
@@ -199,7 +199,7 @@ async def set_availability(
         raise field_errors(errors)
     updated = await service.set_availability(db, mentor, body, ctx.now)
     response.headers["ETag"] = etag(updated.version)
-    return availability_out(updated)
+    return AvailabilityOut.model_validate(updated)
 
 
 @router.post(

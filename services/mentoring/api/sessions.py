@@ -17,7 +17,6 @@ from services.mentoring.api.dependencies import (
     PageLimit,
     parse_time,
 )
-from services.mentoring.api.representations import session_out
 from services.mentoring.schemas import (
     CancelIn,
     CompleteIn,
@@ -66,7 +65,7 @@ async def book_session(
     async def create() -> Response:
         row = await service.book_session(db, principal=principal, data=body, now=now, settings=settings)
         return json_response(
-            session_out(row),
+            SessionOut.model_validate(row),
             status_code=201,
             headers={"Location": _session_location(row["id"]), "ETag": etag(row["sequence"])},
         )
@@ -114,7 +113,7 @@ async def list_sessions(
         limit=limit,
         cursor=cursor,
     )
-    return SessionPage(items=[session_out(row) for row in rows], next_cursor=next_cursor)
+    return SessionPage(items=[SessionOut.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 
 def utc_of(value: datetime | date | None) -> datetime | None:
@@ -172,7 +171,7 @@ async def get_session(
 ) -> SessionOut:
     row = await _session_for(db, principal, session_id)
     response.headers["ETag"] = etag(row.sequence)
-    return session_out(row)
+    return SessionOut.model_validate(row)
 
 
 @router.get(
@@ -198,7 +197,7 @@ async def session_ics(session_id: uuid.UUID, principal: Caller, db: SessionDep) 
 
 def _changed(row: Row[Any], response: Response) -> SessionOut:
     response.headers["ETag"] = etag(row.sequence)
-    return session_out(row)
+    return SessionOut.model_validate(row)
 
 
 @router.post(
