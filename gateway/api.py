@@ -53,21 +53,6 @@ async def staff_credential(credential: CredentialDep) -> Credential:
 StaffCredentialDep = Annotated[Credential, Depends(staff_credential)]
 
 
-def _key_out(record: keys.KeyRecord) -> ApiKeyOut:
-    return ApiKeyOut(
-        id=record.id,
-        prefix=f"{keys.KEY_PREFIX}{record.lookup}",
-        role=record.role,  # type: ignore[arg-type]
-        subject_id=record.subject_id,
-        name=record.name,
-        rate_limit_per_minute=record.rate_limit_per_minute,
-        created_at=record.created_at,
-        created_by=record.created_by,
-        expires_at=record.expires_at,
-        revoked_at=record.revoked_at,
-    )
-
-
 @router.post(
     "/api-keys",
     status_code=201,
@@ -103,7 +88,7 @@ async def create_api_key(
     )
     response.headers["Location"] = f"/api/v1/api-keys/{record.id}"
     response.headers["Cache-Control"] = "no-store"
-    return ApiKeyCreated(**_key_out(record).model_dump(), key=plaintext)
+    return ApiKeyCreated(**ApiKeyOut.model_validate(record).model_dump(), key=plaintext)
 
 
 @router.get(
@@ -131,7 +116,7 @@ async def list_api_keys(
         subject_id=str(subject_id) if subject_id else None,
     )
     page, next_cursor = keys.KEY_ORDER.cut(records, limit)
-    return ApiKeyPage(items=[_key_out(r) for r in page], next_cursor=next_cursor)
+    return ApiKeyPage(items=[ApiKeyOut.model_validate(r) for r in page], next_cursor=next_cursor)
 
 
 @router.get(
@@ -145,7 +130,7 @@ async def get_api_key(key_id: uuid.UUID, _: StaffCredentialDep, session: Session
     record = await keys.get_key(session, key_id)
     if record is None:
         raise not_found("API key", key_id)
-    return _key_out(record)
+    return ApiKeyOut.model_validate(record)
 
 
 @router.delete(

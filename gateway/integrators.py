@@ -20,12 +20,10 @@ from gateway.auth import Credential
 from gateway.models import api_keys
 from gateway.schemas import (
     Delivery,
-    DeliveryAttempt,
     DeliveryPage,
     WebhookCreate,
     WebhookCreated,
     WebhookOut,
-    WebhookOwner,
     WebhookPage,
     WebhookStatus,
     WebhookUpdate,
@@ -33,7 +31,7 @@ from gateway.schemas import (
 from gateway.sse import MEDIA_TYPE, EventStream, EventStreamResponse
 from gateway.visibility import STREAM_ROLES, NotVisible, TypePattern, narrow, parse_pattern
 from shared.db import SessionDep, utcnow
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, columns
 from shared.problems import Problem, field_errors, forbidden, not_found
 
 router = APIRouter()
@@ -55,46 +53,6 @@ FORBIDDEN = problem("The caller's role may not use webhooks and the event stream
 
 def _not_visible(exc: NotVisible) -> Problem:
     return Problem(403, "Forbidden", exc.detail, type="event-types-not-visible", types=exc.patterns)
-
-
-def _webhook_out(row: Any) -> WebhookOut:
-    return WebhookOut(
-        id=row.id,
-        url=row.url,
-        types=list(row.types),
-        description=row.description,
-        active=row.active,
-        disabled_at=row.disabled_at,
-        disabled_reason=row.disabled_reason,
-        consecutive_failures=row.consecutive_failures,
-        owner=WebhookOwner(role=row.owner_role, subject_id=row.owner_subject_id, actor=row.owner_actor),
-        created_at=row.created_at,
-    )
-
-
-def _delivery_out(row: Any, attempts: list[Any]) -> Delivery:
-    return Delivery(
-        id=row.id,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        status=row.status,
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
-        created_at=row.created_at,
-        last_attempt_at=row.last_attempt_at,
-        delivered_at=row.delivered_at,
-        last_status_code=row.last_status_code,
-        last_error=row.last_error,
-        attempt_log=[
-            DeliveryAttempt(
-                attempted_at=a.attempted_at,
-                duration_ms=a.duration_ms,
-                status_code=a.status_code,
-                error=a.error,
-            )
-            for a in attempts
-        ],
-    )
 
 
 # -- webhooks --------------------------------------------------------------------------------
@@ -139,7 +97,7 @@ async def create_webhook(
         session, owner, runtime.secret_box, url=url, types=body.types, description=body.description
     )
     response.headers["Cache-Control"] = "no-store"
-    return WebhookCreated(**_webhook_out(row).model_dump(), secret=secret)
+    return WebhookCreated(**WebhookOut.model_validate(row).model_dump(), secret=secret)
 
 
 @router.get(
@@ -158,7 +116,7 @@ async def list_webhooks(
     page, next_cursor = await webhooks.list_subscriptions(
         session, webhooks.Owner.of(credential), limit=limit, cursor=cursor
     )
-    return WebhookPage(items=[_webhook_out(row) for row in page], next_cursor=next_cursor)
+    return WebhookPage(items=[WebhookOut.model_validate(row) for row in page], next_cursor=next_cursor)
 
 
 @router.patch(
@@ -181,7 +139,7 @@ async def update_webhook(
     )
     if row is None:
         raise not_found("Webhook subscription", webhook_id)
-    return _webhook_out(row)
+    return WebhookOut.model_validate(row)
 
 
 @router.delete(
@@ -218,7 +176,8 @@ async def list_deliveries(
         session, webhook_id, limit=limit, cursor=cursor, status=status
     )
     return DeliveryPage(
-        items=[_delivery_out(row, attempts) for row, attempts in page], next_cursor=next_cursor
+        items=[Delivery.model_validate({**columns(row), "attempt_log": attempts}) for row, attempts in page],
+        next_cursor=next_cursor,
     )
 
 
@@ -246,7 +205,7 @@ async def redeliver(
         row = await webhooks.get_delivery(session, webhook_id, delivery_id)
         attempts = await webhooks.attempts_of(session, delivery_id)
     runtime.dispatcher.poke()
-    return _delivery_out(row, attempts)
+    return Delivery.model_validate({**columns(row), "attempt_log": attempts})
 
 
 # -- the event stream ------------------------------------------------------------------------

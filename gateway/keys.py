@@ -16,7 +16,7 @@ import hmac
 import secrets
 import string
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -114,19 +114,12 @@ class KeyRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> KeyRecord:
-        return cls(
-            id=row.id,
-            lookup=row.lookup,
-            key_hash=row.key_hash,
-            role=row.role,
-            subject_id=row.subject_id,
-            name=row.name,
-            rate_limit_per_minute=row.rate_limit_per_minute,
-            created_at=row.created_at,
-            created_by=row.created_by,
-            expires_at=row.expires_at,
-            revoked_at=row.revoked_at,
-        )
+        return cls(**{field.name: getattr(row, field.name) for field in fields(cls)})
+
+    @property
+    def prefix(self) -> str:
+        """The visible start of the key, to recognise it by."""
+        return f"{KEY_PREFIX}{self.lookup}"
 
     def usable_at(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)

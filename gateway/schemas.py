@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.visibility import parse_pattern
+from shared.http import FromRow, columns
 
 KeyRole = Literal["staff", "anchor", "enterprise", "mentor", "integrator"]
 SUBJECT_ROLES = ("anchor", "enterprise", "mentor")
@@ -54,7 +55,7 @@ class ApiKeyCreate(BaseModel):
         return self
 
 
-class ApiKeyOut(BaseModel):
+class ApiKeyOut(FromRow):
     id: uuid.UUID
     prefix: str = Field(description="The visible start of the key, to recognise it (`sbk_<lookup>`).")
     role: KeyRole
@@ -159,13 +160,13 @@ class WebhookUpdate(BaseModel):
         return value
 
 
-class WebhookOwner(BaseModel):
-    role: str
-    subject_id: str | None
-    actor: str
+class WebhookOwner(FromRow):
+    role: str = Field(validation_alias="owner_role")
+    subject_id: str | None = Field(validation_alias="owner_subject_id")
+    actor: str = Field(validation_alias="owner_actor")
 
 
-class WebhookOut(BaseModel):
+class WebhookOut(FromRow):
     id: uuid.UUID
     url: str
     types: list[str]
@@ -176,6 +177,12 @@ class WebhookOut(BaseModel):
     consecutive_failures: int = Field(description="Deliveries that failed in a row (after every retry).")
     owner: WebhookOwner
     created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _owner_from_the_same_row(cls, row: Any) -> Any:
+        fields = columns(row)
+        return fields if "owner" in fields else {**fields, "owner": row}
 
 
 class WebhookCreated(WebhookOut):
@@ -192,14 +199,14 @@ class WebhookPage(BaseModel):
     next_cursor: str | None = None
 
 
-class DeliveryAttempt(BaseModel):
+class DeliveryAttempt(FromRow):
     attempted_at: datetime
     duration_ms: int
     status_code: int | None = Field(description="What the receiver answered; null when it did not answer.")
     error: str | None
 
 
-class Delivery(BaseModel):
+class Delivery(FromRow):
     id: uuid.UUID
     event_id: str = Field(description="The event id, sent as `webhook-id` on every attempt.")
     event_type: str
@@ -212,6 +219,12 @@ class Delivery(BaseModel):
     last_status_code: int | None
     last_error: str | None
     attempt_log: list[DeliveryAttempt] = Field(description="Every attempt, oldest first.")
+
+    @model_validator(mode="after")
+    def _due_only_while_pending(self) -> Delivery:
+        if self.status != "pending":
+            self.next_attempt_at = None
+        return self
 
 
 class DeliveryPage(BaseModel):

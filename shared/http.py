@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
 
 from fastapi import Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from shared.problems import Problem
 
@@ -20,6 +21,21 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+class FromRow(BaseModel):
+    """A response read from a row (or a record) by attribute, a renamed column named by the
+    field's ``validation_alias`` (read by field name too, as FastAPI checks an answer again); a
+    field with a default is in every answer all the same, so the schema lists it as required."""
+
+    model_config = ConfigDict(
+        from_attributes=True, populate_by_name=True, json_schema_serialization_defaults_required=True
+    )
+
+
+def columns(row: Any) -> dict[str, Any]:
+    """A row's columns by name (for a response whose nested parts are read from the same row)."""
+    return dict(row if isinstance(row, Mapping) else row._mapping)
 
 
 def json_response(

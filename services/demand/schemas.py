@@ -44,7 +44,7 @@ from services.demand.vocabulary import (
     Status,
     Visibility,
 )
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, FromRow
 from shared.problems import field_errors
 
 # Sane ranges for the numbers and dates of a demand line, enforced on every way in (API, imports,
@@ -129,9 +129,7 @@ class AnchorPatch(StrictModel):
     _check_identifiers = field_validator("identifiers")(lambda v: None if v is None else _identifiers(v))
 
 
-class AnchorOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
+class AnchorOut(FromRow):
     id: str
     name: str
     type: AnchorType
@@ -390,10 +388,8 @@ class DemandDetailOut(DemandOut):
     award: AwardOut | None = None
 
 
-class DemandVersionOut(BaseModel):
+class DemandVersionOut(FromRow):
     """A version of a line: a kept ``demand_line_versions`` row (its ``data`` is the line)."""
-
-    model_config = ConfigDict(from_attributes=True)
 
     version: int
     change: Change
@@ -404,9 +400,7 @@ class DemandVersionOut(BaseModel):
     line: DemandOut = Field(validation_alias="data")
 
 
-class ImportResult(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
+class ImportResult(FromRow):
     format: ImportFormat
     rows: int
     created: int

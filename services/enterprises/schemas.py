@@ -37,7 +37,7 @@ from services.enterprises.vocabulary import (
     StageName,
 )
 from shared import cpv
-from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from shared.http import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, FromRow
 
 MAX_PENCE = 10**15  # ten trillion pounds: far above any real figure, far below int64
 MAX_CPV_CODES = 100
@@ -159,12 +159,6 @@ class EnterpriseUpdate(_Patch):
         return value
 
 
-class _FromRow(BaseModel):
-    """A response model read from a row of our own tables (or a domain result) by attribute."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-
 class PageQuery(BaseModel):
     """``?limit=&cursor=`` of every list."""
 
@@ -189,7 +183,7 @@ class HistoryQuery(PageQuery):
     milestone_code: str | None = Field(None, max_length=64)
 
 
-class Enterprise(_FromRow):
+class Enterprise(FromRow):
     id: uuid.UUID
     name: str
     legal_form: LegalForm
@@ -239,7 +233,7 @@ class CohortCreate(_Strict):
         return value
 
 
-class Cohort(_FromRow):
+class Cohort(FromRow):
     id: uuid.UUID
     name: str
     programme: str
@@ -298,7 +292,7 @@ class MilestoneDefinitionUpdate(_Patch):
         return value
 
 
-class MilestoneDefinition(_FromRow):
+class MilestoneDefinition(FromRow):
     code: str
     name: str
     category: Category
@@ -398,7 +392,7 @@ class EnterpriseMilestonePage(BaseModel):
 # --- readiness and history -------------------------------------------------------------------
 
 
-class VerifiedOut(_FromRow):
+class VerifiedOut(FromRow):
     code: str
     expires_at: datetime | None
     value_pence: int | None
@@ -407,7 +401,7 @@ class VerifiedOut(_FromRow):
     )
 
 
-class GapOut(_FromRow):
+class GapOut(FromRow):
     code: str
     reason: str = Field(
         description="not_started, in_progress, submitted, rejected, expired or below_threshold"
@@ -478,7 +472,7 @@ class BidUpdate(_Patch):
         return value
 
 
-class Bid(_FromRow):
+class Bid(FromRow):
     id: uuid.UUID
     enterprise_id: uuid.UUID
     demand_id: uuid.UUID

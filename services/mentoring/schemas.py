@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from services.mentoring.vocabulary import AbsentParty, SessionStatus
+from shared.http import FromRow, columns
 
 # -- field types ----------------------------------------------------------------------------
 
@@ -113,21 +114,6 @@ class Body(BaseModel):
     """Request bodies refuse unknown fields, so a misspelt field is an error, not a silent no-op."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class FromRow(BaseModel):
-    """A response read from a row of this service's tables by attribute, its columns renamed by
-    ``validation_alias`` (and read by field name too, as FastAPI checks an answer again); a
-    field with a default is still always in the answer, so the schema says it is required."""
-
-    model_config = ConfigDict(
-        from_attributes=True, populate_by_name=True, json_schema_serialization_defaults_required=True
-    )
-
-
-def columns(row: Any) -> dict[str, Any]:
-    """A row's columns by name (a row, or a dict of them)."""
-    return dict(row if isinstance(row, Mapping) else row._mapping)
 
 
 # -- availability ---------------------------------------------------------------------------
