@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -171,10 +170,6 @@ def install_problem_handlers(app: FastAPI) -> None:
         not_json = body_not_json(exc.body, exc.errors())
         if not_json is not None:
             return problem_response(not_json, request.url.path)
-        return problem_response(field_errors(validation_errors(exc.errors())), request.url.path)
-
-    @app.exception_handler(ValidationError)
-    async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
         return problem_response(field_errors(validation_errors(exc.errors())), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)

@@ -31,6 +31,11 @@ def make_app() -> FastAPI:
     async def boom() -> None:
         raise RuntimeError("secret internals")
 
+    @app.get("/stored")
+    async def stored() -> Line:
+        # A row that no longer fits its response model: the server's fault, not the request's.
+        return Line.model_validate({"title": "A line", "internal_cost_column": 1})
+
     app.add_middleware(RequestContextMiddleware, access_log_enabled=False)
     return app
 
@@ -63,6 +68,14 @@ async def test_unknown_route_and_unexpected_error_are_problems_without_internals
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert boom.status_code == 500 and "secret internals" not in boom.text
     assert boom.json()["request_id"] == boom.headers["x-request-id"]
+
+
+async def test_a_model_that_fails_inside_the_server_is_a_500_naming_no_field() -> None:
+    async with client(make_app(), None) as http:
+        response = await http.get("/stored")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "value_pence" not in response.text and "errors" not in response.json()
 
 
 async def test_a_malformed_json_body_is_named_body_and_located() -> None:
