@@ -31,7 +31,6 @@ NEAR_MARGIN = timedelta(days=2)
 # round trip. Every booking and reschedule takes them in this order (a select list is evaluated
 # left to right), so they never deadlock on each other. Advisory locks, not a lock of the
 # mentor's row: a row lock writes the row.
-# The booking's statements are built once with bound parameters: a booking then only binds them.
 _MENTOR_WITH_LOCKS = sa.select(
     mentors,
     sa.func.pg_advisory_xact_lock(sa.bindparam("mentor_key", type_=sa.BigInteger)),
