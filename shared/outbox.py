@@ -124,7 +124,7 @@ async def add(session: AsyncSession, event: CloudEvent) -> None:
     """Record ``event`` in the caller's transaction; it is published after the commit."""
     row = _row(event, utcnow())
     await session.execute(_INSERT, row)
-    session.info.setdefault(PENDING_KEY, []).append(row)
+    _pending(session, [row])
 
 
 async def add_many(session: AsyncSession, events: Iterable[CloudEvent]) -> int:
@@ -133,8 +133,20 @@ async def add_many(session: AsyncSession, events: Iterable[CloudEvent]) -> int:
     rows = [_row(e, now) for e in events]
     if rows:
         await session.execute(_INSERT, rows)
-        session.info.setdefault(PENDING_KEY, []).extend(rows)
+        _pending(session, rows)
     return len(rows)
+
+
+def _pending(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Keep the rows to hand to the relay at the commit, up to what the hand-off takes; past
+    that the relay sweeps the table anyway, so a large import keeps no event bodies in memory."""
+    if session.info.get(TAINTED_KEY):
+        return
+    pending = session.info.setdefault(PENDING_KEY, [])
+    pending.extend(rows)
+    if len(pending) > HANDOFF_LIMIT:
+        session.info[PENDING_KEY] = pending[:1]  # still says that the commit wrote events
+        session.info[TAINTED_KEY] = True
 
 
 @sa_event.listens_for(Session, "after_commit")

@@ -297,6 +297,24 @@ async def test_events_of_a_released_savepoint_wait_for_their_transaction_to_comm
     assert await stream_event_ids(nats_url, stream_for(service).name) == [kept.id]
 
 
+async def test_a_transaction_with_more_events_than_the_hand_off_takes_keeps_no_bodies_and_publishes_all(
+    database: Database, nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "HANDOFF_LIMIT", 50)
+    async with commit_woken_relay(database, nats_url) as (service, relay):
+        kind = event_type(service, "thing", "created")
+        events = [new_event(kind, {"n": n}, source="/t") for n in range(120)]
+        async with database.transaction() as session:
+            await outbox.add_many(session, events[:40])
+            assert len(session.info[outbox.PENDING_KEY]) == 40
+            await outbox.add_many(session, events[40:100])
+            await outbox.add(session, events[100])
+            await outbox.add_many(session, events[101:])
+            assert len(session.info[outbox.PENDING_KEY]) == 1  # the bodies are in the table only
+        await published_once_drained(relay)
+    assert sorted(await stream_event_ids(nats_url, stream_for(service).name)) == sorted(e.id for e in events)
+
+
 async def test_waiting_for_an_ack_ends_on_its_result_its_error_or_its_cancellation_not_on_ours() -> None:
     """The relay waits for each ack in turn: an error or a cancellation by the NATS client is read
     from the future afterwards; the relay's own cancellation (stop, a timeout) goes through."""

@@ -202,20 +202,7 @@ class LineWrites:
         await storage.apply_cell_deltas(session, self.cells)
         if self.events:
             await outbox.add_many(session, self.events)
-            _limit_outbox_handoff(session)
         self.versions, self.cpv_rows, self.cpv_cleared, self.events = [], [], [], []
-
-
-def _limit_outbox_handoff(session: AsyncSession) -> None:
-    """Keep a big import from holding every event body in memory until the commit.
-
-    The kit hands committed events to the relay from ``session.info``; past its own
-    limit it sweeps the table anyway, so the bodies need not be kept.
-    """
-    pending = session.info.get(outbox.PENDING_KEY)
-    if pending and len(pending) > outbox.HANDOFF_LIMIT:
-        session.info[outbox.PENDING_KEY] = pending[:1]
-        session.info[outbox.TAINTED_KEY] = True
 
 
 async def get_visible_line(session: AsyncSession, principal: Principal, line_id: str) -> dict[str, Any]:
