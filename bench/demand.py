@@ -62,9 +62,9 @@ from services.demand.pipeline import release, storage
 from services.demand.settings import DemandSettings
 from shared.db import create_engine
 from shared.migrations import upgrade
-from shared.nats_server import NatsServer
 from shared.principal import HEADER as PRINCIPAL_HEADER
 from shared.principal import Principal, PrincipalAuth, encode_principal, sha256_digest, sign
+from shared.testing.nats_server import NatsServer
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 SECRET = "bench-internal-secret-of-at-least-32-characters"

@@ -50,8 +50,8 @@ from services.enterprises.settings import EnterprisesSettings
 from services.enterprises.sizing import size_class
 from shared.db import Database
 from shared.migrations import upgrade
-from shared.nats_server import NatsServer
 from shared.testing.apps import STAFF, TEST_SECRET, client, running
+from shared.testing.nats_server import NatsServer
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "services" / "enterprises"
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"

@@ -35,8 +35,8 @@ from shared import outbox
 from shared.db import KIT_METADATA, Database, create_engine
 from shared.events import CONTENT_TYPE, event_type, new_event, stream_for
 from shared.nats import NatsLink, ensure_stream
-from shared.nats_server import NatsServer
 from shared.outbox import OutboxRelay
+from shared.testing.nats_server import NatsServer
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 

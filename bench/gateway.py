@@ -31,8 +31,8 @@ from statistics import median
 import httpx
 
 from shared.migrations import upgrade
-from shared.nats_server import NatsServer, free_port
 from shared.principal import Principal, encode_principal, sign
+from shared.testing.nats_server import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = secrets.token_urlsafe(48)

@@ -20,7 +20,7 @@ from statistics import median
 
 from gateway.limits import RateLimiter, SharedRateLimiter
 from shared.nats import NatsLink
-from shared.nats_server import NatsServer
+from shared.testing.nats_server import NatsServer
 
 
 async def per_check(

@@ -42,8 +42,9 @@ from services.mentoring.schemas import AvailabilityIn, MentorIn
 from services.mentoring.settings import MentoringSettings
 from shared.db import SessionDep, UtcDateTime, create_engine, new_metadata
 from shared.migrations import upgrade
-from shared.nats_server import NatsServer, port_open
+from shared.nats_server import port_open
 from shared.testing.apps import STAFF, TEST_SECRET, client, running
+from shared.testing.nats_server import NatsServer
 
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "services" / "mentoring"

@@ -40,7 +40,7 @@ import httpx
 
 from bench.gateway import cpu_seconds, start, wait_ready
 from shared.migrations import upgrade
-from shared.nats_server import NatsServer, free_port
+from shared.testing.nats_server import NatsServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = secrets.token_urlsafe(48)

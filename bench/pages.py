@@ -38,7 +38,7 @@ from services.demand.app import create_app
 from services.demand.pipeline import release
 from services.demand.settings import DemandSettings
 from shared.migrations import upgrade
-from shared.nats_server import NatsServer
+from shared.testing.nats_server import NatsServer
 from shared.testing.system import Process
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,10 +28,10 @@ from shared.db import Database
 from shared.events import CONTENT_TYPE, new_event, stream_for
 from shared.inbox import inbox_table
 from shared.nats import ensure_stream, read_stream
-from shared.nats_server import NatsServer
 from shared.outbox import outbox_table
 from shared.testing.apps import TEST_SECRET, client, running
 from shared.testing.databases import DatabaseFactory, alembic_prepare
+from shared.testing.nats_server import NatsServer
 from shared.testing.polling import wait_until
 from tests.conftest import line_body
 

@@ -30,10 +30,10 @@ from services.demand.app import create_app as create_demand
 from services.demand.settings import DemandSettings
 from shared import tracing
 from shared.db import Database
-from shared.nats_server import NatsServer
 from shared.outbox import outbox_table
 from shared.testing.apps import TEST_SECRET
 from shared.testing.databases import DatabaseFactory, alembic_prepare
+from shared.testing.nats_server import NatsServer
 from shared.testing.polling import wait_until
 from shared.testing.ports import server_port
 from tests.conftest import line_body

@@ -23,9 +23,9 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from shared.nats_server import NatsServer
 from shared.testing.apps import TEST_SECRET, running
 from shared.testing.databases import DatabaseFactory, alembic_prepare
+from shared.testing.nats_server import NatsServer
 from shared.testing.polling import wait_until  # noqa: F401 - the gateway tests import it from here
 from shared.testing.ports import server_port
 from shared.testing.system import (

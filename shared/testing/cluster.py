@@ -21,8 +21,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from shared.nats_server import NatsServer
 from shared.testing.databases import DatabaseFactory, alembic_prepare
+from shared.testing.nats_server import NatsServer
 from shared.testing.ports import server_port
 from shared.testing.system import (
     APPS,

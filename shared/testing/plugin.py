@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.nats_server import NatsServer, external_nats_url, reset_jetstream
 from shared.testing.databases import POSTGRES_ENV, DatabaseFactory, postgres_admin_url
+from shared.testing.nats_server import NatsServer, external_nats_url, reset_jetstream
 from shared.testing.ports import server_port
 
 POSTGRES_SKIP = f"PostgreSQL variant skipped: {POSTGRES_ENV} is not set"

@@ -1,6 +1,6 @@
 """Ports for the servers tests start (nats-servers, uvicorn processes, webhook receivers).
 
-``free_port()`` of ``shared.nats_server`` asks the kernel for an ephemeral port and lets it go:
+``free_port()`` of ``shared.testing.nats_server`` asks the kernel for an ephemeral port and lets it go:
 the kernel may then hand the same port to an outgoing connection (to PostgreSQL, NATS, ...)
 before the server binds it, or while a test has stopped a server it restarts on the same port;
 and under pytest-xdist two workers draw from the same pool. ``server_port()`` takes ports below
@@ -16,7 +16,7 @@ import socket
 import threading
 from pathlib import Path
 
-from shared.nats_server import free_port
+from shared.testing.nats_server import free_port
 
 LOWEST = 10_000  # below: well-known and registered ports a machine may be running
 _lock = threading.Lock()

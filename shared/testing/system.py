@@ -29,9 +29,9 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import make_url
 
-from shared.nats_server import NatsServer
 from shared.testing.apps import TEST_SECRET
 from shared.testing.databases import DatabaseFactory, alembic_prepare
+from shared.testing.nats_server import NatsServer
 from shared.testing.ports import server_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,8 +20,8 @@ from shared import outbox
 from shared.db import Database, utcnow
 from shared.events import CONTENT_TYPE, event_type, new_event, stream_for
 from shared.nats import NatsLink
-from shared.nats_server import NatsServer
 from shared.outbox import OutboxRelay, outbox_table
+from shared.testing.nats_server import NatsServer
 from shared.testing.polling import wait_until
 from shared.testing.system import freeze
 from shared.tests.test_outbox import stream_event_ids, write_thing

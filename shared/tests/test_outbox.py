@@ -18,8 +18,8 @@ from shared.db import Database
 from shared.events import event_type, new_event, stream_for
 from shared.inbox import ConsumerSpec, EventConsumer
 from shared.nats import NatsLink
-from shared.nats_server import NatsServer
 from shared.outbox import OutboxRelay, outbox_table
+from shared.testing.nats_server import NatsServer
 from shared.testing.polling import wait_until
 from shared.testing.ports import server_port
 from shared.tests.conftest import received, things
