@@ -104,10 +104,6 @@ def sign(
     return f"{payload}.{timestamp}.{digest}.{_mac(secret, method, target, payload, timestamp, digest)}"
 
 
-def sign_principal(secret: bytes, method: str, target: str, principal: Principal, body: bytes = b"") -> str:
-    return sign(secret, method, target, encode_principal(principal), digest=body_digest(body))
-
-
 def verify(
     secret: bytes,
     method: str,

@@ -12,13 +12,22 @@ from shared.principal import (
     Principal,
     PrincipalDep,
     PrincipalMiddleware,
-    sign_principal,
+    body_digest,
+    encode_principal,
+    sign,
     verify,
 )
 from shared.problems import install_problem_handlers
 from shared.testing.apps import client
 
 SECRET = b"s" * 48
+
+
+def sign_principal(secret: bytes, method: str, target: str, principal: Principal, body: bytes = b"") -> str:
+    """The header the gateway sends for ``principal`` on a request with ``body``."""
+    return sign(secret, method, target, encode_principal(principal), digest=body_digest(body))
+
+
 ANCHOR = Principal(role="anchor", subject_id="a1", actor="key-1")
 
 
