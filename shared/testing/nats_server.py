@@ -23,6 +23,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Wait for a process told to stop; kill it if it has not within ``timeout`` seconds."""
+    if process is None:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class NatsServer:
     """One nats-server process with JetStream and a file store; can be killed and restarted."""
 
@@ -63,15 +74,9 @@ class NatsServer:
             time.sleep(0.02)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
         self.process = None
 
     def kill(self) -> None:

@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 
 from shared.testing.apps import TEST_SECRET
 from shared.testing.databases import DatabaseFactory, alembic_prepare
-from shared.testing.nats_server import NatsServer
+from shared.testing.nats_server import NatsServer, stop_process
 from shared.testing.ports import server_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,12 +104,7 @@ class Process:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.terminate()
-        if self.process is not None:
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
         self.process = None
 
     def freeze(self) -> None:
