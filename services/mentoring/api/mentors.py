@@ -18,7 +18,6 @@ from services.mentoring.api.dependencies import (
     mentor_or_404,
     tags_of,
 )
-from services.mentoring.api.representations import mentor_location
 from services.mentoring.schemas import (
     AvailabilityIn,
     AvailabilityOut,
@@ -60,6 +59,10 @@ OwnMentorUnchanged = Annotated[Row[Any], Depends(_own_mentor_unchanged)]
 # -- mentors ------------------------------------------------------------------------------------
 
 
+def _mentor_location(mentor_id: uuid.UUID) -> str:
+    return f"{API}/mentors/{mentor_id}"
+
+
 @router.post(
     "/mentors", status_code=201, response_model=MentorOut, tags=["mentors"], summary="Register a mentor"
 )
@@ -80,7 +83,7 @@ async def register_mentor(
         return json_response(
             MentorOut.model_validate(mentor),
             status_code=201,
-            headers={"Location": mentor_location(mentor.id), "ETag": etag(mentor.version)},
+            headers={"Location": _mentor_location(mentor.id), "ETag": etag(mentor.version)},
         )
 
     return await idempotency.respond(db, create)
