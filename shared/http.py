@@ -24,9 +24,10 @@ class Page(BaseModel, Generic[T]):
 
 
 class FromRow(BaseModel):
-    """A response read from a row (or a record) by attribute, a renamed column named by the
-    field's ``validation_alias`` (read by field name too, as FastAPI checks an answer again); a
-    field with a default is in every answer all the same, so the schema lists it as required."""
+    """A response model read from a row (or a record) by attribute. A column named otherwise than
+    its field is the field's ``validation_alias`` (the field's own name is read too: FastAPI
+    validates an answer again). Every field is in every answer, so the schema lists all as
+    required, those with a default too."""
 
     model_config = ConfigDict(
         from_attributes=True, populate_by_name=True, json_schema_serialization_defaults_required=True
