@@ -139,7 +139,10 @@ class EventStream:
     async def close(self) -> None:
         subscription = self.subscription
         # The ordered consumer's current name (it is re-created under a new one after a gap).
-        name = getattr(subscription, "_consumer", None)
+        name = None
+        if self.link.connected:
+            with contextlib.suppress(Exception):
+                name = (await subscription.consumer_info()).name  # type: ignore[attr-defined]
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()  # type: ignore[attr-defined]
         if name and self.link.connected:
