@@ -37,6 +37,11 @@ from pathlib import Path
 from statistics import median
 
 import httpx
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from bench.gateway import cpu_seconds, start, wait_ready
 from shared.migrations import upgrade
@@ -113,12 +118,6 @@ def run_load(
 def span_floor(count: int = 5000) -> tuple[float, float]:
     """Microseconds to build one recorded server span (start, eight attributes, end, handed to a
     batch processor) and to encode it for OTLP: what tracing costs per span whatever the path."""
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.trace import SpanKind
-
     attributes = {
         "http.request.method": "GET",
         "url.path": READ_PATH,

@@ -113,7 +113,7 @@ def fastapi_telemetry() -> TelemetryConfig | None:
 
     When the sampler follows the caller's decision (the default, and ``parentbased_*``), a request
     whose caller did not sample its trace gets no span: it would record nothing, yet FastAPI's
-    telemetry would still do most of its work for it. :class:`CallerContext` carries the
+    telemetry would still do much of its work for it. :class:`CallerContext` carries the
     caller's context through it instead, so what it starts (SQL, outbox rows, their events)
     stays unsampled too."""
     if _provider is None:

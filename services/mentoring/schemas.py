@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Annotated, Any
@@ -285,14 +284,15 @@ class MentorOut(FromRow):
 
     @model_validator(mode="before")
     @classmethod
-    def _from_mentor_row(cls, mentor: Any) -> Any:
-        if isinstance(mentor, Mapping):
-            return mentor
+    def _from_mentor_row(cls, row: Any) -> Any:
+        fields = columns(row)
+        if "availability" in fields:
+            return fields  # already the answer's fields
         # The same row holds the availability; of the feed's secret only whether there is one shows.
         return {
-            **columns(mentor),
-            "availability": mentor,
-            "calendar_feed_enabled": mentor.calendar_token_hash is not None,
+            **fields,
+            "availability": fields,
+            "calendar_feed_enabled": fields["calendar_token_hash"] is not None,
         }
 
 
@@ -376,6 +376,10 @@ class NoShowIn(Body):
     note: str | None = Field(None, max_length=4000)
 
 
+# A list column a row may hold as null: read as empty.
+StoredList = Annotated[list[str], BeforeValidator(lambda values: values or [])]
+
+
 class Cancellation(FromRow):
     reason: str = Field(validation_alias="cancel_reason")
     cancelled_at: datetime
@@ -385,8 +389,8 @@ class Cancellation(FromRow):
 class Outcome(FromRow):
     outcome: str
     notes: str | None
-    action_items: Annotated[list[str], BeforeValidator(lambda items: items or [])]
-    signed_off_milestones: Annotated[list[str], BeforeValidator(lambda codes: codes or [])]
+    action_items: StoredList
+    signed_off_milestones: StoredList
     completed_at: datetime = Field(validation_alias="closed_at")
 
 

@@ -109,11 +109,6 @@ def figures_of(params: ViewParams, raw: RawFigures) -> Figures:
     return figures
 
 
-async def view_figures(session: AsyncSession, params: ViewParams, *, fine: bool = False) -> Figures:
-    """The cells and totals of one view of the released pipeline, computed afresh."""
-    return figures_of(params, await raw_view(session, params, fine=fine))
-
-
 def _key_value(value: Any) -> str | bool:
     return value if isinstance(value, bool) else str(value)
 
