@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
-from statistics import median
 
 import pytest
 from hypothesis import given, settings
@@ -120,29 +118,15 @@ async def in_chunks(data: bytes, size: int = 65_536) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
-async def seconds_per_chunk(data: bytes, size: int = 65_536) -> list[float]:
-    """CPU time the reader spent on each chunk (between being handed it and asking for the next)."""
-    spent: list[float] = []
-
-    async def timed() -> AsyncIterator[bytes]:
-        async for chunk in in_chunks(data, size):
-            handed = time.process_time()
-            yield chunk
-            spent.append(time.process_time() - handed)
-
-    async for _ in imports.csv_rows(timed()):
-        pass
-    return spent
-
-
-async def test_csv_parsing_is_linear_in_the_file_whatever_its_quoting() -> None:
-    """A chunk near the end of a 32 MB field costs what one near its start does; a reader that
-    went over what it had read again for every chunk would spend many times more on the
-    last ones. (Medians of the same parse: no other process or earlier test weighs on one end
-    more than the other.)"""
-    spent = await seconds_per_chunk(crafted_csv(32 << 20))
-    first, last = median(spent[8:72]), median(spent[-64:])
-    assert last <= 4 * first, (first, last)
+async def test_a_field_that_never_closes_is_one_row_error_not_the_rest_of_the_file() -> None:
+    """32 MB after an opening quote that never closes: the reader keeps going chunk by chunk and
+    answers one error for that row. (That its work grows only with the file is measured by
+    ``python -m bench.imports``: a speed target, not a test's.)"""
+    rows = [row async for row in imports.csv_rows(in_chunks(crafted_csv(32 << 20)))]
+    assert [row.row for row in rows] == [1, 2]
+    assert rows[1].errors == [
+        {"field": "row", "message": "not a CSV row: field larger than field limit (131072)"}
+    ]
 
 
 async def test_csv_parsing_gives_the_event_loop_a_turn_for_every_chunk() -> None:
@@ -164,15 +148,7 @@ async def test_csv_parsing_gives_the_event_loop_a_turn_for_every_chunk() -> None
     assert turns >= len(data) // 65_536
 
 
-async def test_one_long_json_line_is_read_in_linear_time() -> None:
-    small = b'{"title": "' + b"a" * (1 << 20) + b'"}'
-    large = b'{"title": "' + b"a" * (8 << 20) + b'"}'
-
-    async def seconds(data: bytes) -> float:
-        started = time.process_time()
-        rows = [row async for row in imports.ndjson_rows(in_chunks(data))]
-        assert len(rows) == 1 and not rows[0].errors
-        return time.process_time() - started
-
-    small_seconds = min([await seconds(small) for _ in range(3)])
-    assert min([await seconds(large) for _ in range(2)]) <= 20 * small_seconds
+async def test_one_long_json_line_is_one_row() -> None:
+    line = {"title": "a" * (8 << 20)}
+    rows = [row async for row in imports.ndjson_rows(in_chunks(json.dumps(line).encode()))]
+    assert [(row.row, row.fields, row.errors) for row in rows] == [(1, line, [])]
