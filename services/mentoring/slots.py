@@ -7,6 +7,11 @@ inside it: an edge in the skipped hour moves to the moment the clock jumps, and 
 the repeated hour the window opens at the first occurrence of its start and closes
 at the second occurrence of its end.
 
+Windows that touch are one stretch of time: a session starts on the steps of its own window
+and may run on into the next one (11:30-12:30 when a day is set as 09:00-12:00 and
+12:00-17:00, or past midnight after a window that ends at 24:00 when the next day's opens at
+00:00).
+
 Buffers: a session occupies ``[start - buffer_before, end + buffer_after)``, and two
 booked sessions of one mentor never occupy the same instant (the same rule as the
 PostgreSQL exclusion constraint on ``sessions``), so two sessions are separated by
@@ -140,6 +145,25 @@ def window_instants(rules: Rules, day: date) -> list[tuple[datetime, datetime]]:
     return instants
 
 
+def _reach(rules: Rules, day: date, end: datetime, limit: datetime) -> datetime:
+    """Where availability stops that runs on without a gap from ``end`` (where a window of local
+    ``day`` ends), looking no further than ``limit``."""
+    reach = end
+    while reach < limit and day <= local_date(reach, rules.timezone):
+        for start, stop in window_instants(rules, day):
+            if start > reach:
+                return reach
+            reach = max(reach, stop)
+        day += timedelta(days=1)
+    return reach
+
+
+def _starts(rules: Rules, day: date, duration: timedelta) -> Iterator[tuple[datetime, datetime, datetime]]:
+    """Each window of ``day`` as ``(first start, end of its starts, last start for duration)``."""
+    for start, end in window_instants(rules, day):
+        yield start, end, _reach(rules, day, end, end + duration) - duration
+
+
 def slot_end(start: datetime, length: timedelta) -> datetime:
     """The end of a slot or session: its start plus its length as instants, in the start's zone.
 
@@ -207,9 +231,8 @@ def _candidates(rules: Rules, duration: timedelta, days: Iterable[date]) -> Iter
     """Every start the windows of ``days`` offer for ``duration``, stepping by the slot interval."""
     step = rules.slot_interval
     for day in days:
-        for window_start, window_end in window_instants(rules, day):
-            start = window_start
-            while start + duration <= window_end:
+        for start, window_end, last in _starts(rules, day, duration):
+            while start < window_end and start <= last:
                 yield start
                 start += step
 
@@ -268,14 +291,13 @@ def iter_free_slots(
             continue
         if rules.max_per_week is not None and occupancy.per_week[iso_week(day)] >= rules.max_per_week:
             continue
-        for window_start, window_end in window_instants(rules, day):
-            final = window_end - duration
+        for window_start, window_end, final in _starts(rules, day, duration):
             if horizon is not None and horizon < final:
                 final = horizon
             start = window_start
             if start < earliest:
                 start += step * -((window_start - earliest) // step)  # the first step at or after it
-            while start <= final and start < range_end:
+            while start <= final and start < window_end and start < range_end:
                 if (last is None or start > last) and conflict(
                     start - before, start + duration + after
                 ) is None:

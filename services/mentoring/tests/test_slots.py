@@ -227,6 +227,47 @@ def test_a_start_off_the_slot_steps_or_outside_the_windows_is_not_a_slot() -> No
     assert check_slot(rules(), HOUR, utc(2027, 3, 29, 15), EARLY).free  # 16:00-17:00 BST
 
 
+# -- windows that touch ------------------------------------------------------------------------
+
+
+def test_a_session_runs_on_into_a_window_that_touches_its_own() -> None:
+    split = rules(weekly={0: (Window(9 * 60, 12 * 60), Window(12 * 60, 17 * 60))})
+    apart = rules(weekly={0: (Window(9 * 60, 12 * 60), Window(12 * 60 + 15, 17 * 60))})
+    monday = (london(2027, 3, 29, 0), london(2027, 3, 30, 0))
+    assert free_slots(split, HOUR, *monday, EARLY) == free_slots(rules(), HOUR, *monday, EARLY)
+    assert check_slot(split, HOUR, london(2027, 3, 29, 11, 30), EARLY).free
+    starts = local(free_slots(apart, HOUR, *monday, EARLY))
+    assert "2027-03-29T11:00:00+01:00" in starts and "2027-03-29T11:30:00+01:00" not in starts
+    verdict = check_slot(apart, HOUR, london(2027, 3, 29, 11, 30), EARLY)
+    assert verdict.refusal is Refusal.OUTSIDE_AVAILABILITY
+
+
+def test_a_session_runs_past_midnight_when_the_next_day_opens_at_midnight() -> None:
+    # Friday 20:00-24:00 and Saturday 00:00-02:00; the Saturday of 3 April 2027 taken off.
+    evenings = rules(weekly={4: (Window(20 * 60, 24 * 60),), 5: (Window(0, 2 * 60),)})
+    found = local(free_slots(evenings, 2 * HOUR, london(2027, 3, 26, 0), london(2027, 3, 28, 0), EARLY))
+    assert found[-3:] == [
+        "2027-03-26T23:00:00+00:00",  # Friday 23:00 to Saturday 01:00
+        "2027-03-26T23:30:00+00:00",
+        "2027-03-27T00:00:00+00:00",  # Saturday's own steps: 00:00 to 02:00
+    ]
+    assert check_slot(evenings, 2 * HOUR, london(2027, 3, 26, 23, 30), EARLY).free
+    day_off = rules(weekly=evenings.weekly, overrides={date(2027, 4, 3): ()})
+    verdict = check_slot(day_off, 2 * HOUR, london(2027, 4, 2, 23, 30), EARLY)
+    assert verdict.refusal is Refusal.OUTSIDE_AVAILABILITY
+    assert local(free_slots(day_off, 2 * HOUR, london(2027, 4, 2, 0), london(2027, 4, 4, 0), EARLY))[-1] == (
+        "2027-04-02T22:00:00+01:00"
+    )
+
+
+def test_a_session_across_midnight_counts_towards_the_day_it_starts() -> None:
+    evenings = rules(weekly={4: (Window(20 * 60, 24 * 60),), 5: (Window(0, 2 * 60),)}, max_per_day=1)
+    friday_late = session(london(2027, 3, 26, 23, 30), minutes=60)
+    assert check_slot(evenings, HOUR, london(2027, 3, 27, 1), EARLY, [friday_late]).free
+    verdict = check_slot(evenings, HOUR, london(2027, 3, 26, 20), EARLY, [friday_late])
+    assert verdict.refusal is Refusal.DAY_FULL
+
+
 def test_occupancy_finds_a_conflict_hidden_behind_a_shorter_session() -> None:
     # A long session starting first still collides with a candidate after a short one.
     long_one = session(utc(2027, 3, 29, 8), minutes=240)
@@ -245,9 +286,14 @@ minutes_of_day = st.integers(min_value=0, max_value=24 * 12 - 1).map(lambda n: n
 def availability(draw: st.DrawFn) -> Rules:
     weekly = {}
     for day in draw(st.sets(st.integers(0, 6), max_size=7)):
-        start = draw(minutes_of_day)
-        end = draw(st.integers(min_value=start // 5 + 1, max_value=288).map(lambda n: n * 5))
-        weekly[day] = (Window(start, end),)
+        # Often from or to midnight, sometimes split in two that touch: windows that join.
+        start = draw(st.one_of(st.just(0), minutes_of_day))
+        end = draw(st.one_of(st.just(288), st.integers(start // 5 + 1, 288)).map(lambda n: n * 5))
+        middle = draw(st.sampled_from([None, (start + end) // 10 * 5]))
+        if middle is not None and start < middle < end:
+            weekly[day] = (Window(start, middle), Window(middle, end))
+        else:
+            weekly[day] = (Window(start, end),)
     overrides = {}
     for day in draw(st.sets(st.sampled_from([date(2027, 3, 28), date(2027, 10, 31), date(2027, 3, 29)]))):
         start = draw(minutes_of_day)

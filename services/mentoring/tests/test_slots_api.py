@@ -72,6 +72,27 @@ async def test_a_booked_session_and_its_buffers_leave_the_slot_list(staff: httpx
     assert times == ["09:00", "09:30", "10:00", "14:00", "14:30", "15:00", "15:30", "16:00"]
 
 
+async def test_a_session_is_offered_and_booked_across_windows_that_touch(staff: httpx.AsyncClient) -> None:
+    # Friday evening and Saturday's small hours, set as two windows that meet at midnight.
+    ada = await create_mentor(
+        staff,
+        availability={
+            "weekly": [
+                {"weekday": 4, "start": "20:00", "end": "24:00"},
+                {"weekday": 5, "start": "00:00", "end": "02:00"},
+            ]
+        },
+    )
+    response = await staff.get(
+        f"/api/v1/mentors/{ada['id']}/slots",
+        params={"start": "2027-03-26", "end": "2027-03-27", "duration_minutes": 60},
+    )
+    assert slot_starts(response)[-2:] == ["2027-03-26T23:00:00+00:00", "2027-03-26T23:30:00+00:00"]
+    booked = await book(staff, ada["id"], uuid.uuid4(), london(2027, 3, 26, 23, 30))
+    assert booked.status_code == 201, booked.text
+    assert booked.json()["end"] == "2027-03-27T00:30:00+00:00"
+
+
 async def test_slots_of_every_mentor_with_an_expertise_in_their_own_zones(staff: httpx.AsyncClient) -> None:
     london_mentor = await create_mentor(staff, expertise=["insurance"])
     new_york = await create_mentor(
