@@ -145,23 +145,30 @@ def window_instants(rules: Rules, day: date) -> list[tuple[datetime, datetime]]:
     return instants
 
 
-def _reach(rules: Rules, day: date, end: datetime, limit: datetime) -> datetime:
-    """Where availability stops that runs on without a gap from ``end`` (where a window of local
-    ``day`` ends), looking no further than ``limit``."""
-    reach = end
-    while reach < limit and day <= local_date(reach, rules.timezone):
-        for start, stop in window_instants(rules, day):
+def _reach(
+    rules: Rules, day: date, windows: list[tuple[datetime, datetime]], n: int, limit: datetime
+) -> datetime:
+    """Where availability stops that runs on without a gap from the end of ``windows[n]`` (the
+    windows of local ``day``), looking no further than ``limit``."""
+    reach = windows[n][1]
+    later = windows[n + 1 :]
+    while reach < limit:
+        for start, stop in later:
             if start > reach:
                 return reach
             reach = max(reach, stop)
         day += timedelta(days=1)
+        if reach < wall_clock_instant(day, 0, rules.timezone):
+            return reach  # the next day's windows open at its midnight at the earliest
+        later = window_instants(rules, day)
     return reach
 
 
 def _starts(rules: Rules, day: date, duration: timedelta) -> Iterator[tuple[datetime, datetime, datetime]]:
     """Each window of ``day`` as ``(first start, end of its starts, last start for duration)``."""
-    for start, end in window_instants(rules, day):
-        yield start, end, _reach(rules, day, end, end + duration) - duration
+    windows = window_instants(rules, day)
+    for n, (start, end) in enumerate(windows):
+        yield start, end, _reach(rules, day, windows, n, end + duration) - duration
 
 
 def slot_end(start: datetime, length: timedelta) -> datetime:
