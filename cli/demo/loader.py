@@ -39,6 +39,7 @@ from cli.demo.network import (
     Network,
     build_network,
     drop_in_start,
+    drop_in_windows,
 )
 
 API = "/api/v1"
@@ -398,9 +399,7 @@ class DemoLoader:
                     drop_ins.append((booking, found[0]))
                 continue
             if booking.complete:
-                session = self._drop_in(booking, mentor_id, enterprise_id, topic)
-                if session is not None:
-                    drop_ins.append((booking, session))
+                drop_ins.append((booking, self._drop_in(booking, mentor_id, enterprise_id, topic)))
                 continue
             start = self.now() + timedelta(days=booking.days_ahead)
             slots = self.gw.get(
@@ -430,29 +429,19 @@ class DemoLoader:
             self.report.tally("mentoring sessions", True)
         self._complete(drop_ins)
 
-    def _drop_in(
-        self, booking: Booking, mentor_id: str, enterprise_id: str, topic: str
-    ) -> dict[str, Any] | None:
-        """Book a 30-minute drop-in at the next whole minute: the mentor's availability gets that
-        hour today, with no notice, for as long as it takes to book it."""
+    def _drop_in(self, booking: Booking, mentor_id: str, enterprise_id: str, topic: str) -> dict[str, Any]:
+        """Book a 30-minute drop-in at the next whole minute: the mentor's availability gets the
+        hour from then (past midnight too), with no notice, for as long as it takes to book it."""
         availability = self.gw.get(f"{API}/mentors/{mentor_id}/availability")
         zone = ZoneInfo(availability["timezone"])
         start = drop_in_start(self.now().astimezone(zone))
-        end = start + timedelta(minutes=60)
-        if end.date() != start.date():
-            self.report.notes.append(
-                "drop-in sessions are not run in the last hour of the day: load again later"
-            )
-            return None
+        windows = {day.isoformat(): hours for day, hours in drop_in_windows(start).items()}
         rules = {k: v for k, v in availability.items()}
         dropped = rules | {
             "minimum_notice_minutes": 0,
             "overrides": [
-                *[o for o in rules["overrides"] if o["date"] != start.date().isoformat()],
-                {
-                    "date": start.date().isoformat(),
-                    "windows": [{"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}],
-                },
+                *[o for o in rules["overrides"] if o["date"] not in windows],
+                *[{"date": day, "windows": hours} for day, hours in windows.items()],
             ],
         }
         self.gw.put(f"{API}/mentors/{mentor_id}/availability", dropped)

@@ -565,3 +565,15 @@ def drop_in_start(now: datetime) -> datetime:
     """The start of a drop-in session run now: the next whole minute at least 20 s away."""
     start = datetime.combine(now.date(), time(now.hour, now.minute), now.tzinfo) + timedelta(minutes=1)
     return start if (start - now).total_seconds() >= 20 else start + timedelta(minutes=1)
+
+
+def drop_in_windows(start: datetime, minutes: int = 60) -> dict[date, list[dict[str, str]]]:
+    """The availability a drop-in at ``start`` (the mentor's wall clock) needs, by local date: an
+    hour from its start, in two windows that touch at midnight when it runs into the next day."""
+    end = start + timedelta(minutes=minutes)
+    if end.date() == start.date():
+        return {start.date(): [{"start": f"{start:%H:%M}", "end": f"{end:%H:%M}"}]}
+    windows = {start.date(): [{"start": f"{start:%H:%M}", "end": "24:00"}]}
+    if end.time() != time(0):
+        windows[end.date()] = [{"start": "00:00", "end": f"{end:%H:%M}"}]
+    return windows

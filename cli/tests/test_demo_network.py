@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 
 from cli.demo import files
-from cli.demo.network import LABEL, build_network, drop_in_start, quarter_of
+from cli.demo.network import LABEL, build_network, drop_in_start, drop_in_windows, quarter_of
 from shared import cpv
 
 TODAY = date(2026, 12, 2)
@@ -121,6 +121,24 @@ def test_mentors_and_bookings_some_run_now_to_sign_off_what_was_submitted() -> N
 )
 def test_a_drop_in_starts_at_a_whole_minute_at_least_20_seconds_away(now: str, start: str) -> None:
     assert drop_in_start(datetime.fromisoformat(now)) == datetime.fromisoformat(start)
+
+
+@pytest.mark.parametrize(
+    ("start", "windows"),
+    [
+        ("2026-12-02T17:41:00+00:00", {"2026-12-02": [("17:41", "18:41")]}),
+        (
+            "2026-12-02T23:30:00+00:00",
+            {"2026-12-02": [("23:30", "24:00")], "2026-12-03": [("00:00", "00:30")]},
+        ),
+        ("2026-12-02T23:00:00+00:00", {"2026-12-02": [("23:00", "24:00")]}),
+    ],
+)
+def test_a_drop_in_late_in_the_evening_gets_windows_that_touch_at_midnight(
+    start: str, windows: dict[str, list[tuple[str, str]]]
+) -> None:
+    found = drop_in_windows(datetime.fromisoformat(start))
+    assert {day.isoformat(): [(w["start"], w["end"]) for w in ws] for day, ws in found.items()} == windows
 
 
 def test_the_csv_file_has_the_template_columns_and_a_row_per_line() -> None:
