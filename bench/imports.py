@@ -9,8 +9,9 @@ figures, each a ratio against a baseline measured in the same run (CPU time of t
 - NDJSON: one line of 32 MB (a JSON object with one long string).
 
 For each, the median CPU time the reader spends on one of its last 64 chunks of 64 KiB, against
-one of its early chunks (8-71) of the same parse, median of rounds. Target: at most 4x (linear:
-about 1x; a reader that goes over what it has read again for every chunk: about 20x).
+one of its early chunks (8-71) of the same parse, median of rounds. Target: at most 4x (a
+reader linear in the file stays near 1x; one that goes over what it has read again for every
+chunk grows with the file).
 
     python -m bench.imports [--megabytes 32] [--rounds 5]
 """
@@ -24,7 +25,6 @@ from collections.abc import AsyncIterator, Callable
 from statistics import median
 
 from services.demand import imports
-from services.demand.imports import ImportRow
 
 CHUNK = 65_536
 
@@ -41,7 +41,7 @@ async def in_chunks(data: bytes) -> AsyncIterator[bytes]:
 
 
 async def seconds_per_chunk(
-    reader: Callable[[AsyncIterator[bytes]], AsyncIterator[ImportRow]], data: bytes
+    reader: Callable[[AsyncIterator[bytes]], AsyncIterator[imports.ImportRow]], data: bytes
 ) -> list[float]:
     """CPU time the reader spent on each chunk (between being handed it and asking for the next)."""
     spent: list[float] = []

@@ -182,7 +182,7 @@ class WebhookOut(FromRow):
     @classmethod
     def _owner_from_the_same_row(cls, row: Any) -> Any:
         fields = columns(row)
-        return fields if "owner" in fields else {**fields, "owner": fields}
+        return fields if "owner_role" not in fields else {**fields, "owner": fields}
 
 
 class WebhookCreated(WebhookOut):

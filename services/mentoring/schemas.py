@@ -286,7 +286,7 @@ class MentorOut(FromRow):
     @classmethod
     def _from_mentor_row(cls, row: Any) -> Any:
         fields = columns(row)
-        if "availability" in fields:
+        if "calendar_token_hash" not in fields:
             return fields  # already the answer's fields
         # The same row holds the availability; of the feed's secret only whether there is one shows.
         return {

@@ -370,8 +370,8 @@ async def every_kind_of_change(system: System, clock: MentoringClock) -> None:
         done = await book(staff, mid, eid, timedelta(minutes=90))
         missed = await book(staff, mid, eid, timedelta(minutes=150))
         moved = await book(staff, mid, eid, timedelta(days=2))
-        # A free slot, not the same time plus some hours: a session may not run past a window's
-        # end, so that would fail whenever it crossed midnight.
+        # A free slot, not the same time plus some hours: that may fall outside the mentor's
+        # availability (late in the day, or past midnight into a day without it).
         later = {"start": await free_slot(staff, mid, timedelta(days=3))}
         check(await staff.post(f"{API}/sessions/{moved['id']}/reschedule", json=later))
         cancel = {"reason": "The enterprise asked to"}
